@@ -1,0 +1,48 @@
+# toolgate -- see README.md.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO ?= go
+CONTROLLER_GEN := $(GO) tool controller-gen
+
+.PHONY: all
+all: build
+
+##@ Generate
+
+.PHONY: generate
+generate: ## Generate deepcopy functions for the API types.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./apis/...
+
+.PHONY: manifests
+manifests: ## Generate the CRDs into config/crd/bases.
+	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
+
+##@ Build and test
+
+.PHONY: build
+build: ## Build every package.
+	$(GO) build ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	$(GO) vet ./...
+
+.PHONY: testbin
+testbin: ## Build kube-apiserver, etcd and kubectl from source into the cache (first run only).
+	./hack/testbin.sh
+
+.PHONY: redis
+redis: ## Make sure redis-server is installed.
+	./hack/redis.sh
+
+.PHONY: test
+test: redis ## Build what the tests need, then run every test.
+	export KUBEBUILDER_ASSETS="$$(./hack/testbin.sh)"; \
+	$(GO) vet ./...; \
+	$(GO) test -count=1 -timeout 30m ./...
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-z-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

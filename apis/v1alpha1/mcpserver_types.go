@@ -1,0 +1,237 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Transport is the MCP transport a server speaks.
+// +kubebuilder:validation:Enum=streamable-http;sse
+type Transport string
+
+const (
+	// TransportStreamableHTTP is the Streamable HTTP transport of MCP 2025-03-26 and later.
+	TransportStreamableHTTP Transport = "streamable-http"
+	// TransportSSE is the legacy HTTP+SSE transport of MCP 2024-11-05.
+	TransportSSE Transport = "sse"
+)
+
+// MaxTools bounds spec.rateLimiting.tools. It keeps the cost of the CEL rules
+// that walk the list within the API server's budget.
+const MaxTools = 128
+
+// MCPServerSpec describes an MCP server and the policy the gateway enforces
+// on its callers.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",messageExpression="'rateLimiting.tools[].perUser (tool ' + self.rateLimiting.tools.filter(t, has(t.perUser))[0].name + ') needs spec.auth.oidc: per-user buckets are keyed by the verified token\\'s user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers'"
+type MCPServerSpec struct {
+	// ServiceRef is the Service in the MCPServer's namespace that runs the
+	// MCP server.
+	ServiceRef ServiceReference `json:"serviceRef"`
+
+	// Path is the MCP endpoint on the server, for example /mcp.
+	//
+	// +kubebuilder:default=/mcp
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="path must start with /, for example /mcp"
+	// +optional
+	Path string `json:"path,omitempty"`
+
+	// Transport is the MCP transport the server speaks.
+	//
+	// +kubebuilder:default=streamable-http
+	// +optional
+	Transport Transport `json:"transport,omitempty"`
+
+	// Auth says how callers authenticate. Without it every caller is
+	// anonymous and only global rate limits can apply.
+	//
+	// +optional
+	Auth *Auth `json:"auth,omitempty"`
+
+	// RateLimiting configures token buckets for tools/call requests.
+	//
+	// +optional
+	RateLimiting *RateLimiting `json:"rateLimiting,omitempty"`
+}
+
+// ServiceReference names a Service port in the MCPServer's namespace.
+type ServiceReference struct {
+	// Name of the Service.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// Port of the Service.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+}
+
+// Auth configures how callers of an MCP server authenticate.
+type Auth struct {
+	// OIDC verifies a JWT bearer token on every request.
+	OIDC *OIDC `json:"oidc"`
+}
+
+// OIDC verifies JWT bearer tokens issued by an OpenID Connect provider.
+type OIDC struct {
+	// Issuer is the token issuer (the iss claim). Unless JWKSURL is set, the
+	// signing keys are discovered from Issuer + /.well-known/openid-configuration.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="issuer must be an absolute https:// (or http://) URL, for example https://issuer.example.com"
+	Issuer string `json:"issuer"`
+
+	// Audience is the value the token's aud claim must contain.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Audience string `json:"audience"`
+
+	// JWKSURL is where the issuer's signing keys are served. When empty they
+	// are discovered from the issuer.
+	//
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="jwksURL must be an absolute https:// (or http://) URL"
+	// +optional
+	JWKSURL string `json:"jwksURL,omitempty"`
+
+	// UserClaim is the token claim that identifies the user for per-user
+	// rate limits.
+	//
+	// +kubebuilder:default=sub
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	UserClaim string `json:"userClaim,omitempty"`
+}
+
+// RateLimiting configures the token buckets a tools/call must pass. A call
+// passes only if every bucket that applies to it has a token; then one token
+// is taken from each.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser)))",message="rateLimiting configures no bucket: set global or perUser, or add a tools[] entry with global or perUser (or remove rateLimiting)"
+type RateLimiting struct {
+	// Global is one bucket shared by all callers of the server.
+	//
+	// +optional
+	Global *Bucket `json:"global,omitempty"`
+
+	// PerUser is one bucket per user for all tools of the server. Requires
+	// spec.auth.oidc.
+	//
+	// +optional
+	PerUser *Bucket `json:"perUser,omitempty"`
+
+	// Tools are buckets for single tools, in addition to the server's.
+	//
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=128
+	// +optional
+	Tools []ToolRateLimit `json:"tools,omitempty"`
+}
+
+// ToolRateLimit configures the buckets of one tool.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="each tools[] entry must set global or perUser"
+type ToolRateLimit struct {
+	// Name of the tool, as in tools/call params.name.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Name string `json:"name"`
+
+	// Global is one bucket for this tool shared by all callers.
+	//
+	// +optional
+	Global *Bucket `json:"global,omitempty"`
+
+	// PerUser is one bucket per user for this tool. Requires spec.auth.oidc.
+	//
+	// +optional
+	PerUser *Bucket `json:"perUser,omitempty"`
+}
+
+// Bucket is a token bucket: it holds at most MaxTokens tokens and refills
+// continuously, from empty to full in RefillPeriod. Each call takes one token.
+type Bucket struct {
+	// MaxTokens is the capacity of the bucket: the most calls allowed in a burst.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	MaxTokens int64 `json:"maxTokens"`
+
+	// RefillPeriod is the time to refill an empty bucket completely, as a
+	// duration such as 30s, 1m or 1h. At most 24h.
+	//
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$')",message="refillPeriod must be a positive duration such as 30s, 1m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('24h'))",message="refillPeriod must be greater than 0s and at most 24h"
+	RefillPeriod metav1.Duration `json:"refillPeriod"`
+}
+
+// Condition types of an MCPServer.
+const (
+	// ConditionAccepted says whether the controller accepted the MCPServer.
+	ConditionAccepted = "Accepted"
+	// ConditionRateLimitingConfigValid says whether spec.rateLimiting can be
+	// enforced as written.
+	ConditionRateLimitingConfigValid = "RateLimitingConfigValid"
+)
+
+// MCPServerStatus is the observed state of an MCPServer.
+type MCPServerStatus struct {
+	// ObservedGeneration is the generation the status was computed from.
+	//
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Accepted and RateLimitingConfigValid.
+	//
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// MCPServer is an MCP server behind the gateway, with the authentication and
+// rate limits the gateway enforces on its tool calls. An HTTPRoute applies it
+// with an ExtensionRef filter.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=mcps,categories=toolgate
+// +kubebuilder:printcolumn:name="Service",type=string,JSONPath=`.spec.serviceRef.name`
+// +kubebuilder:printcolumn:name="Auth",type=string,JSONPath=`.spec.auth.oidc.issuer`,priority=1
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="RateLimiting",type=string,JSONPath=`.status.conditions[?(@.type=="RateLimitingConfigValid")].status`,description="Whether spec.rateLimiting is valid and enforced"
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="RateLimitingConfigValid")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MCPServer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   MCPServerSpec   `json:"spec"`
+	Status MCPServerStatus `json:"status,omitempty"`
+}
+
+// MCPServerList is a list of MCPServers.
+//
+// +kubebuilder:object:root=true
+type MCPServerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MCPServer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MCPServer{}, &MCPServerList{})
+}

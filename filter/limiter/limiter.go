@@ -1,0 +1,95 @@
+// Package limiter keeps token buckets: one decision takes tokens from several
+// buckets at once, all or nothing. Two stores share these semantics: Redis,
+// for gateways with more than one replica, and memory, the default.
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Limit is a token bucket's shape: it holds at most MaxTokens tokens and
+// refills continuously from empty to full in RefillPeriod.
+type Limit struct {
+	MaxTokens    int64
+	RefillPeriod time.Duration
+}
+
+// Validate refuses limits a store cannot enforce, before they reach it.
+func (l Limit) Validate() error {
+	if l.MaxTokens <= 0 {
+		return fmt.Errorf("maxTokens must be at least 1, got %d", l.MaxTokens)
+	}
+	if l.RefillPeriod <= 0 {
+		return fmt.Errorf("refillPeriod must be greater than 0s, got %s", l.RefillPeriod)
+	}
+	return nil
+}
+
+// BucketID names one bucket. Server is the MCP server ("namespace/name");
+// Tool is empty for the server's buckets; User is empty for global buckets.
+type BucketID struct {
+	Server string
+	Tool   string
+	User   string
+}
+
+// Demand asks for Tokens tokens from one bucket of the given Limit.
+type Demand struct {
+	Bucket BucketID
+	Limit  Limit
+	Tokens int64
+}
+
+// BucketState is what a decision left in one bucket.
+type BucketState struct {
+	// Allowed is false when this bucket did not hold the tokens demanded.
+	Allowed bool
+	// Remaining is the whole number of tokens left after the decision.
+	Remaining int64
+	// ResetAfter is the time until the bucket is full again.
+	ResetAfter time.Duration
+	// RetryAfter, when not Allowed, is the time until the bucket holds the
+	// tokens demanded (the bucket's refill period when it never can).
+	RetryAfter time.Duration
+}
+
+// Decision is the outcome of one Take.
+type Decision struct {
+	// Allowed is true when every bucket held its tokens and they were taken.
+	// When false, nothing was taken from any bucket.
+	Allowed bool
+	// RetryAfter, when not Allowed, is the time until every rejecting bucket
+	// holds the tokens demanded again.
+	RetryAfter time.Duration
+	// Buckets holds one state per demand, in order.
+	Buckets []BucketState
+}
+
+// Store takes tokens from buckets.
+type Store interface {
+	// Take takes the demanded tokens from every bucket if each holds them,
+	// and from none otherwise. An error means the store could not decide.
+	Take(ctx context.Context, demands []Demand) (Decision, error)
+}
+
+// ErrNoDemands is returned by Take when it is given nothing to decide.
+var ErrNoDemands = errors.New("limiter: no demands")
+
+// validate checks every demand before a store acts on any.
+func validate(demands []Demand) error {
+	if len(demands) == 0 {
+		return ErrNoDemands
+	}
+	for i, d := range demands {
+		if err := d.Limit.Validate(); err != nil {
+			return fmt.Errorf("limiter: demand %d (%+v): %w", i, d.Bucket, err)
+		}
+		if d.Tokens <= 0 {
+			return fmt.Errorf("limiter: demand %d (%+v): tokens must be at least 1, got %d", i, d.Bucket, d.Tokens)
+		}
+	}
+	return nil
+}
