@@ -23,7 +23,7 @@ const MaxTools = 128
 // on its callers.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
-// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",messageExpression="'rateLimiting.tools[].perUser (tool ' + self.rateLimiting.tools.filter(t, has(t.perUser))[0].name + ') needs spec.auth.oidc: per-user buckets are keyed by the verified token\\'s user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers'"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",message="rateLimiting.tools[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers"
 type MCPServerSpec struct {
 	// ServiceRef is the Service in the MCPServer's namespace that runs the
 	// MCP server.
