@@ -1,0 +1,129 @@
+package translate
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/gateway"
+)
+
+// translateBackend resolves one backendRef: a core Service (port required)
+// or an MCPServer, in the route's namespace or, with a ReferenceGrant, in
+// another. An unresolved backend keeps its weight and answers 500.
+func (t *translator) translateBackend(rs *routeState, route *gwv1.HTTPRoute, ref gwv1.BackendRef, at string) gateway.Backend {
+	weight := int32(1)
+	if ref.Weight != nil {
+		weight = *ref.Weight
+	}
+	group, kind := "", kindService
+	if ref.Group != nil {
+		group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	ns := route.Namespace
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	b := gateway.Backend{Name: fmt.Sprintf("%s/%s", ns, ref.Name), Weight: weight}
+	invalid := func(reason gwv1.RouteConditionReason, msg string) gateway.Backend {
+		rs.unresolved(reason, at+": "+msg)
+		b.Invalid = true
+		return b
+	}
+	isService := group == "" && kind == kindService
+	isMCPServer := group == v1alpha1.GroupVersion.Group && kind == "MCPServer"
+	if !isService && !isMCPServer {
+		return invalid(gwv1.RouteReasonInvalidKind, fmt.Sprintf("backend kind %s/%s is not supported: use a Service or an MCPServer", group, kind))
+	}
+	if ns != route.Namespace && !t.referenceAllowed(gatewayGroup, kindHTTPRoute, route.Namespace, group, kind, ns, string(ref.Name)) {
+		return invalid(gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("%s %s/%s is in another namespace and no ReferenceGrant there allows it", kind, ns, ref.Name))
+	}
+	svcName, port := types.NamespacedName{Namespace: ns, Name: string(ref.Name)}, int32(0)
+	if ref.Port != nil {
+		port = int32(*ref.Port)
+	}
+	if isMCPServer {
+		m, ok := t.idx.mcpServers[svcName]
+		if !ok {
+			return invalid(gwv1.RouteReasonBackendNotFound, fmt.Sprintf("MCPServer %s not found", svcName))
+		}
+		svcName = types.NamespacedName{Namespace: ns, Name: m.Spec.ServiceRef.Name}
+		if port == 0 {
+			port = m.Spec.ServiceRef.Port
+		}
+		b.Name = fmt.Sprintf("%s/%s", ns, m.Name)
+	} else if port == 0 {
+		return invalid(gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("backendRef to Service %s needs a port", svcName))
+	}
+	b.Name += ":" + strconv.Itoa(int(port))
+	svc, ok := t.idx.services[svcName]
+	if !ok {
+		return invalid(gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s not found", svcName))
+	}
+	svcPort, ok := servicePort(svc, port)
+	if !ok {
+		return invalid(gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s has no port %d", svcName, port))
+	}
+	if svcPort.AppProtocol != nil && (*svcPort.AppProtocol == "https" || *svcPort.AppProtocol == "kubernetes.io/https") {
+		b.Scheme = "https"
+	}
+	b.Endpoints = t.endpoints(svcName, svcPort)
+	return b
+}
+
+func servicePort(svc *corev1.Service, port int32) (corev1.ServicePort, bool) {
+	for _, p := range svc.Spec.Ports {
+		if p.Port == port {
+			return p, true
+		}
+	}
+	return corev1.ServicePort{}, false
+}
+
+// endpoints lists the ready endpoints of a Service port from its
+// EndpointSlices, as "ip:port", sorted for stable snapshots.
+func (t *translator) endpoints(svc types.NamespacedName, port corev1.ServicePort) []string {
+	var out []string
+	for _, es := range t.idx.endpointSlices[svc] {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		var target int32 = -1
+		for _, p := range es.Ports {
+			name := ""
+			if p.Name != nil {
+				name = *p.Name
+			}
+			if name == port.Name && p.Port != nil {
+				target = *p.Port
+				break
+			}
+		}
+		if target < 0 {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, addr := range ep.Addresses {
+				hp := net.JoinHostPort(addr, strconv.Itoa(int(target)))
+				if !slices.Contains(out, hp) {
+					out = append(out, hp)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,134 @@
+package translate
+
+import (
+	"fmt"
+
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/gateway"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// translateFilters converts HTTPRoute filters. prefixOnly says whether every
+// match of the rule is a PathPrefix, which ReplacePrefixMatch needs.
+func (t *translator) translateFilters(rs *routeState, route *gwv1.HTTPRoute, filters []gwv1.HTTPRouteFilter, where string, prefixOnly bool) []gateway.Filter {
+	var out []gateway.Filter
+	for i, f := range filters {
+		at := fmt.Sprintf("%s[%d]", where, i)
+		switch f.Type {
+		case gwv1.HTTPRouteFilterRequestHeaderModifier:
+			out = append(out, gateway.Filter{Type: gateway.FilterRequestHeaderModifier, RequestHeaderModifier: headerModifier(f.RequestHeaderModifier)})
+		case gwv1.HTTPRouteFilterResponseHeaderModifier:
+			out = append(out, gateway.Filter{Type: gateway.FilterResponseHeaderModifier, ResponseHeaderModifier: headerModifier(f.ResponseHeaderModifier)})
+		case gwv1.HTTPRouteFilterRequestRedirect:
+			rr := f.RequestRedirect
+			if rr == nil {
+				rs.unsupported(at + ": requestRedirect is required for a RequestRedirect filter")
+				continue
+			}
+			redirect := &gateway.Redirect{}
+			if rr.Scheme != nil {
+				redirect.Scheme = *rr.Scheme
+			}
+			if rr.Hostname != nil {
+				redirect.Hostname = string(*rr.Hostname)
+			}
+			if rr.Port != nil {
+				redirect.Port = int(*rr.Port)
+			}
+			if rr.StatusCode != nil {
+				redirect.StatusCode = *rr.StatusCode
+			}
+			redirect.Path = t.pathModifier(rs, rr.Path, at, prefixOnly)
+			out = append(out, gateway.Filter{Type: gateway.FilterRequestRedirect, RequestRedirect: redirect})
+		case gwv1.HTTPRouteFilterURLRewrite:
+			ur := f.URLRewrite
+			if ur == nil {
+				rs.unsupported(at + ": urlRewrite is required for a URLRewrite filter")
+				continue
+			}
+			rewrite := &gateway.URLRewrite{Path: t.pathModifier(rs, ur.Path, at, prefixOnly)}
+			if ur.Hostname != nil {
+				rewrite.Hostname = string(*ur.Hostname)
+			}
+			out = append(out, gateway.Filter{Type: gateway.FilterURLRewrite, URLRewrite: rewrite})
+		case gwv1.HTTPRouteFilterExtensionRef:
+			out = append(out, t.extensionRef(rs, route, f.ExtensionRef, at))
+		default:
+			rs.unsupported(fmt.Sprintf("%s: filter type %s is not supported by toolgate", at, f.Type))
+		}
+	}
+	return out
+}
+
+func headerModifier(m *gwv1.HTTPHeaderFilter) *gateway.HeaderModifier {
+	out := &gateway.HeaderModifier{}
+	if m == nil {
+		return out
+	}
+	for _, h := range m.Set {
+		out.Set = append(out.Set, gateway.Header{Name: string(h.Name), Value: h.Value})
+	}
+	for _, h := range m.Add {
+		out.Add = append(out.Add, gateway.Header{Name: string(h.Name), Value: h.Value})
+	}
+	out.Remove = append(out.Remove, m.Remove...)
+	return out
+}
+
+func (t *translator) pathModifier(rs *routeState, p *gwv1.HTTPPathModifier, at string, prefixOnly bool) *gateway.PathModifier {
+	if p == nil {
+		return nil
+	}
+	switch p.Type {
+	case gwv1.FullPathHTTPPathModifier:
+		if p.ReplaceFullPath == nil {
+			rs.unsupported(at + ": path.replaceFullPath is required for type ReplaceFullPath")
+			return nil
+		}
+		return &gateway.PathModifier{Type: gateway.ReplaceFullPath, ReplaceFullPath: *p.ReplaceFullPath}
+	case gwv1.PrefixMatchHTTPPathModifier:
+		if p.ReplacePrefixMatch == nil {
+			rs.unsupported(at + ": path.replacePrefixMatch is required for type ReplacePrefixMatch")
+			return nil
+		}
+		if !prefixOnly {
+			rs.unsupported(at + ": ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
+			return nil
+		}
+		return &gateway.PathModifier{Type: gateway.ReplacePrefixMatch, ReplacePrefixMatch: *p.ReplacePrefixMatch}
+	default:
+		rs.unsupported(fmt.Sprintf("%s: path modifier type %s is not supported", at, p.Type))
+		return nil
+	}
+}
+
+// extensionRef resolves an ExtensionRef filter. An unresolved reference keeps
+// the route Accepted, sets ResolvedRefs=False and leaves the filter's
+// Filter nil, so matching requests get 500 (GEP-1364).
+func (t *translator) extensionRef(rs *routeState, route *gwv1.HTTPRoute, ref *gwv1.LocalObjectReference, at string) gateway.Filter {
+	f := gateway.Filter{Type: gateway.FilterExtensionRef, ExtensionRef: &gateway.ExtensionRef{}}
+	if ref == nil {
+		rs.unsupported(at + ": extensionRef is required for an ExtensionRef filter")
+		return f
+	}
+	f.ExtensionRef.Group, f.ExtensionRef.Kind, f.ExtensionRef.Name = string(ref.Group), string(ref.Kind), string(ref.Name)
+	if string(ref.Group) != v1alpha1.GroupVersion.Group || ref.Kind != "MCPServer" {
+		rs.unresolved(gwv1.RouteReasonInvalidKind,
+			fmt.Sprintf("%s: ExtensionRef to %s/%s %q: toolgate only knows kind MCPServer of group %s", at, ref.Group, ref.Kind, ref.Name, v1alpha1.GroupVersion.Group))
+		return f
+	}
+	nn := types.NamespacedName{Namespace: route.Namespace, Name: string(ref.Name)}
+	if _, ok := t.idx.mcpServers[nn]; !ok {
+		rs.unresolved(gwv1.RouteReasonBackendNotFound,
+			fmt.Sprintf("%s: ExtensionRef to MCPServer %q: no MCPServer %s exists; create it, or fix the name (matching requests get HTTP 500 until then)", at, ref.Name, nn))
+		return f
+	}
+	f.ExtensionRef.Filter = t.filterFor(nn)
+	if f.ExtensionRef.Filter == nil {
+		rs.unresolved(gwv1.RouteReasonBackendNotFound,
+			fmt.Sprintf("%s: ExtensionRef to MCPServer %q: the MCPServer is not valid, see its Accepted condition (matching requests get HTTP 500 until then)", at, ref.Name))
+	}
+	return f
+}

@@ -1,0 +1,299 @@
+package translate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+	"unicode"
+
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/toolgate/toolgate/controller/admission"
+	"github.com/toolgate/toolgate/controller/load"
+	"github.com/toolgate/toolgate/controller/translate"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.out.yaml from the translator's output")
+
+// fixtureOptions is an optional document of kind TestOptions in a fixture.
+type fixtureOptions struct {
+	Kind string `json:"kind"`
+	// Replicas and SharedStore set the translator options of those names.
+	Replicas    int32 `json:"replicas"`
+	SharedStore bool  `json:"sharedStore"`
+	// DataPlaneNotReady leaves every Gateway's data plane unavailable.
+	DataPlaneNotReady bool `json:"dataPlaneNotReady"`
+}
+
+// TestTranslate runs every testdata/NAME.in.yaml through the translator and
+// compares the snapshot, policies and status with testdata/NAME.out.yaml.
+// Run with -update to rewrite the golden files, then read the diff.
+func TestTranslate(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	loader, err := load.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	validator, err := admission.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var docs []string
+			fo := fixtureOptions{Replicas: 1}
+			for _, doc := range strings.Split(string(raw), "\n---") {
+				if strings.Contains(doc, "kind: TestOptions") {
+					if err := yaml.UnmarshalStrict([]byte(doc), &fo); err != nil {
+						t.Fatalf("TestOptions: %v", err)
+					}
+					continue
+				}
+				docs = append(docs, doc)
+			}
+			res, err := loader.Read(strings.NewReader(strings.Join(docs, "\n---")), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
+			for _, gw := range res.Gateways {
+				dp := translate.DataPlane{Ready: !fo.DataPlaneNotReady, Message: "0 of 1 replicas available"}
+				if dp.Ready {
+					dp.Message = ""
+					dp.Addresses = []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "192.0.2.10"}}
+				}
+				res.DataPlanes[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = dp
+			}
+			result := translate.Translate(res, translate.Options{
+				Replicas: fo.Replicas, SharedStore: fo.SharedStore, Admission: validator,
+			})
+			got := dump(t, result)
+			golden := strings.TrimSuffix(in, ".in.yaml") + ".out.yaml"
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./controller/translate -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("translation differs from %s (run with -update and read the diff):\n%s", golden, diff(string(want), string(got)))
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// dump renders a Result as YAML for a reader who knows the Gateway API:
+// lower-camel keys, durations as strings, zero values left out, resolved
+// ExtensionRefs shown as such and certificates counted.
+func dump(t *testing.T, r *translate.Result) []byte {
+	t.Helper()
+	gateways := map[string]any{}
+	for nn, cfg := range r.Gateways {
+		gateways[nn.String()] = tidy(t, cfg)
+	}
+	policies := map[string]any{}
+	for nn, p := range r.Policies {
+		policies[nn.String()] = tidy(t, p)
+	}
+	routes := map[string]any{}
+	for nn, s := range r.Status.HTTPRoutes {
+		routes[nn.String()] = withoutNulls(t, s)
+	}
+	gws := map[string]any{}
+	for nn, s := range r.Status.Gateways {
+		gws[nn.String()] = withoutNulls(t, s)
+	}
+	mcps := map[string]any{}
+	for nn, s := range r.Status.MCPServers {
+		mcps[nn.String()] = withoutNulls(t, s)
+	}
+	classes := map[string]any{}
+	for name, s := range r.Status.GatewayClasses {
+		classes[name] = withoutNulls(t, s)
+	}
+	out, err := yaml.Marshal(map[string]any{
+		"gateways": gateways,
+		"policies": policies,
+		"status": map[string]any{
+			"gatewayClasses": classes,
+			"gateways":       gws,
+			"httpRoutes":     routes,
+			"mcpServers":     mcps,
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// withoutNulls renders a status without its null fields (the translator
+// leaves lastTransitionTime to the status writer).
+func withoutNulls(t *testing.T, v any) any {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic any
+	if err := json.Unmarshal(raw, &generic); err != nil {
+		t.Fatal(err)
+	}
+	return dropNulls(generic)
+}
+
+func dropNulls(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			if val == nil {
+				delete(x, k)
+				continue
+			}
+			x[k] = dropNulls(val)
+		}
+	case []any:
+		for i := range x {
+			x[i] = dropNulls(x[i])
+		}
+	}
+	return v
+}
+
+// tidy converts a value without JSON tags to a readable generic form.
+func tidy(t *testing.T, v any) any {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic any
+	if err := json.Unmarshal(raw, &generic); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := walk(generic, "")
+	return out
+}
+
+var durationKeys = map[string]bool{"RefillPeriod": true, "Request": true, "BackendRequest": true}
+
+// walk rewrites a generic JSON value; keep is false for zero values.
+func walk(v any, key string) (any, bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		if f, ok := x["Filter"]; ok && x["Kind"] != nil {
+			x["Filter"] = map[bool]string{true: "resolved", false: "unresolved (requests get HTTP 500)"}[f != nil]
+		}
+		out := map[string]any{}
+		for k, val := range x {
+			if k == "Certificates" {
+				if list, ok := val.([]any); ok && len(list) > 0 {
+					out["certificates"] = len(list)
+				}
+				continue
+			}
+			if n, ok := val.(float64); ok && durationKeys[k] {
+				if n != 0 {
+					out[lowerFirst(k)] = time.Duration(n).String()
+				}
+				continue
+			}
+			if s, ok := val.(string); ok && k == "CreationTimestamp" && strings.HasPrefix(s, "0001-01-01") {
+				continue
+			}
+			if k == "Weight" { // zero is meaningful: never chosen
+				out["weight"] = val
+				continue
+			}
+			if w, keep := walk(val, k); keep {
+				out[lowerFirst(k)] = w
+			}
+		}
+		return out, len(out) > 0
+	case []any:
+		out := make([]any, 0, len(x))
+		for _, e := range x {
+			w, keep := walk(e, key)
+			if !keep {
+				w = map[string]any{}
+			}
+			out = append(out, w)
+		}
+		return out, len(out) > 0
+	case string:
+		return x, x != ""
+	case float64:
+		return x, x != 0
+	case bool:
+		return x, x
+	case nil:
+		return nil, false
+	default:
+		return x, true
+	}
+}
+
+// lowerFirst lower-cases a Go field name's leading word or acronym:
+// "URLRewrite" becomes "urlRewrite", "Hostnames" "hostnames".
+func lowerFirst(s string) string {
+	r := []rune(s)
+	for i := range r {
+		if !unicode.IsUpper(r[i]) {
+			break
+		}
+		if i > 0 && i+1 < len(r) && unicode.IsLower(r[i+1]) {
+			break
+		}
+		r[i] = unicode.ToLower(r[i])
+	}
+	return string(r)
+}
+
+// diff shows the first lines where want and got differ.
+func diff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	shown := 0
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			b.WriteString("line " + itoa(i+1) + ":\n  want: " + wl + "\n  got:  " + gl + "\n")
+			if shown++; shown == 10 {
+				break
+			}
+		}
+	}
+	return b.String()
+}
+
+func itoa(i int) string { return jsonNumber(i) }
+
+func jsonNumber(i int) string {
+	b, _ := json.Marshal(i)
+	return string(b)
+}

@@ -1,0 +1,191 @@
+package translate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/limiter"
+	"github.com/toolgate/toolgate/gateway"
+)
+
+// Reasons of the MCPServer conditions.
+const (
+	ReasonAccepted        = "Accepted"
+	ReasonInvalid         = "Invalid"
+	ReasonValid           = "Valid"
+	ReasonNotConfigured   = "NotConfigured"
+	ReasonNoSharedStore   = "NoSharedStore"
+	ReasonResolvedRefs    = "ResolvedRefs"
+	ReasonBackendNotFound = "BackendNotFound"
+
+	// ConditionResolvedRefs says whether spec.serviceRef names a Service.
+	ConditionResolvedRefs = "ResolvedRefs"
+)
+
+func (t *translator) translateMCPServers() {
+	for _, m := range sortedByAge(t.res.MCPServers) {
+		nn := key(m)
+		gen := m.Generation
+		status := &v1alpha1.MCPServerStatus{ObservedGeneration: gen}
+		t.out.Status.MCPServers[nn] = status
+
+		if err := t.admit(m); err != nil {
+			// The object breaks the CRD's rules (stored before a rule
+			// existed, or written around admission): say which.
+			status.Conditions = []metav1.Condition{
+				condition(v1alpha1.ConditionAccepted, false, ReasonInvalid, err.Error(), gen),
+				condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonInvalid, err.Error(), gen),
+			}
+			continue
+		}
+		policy := policyFor(m)
+		if _, err := filter.New(*policy, t.shared()); err != nil {
+			status.Conditions = []metav1.Condition{
+				condition(v1alpha1.ConditionAccepted, false, ReasonInvalid, err.Error(), gen),
+				condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonInvalid, err.Error(), gen),
+			}
+			continue
+		}
+		t.out.Policies[nn] = policy
+		status.Conditions = []metav1.Condition{
+			condition(v1alpha1.ConditionAccepted, true, ReasonAccepted, "the MCPServer is valid; apply it to an HTTPRoute rule with an ExtensionRef filter", gen),
+			t.rateLimitingCondition(m),
+			t.serviceRefCondition(m),
+		}
+	}
+}
+
+// admit re-checks m against the CRD's schema and CEL rules.
+func (t *translator) admit(m *v1alpha1.MCPServer) error {
+	if t.opts.Admission == nil {
+		return nil
+	}
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(m)
+	if err != nil {
+		return fmt.Errorf("convert MCPServer %s: %w", key(m), err)
+	}
+	u := &unstructured.Unstructured{Object: raw}
+	u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("MCPServer"))
+	delete(u.Object, "status")
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	err = t.opts.Admission.Admit(context.Background(), u)
+	if statusErr, ok := err.(*apierrors.StatusError); ok && statusErr.ErrStatus.Details != nil {
+		var causes []string
+		for _, c := range statusErr.ErrStatus.Details.Causes {
+			causes = append(causes, c.Field+": "+c.Message)
+		}
+		return fmt.Errorf("%s", strings.Join(causes, "; "))
+	}
+	return err
+}
+
+func (t *translator) rateLimitingCondition(m *v1alpha1.MCPServer) metav1.Condition {
+	gen := m.Generation
+	rl := m.Spec.RateLimiting
+	if rl == nil {
+		return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonNotConfigured, "no rate limits are configured: every tools/call passes", gen)
+	}
+	if t.opts.Replicas > 1 && !t.opts.SharedStore {
+		return condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonNoSharedStore,
+			fmt.Sprintf("the gateway runs %d proxy replicas with in-memory buckets, so each replica would allow maxTokens on its own: configure Redis (the controller's --redis-url or the GatewayClass parameters) or run one replica", t.opts.Replicas), gen)
+	}
+	return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonValid, "enforced: "+describeLimits(rl), gen)
+}
+
+func (t *translator) serviceRefCondition(m *v1alpha1.MCPServer) metav1.Condition {
+	svc := types.NamespacedName{Namespace: m.Namespace, Name: m.Spec.ServiceRef.Name}
+	if _, ok := t.idx.services[svc]; !ok {
+		return condition(ConditionResolvedRefs, false, ReasonBackendNotFound, fmt.Sprintf("spec.serviceRef: Service %s not found", svc), m.Generation)
+	}
+	return condition(ConditionResolvedRefs, true, ReasonResolvedRefs, "spec.serviceRef resolved", m.Generation)
+}
+
+// describeLimits summarizes the buckets, for example
+// "global 1000/1m0s, perUser 100/1m0s, tools expensive_tool(perUser 10/1m0s)".
+func describeLimits(rl *v1alpha1.RateLimiting) string {
+	var parts []string
+	bucket := func(name string, b *v1alpha1.Bucket) {
+		if b != nil {
+			parts = append(parts, fmt.Sprintf("%s %d/%s", name, b.MaxTokens, b.RefillPeriod.Duration))
+		}
+	}
+	bucket("global", rl.Global)
+	bucket("perUser", rl.PerUser)
+	for _, tool := range rl.Tools {
+		bucket(tool.Name+".global", tool.Global)
+		bucket(tool.Name+".perUser", tool.PerUser)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// policyFor converts an MCPServer into the filter's plain policy.
+func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
+	p := &filter.Policy{Server: m.Namespace + "/" + m.Name}
+	if a := m.Spec.Auth; a != nil && a.OIDC != nil {
+		p.Auth = &filter.OIDCConfig{
+			Issuer:    a.OIDC.Issuer,
+			Audience:  a.OIDC.Audience,
+			JWKSURL:   a.OIDC.JWKSURL,
+			UserClaim: a.OIDC.UserClaim,
+		}
+	}
+	if rl := m.Spec.RateLimiting; rl != nil {
+		p.Global = limit(rl.Global)
+		p.PerUser = limit(rl.PerUser)
+		if len(rl.Tools) > 0 {
+			p.Tools = make(map[string]filter.ToolLimits, len(rl.Tools))
+			for _, tool := range rl.Tools {
+				p.Tools[tool.Name] = filter.ToolLimits{Global: limit(tool.Global), PerUser: limit(tool.PerUser)}
+			}
+		}
+	}
+	return p
+}
+
+func limit(b *v1alpha1.Bucket) *limiter.Limit {
+	if b == nil {
+		return nil
+	}
+	return &limiter.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod.Duration}
+}
+
+// filterFor returns the enforcing filter of an MCPServer, built once per
+// translation, or nil when the MCPServer is missing or invalid.
+func (t *translator) filterFor(nn types.NamespacedName) gateway.ExtensionFilter {
+	if f, ok := t.filters[nn]; ok {
+		return f
+	}
+	policy, ok := t.out.Policies[nn]
+	if !ok {
+		return nil
+	}
+	f, err := filter.New(*policy, t.shared())
+	if err != nil {
+		// Validated in translateMCPServers; the route answers 500 if not.
+		return nil
+	}
+	t.filters[nn] = f
+	return f
+}
+
+// shared is Options.Filters or, for translations made for status only, a
+// private in-memory one.
+func (t *translator) shared() *filter.Shared {
+	if t.opts.Filters == nil {
+		s, err := filter.NewShared(filter.SharedOptions{Store: limiter.NewMemory(limiter.MemoryOptions{})})
+		if err != nil {
+			panic(fmt.Sprintf("translate: status-only filter state: %v", err))
+		}
+		t.opts.Filters = s
+	}
+	return t.opts.Filters
+}

@@ -1,0 +1,286 @@
+package translate
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/gateway"
+)
+
+// routeProblem is the first problem found in a route, which sets one of its
+// parent conditions.
+type routeProblem struct {
+	condition gwv1.RouteConditionType
+	reason    gwv1.RouteConditionReason
+	message   string
+}
+
+// routeState is an HTTPRoute during translation: its rules in snapshot form
+// and what went wrong, shared by all its parents.
+type routeState struct {
+	route    *gwv1.HTTPRoute
+	rules    []gateway.Rule
+	accepted *routeProblem // Accepted=False for every parent
+	refs     *routeProblem // ResolvedRefs=False for every parent
+}
+
+func (rs *routeState) unsupported(msg string) {
+	if rs.accepted == nil {
+		rs.accepted = &routeProblem{gwv1.RouteConditionAccepted, gwv1.RouteReasonUnsupportedValue, msg}
+	}
+}
+
+// unresolved records a reference that could not be resolved. The condition
+// takes the first problem's reason and lists every problem's message.
+func (rs *routeState) unresolved(reason gwv1.RouteConditionReason, msg string) {
+	if rs.refs == nil {
+		rs.refs = &routeProblem{gwv1.RouteConditionResolvedRefs, reason, msg}
+		return
+	}
+	rs.refs.message += "; " + msg
+}
+
+func (t *translator) translateHTTPRoutes(gateways []*gatewayState) {
+	byName := map[string]*gatewayState{}
+	for _, gs := range gateways {
+		byName[key(gs.gw).String()] = gs
+	}
+	for _, route := range sortedByAge(t.res.HTTPRoutes) {
+		var rs *routeState // built on first use: routes of other controllers cost nothing
+		var parents []gwv1.RouteParentStatus
+		for _, ref := range route.Spec.ParentRefs {
+			if (ref.Group != nil && *ref.Group != gatewayGroup) || (ref.Kind != nil && *ref.Kind != kindGateway) {
+				continue
+			}
+			ns := route.Namespace
+			if ref.Namespace != nil && *ref.Namespace != "" {
+				ns = string(*ref.Namespace)
+			}
+			gs, ok := byName[ns+"/"+string(ref.Name)]
+			if !ok {
+				continue
+			}
+			if rs == nil {
+				rs = t.translateRules(route)
+			}
+			parents = append(parents, t.attach(rs, gs, ref))
+		}
+		if parents != nil {
+			t.out.Status.HTTPRoutes[key(route)] = parents
+		}
+	}
+}
+
+// attach attaches the route to the listeners of one parentRef and returns
+// that parent's status.
+func (t *translator) attach(rs *routeState, gs *gatewayState, ref gwv1.ParentReference) gwv1.RouteParentStatus {
+	route := rs.route
+	gen := route.Generation
+	status := gwv1.RouteParentStatus{ParentRef: ref, ControllerName: t.opts.ControllerName}
+	reject := func(reason gwv1.RouteConditionReason, msg string) gwv1.RouteParentStatus {
+		status.Conditions = []metav1.Condition{
+			condition(gwv1.RouteConditionAccepted, false, reason, msg, gen),
+			t.resolvedRefsCondition(rs),
+		}
+		return status
+	}
+	var candidates []*listenerState
+	for _, l := range gs.listeners {
+		if ref.SectionName != nil && *ref.SectionName != l.spec.Name {
+			continue
+		}
+		if ref.Port != nil && *ref.Port != l.spec.Port {
+			continue
+		}
+		candidates = append(candidates, l)
+	}
+	if len(candidates) == 0 {
+		return reject(gwv1.RouteReasonNoMatchingParent, fmt.Sprintf("Gateway %s has no listener matching sectionName %s and port %s", key(gs.gw), strOr(ref.SectionName), portOr(ref.Port)))
+	}
+	var allowed []*listenerState
+	for _, l := range candidates {
+		if l.usable() && t.allowsRoute(gs.gw, l, route.Namespace) {
+			allowed = append(allowed, l)
+		}
+	}
+	if len(allowed) == 0 {
+		return reject(gwv1.RouteReasonNotAllowedByListeners, fmt.Sprintf("no listener of Gateway %s that this parentRef selects is valid and allows HTTPRoutes from namespace %s (see the listeners' allowedRoutes)", key(gs.gw), route.Namespace))
+	}
+	attached := 0
+	for _, l := range allowed {
+		hosts, ok := intersectHostnames(hostnameOf(l.spec.Hostname), route.Spec.Hostnames)
+		if !ok {
+			continue
+		}
+		attached++
+		l.attachedRoutes++
+		if rs.accepted != nil {
+			continue // counted as attached, but nothing is served
+		}
+		l.virtualHosts = append(l.virtualHosts, gateway.VirtualHost{
+			Hostnames: hosts,
+			Routes: []gateway.Route{{
+				Namespace:         route.Namespace,
+				Name:              route.Name,
+				CreationTimestamp: route.CreationTimestamp.Time,
+				Rules:             rs.rules,
+			}},
+		})
+	}
+	if attached == 0 {
+		return reject(gwv1.RouteReasonNoMatchingListenerHostname, "no hostname of the route matches a hostname of the listeners it attaches to")
+	}
+	if rs.accepted != nil {
+		return reject(rs.accepted.reason, rs.accepted.message)
+	}
+	status.Conditions = []metav1.Condition{
+		condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "the route is attached", gen),
+		t.resolvedRefsCondition(rs),
+	}
+	return status
+}
+
+func (t *translator) resolvedRefsCondition(rs *routeState) metav1.Condition {
+	if rs.refs != nil {
+		return condition(gwv1.RouteConditionResolvedRefs, false, rs.refs.reason, rs.refs.message, rs.route.Generation)
+	}
+	return condition(gwv1.RouteConditionResolvedRefs, true, gwv1.RouteReasonResolvedRefs, "all references resolved", rs.route.Generation)
+}
+
+func strOr(s *gwv1.SectionName) string {
+	if s == nil {
+		return "(any)"
+	}
+	return string(*s)
+}
+
+func portOr(p *gwv1.PortNumber) string {
+	if p == nil {
+		return "(any)"
+	}
+	return fmt.Sprint(*p)
+}
+
+// intersectHostnames computes the hostnames a route serves on a listener:
+// the spec's intersection of the listener's hostname (empty: any) with the
+// route's hostnames (none: any). ok is false when they do not intersect.
+func intersectHostnames(listener string, route []gwv1.Hostname) ([]string, bool) {
+	if len(route) == 0 {
+		if listener == "" {
+			return nil, true
+		}
+		return []string{listener}, true
+	}
+	var out []string
+	add := func(h string) {
+		for _, x := range out {
+			if x == h {
+				return
+			}
+		}
+		out = append(out, h)
+	}
+	for _, rh := range route {
+		h := strings.ToLower(string(rh))
+		switch {
+		case listener == "" || listener == h:
+			add(h)
+		case wildcardCovers(listener, h):
+			add(h)
+		case wildcardCovers(h, listener):
+			add(listener)
+		}
+	}
+	return out, len(out) > 0
+}
+
+// wildcardCovers reports whether pattern "*.example.com" covers name, which
+// may itself be a more specific wildcard.
+func wildcardCovers(pattern, name string) bool {
+	if !strings.HasPrefix(pattern, "*.") {
+		return false
+	}
+	suffix := pattern[1:]
+	if strings.HasPrefix(name, "*.") {
+		return len(name) > len(pattern) && strings.HasSuffix(name, suffix)
+	}
+	return len(name) > len(suffix) && strings.HasSuffix(name, suffix)
+}
+
+// translateRules converts a route's rules to the snapshot.
+func (t *translator) translateRules(route *gwv1.HTTPRoute) *routeState {
+	rs := &routeState{route: route}
+	for i, rule := range route.Spec.Rules {
+		r := gateway.Rule{}
+		if rule.Name != nil {
+			r.Name = string(*rule.Name)
+		}
+		hasPrefixOnly := true
+		for _, m := range rule.Matches {
+			gm := translateMatch(m)
+			if gm.Path.Type != gateway.PathMatchPathPrefix {
+				hasPrefixOnly = false
+			}
+			r.Matches = append(r.Matches, gm)
+		}
+		where := fmt.Sprintf("rules[%d]", i)
+		r.Filters = t.translateFilters(rs, route, rule.Filters, where+".filters", hasPrefixOnly)
+		if rule.Timeouts != nil {
+			r.Timeouts.Request = parseDuration(rs, rule.Timeouts.Request, where+".timeouts.request")
+			r.Timeouts.BackendRequest = parseDuration(rs, rule.Timeouts.BackendRequest, where+".timeouts.backendRequest")
+		}
+		for j, br := range rule.BackendRefs {
+			b := t.translateBackend(rs, route, br.BackendRef, fmt.Sprintf("%s.backendRefs[%d]", where, j))
+			b.Filters = t.translateFilters(rs, route, br.Filters, fmt.Sprintf("%s.backendRefs[%d].filters", where, j), hasPrefixOnly)
+			r.Backends = append(r.Backends, b)
+		}
+		rs.rules = append(rs.rules, r)
+	}
+	return rs
+}
+
+func parseDuration(rs *routeState, d *gwv1.Duration, where string) time.Duration {
+	if d == nil {
+		return 0
+	}
+	v, err := time.ParseDuration(string(*d))
+	if err != nil || v < 0 {
+		rs.unsupported(fmt.Sprintf("%s: %q is not a valid duration", where, *d))
+		return 0
+	}
+	return v
+}
+
+func translateMatch(m gwv1.HTTPRouteMatch) gateway.Match {
+	gm := gateway.Match{Path: gateway.PathMatch{Type: gateway.PathMatchPathPrefix, Value: "/"}}
+	if m.Path != nil {
+		if m.Path.Type != nil {
+			gm.Path.Type = gateway.PathMatchType(*m.Path.Type)
+		}
+		if m.Path.Value != nil {
+			gm.Path.Value = *m.Path.Value
+		}
+	}
+	for _, h := range m.Headers {
+		typ := gateway.MatchExact
+		if h.Type != nil {
+			typ = gateway.MatchType(*h.Type)
+		}
+		gm.Headers = append(gm.Headers, gateway.HeaderMatch{Type: typ, Name: string(h.Name), Value: h.Value})
+	}
+	for _, q := range m.QueryParams {
+		typ := gateway.MatchExact
+		if q.Type != nil {
+			typ = gateway.MatchType(*q.Type)
+		}
+		gm.QueryParams = append(gm.QueryParams, gateway.QueryParamMatch{Type: typ, Name: string(q.Name), Value: q.Value})
+	}
+	if m.Method != nil {
+		gm.Method = string(*m.Method)
+	}
+	return gm
+}

@@ -1,0 +1,205 @@
+// Package translate turns Kubernetes objects -- Gateway API resources,
+// MCPServers, Services, EndpointSlices and Secrets -- into one gateway
+// snapshot per Gateway, the MCP filter policies, and the status of every
+// object. It is a pure function: it never talks to the API server, so the
+// controller, the proxy and standalone mode all run the same code and the
+// tests compare fixtures with golden files.
+package translate
+
+import (
+	"cmp"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/controller/admission"
+	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/gateway"
+)
+
+// ControllerName is the GatewayClass controllerName toolgate serves.
+const ControllerName gwv1.GatewayController = "toolgate.dev/gateway-controller"
+
+// Resources are the translator's inputs.
+type Resources struct {
+	GatewayClasses  []*gwv1.GatewayClass
+	Gateways        []*gwv1.Gateway
+	HTTPRoutes      []*gwv1.HTTPRoute
+	ReferenceGrants []*gwv1.ReferenceGrant
+	MCPServers      []*v1alpha1.MCPServer
+	Services        []*corev1.Service
+	EndpointSlices  []*discoveryv1.EndpointSlice
+	Secrets         []*corev1.Secret
+	// Namespaces are needed for allowedRoutes namespace selectors.
+	Namespaces []*corev1.Namespace
+	// DataPlanes is the observed state of each Gateway's data plane. A
+	// Gateway without an entry is not Programmed.
+	DataPlanes map[types.NamespacedName]DataPlane
+}
+
+// DataPlane is what the controller observed of a Gateway's proxies.
+type DataPlane struct {
+	// Ready is true when at least one proxy replica is available.
+	Ready bool
+	// Message says why the data plane is not ready.
+	Message string
+	// Addresses are where the Gateway can be reached.
+	Addresses []gwv1.GatewayStatusAddress
+}
+
+// Options tune a translation.
+type Options struct {
+	// ControllerName selects the GatewayClasses to serve; ControllerName
+	// when empty.
+	ControllerName gwv1.GatewayController
+	// Filters holds what the MCP filters share across snapshots (bucket
+	// store, key sets, metrics). Without it the translation uses a private
+	// in-memory one, which suits status computation only.
+	Filters *filter.Shared
+	// SharedStore is true when the bucket store is shared by all proxy
+	// replicas (Redis). Replicas is the number of proxy replicas per
+	// Gateway. With more than one replica and no shared store, rate limits
+	// cannot be enforced as written.
+	SharedStore bool
+	Replicas    int32
+	// ListenAddress is the IP address listeners bind; empty binds all.
+	ListenAddress string
+	// Admission re-checks MCPServers against the CRD's rules. Optional.
+	Admission *admission.Validator
+}
+
+// Result is the translator's output.
+type Result struct {
+	// Gateways holds one snapshot per accepted Gateway.
+	Gateways map[types.NamespacedName]*gateway.Config
+	// Policies holds the MCP filter policy of every valid MCPServer.
+	Policies map[types.NamespacedName]*filter.Policy
+	// Status holds the status of every input object the translator owns.
+	Status Status
+}
+
+// Status is the status the translation computed. Conditions carry no
+// LastTransitionTime: the status writer keeps the stored one when a
+// condition did not change.
+type Status struct {
+	GatewayClasses map[string]*gwv1.GatewayClassStatus
+	Gateways       map[types.NamespacedName]*gwv1.GatewayStatus
+	// HTTPRoutes holds, per route, the parent statuses this controller
+	// owns; other controllers' entries are left alone by the writer.
+	HTTPRoutes map[types.NamespacedName][]gwv1.RouteParentStatus
+	MCPServers map[types.NamespacedName]*v1alpha1.MCPServerStatus
+}
+
+// Translate computes snapshots, policies and status from res.
+func Translate(res *Resources, opts Options) *Result {
+	if opts.ControllerName == "" {
+		opts.ControllerName = ControllerName
+	}
+	t := &translator{
+		res:  res,
+		opts: opts,
+		idx:  newIndex(res),
+		filters: map[types.NamespacedName]gateway.ExtensionFilter{},
+		out: &Result{
+			Gateways: map[types.NamespacedName]*gateway.Config{},
+			Policies: map[types.NamespacedName]*filter.Policy{},
+			Status: Status{
+				GatewayClasses: map[string]*gwv1.GatewayClassStatus{},
+				Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
+				HTTPRoutes:     map[types.NamespacedName][]gwv1.RouteParentStatus{},
+				MCPServers:     map[types.NamespacedName]*v1alpha1.MCPServerStatus{},
+			},
+		},
+	}
+	t.translateMCPServers()
+	t.translateGatewayClasses()
+	gateways := t.translateGateways()
+	t.translateHTTPRoutes(gateways)
+	t.finishGateways(gateways)
+	return t.out
+}
+
+type translator struct {
+	res  *Resources
+	opts Options
+	idx  *index
+	out  *Result
+	// filters caches the filter built for each MCPServer in this run.
+	filters map[types.NamespacedName]gateway.ExtensionFilter
+}
+
+// index finds input objects by name.
+type index struct {
+	classes        map[string]*gwv1.GatewayClass
+	mcpServers     map[types.NamespacedName]*v1alpha1.MCPServer
+	services       map[types.NamespacedName]*corev1.Service
+	endpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
+	secrets        map[types.NamespacedName]*corev1.Secret
+	namespaces     map[string]*corev1.Namespace
+}
+
+func newIndex(res *Resources) *index {
+	idx := &index{
+		classes:        map[string]*gwv1.GatewayClass{},
+		mcpServers:     map[types.NamespacedName]*v1alpha1.MCPServer{},
+		services:       map[types.NamespacedName]*corev1.Service{},
+		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
+		secrets:        map[types.NamespacedName]*corev1.Secret{},
+		namespaces:     map[string]*corev1.Namespace{},
+	}
+	for _, c := range res.GatewayClasses {
+		idx.classes[c.Name] = c
+	}
+	for _, m := range res.MCPServers {
+		idx.mcpServers[key(m)] = m
+	}
+	for _, s := range res.Services {
+		idx.services[key(s)] = s
+	}
+	for _, es := range res.EndpointSlices {
+		svc := es.Labels[discoveryv1.LabelServiceName]
+		if svc == "" {
+			continue
+		}
+		k := types.NamespacedName{Namespace: es.Namespace, Name: svc}
+		idx.endpointSlices[k] = append(idx.endpointSlices[k], es)
+	}
+	for _, s := range res.Secrets {
+		idx.secrets[key(s)] = s
+	}
+	for _, n := range res.Namespaces {
+		idx.namespaces[n.Name] = n
+	}
+	return idx
+}
+
+func key(o metav1.Object) types.NamespacedName {
+	return types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}
+}
+
+// sortedByAge orders objects oldest first, then by namespace/name, as the
+// Gateway API orders conflicting routes and listeners.
+func sortedByAge[T metav1.Object](objs []T) []T {
+	out := slices.Clone(objs)
+	slices.SortStableFunc(out, func(a, b T) int {
+		if c := a.GetCreationTimestamp().Compare(b.GetCreationTimestamp().Time); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+	})
+	return out
+}
+
+// condition builds a condition without LastTransitionTime.
+func condition[S ~string, R ~string](typ S, ok bool, reason R, message string, generation int64) metav1.Condition {
+	status := metav1.ConditionFalse
+	if ok {
+		status = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: string(typ), Status: status, Reason: string(reason), Message: message, ObservedGeneration: generation}
+}
