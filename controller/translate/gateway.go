@@ -16,7 +16,7 @@ import (
 )
 
 const (
-	gatewayGroup = gwv1.GroupName
+	gatewayGroup  = gwv1.GroupName
 	kindHTTPRoute = "HTTPRoute"
 	kindGateway   = "Gateway"
 	kindService   = "Service"

@@ -1,7 +1,5 @@
 package translate
 
-
-
 // referenceAllowed reports whether a ReferenceGrant in the target namespace
 // lets objects of fromGroup/fromKind in fromNamespace refer to toGroup/toKind
 // named toName (any name when the grant's "to" has no name).
@@ -28,4 +26,3 @@ func (t *translator) referenceAllowed(fromGroup, fromKind, fromNamespace, toGrou
 	}
 	return false
 }
-

@@ -101,9 +101,9 @@ func Translate(res *Resources, opts Options) *Result {
 		opts.ControllerName = ControllerName
 	}
 	t := &translator{
-		res:  res,
-		opts: opts,
-		idx:  newIndex(res),
+		res:     res,
+		opts:    opts,
+		idx:     newIndex(res),
 		filters: map[types.NamespacedName]gateway.ExtensionFilter{},
 		out: &Result{
 			Gateways: map[types.NamespacedName]*gateway.Config{},

@@ -69,9 +69,19 @@ type Decision struct {
 }
 
 // Store takes tokens from buckets.
+//
+// A bucket is continuous: it starts full, holds at most MaxTokens tokens and
+// gains MaxTokens tokens every RefillPeriod, to the microsecond (a
+// RefillPeriod that is not a whole number of microseconds is rounded up to
+// one), without drift from fractions of a token.
 type Store interface {
 	// Take takes the demanded tokens from every bucket if each holds them,
 	// and from none otherwise. An error means the store could not decide.
+	//
+	// All demands of one Take name the same Server (so that their Redis keys
+	// share one Cluster hash slot). Demands on the same bucket are taken in
+	// order, as if they were one demand of their sum. Take refuses invalid
+	// demands with an error before it reads or changes any bucket.
 	Take(ctx context.Context, demands []Demand) (Decision, error)
 }
 
@@ -89,6 +99,9 @@ func validate(demands []Demand) error {
 		}
 		if d.Tokens <= 0 {
 			return fmt.Errorf("limiter: demand %d (%+v): tokens must be at least 1, got %d", i, d.Bucket, d.Tokens)
+		}
+		if d.Bucket.Server != demands[0].Bucket.Server {
+			return fmt.Errorf("limiter: demand %d (%+v): server %q differs from demand 0's %q: one decision covers one server's buckets", i, d.Bucket, d.Bucket.Server, demands[0].Bucket.Server)
 		}
 	}
 	return nil
