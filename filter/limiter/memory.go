@@ -1,0 +1,229 @@
+package limiter
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// MemoryOptions configures a Memory store. The zero value is ready to use.
+type MemoryOptions struct {
+	// Now is the store's clock; nil means time.Now. Only differences between
+	// its readings matter.
+	Now func() time.Time
+	// Shards is the number of independently locked parts of the store,
+	// rounded up to a power of two; 0 means 64.
+	Shards int
+	// SweepInterval is how often a shard, when it is used, drops the buckets
+	// that are full again; 0 means one minute. A bucket is held at most
+	// RefillPeriod + SweepInterval after its last decision.
+	SweepInterval time.Duration
+}
+
+const (
+	defaultShards        = 64
+	maxShards            = 1 << 16
+	defaultSweepInterval = time.Minute
+	// A shard whose map shrank below a quarter of its peak (and that held
+	// at least this many buckets) is rebuilt, since Go maps never shrink.
+	minShrinkPeak = 1024
+)
+
+// Memory is the in-memory Store, for a gateway with one replica. It is safe
+// for concurrent use. A bucket that is full again is indistinguishable from
+// one never used, so the store forgets it: memory follows the number of
+// buckets in use, not the number ever seen. It starts no goroutine and needs
+// no closing.
+type Memory struct {
+	now        func() time.Time
+	epoch      time.Time
+	seed       maphash.Seed
+	mask       uint64
+	sweepEvery int64 // µs
+	shards     []shard
+}
+
+type shard struct {
+	mu        sync.Mutex
+	buckets   map[BucketID]bucket
+	nextSweep int64 // µs
+	peak      int
+	_         [32]byte // keep neighbouring shards' mutexes on separate cache lines
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns an empty Memory store.
+func NewMemory(opts MemoryOptions) *Memory {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	n := opts.Shards
+	if n <= 0 {
+		n = defaultShards
+	}
+	n = min(n, maxShards)
+	size := 1
+	for size < n {
+		size <<= 1
+	}
+	sweep := opts.SweepInterval
+	if sweep <= 0 {
+		sweep = defaultSweepInterval
+	}
+	m := &Memory{
+		now:        now,
+		epoch:      now(),
+		seed:       maphash.MakeSeed(),
+		mask:       uint64(size - 1),
+		sweepEvery: int64(micros(sweep)),
+		shards:     make([]shard, size),
+	}
+	for i := range m.shards {
+		m.shards[i].buckets = make(map[BucketID]bucket)
+	}
+	return m
+}
+
+// Take implements Store. It never fails on valid demands; ctx is not used.
+func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
+	if err := validate(demands); err != nil {
+		return Decision{}, err
+	}
+	n := len(demands)
+
+	// Which shard holds each bucket, and the shards to lock, in increasing
+	// order so that concurrent Takes over the same shards cannot deadlock.
+	var idxBuf, lockBuf [8]uint32
+	idx, locks := idxBuf[:0], lockBuf[:0]
+	if n > len(idxBuf) {
+		idx, locks = make([]uint32, 0, n), make([]uint32, 0, n)
+	}
+	for _, d := range demands {
+		i := m.shardOf(d.Bucket)
+		idx = append(idx, i)
+		locks = insertSorted(locks, i)
+	}
+	for _, i := range locks {
+		m.shards[i].mu.Lock()
+	}
+	now := m.clock()
+
+	// Decide every demand on a scratch copy; demands on a bucket already
+	// seen in this Take start from that demand's outcome.
+	var nextBuf [8]bucket
+	next := nextBuf[:0]
+	if n > len(nextBuf) {
+		next = make([]bucket, 0, n)
+	}
+	dec := Decision{Allowed: true, Buckets: make([]BucketState, n)}
+	for i, d := range demands {
+		b, seen := bucket{}, false
+		for j := i - 1; j >= 0; j-- {
+			if demands[j].Bucket == d.Bucket {
+				b, seen = next[j], true
+				break
+			}
+		}
+		if !seen {
+			b = m.shards[idx[i]].buckets[d.Bucket]
+		}
+		after, st := take(b, now, d)
+		next = append(next, after)
+		dec.Buckets[i] = st
+		if !st.Allowed {
+			dec.Allowed = false
+			dec.RetryAfter = max(dec.RetryAfter, st.RetryAfter)
+		}
+	}
+
+	if dec.Allowed {
+		// In order, so that the last demand on a bucket leaves its state.
+		for i, d := range demands {
+			m.shards[idx[i]].buckets[d.Bucket] = next[i]
+		}
+	} else {
+		// Nothing was taken: report every bucket as it is.
+		for i, d := range demands {
+			b := m.shards[idx[i]].buckets[d.Bucket]
+			capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
+			st := state(b.debt(now, capacity, period), capacity, period)
+			dec.Buckets[i].Remaining, dec.Buckets[i].ResetAfter = st.Remaining, st.ResetAfter
+		}
+	}
+
+	for _, i := range locks {
+		s := &m.shards[i]
+		s.peak = max(s.peak, len(s.buckets))
+		if now >= s.nextSweep {
+			s.sweep(now)
+			s.nextSweep = now + m.sweepEvery
+		}
+		s.mu.Unlock()
+	}
+	return dec, nil
+}
+
+// Len reports how many buckets the store holds, for tests and metrics.
+func (m *Memory) Len() int {
+	total := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		total += len(s.buckets)
+		s.mu.Unlock()
+	}
+	return total
+}
+
+// clock reads the store's clock in µs since the store was made, on the
+// monotonic clock when Now provides one.
+func (m *Memory) clock() int64 {
+	return m.now().Sub(m.epoch).Microseconds()
+}
+
+func (m *Memory) shardOf(id BucketID) uint32 {
+	var h maphash.Hash
+	h.SetSeed(m.seed)
+	h.WriteString(id.Server)
+	h.WriteByte(0)
+	h.WriteString(id.Tool)
+	h.WriteByte(0)
+	h.WriteString(id.User)
+	return uint32(h.Sum64() & m.mask)
+}
+
+// sweep drops the buckets that are full at now, and gives the memory of a
+// map much smaller than it was back to the runtime.
+func (s *shard) sweep(now int64) {
+	for id, b := range s.buckets {
+		if b.full(now) {
+			delete(s.buckets, id)
+		}
+	}
+	if s.peak >= minShrinkPeak && len(s.buckets) < s.peak/4 {
+		fresh := make(map[BucketID]bucket, 2*len(s.buckets))
+		for id, b := range s.buckets {
+			fresh[id] = b
+		}
+		s.buckets = fresh
+		s.peak = len(fresh)
+	}
+}
+
+// insertSorted adds v to the sorted set s.
+func insertSorted(s []uint32, v uint32) []uint32 {
+	i := len(s)
+	for i > 0 && s[i-1] > v {
+		i--
+	}
+	if i > 0 && s[i-1] == v {
+		return s
+	}
+	s = append(s, 0)
+	copy(s[i+1:], s[i:])
+	s[i] = v
+	return s
+}

@@ -1,0 +1,264 @@
+package limiter
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"unsafe"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configures a Redis store. The zero value is ready to use.
+type RedisOptions struct {
+	// Prefix starts every key; "" means "toolgate". It must not contain
+	// '{' or '}', which would change the keys' Cluster hash tag.
+	Prefix string
+}
+
+// DefaultRedisPrefix starts every key when RedisOptions.Prefix is empty.
+const DefaultRedisPrefix = "toolgate"
+
+// Redis is the Store shared by the replicas of a gateway. Each decision is
+// one EVALSHA of redisTakeScript, whatever the number of buckets; the clock
+// is the Redis server's.
+//
+// Each bucket is one string key,
+//
+//	<prefix>:{<server>}:<tool>:<user>
+//
+// where <server>, <tool> and <user> are the first 16 bytes of the SHA-256 of
+// the BucketID's fields in unpadded base64url (22 characters), or "-" when
+// empty (<tool> for a server-wide bucket, <user> for a global one). Keys are thus
+// at most len(prefix)+71 bytes, carry no user id or tool name in clear, and
+// all keys of one server's decision share the Cluster hash tag {<server>}.
+// The value is "<fullAt>:<frac>": the Unix time in µs at which the bucket is
+// full again, plus frac/MaxTokens µs. The key expires when the bucket is full
+// again; a missing key is a full bucket.
+type Redis struct {
+	client redis.UniversalClient
+	prefix string
+}
+
+var _ Store = (*Redis)(nil)
+
+// NewRedis returns a Store keeping its buckets in Redis (standalone,
+// Sentinel or Cluster). It panics when opts.Prefix contains '{' or '}'.
+func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
+	prefix := opts.Prefix
+	if prefix == "" {
+		prefix = DefaultRedisPrefix
+	}
+	if strings.ContainsAny(prefix, "{}") {
+		panic(fmt.Sprintf("limiter: redis key prefix %q must not contain '{' or '}'", prefix))
+	}
+	return &Redis{client: client, prefix: prefix}
+}
+
+// redisTakeScript decides one Take, all or nothing, in one call.
+//
+// KEYS[i] is the key of demand i; ARGV[3i-2], ARGV[3i-1] and ARGV[3i] are its
+// MaxTokens, its RefillPeriod in µs (rounded up) and its Tokens. The reply is
+// {allowed (1 or 0), then for each demand: remaining, resetAfter µs,
+// retryAfter µs (0 when this demand's bucket held its tokens)}.
+//
+// The arithmetic is bucket.go's, in doubles: see there. Nothing is written
+// unless every demand is allowed; then each bucket is written once, with a
+// TTL of the time until it is full again.
+const redisTakeScript = `
+local n = #KEYS
+if #ARGV ~= 3 * n then
+  return redis.error_reply('toolgate limiter: want 3 arguments per key')
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+
+local function divmod(a, b)
+  local q = math.floor(a / b)
+  local r = a - q * b
+  if r < 0 then
+    q, r = q - 1, r + b
+  elseif r >= b then
+    q, r = q + 1, r - b
+  end
+  return q, r
+end
+
+local function ceildiv(a, b)
+  local q, r = divmod(a, b)
+  if r > 0 then q = q + 1 end
+  return q
+end
+
+-- debt: how far a bucket is from full, in 1/capacity microseconds.
+local function debt(s, capacity, period)
+  local frac = s[2]
+  if frac >= capacity then frac = capacity - 1 end
+  local d = (s[1] - now) * capacity + frac
+  if d <= 0 then return 0 end
+  if d > capacity * period then return capacity * period end
+  return d
+end
+
+local before, after, out = {}, {}, {1}
+for i = 1, n do
+  local key = KEYS[i]
+  local capacity = tonumber(ARGV[3 * i - 2])
+  local period = tonumber(ARGV[3 * i - 1])
+  local tokens = tonumber(ARGV[3 * i])
+  local s = after[key]
+  if s == nil then
+    s = {0, 0}
+    local v = redis.call('GET', key)
+    if v then
+      local sep = string.find(v, ':', 1, true)
+      if sep then
+        s = {tonumber(string.sub(v, 1, sep - 1)) or 0, tonumber(string.sub(v, sep + 1)) or 0}
+      end
+    end
+    before[key], after[key] = s, s
+  end
+  local d = debt(s, capacity, period)
+  local empty = capacity * period
+  local taken = d + tokens * period
+  if tokens <= capacity and taken <= empty then
+    local q, r = divmod(taken, capacity)
+    after[key] = {now + q, r}
+    out[3 * i - 1] = capacity - ceildiv(taken, period)
+    out[3 * i] = ceildiv(taken, capacity)
+    out[3 * i + 1] = 0
+  else
+    out[1] = 0
+    out[3 * i - 1] = 0
+    out[3 * i] = 0
+    if tokens <= capacity then
+      out[3 * i + 1] = ceildiv(taken - empty, capacity)
+    else
+      out[3 * i + 1] = period
+    end
+  end
+end
+
+if out[1] == 1 then
+  for key, s in pairs(after) do
+    local ttl = s[1] - now
+    if s[2] > 0 then ttl = ttl + 1 end
+    redis.call('SET', key, string.format('%d:%d', s[1], s[2]), 'PX', ceildiv(ttl, 1000))
+  end
+else
+  -- Nothing was taken: report every bucket as it is.
+  for i = 1, n do
+    local capacity = tonumber(ARGV[3 * i - 2])
+    local period = tonumber(ARGV[3 * i - 1])
+    local d = debt(before[KEYS[i]], capacity, period)
+    out[3 * i - 1] = capacity - ceildiv(d, period)
+    out[3 * i] = ceildiv(d, capacity)
+  end
+end
+return out
+`
+
+var takeScript = redis.NewScript(redisTakeScript)
+
+// Take implements Store with one EVALSHA (EVAL when Redis lost the script).
+func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
+	if err := validate(demands); err != nil {
+		return Decision{}, err
+	}
+	n := len(demands)
+	args := make([]any, 0, 3*n)
+	for i, d := range demands {
+		if i > 0 && d.Limit == demands[i-1].Limit {
+			// Boxing an int64 allocates: share the previous demand's.
+			args = append(args, args[3*i-3], args[3*i-2], d.Tokens)
+			continue
+		}
+		args = append(args, d.Limit.MaxTokens, int64(micros(d.Limit.RefillPeriod)), d.Tokens)
+	}
+	reply, err := takeScript.Run(ctx, r.client, r.keys(demands), args...).Result()
+	if err != nil {
+		return Decision{}, fmt.Errorf("limiter: take from redis: %w", err)
+	}
+	vals, ok := reply.([]any)
+	if !ok || len(vals) != 1+3*n {
+		return Decision{}, fmt.Errorf("limiter: take from redis: unexpected reply %v", reply)
+	}
+	for _, v := range vals {
+		if _, ok := v.(int64); !ok {
+			return Decision{}, fmt.Errorf("limiter: take from redis: unexpected reply %v", reply)
+		}
+	}
+	dec := Decision{Allowed: vals[0].(int64) == 1, Buckets: make([]BucketState, n)}
+	for i, d := range demands {
+		remaining, reset, retry := vals[1+3*i].(int64), vals[2+3*i].(int64), vals[3+3*i].(int64)
+		st := BucketState{Allowed: retry == 0, Remaining: remaining, ResetAfter: duration(uint64(max(reset, 0)))}
+		if !st.Allowed {
+			st.RetryAfter = duration(uint64(retry))
+			if d.Tokens > d.Limit.MaxTokens {
+				st.RetryAfter = d.Limit.RefillPeriod
+			}
+			dec.RetryAfter = max(dec.RetryAfter, st.RetryAfter)
+		}
+		dec.Buckets[i] = st
+	}
+	return dec, nil
+}
+
+// hashChars is the length of a hashed key part: 16 bytes in base64url.
+const hashChars = 22
+
+// keyPart is one hashed field of a key, remembered so that fields repeated
+// across the demands of a Take are hashed once.
+type keyPart struct {
+	field string
+	sum   [hashChars]byte
+	set   bool
+}
+
+var emptyPart = []byte("-")
+
+func (p *keyPart) of(field string) []byte {
+	if field == "" {
+		return emptyPart
+	}
+	if !p.set || p.field != field {
+		// sha256 only reads its input: hash the string's bytes in place
+		// rather than copy them.
+		full := sha256.Sum256(unsafe.Slice(unsafe.StringData(field), len(field)))
+		base64.RawURLEncoding.Encode(p.sum[:], full[:16])
+		p.field, p.set = field, true
+	}
+	return p.sum[:]
+}
+
+// keys returns the demands' keys, built in one allocation.
+func (r *Redis) keys(demands []Demand) []string {
+	var server, tool, user keyPart
+	tag := server.of(demands[0].Bucket.Server) // validate: one server per Take
+	var b strings.Builder
+	b.Grow(len(demands) * (len(r.prefix) + 5 + len(tag) + 2*hashChars))
+	for _, d := range demands {
+		b.WriteString(r.prefix)
+		b.WriteString(":{")
+		b.Write(tag)
+		b.WriteString("}:")
+		b.Write(tool.of(d.Bucket.Tool))
+		b.WriteByte(':')
+		b.Write(user.of(d.Bucket.User))
+	}
+	all := b.String()
+	keys := make([]string, len(demands))
+	for i, d := range demands {
+		size := len(r.prefix) + 5 + len(tag) + 2*hashChars
+		if d.Bucket.Tool == "" {
+			size -= hashChars - 1
+		}
+		if d.Bucket.User == "" {
+			size -= hashChars - 1
+		}
+		keys[i], all = all[:size], all[size:]
+	}
+	return keys
+}

@@ -1,0 +1,416 @@
+package limiter_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/filter/limiter"
+)
+
+// clock lets time pass for a store under test.
+type clock interface {
+	// Advance lets d pass: an injected clock jumps, a real one is waited for.
+	Advance(d time.Duration)
+	// Exact is true when no time passes unless Advance says so.
+	Exact() bool
+}
+
+// fakeClock is an injected clock that moves only when told to.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 7, 28, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func (c *fakeClock) Exact() bool { return true }
+
+// realClock is the Redis server's clock, which tests can only wait for.
+type realClock struct{}
+
+func (realClock) Advance(d time.Duration) { time.Sleep(d) }
+func (realClock) Exact() bool             { return false }
+
+// realSlack is how much time a test on a real clock tolerates between a
+// decision and the previous one. It is generous: assertions on real clocks
+// use limits of a minute or more, where it is still precise enough.
+const realSlack = 10 * time.Second
+
+var (
+	server = "team-a/github"
+	alice  = limiter.BucketID{Server: server, Tool: "search", User: "alice"}
+	bob    = limiter.BucketID{Server: server, Tool: "search", User: "bob"}
+	carol  = limiter.BucketID{Server: server, Tool: "search", User: "carol"}
+)
+
+func demand(b limiter.BucketID, l limiter.Limit, tokens int64) limiter.Demand {
+	return limiter.Demand{Bucket: b, Limit: l, Tokens: tokens}
+}
+
+func take(t *testing.T, s limiter.Store, demands ...limiter.Demand) limiter.Decision {
+	t.Helper()
+	dec, err := s.Take(context.Background(), demands)
+	if err != nil {
+		t.Fatalf("Take(%+v): %v", demands, err)
+	}
+	if len(dec.Buckets) != len(demands) {
+		t.Fatalf("Take(%+v) reported %d buckets, want %d", demands, len(dec.Buckets), len(demands))
+	}
+	return dec
+}
+
+// remaining reads a bucket's tokens without taking any: a demand above
+// MaxTokens is always rejected and reports the bucket as it is.
+func remaining(t *testing.T, s limiter.Store, b limiter.BucketID, l limiter.Limit) int64 {
+	t.Helper()
+	dec := take(t, s, demand(b, l, l.MaxTokens+1))
+	if dec.Allowed {
+		t.Fatalf("a demand above MaxTokens on %+v was allowed", b)
+	}
+	return dec.Buckets[0].Remaining
+}
+
+// near checks a duration measured from a decision: exactly want on an exact
+// clock; at most want, and not much less, on a real one.
+func near(t *testing.T, c clock, what string, got, want time.Duration) {
+	t.Helper()
+	if c.Exact() {
+		if got != want {
+			t.Errorf("%s = %v, want %v", what, got, want)
+		}
+		return
+	}
+	if got > want || got <= want-realSlack {
+		t.Errorf("%s = %v, want in (%v, %v]", what, got, want-realSlack, want)
+	}
+}
+
+func wantAllowed(t *testing.T, dec limiter.Decision, want bool) {
+	t.Helper()
+	if dec.Allowed != want {
+		t.Fatalf("Allowed = %v, want %v (decision %+v)", dec.Allowed, want, dec)
+	}
+	if want && dec.RetryAfter != 0 {
+		t.Errorf("an allowed decision has RetryAfter %v, want 0", dec.RetryAfter)
+	}
+}
+
+func wantRemaining(t *testing.T, st limiter.BucketState, want int64) {
+	t.Helper()
+	if st.Remaining != want {
+		t.Errorf("Remaining = %d, want %d (state %+v)", st.Remaining, want, st)
+	}
+}
+
+// validDemand is the valid demand the cases of invalidDemands come with.
+var validDemand = demand(alice, limiter.Limit{MaxTokens: 3, RefillPeriod: time.Minute}, 1)
+
+// invalidDemands are decisions a store must refuse. None takes validDemand.
+var invalidDemands = []struct {
+	why     string
+	demands []limiter.Demand
+}{
+	{"no demands", nil},
+	{"an empty list of demands", []limiter.Demand{}},
+	{"MaxTokens 0", []limiter.Demand{validDemand, demand(bob, limiter.Limit{MaxTokens: 0, RefillPeriod: time.Minute}, 1)}},
+	{"MaxTokens -1", []limiter.Demand{validDemand, demand(bob, limiter.Limit{MaxTokens: -1, RefillPeriod: time.Minute}, 1)}},
+	{"RefillPeriod 0", []limiter.Demand{validDemand, demand(bob, limiter.Limit{MaxTokens: 3}, 1)}},
+	{"RefillPeriod -1s", []limiter.Demand{validDemand, demand(bob, limiter.Limit{MaxTokens: 3, RefillPeriod: -time.Second}, 1)}},
+	{"Tokens 0", []limiter.Demand{validDemand, demand(bob, validDemand.Limit, 0)}},
+	{"Tokens -1", []limiter.Demand{validDemand, demand(bob, validDemand.Limit, -1)}},
+	{"two servers in one decision", []limiter.Demand{validDemand, demand(limiter.BucketID{Server: "team-b/github", User: "alice"}, validDemand.Limit, 1)}},
+}
+
+// runStoreSuite checks the semantics every Store shares. newStore returns an
+// empty store and its clock.
+func runStoreSuite(t *testing.T, newStore func(t *testing.T) (limiter.Store, clock)) {
+	perMinute := func(n int64) limiter.Limit { return limiter.Limit{MaxTokens: n, RefillPeriod: time.Minute} }
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s limiter.Store, c clock)
+	}{
+		{"a fresh bucket allows exactly MaxTokens then rejects for one token's time", func(t *testing.T, s limiter.Store, c clock) {
+			l := perMinute(3)
+			for i := range int64(3) {
+				dec := take(t, s, demand(alice, l, 1))
+				wantAllowed(t, dec, true)
+				wantRemaining(t, dec.Buckets[0], 2-i)
+				near(t, c, "ResetAfter", dec.Buckets[0].ResetAfter, time.Duration(i+1)*20*time.Second)
+			}
+			dec := take(t, s, demand(alice, l, 1))
+			wantAllowed(t, dec, false)
+			st := dec.Buckets[0]
+			if st.Allowed {
+				t.Errorf("the empty bucket's state says Allowed")
+			}
+			wantRemaining(t, st, 0)
+			near(t, c, "RetryAfter", dec.RetryAfter, 20*time.Second)
+			near(t, c, "bucket RetryAfter", st.RetryAfter, 20*time.Second)
+			near(t, c, "ResetAfter", st.ResetAfter, time.Minute)
+		}},
+		{"a token worth a fraction of a microsecond is waited for to the next microsecond", func(t *testing.T, s limiter.Store, c clock) {
+			l := limiter.Limit{MaxTokens: 3, RefillPeriod: time.Second}
+			wantAllowed(t, take(t, s, demand(alice, l, 3)), true)
+			dec := take(t, s, demand(alice, l, 1))
+			wantAllowed(t, dec, false)
+			near(t, c, "RetryAfter", dec.RetryAfter, 333334*time.Microsecond)
+		}},
+		{"a rejected decision takes nothing from any bucket", func(t *testing.T, s limiter.Store, c clock) {
+			roomy, tight := perMinute(5), perMinute(1)
+			server := limiter.BucketID{Server: server}
+			wantAllowed(t, take(t, s, demand(alice, tight, 1)), true)
+
+			dec := take(t, s, demand(server, roomy, 1), demand(alice, tight, 1))
+			wantAllowed(t, dec, false)
+			if !dec.Buckets[0].Allowed || dec.Buckets[0].RetryAfter != 0 {
+				t.Errorf("the roomy bucket's state = %+v, want Allowed and no RetryAfter", dec.Buckets[0])
+			}
+			wantRemaining(t, dec.Buckets[0], 5)
+			if dec.Buckets[0].ResetAfter != 0 {
+				t.Errorf("the untouched roomy bucket has ResetAfter %v, want 0", dec.Buckets[0].ResetAfter)
+			}
+			if dec.Buckets[1].Allowed {
+				t.Errorf("the empty bucket's state says Allowed")
+			}
+			near(t, c, "RetryAfter", dec.RetryAfter, time.Minute)
+
+			dec = take(t, s, demand(server, roomy, 1))
+			wantAllowed(t, dec, true)
+			wantRemaining(t, dec.Buckets[0], 4)
+		}},
+		{"buckets with different ids never share tokens", func(t *testing.T, s limiter.Store, c clock) {
+			pairs := []struct {
+				why     string
+				drained limiter.BucketID
+				other   limiter.BucketID
+			}{
+				{"different users", limiter.BucketID{Server: "s1", Tool: "t", User: "alice"}, limiter.BucketID{Server: "s1", Tool: "t", User: "bob"}},
+				{"different tools", limiter.BucketID{Server: "s2", Tool: "search", User: "u"}, limiter.BucketID{Server: "s2", Tool: "fetch", User: "u"}},
+				{"different servers", limiter.BucketID{Server: "s3", Tool: "t", User: "u"}, limiter.BucketID{Server: "s3b", Tool: "t", User: "u"}},
+				{"a user's bucket and the global one", limiter.BucketID{Server: "s4", Tool: "t", User: "u"}, limiter.BucketID{Server: "s4", Tool: "t"}},
+				{"a tool's bucket and the server's", limiter.BucketID{Server: "s5", Tool: "t", User: "u"}, limiter.BucketID{Server: "s5", User: "u"}},
+				{"separators inside names", limiter.BucketID{Server: "s6", Tool: "a:b", User: "c"}, limiter.BucketID{Server: "s6", Tool: "a", User: "b:c"}},
+				{"a user named like an empty part", limiter.BucketID{Server: "s7", Tool: "t", User: "-"}, limiter.BucketID{Server: "s7", Tool: "t"}},
+				{"an empty server name and a server named like it", limiter.BucketID{Tool: "t", User: "u"}, limiter.BucketID{Server: "-", Tool: "t", User: "u"}},
+				{"braces in server names", limiter.BucketID{Server: "s8{a}", User: "u"}, limiter.BucketID{Server: "s8{b}", User: "u"}},
+			}
+			l := perMinute(2)
+			for _, p := range pairs {
+				wantAllowed(t, take(t, s, demand(p.drained, l, 2)), true)
+				if got := remaining(t, s, p.drained, l); got != 0 {
+					t.Fatalf("%s: the drained bucket holds %d tokens", p.why, got)
+				}
+				dec := take(t, s, demand(p.other, l, 1))
+				if !dec.Allowed || dec.Buckets[0].Remaining != 1 {
+					t.Errorf("%s: draining %+v left %+v with %+v, want it allowed with 1 token left", p.why, p.drained, p.other, dec)
+				}
+			}
+		}},
+		{"a demand of several tokens takes them all or none", func(t *testing.T, s limiter.Store, c clock) {
+			l := perMinute(10)
+			for _, left := range []int64{6, 2} {
+				dec := take(t, s, demand(alice, l, 4))
+				wantAllowed(t, dec, true)
+				wantRemaining(t, dec.Buckets[0], left)
+			}
+			dec := take(t, s, demand(alice, l, 4))
+			wantAllowed(t, dec, false)
+			wantRemaining(t, dec.Buckets[0], 2)
+			near(t, c, "RetryAfter for the 2 missing tokens", dec.RetryAfter, 12*time.Second)
+			dec = take(t, s, demand(alice, l, 2))
+			wantAllowed(t, dec, true)
+			wantRemaining(t, dec.Buckets[0], 0)
+		}},
+		{"a demand above MaxTokens is rejected with RetryAfter of one RefillPeriod", func(t *testing.T, s limiter.Store, c clock) {
+			l := perMinute(3)
+			dec := take(t, s, demand(alice, l, 4))
+			wantAllowed(t, dec, false)
+			if dec.RetryAfter != time.Minute || dec.Buckets[0].RetryAfter != time.Minute {
+				t.Errorf("RetryAfter = %v (bucket %v), want exactly %v", dec.RetryAfter, dec.Buckets[0].RetryAfter, time.Minute)
+			}
+			wantRemaining(t, dec.Buckets[0], 3)
+			wantAllowed(t, take(t, s, demand(alice, l, 3)), true)
+		}},
+		{"a decision's RetryAfter is the longest of its rejecting buckets", func(t *testing.T, s limiter.Store, c clock) {
+			slow, fast, roomy := perMinute(2), perMinute(4), perMinute(10)
+			wantAllowed(t, take(t, s, demand(alice, slow, 2)), true)
+			wantAllowed(t, take(t, s, demand(bob, fast, 4)), true)
+			for _, order := range [][]limiter.Demand{
+				{demand(alice, slow, 1), demand(bob, fast, 1), demand(carol, roomy, 1)},
+				{demand(carol, roomy, 1), demand(bob, fast, 1), demand(alice, slow, 1)},
+			} {
+				dec := take(t, s, order...)
+				wantAllowed(t, dec, false)
+				near(t, c, "RetryAfter", dec.RetryAfter, 30*time.Second)
+				for i, d := range order {
+					st := dec.Buckets[i]
+					switch d.Bucket {
+					case alice:
+						near(t, c, "slow bucket's RetryAfter", st.RetryAfter, 30*time.Second)
+					case bob:
+						near(t, c, "fast bucket's RetryAfter", st.RetryAfter, 15*time.Second)
+					case carol:
+						if !st.Allowed || st.RetryAfter != 0 {
+							t.Errorf("the roomy bucket's state = %+v, want Allowed", st)
+						}
+					}
+				}
+			}
+		}},
+		{"demands on one bucket in one decision add up", func(t *testing.T, s limiter.Store, c clock) {
+			l := perMinute(3)
+			dec := take(t, s, demand(alice, l, 2), demand(alice, l, 2))
+			wantAllowed(t, dec, false)
+			if !dec.Buckets[0].Allowed || dec.Buckets[1].Allowed {
+				t.Errorf("states = %+v, want the first demand to fit and the second not", dec.Buckets)
+			}
+			near(t, c, "RetryAfter for the missing token", dec.RetryAfter, 20*time.Second)
+			wantRemaining(t, dec.Buckets[0], 3)
+			wantRemaining(t, dec.Buckets[1], 3)
+
+			dec = take(t, s, demand(alice, l, 1), demand(alice, l, 1))
+			wantAllowed(t, dec, true)
+			wantRemaining(t, dec.Buckets[0], 2)
+			wantRemaining(t, dec.Buckets[1], 1)
+			if got := remaining(t, s, alice, l); got != 1 {
+				t.Errorf("the bucket holds %d tokens after the decision, want 1", got)
+			}
+		}},
+		{"fractions of a token add up without drift", func(t *testing.T, s limiter.Store, c clock) {
+			for _, l := range []limiter.Limit{
+				{MaxTokens: 7, RefillPeriod: time.Second},
+				{MaxTokens: 3, RefillPeriod: time.Hour + time.Microsecond},
+				{MaxTokens: 1000, RefillPeriod: time.Second},
+			} {
+				b := limiter.BucketID{Server: server, User: fmt.Sprint(l)}
+				demands := make([]limiter.Demand, l.MaxTokens)
+				for i := range demands {
+					demands[i] = demand(b, l, 1)
+				}
+				// One decision reads the clock once: its results are exact
+				// on every clock.
+				dec := take(t, s, demands...)
+				if !dec.Allowed {
+					t.Fatalf("%v: %d demands of one token on a fresh bucket were rejected; the last one reads %+v", l, len(demands), dec.Buckets[len(demands)-1])
+				}
+				period := l.RefillPeriod.Microseconds()
+				for i, st := range dec.Buckets {
+					taken := int64(i + 1)
+					want := time.Duration((taken*period+l.MaxTokens-1)/l.MaxTokens) * time.Microsecond
+					if st.ResetAfter != want || st.Remaining != l.MaxTokens-taken {
+						t.Fatalf("%v: after %d tokens the bucket is %+v, want Remaining %d and ResetAfter %v", l, taken, st, l.MaxTokens-taken, want)
+					}
+				}
+			}
+		}},
+		{"a drained bucket is full again after twice its refill period", func(t *testing.T, s limiter.Store, c clock) {
+			l := limiter.Limit{MaxTokens: 3, RefillPeriod: time.Second}
+			wantAllowed(t, take(t, s, demand(alice, l, 3)), true)
+			wantAllowed(t, take(t, s, demand(alice, l, 3)), false)
+			c.Advance(2 * l.RefillPeriod)
+			dec := take(t, s, demand(alice, l, 3))
+			wantAllowed(t, dec, true)
+			wantRemaining(t, dec.Buckets[0], 0)
+		}},
+		{"invalid demands are refused and take nothing", func(t *testing.T, s limiter.Store, c clock) {
+			for _, tc := range invalidDemands {
+				if dec, err := s.Take(context.Background(), tc.demands); err == nil {
+					t.Errorf("%s: Take = %+v, want an error", tc.why, dec)
+				}
+			}
+			l := validDemand.Limit
+			if got := remaining(t, s, alice, l); got != 3 {
+				t.Errorf("refused decisions left %d tokens of 3", got)
+			}
+		}},
+		{"64 goroutines taking from one bucket are allowed exactly MaxTokens in total", func(t *testing.T, s limiter.Store, c clock) {
+			l := limiter.Limit{MaxTokens: 50, RefillPeriod: 24 * time.Hour}
+			var allowed atomic.Int64
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Go(func() {
+					for range 4 {
+						dec, err := s.Take(context.Background(), []limiter.Demand{demand(alice, l, 1)})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if dec.Allowed {
+							allowed.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if got := allowed.Load(); got != l.MaxTokens {
+				t.Errorf("%d decisions were allowed, want %d", got, l.MaxTokens)
+			}
+			if got := remaining(t, s, alice, l); got != 0 {
+				t.Errorf("the bucket holds %d tokens, want 0", got)
+			}
+		}},
+		{"concurrent decisions over shared buckets stay all or nothing", func(t *testing.T, s limiter.Store, c clock) {
+			l := limiter.Limit{MaxTokens: 40, RefillPeriod: 24 * time.Hour}
+			ids := []limiter.BucketID{alice, bob, carol}
+			var allowed [3][3]atomic.Int64 // by pair of buckets
+			var wg sync.WaitGroup
+			for g := range 64 {
+				wg.Go(func() {
+					i, j := g%3, (g+1)%3
+					if g%2 == 1 {
+						i, j = j, i // the same pairs, locked in the other order
+					}
+					for range 6 {
+						dec, err := s.Take(context.Background(), []limiter.Demand{demand(ids[i], l, 1), demand(ids[j], l, 1)})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if dec.Allowed {
+							allowed[min(i, j)][max(i, j)].Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			for k, id := range ids {
+				taken := int64(0)
+				for i := range 3 {
+					for j := i + 1; j < 3; j++ {
+						if i == k || j == k {
+							taken += allowed[i][j].Load()
+						}
+					}
+				}
+				if got := remaining(t, s, id, l); got != l.MaxTokens-taken {
+					t.Errorf("%s's bucket holds %d tokens after %d allowed decisions took from it, want %d", id.User, got, taken, l.MaxTokens-taken)
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, c := newStore(t)
+			tt.run(t, s, c)
+		})
+	}
+}
