@@ -67,7 +67,7 @@ func (s *Server) Restart() error {
 		"--protected-mode", "yes",
 		"--loglevel", "warning",
 	)
-	cmd.Stdout = os.Stderr
+	// The start-up banner goes to stdout and is dropped; errors are kept.
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
