@@ -1,0 +1,373 @@
+// Package filter is toolgate's MCP policy filter: an HTTP middleware that
+// reads each JSON-RPC request, names its caller from a verified bearer token,
+// and allows or refuses its tool calls with token buckets.
+package filter
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/toolgate/toolgate/filter/limiter"
+)
+
+// Filter enforces one MCP server's Policy. It is immutable; a new
+// configuration builds a new Filter from the same Shared.
+type Filter struct {
+	shared  *Shared
+	server  string // "namespace/name"
+	auth    *authenticator
+	global  *limiter.Limit
+	perUser *limiter.Limit
+	tools   map[string]*toolPolicy
+	metrics *serverMetrics
+}
+
+// toolPolicy is one tool's limits, with the tool's name kept as the policy
+// spells it so bucket ids never hold a string from a request.
+type toolPolicy struct {
+	name    string
+	global  *limiter.Limit
+	perUser *limiter.Limit
+}
+
+// New builds the filter of one MCP server. It refuses a policy it cannot
+// enforce, saying what to change.
+func New(policy Policy, shared *Shared) (*Filter, error) {
+	if shared == nil {
+		return nil, errors.New("filter: New needs a Shared (see NewShared)")
+	}
+	namespace, name, err := policy.validate()
+	if err != nil {
+		return nil, fmt.Errorf("filter: %w", err)
+	}
+	f := &Filter{
+		shared:  shared,
+		server:  policy.Server,
+		global:  clone(policy.Global),
+		perUser: clone(policy.PerUser),
+		tools:   make(map[string]*toolPolicy, len(policy.Tools)),
+		metrics: shared.metrics.forServer(namespace, name),
+	}
+	if policy.Auth != nil {
+		f.auth = newAuthenticator(shared, *policy.Auth)
+	}
+	for tool, limits := range policy.Tools {
+		f.tools[tool] = &toolPolicy{name: tool, global: clone(limits.Global), perUser: clone(limits.PerUser)}
+	}
+	return f, nil
+}
+
+func clone(l *limiter.Limit) *limiter.Limit {
+	if l == nil {
+		return nil
+	}
+	c := *l
+	return &c
+}
+
+// Wrap returns next behind the filter. Every request first needs a valid
+// bearer token when the policy has auth (401 otherwise, whatever its
+// method). A POST must then carry a JSON body (415 otherwise; 413 past the
+// size bound) holding one JSON-RPC message or a batch (400 otherwise, and
+// when Mcp-Method or Mcp-Name disagree with it); its tools/call requests take
+// a token from each of the policy's buckets, all or none (429 when one is
+// empty; allowed when the store fails). A request that passes reaches next
+// with its body unchanged, byte for byte; the others are answered here with a
+// JSON-RPC error. GET and DELETE pass uninspected once authenticated.
+func (f *Filter) Wrap(next http.Handler) http.Handler {
+	return &handler{filter: f, next: next}
+}
+
+type handler struct {
+	filter *Filter
+	next   http.Handler
+}
+
+// scratch is per-request working memory, reused across requests.
+type scratch struct {
+	messages []message
+	demands  []limiter.Demand
+	scopes   []scope
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f := h.filter
+	var user string
+	if f.auth != nil {
+		u, failure := f.auth.identify(r.Context(), r)
+		if failure != nil {
+			f.refuseIdentity(w, failure)
+			return
+		}
+		user = u
+	}
+	if r.Method != http.MethodPost {
+		// The GET event stream and DELETE carry no JSON-RPC to inspect.
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		// An MCP message is always JSON; forwarding anything else would let
+		// a lenient backend read a tool call the filter never saw.
+		f.refuse(w, http.StatusUnsupportedMediaType, reasonUnsupportedMediaType, nil, CodeInvalidRequest,
+			"Invalid Request: Content-Type must be application/json")
+		return
+	}
+	body, err := readBody(r, f.shared.maxBodyBytes)
+	if err != nil {
+		limit := f.shared.maxBodyBytes
+		if maxBytes, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			limit, err = maxBytes.Limit, errBodyTooLarge // a bound set before the filter
+		}
+		if errors.Is(err, errBodyTooLarge) {
+			f.refuse(w, http.StatusRequestEntityTooLarge, reasonBodyTooLarge, nil, CodeInvalidRequest,
+				fmt.Sprintf("Invalid Request: the body exceeds %d bytes", limit))
+			return
+		}
+		if r.Context().Err() != nil {
+			return // the client went away
+		}
+		f.refuse(w, http.StatusBadRequest, reasonParseError, nil, CodeParseError, "Parse error: the body could not be read")
+		return
+	}
+
+	sc := scratchPool.Get().(*scratch)
+	in, rerr := inspect(body, sc.messages[:0])
+	allowed := false
+	switch {
+	case rerr.code == CodeParseError:
+		f.refuse(w, http.StatusBadRequest, reasonParseError, nil, rerr.code, rerr.message)
+	case rerr.failed():
+		f.refuse(w, http.StatusBadRequest, reasonInvalidRequest, nil, rerr.code, rerr.message)
+	default:
+		allowed = f.check(w, r, in, user, sc)
+	}
+	clear(in.messages) // drop the references into the body
+	sc.messages = in.messages[:0]
+	scratchPool.Put(sc)
+	if !allowed {
+		return
+	}
+
+	br := new(bodyReader)
+	br.Reset(body)
+	r.Body = br
+	r.ContentLength = int64(len(body))
+	r.TransferEncoding = nil
+	h.next.ServeHTTP(w, r)
+}
+
+// check applies the headers rule and the buckets to a well-formed request.
+// It answers the request itself and returns false when it may not pass.
+func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, user string, sc *scratch) bool {
+	if mismatch, id := headersDisagree(r.Header, in); mismatch != "" {
+		f.refuse(w, http.StatusBadRequest, reasonHeaderMismatch, id, CodeHeaderMismatch, "Header mismatch: "+mismatch)
+		return false
+	}
+	demands, scopes := sc.demands[:0], sc.scopes[:0]
+	for i := range in.messages {
+		m := &in.messages[i]
+		if !m.isToolCall() {
+			continue
+		}
+		if f.global != nil {
+			demands, scopes = demand(demands, scopes, scopeGlobal, limiter.BucketID{Server: f.server}, *f.global)
+		}
+		if f.perUser != nil {
+			demands, scopes = demand(demands, scopes, scopePerUser, limiter.BucketID{Server: f.server, User: user}, *f.perUser)
+		}
+		if t := f.tools[string(m.name)]; t != nil {
+			if t.global != nil {
+				demands, scopes = demand(demands, scopes, scopeToolGlobal, limiter.BucketID{Server: f.server, Tool: t.name}, *t.global)
+			}
+			if t.perUser != nil {
+				demands, scopes = demand(demands, scopes, scopeToolPerUser, limiter.BucketID{Server: f.server, Tool: t.name, User: user}, *t.perUser)
+			}
+		}
+	}
+	defer func() {
+		clear(demands) // drop the strings
+		sc.demands, sc.scopes = demands[:0], scopes[:0]
+	}()
+	if len(demands) == 0 {
+		return true
+	}
+	return f.decide(w, r, in, demands, scopes)
+}
+
+// demand adds one token to the bucket id, merging the demands of a batch on
+// the same bucket so that one Take decides them all together.
+func demand(demands []limiter.Demand, scopes []scope, s scope, id limiter.BucketID, limit limiter.Limit) ([]limiter.Demand, []scope) {
+	for i := range demands {
+		if demands[i].Bucket == id {
+			demands[i].Tokens++
+			return demands, scopes
+		}
+	}
+	return append(demands, limiter.Demand{Bucket: id, Limit: limit, Tokens: 1}), append(scopes, s)
+}
+
+// decide takes the demanded tokens, all or none. A store that fails or does
+// not answer in time lets the request pass.
+func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, demands []limiter.Demand, scopes []scope) bool {
+	ctx, cancel := context.WithTimeout(r.Context(), f.shared.storeTimeout)
+	start := time.Now()
+	decision, err := f.shared.store.Take(ctx, demands)
+	elapsed := time.Since(start).Seconds()
+	cancel()
+	if err == nil && len(decision.Buckets) != len(demands) {
+		err = fmt.Errorf("the store answered %d bucket states for %d demands", len(decision.Buckets), len(demands))
+	}
+	m := f.metrics
+	if err != nil {
+		if r.Context().Err() != nil {
+			return false // the client went away; there is no one to answer
+		}
+		outcome := storeError
+		if errors.Is(err, context.DeadlineExceeded) {
+			outcome = storeTimeout
+		}
+		m.storeDuration[outcome].Observe(elapsed)
+		m.failOpen.Inc()
+		for _, s := range scopes {
+			m.decisions[s][resultFailOpen].Inc()
+		}
+		f.shared.health.failed(f.server, err)
+		return true
+	}
+	m.storeDuration[storeOK].Observe(elapsed)
+	f.shared.health.succeeded()
+
+	if decision.Allowed {
+		for _, s := range scopes {
+			m.decisions[s][resultAllowed].Inc()
+		}
+		setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, mostConstrained(decision.Buckets))
+		return true
+	}
+	refusing := -1
+	for i, b := range decision.Buckets {
+		if b.Allowed {
+			continue
+		}
+		m.decisions[scopes[i]][resultRejected].Inc()
+		if refusing < 0 || b.RetryAfter > decision.Buckets[refusing].RetryAfter {
+			refusing = i
+		}
+	}
+	if refusing < 0 {
+		refusing = mostConstrained(decision.Buckets)
+	}
+	m.rejected[reasonRateLimited].Inc()
+	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
+	writeRateLimited(w, in, wholeSeconds(decision.RetryAfter))
+	return false
+}
+
+// mostConstrained returns the bucket with the fewest tokens left, the one
+// slowest to refill among equals.
+func mostConstrained(buckets []limiter.BucketState) int {
+	best := 0
+	for i, b := range buckets[1:] {
+		if c := buckets[best]; b.Remaining < c.Remaining || b.Remaining == c.Remaining && b.ResetAfter > c.ResetAfter {
+			best = i + 1
+		}
+	}
+	return best
+}
+
+// headersDisagree checks the Mcp-Method and Mcp-Name headers of the
+// stateless protocol against the body, which alone decides. It returns why
+// they disagree and the id to answer with, or "" when they agree or are
+// absent.
+func headersDisagree(h http.Header, in inspection) (string, []byte) {
+	methods, names := h["Mcp-Method"], h["Mcp-Name"]
+	if len(methods) == 0 && len(names) == 0 {
+		return "", nil
+	}
+	if len(methods) > 1 || len(names) > 1 {
+		return "Mcp-Method and Mcp-Name may appear once each", nil
+	}
+	if in.batch {
+		return "Mcp-Method and Mcp-Name describe one request, not a batch", nil
+	}
+	m := &in.messages[0]
+	if !m.hasMethod {
+		return "Mcp-Method and Mcp-Name describe a request, not a response", m.id
+	}
+	if len(methods) == 1 && methods[0] != string(m.method) {
+		return "the Mcp-Method header does not match the method in the body", m.id
+	}
+	if len(names) == 1 && m.isToolCall() && !headerNameMatches(names[0], m.name) {
+		return "the Mcp-Name header does not match params.name in the body", m.id
+	}
+	return "", nil
+}
+
+// headerNameMatches compares an Mcp-Name header with a name, decoding the
+// header when SEP-2243's =?base64?...?= form carries it.
+func headerNameMatches(header string, name []byte) bool {
+	if header == string(name) {
+		return true
+	}
+	encoded, ok := strings.CutPrefix(header, "=?base64?")
+	if !ok {
+		return false
+	}
+	encoded, ok = strings.CutSuffix(encoded, "?=")
+	if !ok {
+		return false
+	}
+	decoded, err := base64.StdEncoding.DecodeString(encoded)
+	return err == nil && bytes.Equal(decoded, name)
+}
+
+// isJSON reports whether a Content-Type is application/json, whatever its
+// parameters and case.
+func isJSON(contentType string) bool {
+	mediaType, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mediaType), "application/json")
+}
+
+var errBodyTooLarge = errors.New("request body too large")
+
+// readBody reads the whole body, at most limit bytes.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if r.ContentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	if r.ContentLength >= 0 {
+		// The server holds the body to its Content-Length.
+		body := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, err
+		}
+		return body, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > limit {
+		return nil, errBodyTooLarge
+	}
+	return body, nil
+}
+
+// bodyReader hands the body that was read on to the next handler.
+type bodyReader struct{ bytes.Reader }
+
+func (*bodyReader) Close() error { return nil }

@@ -1,0 +1,200 @@
+package filter
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// signingAlgs are the JWS algorithms a token may be signed with: every
+// asymmetric one go-oidc knows. A key's type must still match the algorithm,
+// so accepting several does not let one stand in for another.
+var signingAlgs = []string{
+	oidc.RS256, oidc.RS384, oidc.RS512,
+	oidc.ES256, oidc.ES384, oidc.ES512,
+	oidc.PS256, oidc.PS384, oidc.PS512,
+	oidc.EdDSA,
+}
+
+// authenticator names the caller of a server with auth.
+type authenticator struct {
+	shared *Shared
+	config OIDCConfig
+	// cacheScope makes a token verified for one issuer, audience and claim
+	// unusable from the cache by a server that checks another.
+	cacheScope string
+	verifier   atomic.Pointer[oidc.IDTokenVerifier] // nil until the key set is known
+}
+
+func newAuthenticator(shared *Shared, config OIDCConfig) *authenticator {
+	if config.UserClaim == "" {
+		config.UserClaim = DefaultUserClaim
+	}
+	a := &authenticator{
+		shared:     shared,
+		config:     config,
+		cacheScope: strings.Join([]string{config.Issuer, config.Audience, config.JWKSURL, config.UserClaim}, "\x00"),
+	}
+	if config.JWKSURL != "" {
+		a.verifier.Store(a.newVerifier(shared.remoteKeySet(config.JWKSURL)))
+	}
+	return a
+}
+
+func (a *authenticator) newVerifier(keys oidc.KeySet) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(a.config.Issuer, keys, &oidc.Config{
+		ClientID:             a.config.Audience,
+		SupportedSigningAlgs: signingAlgs,
+	})
+}
+
+// authFailure says why a request has no identity.
+type authFailure struct {
+	status int // 401, or 503 when the issuer cannot be reached
+	// errorCode is the RFC 6750 error code; empty when the request carried
+	// no bearer token at all.
+	errorCode   string
+	description string // for error_description: no quotes or backslashes
+	err         error  // the underlying error, for the log
+}
+
+// identify returns the caller's user, from the request's bearer token.
+// Only the Authorization header is read.
+func (a *authenticator) identify(ctx context.Context, r *http.Request) (string, *authFailure) {
+	values := r.Header["Authorization"]
+	if len(values) == 0 {
+		return "", &authFailure{status: http.StatusUnauthorized, description: "a bearer token is required"}
+	}
+	if len(values) > 1 {
+		return "", invalidToken("more than one Authorization header", nil)
+	}
+	scheme, token, ok := strings.Cut(values[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		// RFC 6750 section 3.1: no error code for an unsupported scheme.
+		return "", &authFailure{status: http.StatusUnauthorized, description: "a bearer token is required"}
+	}
+	token = strings.Trim(token, " ")
+	if token == "" {
+		return "", invalidToken("the bearer token is empty", nil)
+	}
+
+	key := tokenKey{scope: a.cacheScope, sum: sha256.Sum256([]byte(token))}
+	now := time.Now()
+	if user, ok := a.shared.tokens.get(key, now); ok {
+		return user, nil
+	}
+
+	verifier := a.verifier.Load()
+	if verifier == nil {
+		keys, err := a.shared.discoveredKeySet(ctx, a.config.Issuer)
+		if err != nil {
+			return "", &authFailure{status: http.StatusServiceUnavailable, description: "the token issuer cannot be reached", err: err}
+		}
+		verifier = a.newVerifier(keys)
+		a.verifier.Store(verifier)
+	}
+	idToken, err := verifier.Verify(ctx, token)
+	if err != nil {
+		if _, expired := errors.AsType[*oidc.TokenExpiredError](err); expired {
+			return "", invalidToken("the token has expired", err)
+		}
+		return "", invalidToken("the token is not valid for this server", err)
+	}
+	user, err := a.user(idToken)
+	if err != nil {
+		return "", invalidToken("the token does not name a user in claim "+quotable(a.config.UserClaim), err)
+	}
+	a.shared.tokens.add(key, user, idToken.Expiry, now)
+	return user, nil
+}
+
+// user returns the configured claim of a verified token.
+func (a *authenticator) user(t *oidc.IDToken) (string, error) {
+	if a.config.UserClaim == "sub" {
+		if t.Subject == "" {
+			return "", errors.New("claim sub is empty or missing")
+		}
+		return t.Subject, nil
+	}
+	var claims map[string]json.RawMessage
+	if err := t.Claims(&claims); err != nil {
+		return "", err
+	}
+	raw, ok := claims[a.config.UserClaim]
+	if !ok {
+		return "", fmt.Errorf("claim %s is missing", a.config.UserClaim)
+	}
+	var user string
+	if err := json.Unmarshal(raw, &user); err != nil || user == "" {
+		return "", fmt.Errorf("claim %s is not a non-empty string", a.config.UserClaim)
+	}
+	return user, nil
+}
+
+func invalidToken(description string, err error) *authFailure {
+	return &authFailure{status: http.StatusUnauthorized, errorCode: "invalid_token", description: description, err: err}
+}
+
+// quotable drops the characters a quoted-string in WWW-Authenticate cannot
+// carry as they are.
+func quotable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// tokenKey names a verified token without keeping it: its SHA-256 and the
+// checks it passed.
+type tokenKey struct {
+	scope string
+	sum   [sha256.Size]byte
+}
+
+type verifiedToken struct {
+	user     string
+	notAfter time.Time // the earlier of the token's expiry and the cache's max age
+}
+
+// tokenCache remembers verified tokens, bounded in number (least recently
+// used go first) and each for no longer than the token lives. Expired
+// entries are dropped when they are next looked up or pushed out by newer
+// ones; the cache runs no goroutine.
+type tokenCache struct {
+	entries *lru.Cache[tokenKey, verifiedToken]
+	maxAge  time.Duration
+}
+
+func (c *tokenCache) get(key tokenKey, now time.Time) (string, bool) {
+	v, ok := c.entries.Get(key)
+	if !ok {
+		return "", false
+	}
+	if !now.Before(v.notAfter) {
+		c.entries.Remove(key)
+		return "", false
+	}
+	return v.user, true
+}
+
+func (c *tokenCache) add(key tokenKey, user string, expiry, now time.Time) {
+	notAfter := now.Add(c.maxAge)
+	if expiry.Before(notAfter) {
+		notAfter = expiry
+	}
+	if !now.Before(notAfter) {
+		return
+	}
+	c.entries.Add(key, verifiedToken{user: user, notAfter: notAfter})
+}

@@ -1,0 +1,588 @@
+package filter
+
+import (
+	"bytes"
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// JSON-RPC error codes the filter answers with.
+const (
+	// CodeParseError answers a body that is not JSON (JSON-RPC 2.0).
+	CodeParseError = -32700
+	// CodeInvalidRequest answers JSON that is not a JSON-RPC message, or one
+	// the filter refuses to guess at (duplicate or case-variant keys), and a
+	// body too large or of the wrong media type (JSON-RPC 2.0).
+	CodeInvalidRequest = -32600
+	// CodeInternalError answers a request the filter could not check for a
+	// reason of its own, such as an OIDC issuer it cannot reach (JSON-RPC 2.0).
+	CodeInternalError = -32603
+	// CodeHeaderMismatch answers Mcp-Method or Mcp-Name headers that disagree
+	// with the body (MCP 2026-07-28, SEP-2243).
+	CodeHeaderMismatch = -32020
+	// CodeUnauthenticated answers a missing or invalid bearer token. JSON-RPC
+	// leaves -32000..-32099 to implementations and MCP 2026-07-28 reserves
+	// -32020..-32099 for its own codes, so the filter takes -32001 from the
+	// part that stays free; the HTTP status (401) is what clients act on.
+	CodeUnauthenticated = -32001
+	// CodeRateLimited answers a tools/call refused by a token bucket. It is
+	// the code the product promises its users (see DESIGN.md).
+	CodeRateLimited = -32029
+)
+
+// methodToolsCall is the one method the filter limits.
+const methodToolsCall = "tools/call"
+
+// maxNestingDepth bounds how deeply arrays and objects may nest, the same
+// bound encoding/json applies, so that both agree on which bodies are JSON.
+const maxNestingDepth = 10000
+
+// message is what the filter needs from one JSON-RPC message. Its slices
+// point into the request body, or into a fresh copy when the body spelled
+// them with escapes.
+type message struct {
+	// id is the raw JSON of the id (a string with its quotes, a number or
+	// null); nil when the message has none (a notification).
+	id []byte
+	// method is the decoded method; nil for a response.
+	method []byte
+	// name is the decoded params.name of a tools/call; nil otherwise.
+	name      []byte
+	hasMethod bool
+}
+
+// isToolCall reports whether the message is a tools/call request or
+// notification.
+func (m *message) isToolCall() bool {
+	return m.hasMethod && string(m.method) == methodToolsCall
+}
+
+// inspection is a body read as JSON-RPC.
+type inspection struct {
+	batch    bool
+	messages []message
+}
+
+// rpcError is a JSON-RPC error the filter answers with. The zero value means
+// no error.
+type rpcError struct {
+	code    int
+	message string
+}
+
+func (e rpcError) failed() bool { return e.code != 0 }
+
+// inspect reads body as one JSON-RPC message or a batch of them, appending
+// the messages to msgs. It checks the JSON syntax strictly (RFC 8259,
+// including UTF-8) and sees every key exactly: a message whose jsonrpc, id,
+// method or params key, or whose params.name key, appears twice or in
+// another case is refused rather than guessed at, because decoders differ on
+// which of the two they keep and whether case matters.
+func inspect(body []byte, msgs []message) (inspection, rpcError) {
+	s := scanner{data: body}
+	s.skipSpace()
+	var in inspection
+	switch s.peek() {
+	case '{':
+		msgs = append(msgs, message{})
+		s.scanMessage(&msgs[len(msgs)-1], 0)
+	case '[':
+		in.batch = true
+		s.pos++
+		s.skipSpace()
+		if s.peek() == ']' {
+			s.pos++
+			s.refuse("an empty batch is not a request")
+			break
+		}
+		for s.syntax == "" {
+			if s.peek() == '{' {
+				msgs = append(msgs, message{})
+				s.scanMessage(&msgs[len(msgs)-1], 1)
+			} else {
+				s.skipValue(1)
+				s.refuse("every element of a batch must be an object")
+			}
+			s.skipSpace()
+			switch s.peek() {
+			case ',':
+				s.pos++
+				s.skipSpace()
+				continue
+			case ']':
+				s.pos++
+			default:
+				s.fail("expected ',' or ']' in a batch")
+			}
+			break
+		}
+	default:
+		s.skipValue(0)
+		s.refuse("the body must be a JSON-RPC object or a batch (array)")
+	}
+	if s.syntax == "" {
+		s.skipSpace()
+		if s.pos < len(s.data) {
+			s.fail("unexpected data after the JSON value")
+		}
+	}
+	if s.syntax != "" {
+		return inspection{}, rpcError{code: CodeParseError, message: "Parse error: " + s.syntax}
+	}
+	if s.refusal != "" {
+		return inspection{}, rpcError{code: CodeInvalidRequest, message: "Invalid Request: " + s.refusal}
+	}
+	in.messages = msgs
+	return in, rpcError{}
+}
+
+// scanner walks a JSON text once. The first syntax error stops it; the first
+// reason to refuse a well-formed message is kept while it goes on, because a
+// parse error takes precedence over an invalid request.
+type scanner struct {
+	data    []byte
+	pos     int
+	syntax  string // first syntax error, "" when none
+	refusal string // first reason the JSON is not an acceptable request
+}
+
+func (s *scanner) fail(reason string) {
+	if s.syntax == "" {
+		s.syntax = reason
+	}
+}
+
+func (s *scanner) refuse(reason string) {
+	if s.refusal == "" {
+		s.refusal = reason
+	}
+}
+
+// peek returns the current byte, or 0 at the end.
+func (s *scanner) peek() byte {
+	if s.pos < len(s.data) {
+		return s.data[s.pos]
+	}
+	return 0
+}
+
+func (s *scanner) skipSpace() {
+	for s.pos < len(s.data) {
+		switch s.data[s.pos] {
+		case ' ', '\t', '\n', '\r':
+			s.pos++
+		default:
+			return
+		}
+	}
+}
+
+// expect consumes c, after any white space, or fails.
+func (s *scanner) expect(c byte, reason string) bool {
+	s.skipSpace()
+	if s.peek() != c {
+		s.fail(reason)
+		return false
+	}
+	s.pos++
+	s.skipSpace()
+	return true
+}
+
+// member names the keys of a message the filter reads.
+type member uint8
+
+const (
+	memberOther member = iota
+	memberJSONRPC
+	memberID
+	memberMethod
+	memberParams
+	memberCaseVariant // a key equal to one of the above but for case
+)
+
+// topLevelKeys are the message keys the filter reads, in member order.
+var topLevelKeys = [...]string{memberJSONRPC: "jsonrpc", memberID: "id", memberMethod: "method", memberParams: "params"}
+
+// topLevelKeyBytes holds topLevelKeys as bytes, for case-folding comparisons.
+var topLevelKeyBytes = [...][]byte{memberJSONRPC: []byte("jsonrpc"), memberID: []byte("id"), memberMethod: []byte("method"), memberParams: []byte("params")}
+
+// nameKey is the params key naming the tool of a tools/call.
+var nameKey = []byte("name")
+
+// classify names a decoded message key. A key that matches one the filter
+// reads only under encoding/json's case folding (bytes.EqualFold, which
+// folds 'ſ' to 's' and 'K' to 'k' too) is a case variant.
+func classify(key []byte) member {
+	for m := memberJSONRPC; m <= memberParams; m++ {
+		if string(key) == topLevelKeys[m] {
+			return m
+		}
+	}
+	for m := memberJSONRPC; m <= memberParams; m++ {
+		if bytes.EqualFold(key, topLevelKeyBytes[m]) {
+			return memberCaseVariant
+		}
+	}
+	return memberOther
+}
+
+// scanMessage reads the object at s.pos as a JSON-RPC message into m.
+// depth is the number of arrays and objects around it.
+func (s *scanner) scanMessage(m *message, depth int) {
+	s.pos++ // '{'
+	var (
+		seen        [memberParams + 1]bool
+		versionOK   bool
+		paramsIsObj bool
+		p           paramsScan
+	)
+	s.skipSpace()
+	if s.peek() == '}' {
+		s.pos++
+	} else {
+		for s.syntax == "" {
+			key, ok := s.scanKey()
+			if !ok || !s.expect(':', "expected ':' after an object key") {
+				return
+			}
+			k := classify(key)
+			if k != memberOther && k != memberCaseVariant {
+				if seen[k] {
+					s.refuse("duplicate \"" + topLevelKeys[k] + "\" key")
+				}
+				seen[k] = true
+			}
+			switch k {
+			case memberCaseVariant:
+				s.refuse("a key differs only in case from \"jsonrpc\", \"id\", \"method\" or \"params\"")
+				s.skipValue(depth + 1)
+			case memberJSONRPC:
+				v, isString := s.scanStringValue(depth + 1)
+				versionOK = isString && string(v) == "2.0"
+			case memberID:
+				start := s.pos
+				switch c := s.peek(); {
+				case c == '"' || c == '-' || (c >= '0' && c <= '9') || c == 'n':
+					s.skipValue(depth + 1)
+					m.id = s.data[start:s.pos]
+				default:
+					s.skipValue(depth + 1)
+					s.refuse("id must be a string, a number or null")
+				}
+			case memberMethod:
+				v, isString := s.scanStringValue(depth + 1)
+				if !isString {
+					s.refuse("method must be a string")
+				}
+				m.method, m.hasMethod = v, isString
+			case memberParams:
+				if s.peek() == '{' {
+					paramsIsObj = true
+					p = paramsScan{}
+					s.scanParams(&p, depth+1)
+				} else {
+					s.skipValue(depth + 1)
+				}
+			default:
+				s.skipValue(depth + 1)
+			}
+			s.skipSpace()
+			switch s.peek() {
+			case ',':
+				s.pos++
+				s.skipSpace()
+				continue
+			case '}':
+				s.pos++
+			default:
+				s.fail("expected ',' or '}' in an object")
+			}
+			break
+		}
+	}
+	if s.syntax != "" {
+		return
+	}
+	if !versionOK {
+		s.refuse("jsonrpc must be \"2.0\"")
+	}
+	if p.conflict != "" {
+		s.refuse(p.conflict)
+	}
+	if !seen[memberMethod] && m.id == nil {
+		s.refuse("a message needs a method (request or notification) or an id (response)")
+	}
+	if m.isToolCall() {
+		switch {
+		case !paramsIsObj:
+			s.refuse("tools/call params must be an object")
+		case !p.found:
+			s.refuse("tools/call params.name is missing")
+		case !p.isString:
+			s.refuse("tools/call params.name must be a string")
+		default:
+			m.name = p.name
+		}
+	}
+}
+
+// paramsScan is what a message's params object says about its name.
+type paramsScan struct {
+	found    bool
+	isString bool
+	name     []byte
+	conflict string // why the name key is ambiguous, "" when it is not
+}
+
+// scanParams reads the params object at s.pos, noting its name key.
+func (s *scanner) scanParams(p *paramsScan, depth int) {
+	if depth+1 > maxNestingDepth {
+		s.fail("nesting too deep")
+		return
+	}
+	s.pos++ // '{'
+	s.skipSpace()
+	if s.peek() == '}' {
+		s.pos++
+		return
+	}
+	for s.syntax == "" {
+		key, ok := s.scanKey()
+		if !ok || !s.expect(':', "expected ':' after an object key") {
+			return
+		}
+		switch {
+		case string(key) == "name":
+			if p.found && p.conflict == "" {
+				p.conflict = "duplicate \"name\" key in params"
+			}
+			p.found = true
+			p.name, p.isString = s.scanStringValue(depth + 1)
+		case bytes.EqualFold(key, nameKey):
+			if p.conflict == "" {
+				p.conflict = "a key in params differs only in case from \"name\""
+			}
+			s.skipValue(depth + 1)
+		default:
+			s.skipValue(depth + 1)
+		}
+		s.skipSpace()
+		switch s.peek() {
+		case ',':
+			s.pos++
+			s.skipSpace()
+			continue
+		case '}':
+			s.pos++
+		default:
+			s.fail("expected ',' or '}' in an object")
+		}
+		return
+	}
+}
+
+// scanKey reads an object key at s.pos and returns it decoded.
+func (s *scanner) scanKey() ([]byte, bool) {
+	if s.peek() != '"' {
+		s.fail("expected a string as an object key")
+		return nil, false
+	}
+	return s.scanString()
+}
+
+// scanStringValue reads the value at s.pos; when it is a string it returns
+// it decoded and true, otherwise it skips it and returns false.
+func (s *scanner) scanStringValue(depth int) ([]byte, bool) {
+	if s.peek() != '"' {
+		s.skipValue(depth)
+		return nil, false
+	}
+	v, ok := s.scanString()
+	return v, ok
+}
+
+// scanString reads the string at s.pos and returns its content decoded: a
+// slice of the body when it has no escapes, else a copy decoded as
+// encoding/json decodes it (a lone surrogate becomes U+FFFD).
+func (s *scanner) scanString() ([]byte, bool) {
+	s.pos++ // opening quote
+	start := s.pos
+	escaped := false
+	for s.pos < len(s.data) {
+		c := s.data[s.pos]
+		switch {
+		case c == '"':
+			s.pos++
+			if !escaped {
+				return s.data[start : s.pos-1], true
+			}
+			var v string
+			if err := json.Unmarshal(s.data[start-1:s.pos], &v); err != nil {
+				s.fail("invalid string")
+				return nil, false
+			}
+			return []byte(v), true
+		case c == '\\':
+			escaped = true
+			s.pos++
+			switch s.peek() {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.pos++
+			case 'u':
+				if s.pos+5 > len(s.data) || !isHex(s.data[s.pos+1]) || !isHex(s.data[s.pos+2]) ||
+					!isHex(s.data[s.pos+3]) || !isHex(s.data[s.pos+4]) {
+					s.fail("invalid \\u escape in a string")
+					return nil, false
+				}
+				s.pos += 5
+			default:
+				s.fail("invalid escape in a string")
+				return nil, false
+			}
+		case c < 0x20:
+			s.fail("control character in a string")
+			return nil, false
+		case c < utf8.RuneSelf:
+			s.pos++
+		default:
+			r, size := utf8.DecodeRune(s.data[s.pos:])
+			if r == utf8.RuneError && size == 1 {
+				s.fail("invalid UTF-8 in a string")
+				return nil, false
+			}
+			s.pos += size
+		}
+	}
+	s.fail("unterminated string")
+	return nil, false
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// skipValue checks and passes over the value at s.pos. depth is the number
+// of arrays and objects around it.
+func (s *scanner) skipValue(depth int) {
+	switch c := s.peek(); {
+	case c == '{':
+		if depth+1 > maxNestingDepth {
+			s.fail("nesting too deep")
+			return
+		}
+		s.pos++
+		s.skipSpace()
+		if s.peek() == '}' {
+			s.pos++
+			return
+		}
+		for s.syntax == "" {
+			if _, ok := s.scanKey(); !ok || !s.expect(':', "expected ':' after an object key") {
+				return
+			}
+			s.skipValue(depth + 1)
+			s.skipSpace()
+			switch s.peek() {
+			case ',':
+				s.pos++
+				s.skipSpace()
+				continue
+			case '}':
+				s.pos++
+			default:
+				s.fail("expected ',' or '}' in an object")
+			}
+			return
+		}
+	case c == '[':
+		if depth+1 > maxNestingDepth {
+			s.fail("nesting too deep")
+			return
+		}
+		s.pos++
+		s.skipSpace()
+		if s.peek() == ']' {
+			s.pos++
+			return
+		}
+		for s.syntax == "" {
+			s.skipValue(depth + 1)
+			s.skipSpace()
+			switch s.peek() {
+			case ',':
+				s.pos++
+				s.skipSpace()
+				continue
+			case ']':
+				s.pos++
+			default:
+				s.fail("expected ',' or ']' in an array")
+			}
+			return
+		}
+	case c == '"':
+		s.scanString()
+	case c == '-' || (c >= '0' && c <= '9'):
+		s.scanNumber()
+	case c == 't':
+		s.scanLiteral("true")
+	case c == 'f':
+		s.scanLiteral("false")
+	case c == 'n':
+		s.scanLiteral("null")
+	case s.pos >= len(s.data):
+		s.fail("unexpected end of JSON")
+	default:
+		s.fail("invalid character where a value was expected")
+	}
+}
+
+func (s *scanner) scanLiteral(lit string) {
+	if len(s.data)-s.pos < len(lit) || string(s.data[s.pos:s.pos+len(lit)]) != lit {
+		s.fail("invalid literal")
+		return
+	}
+	s.pos += len(lit)
+}
+
+// scanNumber passes over a number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (s *scanner) scanNumber() {
+	if s.peek() == '-' {
+		s.pos++
+	}
+	switch c := s.peek(); {
+	case c == '0':
+		s.pos++
+	case c >= '1' && c <= '9':
+		s.digits()
+	default:
+		s.fail("invalid number")
+		return
+	}
+	if s.peek() == '.' {
+		s.pos++
+		if !s.digits() {
+			s.fail("invalid number: no digit after '.'")
+			return
+		}
+	}
+	if c := s.peek(); c == 'e' || c == 'E' {
+		s.pos++
+		if c := s.peek(); c == '+' || c == '-' {
+			s.pos++
+		}
+		if !s.digits() {
+			s.fail("invalid number: no digit in the exponent")
+		}
+	}
+}
+
+// digits passes over one or more digits and reports whether there was one.
+func (s *scanner) digits() bool {
+	start := s.pos
+	for s.pos < len(s.data) && s.data[s.pos] >= '0' && s.data[s.pos] <= '9' {
+		s.pos++
+	}
+	return s.pos > start
+}

@@ -1,0 +1,166 @@
+package filter
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names.
+const (
+	// MetricDecisions counts bucket decisions by namespace, server, scope and
+	// result: one count per bucket a tools/call request demanded from; a
+	// rejected request counts only against the buckets that refused it.
+	MetricDecisions = "toolgate_ratelimit_decisions_total"
+	// MetricFailOpen counts requests allowed, by namespace and server,
+	// because the bucket store failed or timed out.
+	MetricFailOpen = "toolgate_ratelimit_fail_open_total"
+	// MetricStoreDuration is the bucket store's latency per decision, by
+	// namespace, server and outcome (ok, error, timeout).
+	MetricStoreDuration = "toolgate_ratelimit_store_duration_seconds"
+	// MetricRejectedRequests counts requests the filter answered itself
+	// instead of forwarding, by namespace, server and reason.
+	MetricRejectedRequests = "toolgate_filter_rejected_requests_total"
+)
+
+// scope is the kind of a bucket. Its name is a label value of
+// MetricDecisions and the policy name in the RateLimit response fields.
+type scope uint8
+
+const (
+	scopeGlobal      scope = iota // every caller, every tool
+	scopePerUser                  // one caller, every tool
+	scopeToolGlobal               // every caller, one tool
+	scopeToolPerUser              // one caller, one tool
+	numScopes
+)
+
+var scopeNames = [numScopes]string{
+	scopeGlobal:      "global",
+	scopePerUser:     "per_user",
+	scopeToolGlobal:  "tool_global",
+	scopeToolPerUser: "tool_per_user",
+}
+
+func (s scope) String() string { return scopeNames[s] }
+
+// result is how a bucket decision ended.
+type result uint8
+
+const (
+	resultAllowed result = iota
+	resultRejected
+	resultFailOpen
+	numResults
+)
+
+var resultNames = [numResults]string{
+	resultAllowed:  "allowed",
+	resultRejected: "rejected",
+	resultFailOpen: "fail_open",
+}
+
+// storeOutcome is how a call to the bucket store ended.
+type storeOutcome uint8
+
+const (
+	storeOK storeOutcome = iota
+	storeError
+	storeTimeout
+	numStoreOutcomes
+)
+
+var storeOutcomeNames = [numStoreOutcomes]string{
+	storeOK:      "ok",
+	storeError:   "error",
+	storeTimeout: "timeout",
+}
+
+// reason is why the filter answered a request itself.
+type reason uint8
+
+const (
+	reasonParseError reason = iota
+	reasonInvalidRequest
+	reasonHeaderMismatch
+	reasonBodyTooLarge
+	reasonUnsupportedMediaType
+	reasonUnauthenticated
+	reasonAuthUnavailable
+	reasonRateLimited
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	reasonParseError:           "parse_error",
+	reasonInvalidRequest:       "invalid_request",
+	reasonHeaderMismatch:       "header_mismatch",
+	reasonBodyTooLarge:         "body_too_large",
+	reasonUnsupportedMediaType: "unsupported_media_type",
+	reasonUnauthenticated:      "unauthenticated",
+	reasonAuthUnavailable:      "auth_unavailable",
+	reasonRateLimited:          "rate_limited",
+}
+
+// metrics are the filter's collectors, shared by every server.
+type metrics struct {
+	decisions     *prometheus.CounterVec
+	failOpen      *prometheus.CounterVec
+	storeDuration *prometheus.HistogramVec
+	rejected      *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricDecisions,
+			Help: "Token bucket decisions for tools/call requests, one per bucket demanded from; a rejected request counts against the buckets that refused it.",
+		}, []string{"namespace", "server", "scope", "result"}),
+		failOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricFailOpen,
+			Help: "Requests allowed without a limit because the bucket store failed or timed out.",
+		}, []string{"namespace", "server"}),
+		storeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    MetricStoreDuration,
+			Help:    "Time the bucket store took to decide, by outcome (ok, error, timeout).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 12), // 100µs to about 200ms
+		}, []string{"namespace", "server", "outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricRejectedRequests,
+			Help: "Requests the MCP filter answered itself instead of forwarding them, by reason.",
+		}, []string{"namespace", "server", "reason"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.decisions, m.failOpen, m.storeDuration, m.rejected} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register filter metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// serverMetrics are one server's series, looked up once when its filter is
+// built so that a request touches no label maps.
+type serverMetrics struct {
+	decisions     [numScopes][numResults]prometheus.Counter
+	failOpen      prometheus.Counter
+	storeDuration [numStoreOutcomes]prometheus.Observer
+	rejected      [numReasons]prometheus.Counter
+}
+
+func (m *metrics) forServer(namespace, server string) *serverMetrics {
+	sm := &serverMetrics{failOpen: m.failOpen.WithLabelValues(namespace, server)}
+	for s := range numScopes {
+		for r := range numResults {
+			sm.decisions[s][r] = m.decisions.WithLabelValues(namespace, server, scopeNames[s], resultNames[r])
+		}
+	}
+	for o := range numStoreOutcomes {
+		sm.storeDuration[o] = m.storeDuration.WithLabelValues(namespace, server, storeOutcomeNames[o])
+	}
+	for r := range numReasons {
+		sm.rejected[r] = m.rejected.WithLabelValues(namespace, server, reasonNames[r])
+	}
+	return sm
+}

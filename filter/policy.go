@@ -1,0 +1,147 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/toolgate/toolgate/filter/limiter"
+)
+
+// Policy is what one MCP server asks of the filter: who its callers are and
+// how many tool calls they may make. The translator builds it from an
+// MCPServer; nothing in it is Kubernetes-specific.
+type Policy struct {
+	// Server is "namespace/name". It names the server's buckets and is the
+	// namespace and server label of its metrics.
+	Server string
+	// Auth, when set, requires every request to carry a valid bearer token
+	// and makes the token's user claim the caller. Without it every caller
+	// is anonymous.
+	Auth *OIDCConfig
+	// Global is the bucket shared by every caller's tools/call requests.
+	Global *limiter.Limit
+	// PerUser is each caller's own bucket for tools/call requests. It needs
+	// Auth.
+	PerUser *limiter.Limit
+	// Tools holds limits for single tools, by tool name, on top of the
+	// server's.
+	Tools map[string]ToolLimits
+}
+
+// ToolLimits are the buckets of one tool. At least one is set.
+type ToolLimits struct {
+	// Global is shared by every caller of the tool.
+	Global *limiter.Limit
+	// PerUser is each caller's own bucket for the tool. It needs Auth.
+	PerUser *limiter.Limit
+}
+
+// OIDCConfig says how to verify a caller's bearer token: a JWT signed by the
+// issuer, for the audience, unexpired.
+type OIDCConfig struct {
+	// Issuer must equal the token's iss claim. Without JWKSURL, its
+	// /.well-known/openid-configuration is fetched to find the keys.
+	Issuer string
+	// Audience must be one of the token's aud claim.
+	Audience string
+	// JWKSURL is where the issuer's signing keys are; optional.
+	JWKSURL string
+	// UserClaim is the claim naming the caller; DefaultUserClaim when empty.
+	// Its value must be a non-empty string.
+	UserClaim string
+}
+
+// DefaultUserClaim is the claim that names the caller when the policy names
+// none.
+const DefaultUserClaim = "sub"
+
+// validate checks p and fills in its defaults. It returns the policy's
+// namespace and name.
+func (p *Policy) validate() (namespace, name string, err error) {
+	namespace, name, ok := strings.Cut(p.Server, "/")
+	if !ok || namespace == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("server must be \"namespace/name\", got %q", p.Server)
+	}
+	var errs []error
+	if p.Auth != nil {
+		if err := p.Auth.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("auth: %w", err))
+		}
+	}
+	if err := validateLimit("global", p.Global); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateLimit("perUser", p.PerUser); err != nil {
+		errs = append(errs, err)
+	}
+	if p.PerUser != nil && p.Auth == nil {
+		errs = append(errs, errors.New("perUser needs auth: without it every caller is anonymous; configure auth or use global"))
+	}
+	for _, tool := range slices.Sorted(maps.Keys(p.Tools)) {
+		limits := p.Tools[tool]
+		if tool == "" {
+			errs = append(errs, errors.New("tools: a tool has an empty name"))
+			continue
+		}
+		if limits.Global == nil && limits.PerUser == nil {
+			errs = append(errs, fmt.Errorf("tools[%s]: set global, perUser or both", tool))
+		}
+		if err := validateLimit("tools["+tool+"].global", limits.Global); err != nil {
+			errs = append(errs, err)
+		}
+		if err := validateLimit("tools["+tool+"].perUser", limits.PerUser); err != nil {
+			errs = append(errs, err)
+		}
+		if limits.PerUser != nil && p.Auth == nil {
+			errs = append(errs, fmt.Errorf("tools[%s].perUser needs auth: without it every caller is anonymous; configure auth or use global", tool))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return "", "", fmt.Errorf("policy for %s: %w", p.Server, err)
+	}
+	return namespace, name, nil
+}
+
+func validateLimit(field string, l *limiter.Limit) error {
+	if l == nil {
+		return nil
+	}
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", field, err)
+	}
+	return nil
+}
+
+func (c *OIDCConfig) validate() error {
+	var errs []error
+	if err := validateURL("issuer", c.Issuer); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Audience == "" {
+		errs = append(errs, errors.New("audience is required: set it to the aud claim the issuer puts in tokens for this server"))
+	}
+	if c.JWKSURL != "" {
+		if err := validateURL("jwksURL", c.JWKSURL); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validateURL(field, raw string) error {
+	if raw == "" {
+		return fmt.Errorf("%s is required", field)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", field, err)
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("%s must be an absolute http(s) URL, got %q", field, raw)
+	}
+	return nil
+}

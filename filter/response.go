@@ -1,0 +1,171 @@
+package filter
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/toolgate/toolgate/filter/limiter"
+)
+
+// Response header names, in their canonical form.
+const (
+	headerRateLimitPolicy = "Ratelimit-Policy" // draft-ietf-httpapi-ratelimit-headers
+	headerRateLimit       = "Ratelimit"
+	headerRetryAfter      = "Retry-After"
+	headerWWWAuthenticate = "Www-Authenticate"
+)
+
+// authRetryAfterSeconds is what a 503 for an unreachable issuer tells the
+// client to wait; it matches how long a failed discovery is remembered.
+var authRetryAfterSeconds = strconv.Itoa(int(discoveryRetryDelay / time.Second))
+
+// refuse answers a request with a JSON-RPC error instead of forwarding it,
+// and counts it.
+func (f *Filter) refuse(w http.ResponseWriter, status int, why reason, id []byte, code int, message string) {
+	f.metrics.rejected[why].Inc()
+	b := make([]byte, 0, 96+len(message))
+	b = appendErrorObject(b, id, code, message)
+	writeJSON(w, status, b)
+}
+
+// refuseIdentity answers a request whose caller could not be named: 401 with
+// an RFC 6750 challenge, or 503 when the issuer cannot be reached.
+func (f *Filter) refuseIdentity(w http.ResponseWriter, failure *authFailure) {
+	if failure.status == http.StatusServiceUnavailable {
+		w.Header().Set(headerRetryAfter, authRetryAfterSeconds)
+		f.refuse(w, failure.status, reasonAuthUnavailable, nil, CodeInternalError,
+			"Internal error: the token issuer cannot be reached, try again later")
+		return
+	}
+	challenge := `Bearer realm="toolgate"`
+	if failure.errorCode != "" {
+		challenge += `, error="` + failure.errorCode + `", error_description="` + failure.description + `"`
+	}
+	w.Header().Set(headerWWWAuthenticate, challenge)
+	if f.shared.logger.Enabled(context.Background(), slog.LevelDebug) {
+		f.shared.logger.Debug("refused a request without a valid bearer token",
+			"server", f.server, "reason", failure.description, "error", failure.err)
+	}
+	f.refuse(w, failure.status, reasonUnauthenticated, nil, CodeUnauthenticated, "Unauthorized: "+failure.description)
+}
+
+// appendErrorObject appends a JSON-RPC error response. A nil id is null.
+func appendErrorObject(b, id []byte, code int, message string) []byte {
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = appendID(b, id)
+	b = append(b, `,"error":{"code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, `,"message":`...)
+	quoted, _ := json.Marshal(message) // a string always marshals
+	b = append(b, quoted...)
+	return append(b, "}}"...)
+}
+
+func appendID(b, id []byte) []byte {
+	if id == nil {
+		return append(b, "null"...)
+	}
+	return append(b, id...)
+}
+
+// rateLimitedMessage is the error message of CodeRateLimited.
+const rateLimitedMessage = "Rate limit exceeded"
+
+// appendRateLimited appends the error response to one rate-limited request.
+func appendRateLimited(b, id []byte, retryAfterSeconds int64) []byte {
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = appendID(b, id)
+	b = append(b, `,"error":{"code":`...)
+	b = strconv.AppendInt(b, CodeRateLimited, 10)
+	b = append(b, `,"message":"`+rateLimitedMessage+`","data":{"retryAfterSeconds":`...)
+	b = strconv.AppendInt(b, retryAfterSeconds, 10)
+	return append(b, "}}}"...)
+}
+
+// writeRateLimited answers a refused request with 429: one error for a
+// single message, an array of one error per request with an id for a batch.
+// A notification, or a batch of nothing but notifications, gets one error
+// with a null id: HTTP still needs a body to say why.
+func writeRateLimited(w http.ResponseWriter, in inspection, retryAfterSeconds int64) {
+	w.Header().Set(headerRetryAfter, strconv.FormatInt(retryAfterSeconds, 10))
+	b := make([]byte, 0, 128)
+	requests := 0
+	if in.batch {
+		for i := range in.messages {
+			if m := &in.messages[i]; m.hasMethod && m.id != nil {
+				requests++
+			}
+		}
+	}
+	if requests == 0 {
+		var id []byte
+		if !in.batch {
+			id = in.messages[0].id
+		}
+		b = appendRateLimited(b, id, retryAfterSeconds)
+	} else {
+		b = append(b, '[')
+		for i := range in.messages {
+			if m := &in.messages[i]; m.hasMethod && m.id != nil {
+				if len(b) > 1 {
+					b = append(b, ',')
+				}
+				b = appendRateLimited(b, m.id, retryAfterSeconds)
+			}
+		}
+		b = append(b, ']')
+	}
+	writeJSON(w, http.StatusTooManyRequests, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// setRateLimitFields describes bucket i, the one that constrains the
+// request most, in the RateLimit-Policy and RateLimit fields of
+// draft-ietf-httpapi-ratelimit-headers: the quota (q) per window (w, the
+// refill period), and what remains (r) until the bucket is full again (t).
+func setRateLimitFields(h http.Header, demands []limiter.Demand, scopes []scope, buckets []limiter.BucketState, i int) {
+	name := scopes[i].String()
+	limit, state := demands[i].Limit, buckets[i]
+	b := make([]byte, 0, 64)
+	b = append(b, '"')
+	b = append(b, name...)
+	b = append(b, `";q=`...)
+	b = strconv.AppendInt(b, limit.MaxTokens, 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, max(ceilSeconds(limit.RefillPeriod), 1), 10)
+	policy := len(b)
+	b = append(b, '"')
+	b = append(b, name...)
+	b = append(b, `";r=`...)
+	b = strconv.AppendInt(b, max(state.Remaining, 0), 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, ceilSeconds(state.ResetAfter), 10)
+	fields := string(b)
+	values := []string{fields[:policy], fields[policy:]} // one allocation for both
+	h[headerRateLimitPolicy] = values[0:1:1]
+	h[headerRateLimit] = values[1:2:2]
+}
+
+// ceilSeconds rounds d up to whole seconds, 0 for no time.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// wholeSeconds is a Retry-After: d rounded up to whole seconds, at least 1.
+func wholeSeconds(d time.Duration) int64 {
+	return max(ceilSeconds(d), 1)
+}
