@@ -16,14 +16,22 @@ generate: ## Generate deepcopy functions for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./apis/...
 
 .PHONY: manifests
-manifests: ## Generate the CRDs into config/crd/bases.
+manifests: ## Generate the CRDs into config/crd/bases and the controller's RBAC into config/rbac.
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=toolgate-controller paths=./controller/... output:rbac:artifacts:config=config/rbac
 
 ##@ Build and test
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+
 .PHONY: build
-build: ## Build every package.
+build: ## Build every package and bin/toolgate.
 	$(GO) build ./...
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/toolgate ./cmd/toolgate
+
+.PHONY: run
+run: build ## Quickstart: a demo MCP server, a demo OIDC issuer and toolgate standalone on 127.0.0.1:8080.
+	$(GO) run ./examples/quickstart/demo --toolgate bin/toolgate --config examples/quickstart
 
 .PHONY: vet
 vet: ## Run go vet.

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/toolgate/toolgate/controller"
+	"github.com/toolgate/toolgate/controller/provision"
+)
+
+const shutdownTimeout = 30 * time.Second
+
+func runController(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("controller", "Run the control plane: status for GatewayClasses, Gateways, HTTPRoutes and MCPServers, and a data plane per Gateway.", stderr)
+	var (
+		kubeconfig     = fs.String("kubeconfig", "", "kubeconfig file; empty uses the in-cluster configuration or $KUBECONFIG")
+		metricsAddress = fs.String("metrics-address", ":8080", "address of /metrics; 0 disables it")
+		healthAddress  = fs.String("health-address", ":8081", "address of /healthz and /readyz; 0 disables it")
+		leaderElect    = fs.Bool("leader-elect", true, "elect a leader so that only one replica writes")
+		leaderNS       = fs.String("leader-election-namespace", "", "namespace of the leader-election Lease; empty means the controller's own namespace")
+		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
+		params         provision.Params
+		serviceType    string
+	)
+	fs.StringVar(&params.Image, "proxy-image", provision.DefaultImage, "container image of the per-Gateway proxies")
+	fs.Func("proxy-replicas", "proxy replicas per Gateway (default 1; more than one needs --redis-url)", func(v string) error {
+		_, err := fmt.Sscan(v, &params.Replicas)
+		return err
+	})
+	fs.StringVar(&serviceType, "proxy-service-type", string(corev1.ServiceTypeLoadBalancer), "type of each Gateway's Service: LoadBalancer, NodePort or ClusterIP")
+	fs.StringVar(&params.RedisURL, "redis-url", "", "Redis URL the proxies share buckets through; a GatewayClass parametersRef ConfigMap may override it")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	switch corev1.ServiceType(serviceType) {
+	case corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeNodePort, corev1.ServiceTypeClusterIP:
+		params.ServiceType = corev1.ServiceType(serviceType)
+	default:
+		return fmt.Errorf("--proxy-service-type %q: use LoadBalancer, NodePort or ClusterIP", serviceType)
+	}
+	if params.Replicas < 0 {
+		return fmt.Errorf("--proxy-replicas must be at least 1")
+	}
+	cfg, err := restConfig(ctx, *kubeconfig)
+	if err != nil {
+		return err
+	}
+	log.SetLogger(logr.FromSlogHandler(logger.Handler()))
+	scheme, err := controller.NewScheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: *metricsAddress},
+		HealthProbeBindAddress:  *healthAddress,
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "toolgate-controller.toolgate.dev",
+		LeaderElectionNamespace: *leaderNS,
+		GracefulShutdownTimeout: ptr(shutdownTimeout),
+		Logger:                  logr.FromSlogHandler(logger.Handler()),
+	})
+	if err != nil {
+		return fmt.Errorf("create the controller manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := controller.Setup(mgr, controller.Options{Params: params, Logger: logger}); err != nil {
+		return err
+	}
+	logger.Info("toolgate controller starting", "version", versionString())
+	return mgr.Start(ctx)
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/toolgate/toolgate/controller"
+	"github.com/toolgate/toolgate/gateway"
+)
+
+func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("standalone --config DIR", "Serve the Gateways, HTTPRoutes and MCPServers of the manifests in DIR, without a cluster; reload when a file changes.", stderr)
+	var (
+		dir          = fs.String("config", "", "folder of manifests (*.yaml): Gateways, HTTPRoutes, ReferenceGrants, MCPServers, Secrets, Services and EndpointSlices (required)")
+		listenAddr   = fs.String("listen-address", "127.0.0.1", "IP address the Gateways' listeners bind")
+		adminAddress = fs.String("admin-address", "127.0.0.1:9901", "address of /healthz, /readyz, /metrics and /config; empty disables it")
+		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
+		store        storeFlags
+	)
+	store.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		fs.Usage()
+		return errors.New("--config DIR is required")
+	}
+	if info, err := os.Stat(*dir); err != nil || !info.IsDir() {
+		return fmt.Errorf("--config %s: not a readable folder", *dir)
+	}
+	if net.ParseIP(*listenAddr) == nil {
+		return fmt.Errorf("--listen-address %q: give an IP address, such as 127.0.0.1 or 0.0.0.0", *listenAddr)
+	}
+	logger, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	shared, isShared, err := store.shared(ctx, reg, logger)
+	if err != nil {
+		return err
+	}
+	metrics, err := gateway.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	sessionKey, err := sessionKeyFromEnv()
+	if err != nil {
+		return err
+	}
+	server, err := gateway.New(gateway.Options{SessionKey: sessionKey, Metrics: metrics, Logger: logger, AdminAddress: *adminAddress})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		_ = server.Shutdown(sctx)
+	}()
+	fmt.Fprintf(stdout, "toolgate %s standalone: serving %s\n", versionString(), *dir)
+	if *adminAddress != "" {
+		fmt.Fprintf(stdout, "admin: http://%s/metrics\n", server.AdminAddr())
+	}
+	return controller.RunStandalone(ctx, controller.StandaloneOptions{
+		Dir: *dir, ListenAddress: *listenAddr, Server: server, Filters: shared,
+		SharedStore: isShared, Out: stdout, Logger: logger,
+	})
+}

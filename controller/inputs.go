@@ -1,0 +1,84 @@
+// Package controller runs toolgate's reconcilers: it reads Gateway API
+// objects, MCPServers and what they refer to, translates them (package
+// translate), writes the status of every object it owns, and provisions
+// each Gateway's data plane. The proxy mode reuses its input gathering.
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/controller/translate"
+)
+
+// NewScheme returns a scheme with every kind toolgate reads or writes.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		clientgoscheme.AddToScheme, gwv1.Install, gwv1beta1.Install, v1alpha1.AddToScheme,
+	} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// inputKinds are the objects the translator reads; a change to any of them
+// triggers a new translation.
+func inputKinds() []client.Object {
+	return []client.Object{
+		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.ReferenceGrant{},
+		&v1alpha1.MCPServer{}, &corev1.Service{}, &discoveryv1.EndpointSlice{},
+		&corev1.Secret{}, &corev1.Namespace{},
+	}
+}
+
+// ListResources reads the translator's inputs through c (a cache in
+// practice).
+func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, error) {
+	res := &translate.Resources{}
+	var (
+		classes    gwv1.GatewayClassList
+		gateways   gwv1.GatewayList
+		routes     gwv1.HTTPRouteList
+		grants     gwv1.ReferenceGrantList
+		mcpServers v1alpha1.MCPServerList
+		services   corev1.ServiceList
+		slices     discoveryv1.EndpointSliceList
+		secrets    corev1.SecretList
+		namespaces corev1.NamespaceList
+	)
+	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &mcpServers, &services, &slices, &secrets, &namespaces} {
+		if err := c.List(ctx, l); err != nil {
+			return nil, fmt.Errorf("list %T: %w", l, err)
+		}
+	}
+	res.GatewayClasses = pointers(classes.Items)
+	res.Gateways = pointers(gateways.Items)
+	res.HTTPRoutes = pointers(routes.Items)
+	res.ReferenceGrants = pointers(grants.Items)
+	res.MCPServers = pointers(mcpServers.Items)
+	res.Services = pointers(services.Items)
+	res.EndpointSlices = pointers(slices.Items)
+	res.Secrets = pointers(secrets.Items)
+	res.Namespaces = pointers(namespaces.Items)
+	return res, nil
+}
+
+func pointers[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
+}

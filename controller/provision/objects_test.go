@@ -1,0 +1,500 @@
+package provision
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// testGateway has two HTTP listeners sharing port 80 and one HTTPS
+// listener, listed out of port order.
+func testGateway() *gwv1.Gateway {
+	return &gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web", UID: "gw-uid"},
+		Spec: gwv1.GatewaySpec{
+			GatewayClassName: "toolgate",
+			Listeners: []gwv1.Listener{
+				{Name: "https", Protocol: gwv1.HTTPSProtocolType, Port: 443},
+				{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: 80},
+				{Name: "http-other", Protocol: gwv1.HTTPProtocolType, Port: 80, Hostname: ptr.To[gwv1.Hostname]("other.example.com")},
+			},
+		},
+	}
+}
+
+func wantOwner() []metav1.OwnerReference {
+	return []metav1.OwnerReference{{
+		APIVersion: "gateway.networking.k8s.io/v1", Kind: "Gateway", Name: "web", UID: "gw-uid",
+		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+	}}
+}
+
+func TestNamespacedObjectsAreOwnedByTheGateway(t *testing.T) {
+	gw := testGateway()
+	objects := map[string]metav1.Object{
+		"Deployment":     Deployment(gw, Params{}),
+		"Service":        Service(gw, Params{}),
+		"ServiceAccount": ServiceAccount(gw),
+	}
+	for kind, o := range objects {
+		t.Run(kind, func(t *testing.T) {
+			if o.GetNamespace() != "team-a" || o.GetName() != "toolgate-web" {
+				t.Errorf("%s is %s/%s, want team-a/toolgate-web", kind, o.GetNamespace(), o.GetName())
+			}
+			if diff := cmp.Diff(wantOwner(), o.GetOwnerReferences()); diff != "" {
+				t.Errorf("owner references (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(Names(gw).Labels, o.GetLabels()); diff != "" {
+				t.Errorf("labels (-want +got):\n%s", diff)
+			}
+			if got := o.GetAnnotations()[AnnotationGateway]; got != "team-a/web" {
+				t.Errorf("annotation %s = %q, want team-a/web", AnnotationGateway, got)
+			}
+		})
+	}
+}
+
+func proxyContainer(t *testing.T, d *appsv1.Deployment) corev1.Container {
+	t.Helper()
+	if n := len(d.Spec.Template.Spec.Containers); n != 1 {
+		t.Fatalf("the Deployment has %d containers, want 1", n)
+	}
+	return d.Spec.Template.Spec.Containers[0]
+}
+
+func TestDeploymentArguments(t *testing.T) {
+	secret := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis-auth"}, Key: "password"}
+	tests := []struct {
+		name     string
+		params   Params
+		wantArgs []string
+		wantEnv  []corev1.EnvVar
+	}{
+		{
+			name:     "the proxy serves its Gateway",
+			params:   Params{},
+			wantArgs: []string{"proxy", "--gateway", "team-a/web"},
+		},
+		{
+			name:     "a Redis URL is passed as a flag",
+			params:   Params{RedisURL: "redis://redis.toolgate-system:6379"},
+			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-url", "redis://redis.toolgate-system:6379"},
+		},
+		{
+			name:     "the Redis password comes from the Secret through the environment",
+			params:   Params{RedisURL: "redis://r:6379", RedisPasswordSecret: secret},
+			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-url", "redis://r:6379"},
+			wantEnv: []corev1.EnvVar{{
+				Name:      "TOOLGATE_REDIS_PASSWORD",
+				ValueFrom: &corev1.EnvVarSource{SecretKeyRef: secret},
+			}},
+		},
+		{
+			name:     "extra arguments come last",
+			params:   Params{RedisURL: "redis://r:6379", ExtraArgs: []string{"--log-level", "debug"}},
+			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-url", "redis://r:6379", "--log-level", "debug"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := proxyContainer(t, Deployment(testGateway(), tt.params))
+			if diff := cmp.Diff(tt.wantArgs, c.Args); diff != "" {
+				t.Errorf("args (-want +got):\n%s", diff)
+			}
+			if c.Command != nil {
+				t.Errorf("command = %q, want the image's entrypoint", c.Command)
+			}
+			if diff := cmp.Diff(tt.wantEnv, c.Env); diff != "" {
+				t.Errorf("env (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDeploymentParams(t *testing.T) {
+	tests := []struct {
+		name         string
+		params       Params
+		wantImage    string
+		wantPolicy   corev1.PullPolicy
+		wantReplicas int32
+	}{
+		{name: "defaults run one replica of the default image", params: Params{}, wantImage: DefaultImage, wantReplicas: 1},
+		{
+			name:         "image, pull policy and replicas come from the params",
+			params:       Params{Image: "example.com/tg:v1", ImagePullPolicy: corev1.PullNever, Replicas: 3},
+			wantImage:    "example.com/tg:v1",
+			wantPolicy:   corev1.PullNever,
+			wantReplicas: 3,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Deployment(testGateway(), tt.params)
+			c := proxyContainer(t, d)
+			if c.Image != tt.wantImage || c.ImagePullPolicy != tt.wantPolicy {
+				t.Errorf("image %q pull %q, want %q pull %q", c.Image, c.ImagePullPolicy, tt.wantImage, tt.wantPolicy)
+			}
+			if got := ptr.Deref(d.Spec.Replicas, -1); got != tt.wantReplicas {
+				t.Errorf("replicas = %d, want %d", got, tt.wantReplicas)
+			}
+		})
+	}
+}
+
+func TestDeploymentPodShape(t *testing.T) {
+	gw := testGateway()
+	d := Deployment(gw, Params{})
+	pod := d.Spec.Template.Spec
+	c := proxyContainer(t, d)
+	labels := Names(gw).Labels
+
+	t.Run("the selector and the pod labels are the Gateway's labels", func(t *testing.T) {
+		if diff := cmp.Diff(&metav1.LabelSelector{MatchLabels: labels}, d.Spec.Selector); diff != "" {
+			t.Errorf("selector (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(labels, d.Spec.Template.Labels); diff != "" {
+			t.Errorf("pod labels (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("the pod runs as the Gateway's ServiceAccount", func(t *testing.T) {
+		if pod.ServiceAccountName != "toolgate-web" {
+			t.Errorf("serviceAccountName = %q, want toolgate-web", pod.ServiceAccountName)
+		}
+	})
+	t.Run("the container has the admin port and one port per distinct listener port", func(t *testing.T) {
+		want := []corev1.ContainerPort{
+			{Name: "admin", ContainerPort: 9901, Protocol: corev1.ProtocolTCP},
+			{Name: "http-80", ContainerPort: 80, Protocol: corev1.ProtocolTCP},
+			{Name: "https-443", ContainerPort: 443, Protocol: corev1.ProtocolTCP},
+		}
+		if diff := cmp.Diff(want, c.Ports); diff != "" {
+			t.Errorf("ports (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("readiness and liveness are probed on the admin port", func(t *testing.T) {
+		for _, p := range []struct {
+			probe *corev1.Probe
+			path  string
+		}{{c.ReadinessProbe, "/readyz"}, {c.LivenessProbe, "/healthz"}} {
+			if p.probe == nil || p.probe.HTTPGet == nil {
+				t.Fatalf("probe for %s missing", p.path)
+			}
+			if p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port != intstr.FromInt32(9901) {
+				t.Errorf("probe = %s on %s, want %s on 9901", p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path)
+			}
+		}
+	})
+	t.Run("metrics are announced on the admin port", func(t *testing.T) {
+		a := d.Spec.Template.Annotations
+		if a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != "9901" || a["prometheus.io/path"] != "/metrics" {
+			t.Errorf("pod annotations = %v, want Prometheus scraping of :9901/metrics", a)
+		}
+	})
+	t.Run("the container is unprivileged with a read-only root", func(t *testing.T) {
+		sc := c.SecurityContext
+		if sc == nil {
+			t.Fatal("no container securityContext")
+		}
+		if !ptr.Deref(sc.RunAsNonRoot, false) || !ptr.Deref(sc.ReadOnlyRootFilesystem, false) || ptr.Deref(sc.AllowPrivilegeEscalation, true) {
+			t.Errorf("securityContext = %+v, want non-root, read-only root, no privilege escalation", sc)
+		}
+		if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
+			t.Errorf("capabilities = %+v, want all dropped and none added", sc.Capabilities)
+		}
+		if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("seccomp = %+v, want RuntimeDefault", sc.SeccompProfile)
+		}
+		psc := pod.SecurityContext
+		if psc == nil || !ptr.Deref(psc.RunAsNonRoot, false) || ptr.Deref(psc.RunAsUser, 0) == 0 {
+			t.Errorf("pod securityContext = %+v, want a non-root user", psc)
+		}
+		if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("pod seccomp = %+v, want RuntimeDefault", psc)
+		}
+	})
+	t.Run("an unprivileged proxy may bind listener ports below 1024", func(t *testing.T) {
+		want := []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}
+		if diff := cmp.Diff(want, pod.SecurityContext.Sysctls); diff != "" {
+			t.Errorf("sysctls (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("the container requests resources", func(t *testing.T) {
+		r := c.Resources.Requests
+		if r.Cpu().IsZero() || r.Memory().IsZero() {
+			t.Errorf("requests = %v, want CPU and memory", r)
+		}
+	})
+	t.Run("a writable /tmp is mounted", func(t *testing.T) {
+		if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/tmp" || len(pod.Volumes) != 1 || pod.Volumes[0].EmptyDir == nil {
+			t.Errorf("mounts %+v volumes %+v, want an emptyDir on /tmp", c.VolumeMounts, pod.Volumes)
+		}
+	})
+}
+
+func TestDeploymentSkipsAListenerOnTheAdminPort(t *testing.T) {
+	gw := testGateway()
+	gw.Spec.Listeners = []gwv1.Listener{{Name: "odd", Protocol: gwv1.HTTPProtocolType, Port: 9901}}
+	c := proxyContainer(t, Deployment(gw, Params{}))
+	want := []corev1.ContainerPort{{Name: "admin", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}}
+	if diff := cmp.Diff(want, c.Ports); diff != "" {
+		t.Errorf("ports (-want +got):\n%s", diff)
+	}
+}
+
+func TestService(t *testing.T) {
+	tests := []struct {
+		name      string
+		listeners []gwv1.Listener
+		params    Params
+		wantType  corev1.ServiceType
+		wantPorts []corev1.ServicePort
+	}{
+		{
+			name:      "every distinct listener port is exposed once, in port order, on a LoadBalancer by default",
+			listeners: testGateway().Spec.Listeners,
+			wantType:  corev1.ServiceTypeLoadBalancer,
+			wantPorts: []corev1.ServicePort{
+				{Name: "http-80", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(80)},
+				{Name: "https-443", Protocol: corev1.ProtocolTCP, Port: 443, TargetPort: intstr.FromInt32(443)},
+			},
+		},
+		{
+			name:      "the Service type comes from the params",
+			listeners: []gwv1.Listener{{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: 8080}},
+			params:    Params{ServiceType: corev1.ServiceTypeClusterIP},
+			wantType:  corev1.ServiceTypeClusterIP,
+			wantPorts: []corev1.ServicePort{{Name: "http-8080", Protocol: corev1.ProtocolTCP, Port: 8080, TargetPort: intstr.FromInt32(8080)}},
+		},
+		{
+			name:      "a protocol that makes no valid port name gives port-<number>",
+			listeners: []gwv1.Listener{{Name: "custom", Protocol: "example.com/custom-protocol", Port: 9000}},
+			wantType:  corev1.ServiceTypeLoadBalancer,
+			wantPorts: []corev1.ServicePort{{Name: "port-9000", Protocol: corev1.ProtocolTCP, Port: 9000, TargetPort: intstr.FromInt32(9000)}},
+		},
+		{
+			name:      "the first listener on a port names it",
+			listeners: []gwv1.Listener{{Name: "tls", Protocol: gwv1.TLSProtocolType, Port: 443}, {Name: "https", Protocol: gwv1.HTTPSProtocolType, Port: 443}},
+			wantType:  corev1.ServiceTypeLoadBalancer,
+			wantPorts: []corev1.ServicePort{{Name: "tls-443", Protocol: corev1.ProtocolTCP, Port: 443, TargetPort: intstr.FromInt32(443)}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gw := testGateway()
+			gw.Spec.Listeners = tt.listeners
+			svc := Service(gw, tt.params)
+			if svc.Spec.Type != tt.wantType {
+				t.Errorf("type = %s, want %s", svc.Spec.Type, tt.wantType)
+			}
+			if diff := cmp.Diff(tt.wantPorts, svc.Spec.Ports); diff != "" {
+				t.Errorf("ports (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(Names(gw).Labels, svc.Spec.Selector); diff != "" {
+				t.Errorf("selector (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestClusterRoleBinding(t *testing.T) {
+	gw := testGateway()
+	crb := ClusterRoleBinding(gw)
+	n := Names(gw)
+	if crb.Name != n.ClusterRoleBinding || crb.Namespace != "" {
+		t.Errorf("name = %q in namespace %q, want %q, cluster-scoped", crb.Name, crb.Namespace, n.ClusterRoleBinding)
+	}
+	if len(crb.OwnerReferences) != 0 {
+		t.Errorf("owner references = %v, want none: a namespaced Gateway cannot own a cluster-scoped object", crb.OwnerReferences)
+	}
+	wantRef := rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "toolgate-proxy"}
+	if diff := cmp.Diff(wantRef, crb.RoleRef); diff != "" {
+		t.Errorf("roleRef (-want +got):\n%s", diff)
+	}
+	wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "toolgate-web", Namespace: "team-a"}}
+	if diff := cmp.Diff(wantSubjects, crb.Subjects); diff != "" {
+		t.Errorf("subjects (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(n.Labels, crb.Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	if crb.Annotations[AnnotationGateway] != "team-a/web" {
+		t.Errorf("annotations = %v, want the Gateway", crb.Annotations)
+	}
+}
+
+func TestClusterRoleIsReadOnly(t *testing.T) {
+	role := ClusterRole()
+	if role.Name != "toolgate-proxy" {
+		t.Errorf("name = %q, want toolgate-proxy", role.Name)
+	}
+	granted := map[string]bool{}
+	for _, rule := range role.Rules {
+		if !slices.Equal(rule.Verbs, []string{"get", "list", "watch"}) {
+			t.Errorf("rule %v grants %v, want get, list, watch only", rule.Resources, rule.Verbs)
+		}
+		if len(rule.ResourceNames) > 0 || len(rule.NonResourceURLs) > 0 {
+			t.Errorf("rule %v is narrowed or widened unexpectedly", rule)
+		}
+		for _, g := range rule.APIGroups {
+			for _, r := range rule.Resources {
+				granted[g+"/"+r] = true
+			}
+		}
+	}
+	want := []string{
+		"gateway.networking.k8s.io/gatewayclasses", "gateway.networking.k8s.io/gateways",
+		"gateway.networking.k8s.io/httproutes", "gateway.networking.k8s.io/referencegrants",
+		"toolgate.dev/mcpservers", "/services", "discovery.k8s.io/endpointslices",
+		"/secrets", "/namespaces", "/configmaps",
+	}
+	for _, w := range want {
+		if !granted[w] {
+			t.Errorf("the role does not grant %s", w)
+		}
+	}
+	if len(granted) != len(want) {
+		t.Errorf("the role grants %d resources, want %d", len(granted), len(want))
+	}
+}
+
+func TestApplyDocumentCarriesOnlyWhatToolgateSets(t *testing.T) {
+	p := New(nil, clientgoscheme.Scheme)
+	gw := testGateway()
+	objects := []client.Object{Deployment(gw, Params{}), Service(gw, Params{}), ServiceAccount(gw), ClusterRoleBinding(gw), ClusterRole()}
+	for _, o := range objects {
+		o.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{}) // the scheme fills it in
+		u, err := p.applyDocument(o)
+		if err != nil {
+			t.Fatalf("applyDocument(%T): %v", o, err)
+		}
+		t.Run(u.GetKind(), func(t *testing.T) {
+			if u.GetAPIVersion() == "" || u.GetKind() == "" {
+				t.Errorf("apiVersion %q kind %q, want both", u.GetAPIVersion(), u.GetKind())
+			}
+			if _, has := u.Object["status"]; has {
+				t.Error("the document sets status")
+			}
+			if _, has, _ := unstructured.NestedFieldNoCopy(u.Object, "metadata", "creationTimestamp"); has {
+				t.Error("the document sets metadata.creationTimestamp")
+			}
+			if _, has, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "template", "metadata", "creationTimestamp"); has {
+				t.Error("the document sets the pod template's creationTimestamp")
+			}
+		})
+	}
+}
+
+func TestStateOf(t *testing.T) {
+	deployment := func(available int32) *appsv1.Deployment {
+		return &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "toolgate-web"},
+			Spec:       appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
+			Status:     appsv1.DeploymentStatus{AvailableReplicas: available, ReadyReplicas: available},
+		}
+	}
+	service := func(typ corev1.ServiceType, clusterIPs []string, ingress ...corev1.LoadBalancerIngress) *corev1.Service {
+		return &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "toolgate-web"},
+			Spec:       corev1.ServiceSpec{Type: typ, ClusterIPs: clusterIPs},
+			Status:     corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: ingress}},
+		}
+	}
+	ip := func(v string) gwv1.GatewayStatusAddress {
+		return gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: v}
+	}
+	host := func(v string) gwv1.GatewayStatusAddress {
+		return gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.HostnameAddressType), Value: v}
+	}
+	tests := []struct {
+		name        string
+		dep         *appsv1.Deployment
+		svc         *corev1.Service
+		wantReady   bool
+		wantAddrs   []gwv1.GatewayStatusAddress
+		wantMessage []string // substrings; none means an empty message
+	}{
+		{
+			name:      "one available replica is ready and the load balancer's addresses are the Gateway's",
+			dep:       deployment(1),
+			svc:       service(corev1.ServiceTypeLoadBalancer, []string{"10.0.0.10"}, corev1.LoadBalancerIngress{IP: "203.0.113.7"}, corev1.LoadBalancerIngress{Hostname: "lb.example.com"}),
+			wantReady: true,
+			wantAddrs: []gwv1.GatewayStatusAddress{ip("203.0.113.7"), host("lb.example.com")},
+		},
+		{
+			name:        "no available replica is not ready and says so",
+			dep:         deployment(0),
+			svc:         service(corev1.ServiceTypeClusterIP, []string{"10.0.0.10"}),
+			wantAddrs:   []gwv1.GatewayStatusAddress{ip("10.0.0.10")},
+			wantMessage: []string{"Deployment team-a/toolgate-web has no available replica yet (0 of 2 ready)"},
+		},
+		{
+			name:        "a pending load balancer gives the cluster IPs and says so",
+			dep:         deployment(2),
+			svc:         service(corev1.ServiceTypeLoadBalancer, []string{"10.0.0.10", "fd00::10"}),
+			wantReady:   true,
+			wantAddrs:   []gwv1.GatewayStatusAddress{ip("10.0.0.10"), ip("fd00::10")},
+			wantMessage: []string{"the load balancer of Service team-a/toolgate-web has no address yet"},
+		},
+		{
+			name:      "a ClusterIP Service gives its cluster IP without a message",
+			dep:       deployment(1),
+			svc:       service(corev1.ServiceTypeClusterIP, []string{"10.0.0.10"}),
+			wantReady: true,
+			wantAddrs: []gwv1.GatewayStatusAddress{ip("10.0.0.10")},
+		},
+		{
+			name:      "a NodePort Service gives its cluster IP",
+			dep:       deployment(1),
+			svc:       service(corev1.ServiceTypeNodePort, []string{"10.0.0.10"}),
+			wantReady: true,
+			wantAddrs: []gwv1.GatewayStatusAddress{ip("10.0.0.10")},
+		},
+		{
+			name:        "both problems are reported together",
+			dep:         deployment(0),
+			svc:         service(corev1.ServiceTypeLoadBalancer, []string{"10.0.0.10"}),
+			wantAddrs:   []gwv1.GatewayStatusAddress{ip("10.0.0.10")},
+			wantMessage: []string{"no available replica", "no address yet"},
+		},
+		{
+			name:      "repeated load balancer addresses are listed once",
+			dep:       deployment(1),
+			svc:       service(corev1.ServiceTypeLoadBalancer, nil, corev1.LoadBalancerIngress{IP: "203.0.113.7"}, corev1.LoadBalancerIngress{IP: "203.0.113.7"}),
+			wantReady: true,
+			wantAddrs: []gwv1.GatewayStatusAddress{ip("203.0.113.7")},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := stateOf(tt.dep, tt.svc)
+			if st.Ready != tt.wantReady {
+				t.Errorf("Ready = %v, want %v", st.Ready, tt.wantReady)
+			}
+			if diff := cmp.Diff(tt.wantAddrs, st.Addresses); diff != "" {
+				t.Errorf("Addresses (-want +got):\n%s", diff)
+			}
+			if len(tt.wantMessage) == 0 && st.Message != "" {
+				t.Errorf("Message = %q, want none", st.Message)
+			}
+			for _, m := range tt.wantMessage {
+				if !strings.Contains(st.Message, m) {
+					t.Errorf("Message = %q, want it to contain %q", st.Message, m)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,210 @@
+package provision
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Defaults of the data-plane parameters.
+const (
+	// DefaultImage runs the proxies unless Params.Image says otherwise.
+	DefaultImage = "ghcr.io/toolgate/toolgate:latest"
+	// DefaultReplicas is the number of proxy replicas per Gateway.
+	DefaultReplicas int32 = 1
+	// DefaultServiceType exposes the listeners outside the cluster.
+	DefaultServiceType = corev1.ServiceTypeLoadBalancer
+)
+
+// Params shape the data plane of a Gateway. They come from the controller's
+// flags, overridden per GatewayClass by the ConfigMap its parametersRef names
+// (see ParamsFromConfigMap). A zero field takes its default.
+type Params struct {
+	// Image is the toolgate image the proxies run; its entrypoint must be
+	// the toolgate binary. DefaultImage when empty.
+	Image string
+	// ImagePullPolicy of the proxy container; when empty Kubernetes decides
+	// (Always for a :latest tag, IfNotPresent otherwise).
+	ImagePullPolicy corev1.PullPolicy
+	// Replicas is the number of proxy replicas; DefaultReplicas when zero.
+	// More than one replica needs Redis for rate limits to hold.
+	Replicas int32
+	// ServiceType of the Service exposing the listeners: ClusterIP,
+	// NodePort or LoadBalancer. DefaultServiceType when empty.
+	ServiceType corev1.ServiceType
+	// RedisURL, when set, is passed to the proxies as --redis-url.
+	RedisURL string
+	// RedisPasswordSecret, when set, names a key of a Secret in the
+	// Gateway's namespace holding the Redis password; the proxies read it
+	// from the environment variable RedisPasswordEnv.
+	RedisPasswordSecret *corev1.SecretKeySelector
+	// ExtraArgs are appended to the proxy's arguments.
+	ExtraArgs []string
+}
+
+// WithDefaults returns p with its zero fields set to their defaults.
+func (p Params) WithDefaults() Params {
+	if p.Image == "" {
+		p.Image = DefaultImage
+	}
+	if p.Replicas == 0 {
+		p.Replicas = DefaultReplicas
+	}
+	if p.ServiceType == "" {
+		p.ServiceType = DefaultServiceType
+	}
+	return p
+}
+
+// The keys of a parameters ConfigMap.
+const (
+	KeyImage               = "image"
+	KeyImagePullPolicy     = "imagePullPolicy"
+	KeyReplicas            = "replicas"
+	KeyServiceType         = "serviceType"
+	KeyRedisURL            = "redisURL"
+	KeyRedisPasswordSecret = "redisPasswordSecret"
+	KeyExtraArgs           = "extraArgs"
+)
+
+var configMapKeys = []string{
+	KeyImage, KeyImagePullPolicy, KeyReplicas, KeyServiceType,
+	KeyRedisURL, KeyRedisPasswordSecret, KeyExtraArgs,
+}
+
+// ParamsFromConfigMap overrides defaults with the keys of cm, the ConfigMap a
+// GatewayClass's parametersRef names, and returns the result with defaults
+// applied. Every key is optional:
+//
+//	image                the proxy image
+//	imagePullPolicy      Always, IfNotPresent or Never
+//	replicas             proxy replicas, 1 or more
+//	serviceType          ClusterIP, NodePort or LoadBalancer
+//	redisURL             redis://, rediss:// or unix:// URL, without a password
+//	redisPasswordSecret  "name/key" of a Secret in each Gateway's namespace
+//	extraArgs            more proxy arguments, separated by spaces (no quoting)
+//
+// An unknown key or a bad value is an error that names every problem and says
+// what to change. A nil cm returns the defaults.
+func ParamsFromConfigMap(cm *corev1.ConfigMap, defaults Params) (Params, error) {
+	p := defaults
+	if cm == nil {
+		return p.WithDefaults(), nil
+	}
+	var problems []string
+	keys := make([]string, 0, len(cm.Data))
+	for k := range cm.Data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if problem := p.set(k, cm.Data[k]); problem != "" {
+			problems = append(problems, fmt.Sprintf("key %q: %s", k, problem))
+		}
+	}
+	binary := make([]string, 0, len(cm.BinaryData))
+	for k := range cm.BinaryData {
+		binary = append(binary, k)
+	}
+	slices.Sort(binary)
+	for _, k := range binary {
+		problems = append(problems, fmt.Sprintf("binaryData key %q: parameters are text; move it to data", k))
+	}
+	if len(problems) > 0 {
+		return Params{}, fmt.Errorf("invalid data-plane parameters: %s", strings.Join(problems, "; "))
+	}
+	return p.WithDefaults(), nil
+}
+
+// set applies one ConfigMap key to p and returns what is wrong with it, if
+// anything.
+func (p *Params) set(key, raw string) string {
+	value := strings.TrimSpace(raw)
+	switch key {
+	case KeyImage:
+		if value == "" || strings.ContainsAny(value, " \t\r\n") {
+			return fmt.Sprintf("%q is not an image reference: set it to one such as %s, or remove the key", raw, DefaultImage)
+		}
+		p.Image = value
+	case KeyImagePullPolicy:
+		switch policy := corev1.PullPolicy(value); policy {
+		case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+			p.ImagePullPolicy = policy
+		default:
+			return fmt.Sprintf("%q is not a pull policy: use Always, IfNotPresent or Never", raw)
+		}
+	case KeyReplicas:
+		n, err := strconv.ParseInt(value, 10, 32)
+		if err != nil || n < 1 {
+			return fmt.Sprintf("%q is not a number of replicas: use a whole number, 1 or more", raw)
+		}
+		p.Replicas = int32(n)
+	case KeyServiceType:
+		switch t := corev1.ServiceType(value); t {
+		case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer:
+			p.ServiceType = t
+		default:
+			return fmt.Sprintf("%q is not a supported Service type: use ClusterIP, NodePort or LoadBalancer", raw)
+		}
+	case KeyRedisURL:
+		if problem := checkRedisURL(value); problem != "" {
+			return problem
+		}
+		p.RedisURL = value
+	case KeyRedisPasswordSecret:
+		sel, problem := parseSecretKey(value)
+		if problem != "" {
+			return problem
+		}
+		p.RedisPasswordSecret = sel
+	case KeyExtraArgs:
+		args := strings.Fields(value)
+		for _, a := range args {
+			if flag, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); strings.HasPrefix(a, "-") && (flag == "gateway" || flag == "redis-url") {
+				return fmt.Sprintf("%s is set by the controller: remove it (use the %s key for Redis)", a, KeyRedisURL)
+			}
+		}
+		p.ExtraArgs = args
+	default:
+		return "unknown key: the keys toolgate reads are " + strings.Join(configMapKeys, ", ")
+	}
+	return ""
+}
+
+func checkRedisURL(value string) string {
+	u, err := url.Parse(value)
+	if err != nil || value == "" {
+		return fmt.Sprintf("%q is not a URL: use redis://HOST:PORT, rediss://HOST:PORT or unix:///PATH", value)
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return fmt.Sprintf("scheme %q is not supported: use redis://, rediss:// (TLS) or unix://", u.Scheme)
+	}
+	if u.Scheme != "unix" && u.Host == "" {
+		return fmt.Sprintf("%q has no host: use %s://HOST:PORT", value, u.Scheme)
+	}
+	if _, has := u.User.Password(); has {
+		return "the URL holds a password, which would be visible in the proxy Deployment: remove it and name a Secret in " + KeyRedisPasswordSecret
+	}
+	return ""
+}
+
+func parseSecretKey(value string) (*corev1.SecretKeySelector, string) {
+	name, key, ok := strings.Cut(value, "/")
+	if !ok || name == "" || key == "" {
+		return nil, fmt.Sprintf("%q is not NAME/KEY: name the Secret (in each Gateway's namespace) and its key, such as redis-auth/password", value)
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return nil, fmt.Sprintf("Secret name %q is not valid (%s)", name, strings.Join(errs, ", "))
+	}
+	if errs := validation.IsConfigMapKey(key); len(errs) > 0 {
+		return nil, fmt.Sprintf("Secret key %q is not valid (%s)", key, strings.Join(errs, ", "))
+	}
+	return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key}, ""
+}

@@ -1,0 +1,159 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/controller/admission"
+	"github.com/toolgate/toolgate/controller/provision"
+	"github.com/toolgate/toolgate/controller/translate"
+)
+
+// RBAC of the controller: it reads every input, writes status, and records
+// Events. Provisioning's own rules live in package provision.
+//
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;httproutes;referencegrants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses/status;gateways/status;httproutes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=toolgate.dev,resources=mcpservers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=toolgate.dev,resources=mcpservers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=services;secrets;namespaces;configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// Options configure the controller.
+type Options struct {
+	// ControllerName selects the GatewayClasses to serve.
+	ControllerName gwv1.GatewayController
+	// Params are the data-plane defaults; a GatewayClass parametersRef to
+	// a ConfigMap overrides them.
+	Params provision.Params
+	// Logger receives the controller's logs.
+	Logger *slog.Logger
+}
+
+// Reconciler recomputes everything on any change: the inputs are few and the
+// translation is cheap, and one pass keeps cross-object status consistent.
+type Reconciler struct {
+	client      client.Client
+	provisioner *provision.Provisioner
+	admission   *admission.Validator
+	status      *statusWriter
+	opts        Options
+	log         *slog.Logger
+}
+
+// everything is the single work item: any event recomputes the whole state.
+var everything = reconcile.Request{NamespacedName: types.NamespacedName{Name: "toolgate"}}
+
+// Setup registers the reconciler with mgr.
+func Setup(mgr ctrl.Manager, opts Options) error {
+	if opts.ControllerName == "" {
+		opts.ControllerName = translate.ControllerName
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	validator, err := admission.New()
+	if err != nil {
+		return err
+	}
+	r := &Reconciler{
+		client:      mgr.GetClient(),
+		provisioner: provision.New(mgr.GetClient(), mgr.GetScheme()),
+		admission:   validator,
+		status:      &statusWriter{client: mgr.GetClient(), recorder: mgr.GetEventRecorder("toolgate-controller"), now: time.Now},
+		opts:        opts,
+		log:         opts.Logger,
+	}
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{everything}
+	})
+	b := ctrl.NewControllerManagedBy(mgr).Named("toolgate")
+	for _, kind := range append(inputKinds(), provision.OwnedKinds()...) {
+		b = b.Watches(kind, all)
+	}
+	b = b.Watches(&corev1.ConfigMap{}, all)
+	return b.Complete(r)
+}
+
+
+// Reconcile translates the current state, provisions data planes and writes
+// status.
+func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	res, err := ListResources(ctx, r.client)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	params, classProblems := r.classParams(ctx, res)
+
+	// First pass: which Gateways are accepted, and so get a data plane.
+	opts := translate.Options{ControllerName: r.opts.ControllerName, Admission: r.admission}
+	first := translate.Translate(res, opts)
+	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
+	var live []types.NamespacedName
+	var errs []error
+	for _, gw := range res.Gateways {
+		key := nn(gw)
+		if _, accepted := first.Gateways[key]; !accepted {
+			continue
+		}
+		p, ok := params[string(gw.Spec.GatewayClassName)]
+		if !ok {
+			continue
+		}
+		live = append(live, key)
+		state, err := r.provisioner.Ensure(ctx, gw, p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("provision the data plane of Gateway %s: %w", key, err))
+			res.DataPlanes[key] = translate.DataPlane{Message: err.Error()}
+			continue
+		}
+		res.DataPlanes[key] = translate.DataPlane{Ready: state.Ready, Message: state.Message, Addresses: state.Addresses}
+	}
+	if err := r.provisioner.Cleanup(ctx, live); err != nil {
+		errs = append(errs, err)
+	}
+
+	// Second pass: status with the data planes' state. Rate limits across
+	// replicas need a shared store: judge with the strictest class.
+	opts.Replicas, opts.SharedStore = 1, true
+	for _, p := range params {
+		if p.Replicas > opts.Replicas {
+			opts.Replicas = p.Replicas
+		}
+		if p.Replicas > 1 && p.RedisURL == "" {
+			opts.SharedStore = false
+		}
+	}
+	out := translate.Translate(res, opts)
+	for name, problem := range classProblems {
+		if st, ok := out.Status.GatewayClasses[name]; ok {
+			st.Conditions = problem
+		}
+	}
+	if err := r.status.write(ctx, res, out); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			r.log.Error("reconcile", "error", e)
+		}
+		if apierrors.IsConflict(errs[0]) {
+			return reconcile.Result{Requeue: true}, nil
+		}
+		return reconcile.Result{}, errs[0]
+	}
+	return reconcile.Result{}, nil
+}

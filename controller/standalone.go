@@ -1,0 +1,210 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/controller/admission"
+	"github.com/toolgate/toolgate/controller/load"
+	"github.com/toolgate/toolgate/controller/translate"
+	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/gateway"
+)
+
+// StandaloneOptions configure standalone mode: Gateways served from the
+// manifests in a folder, without a cluster.
+type StandaloneOptions struct {
+	// Dir holds the manifests (*.yaml, multi-document).
+	Dir string
+	// ListenAddress is the IP address the listeners bind.
+	ListenAddress string
+	// Server serves the snapshots.
+	Server *gateway.Server
+	// Filters is what the MCP filters share across reloads.
+	Filters *filter.Shared
+	// SharedStore says the bucket store is Redis.
+	SharedStore bool
+	// Out receives each object's status on start and on every reload.
+	Out io.Writer
+	// Logger receives the logs.
+	Logger *slog.Logger
+}
+
+// reloadDelay gathers the events of one editor save into one reload.
+const reloadDelay = 250 * time.Millisecond
+
+// RunStandalone serves opts.Dir until ctx ends, reloading when a file
+// changes and keeping the last good configuration when a new one is
+// invalid. It fails at once when the first configuration is invalid.
+func RunStandalone(ctx context.Context, opts StandaloneOptions) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	loader, err := load.New()
+	if err != nil {
+		return err
+	}
+	validator, err := admission.New()
+	if err != nil {
+		return err
+	}
+	s := &standalone{opts: opts, loader: loader, admission: validator}
+	if err := s.reload(); err != nil {
+		return err
+	}
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", opts.Dir, err)
+	}
+	defer watcher.Close()
+	if err := watcher.Add(opts.Dir); err != nil {
+		return fmt.Errorf("watch %s: %w", opts.Dir, err)
+	}
+	var timer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-watcher.Events:
+			if !ok {
+				return nil
+			}
+			if ev.Has(fsnotify.Chmod) && !ev.Has(fsnotify.Write) {
+				continue
+			}
+			timer = time.After(reloadDelay)
+		case err, ok := <-watcher.Errors:
+			if !ok {
+				return nil
+			}
+			opts.Logger.Warn("watching the configuration folder", "error", err)
+		case <-timer:
+			timer = nil
+			if err := s.reload(); err != nil {
+				fmt.Fprintf(opts.Out, "\nconfiguration in %s is invalid; still serving the last good one:\n  %s\n", opts.Dir, indent(err.Error()))
+			}
+		}
+	}
+}
+
+type standalone struct {
+	opts      StandaloneOptions
+	loader    *load.Loader
+	admission *admission.Validator
+}
+
+func (s *standalone) reload() error {
+	res, err := s.loader.Dir(s.opts.Dir)
+	if err != nil {
+		return err
+	}
+	implicitGatewayClasses(res)
+	addresses := []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: s.opts.ListenAddress}}
+	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
+	for _, gw := range res.Gateways {
+		res.DataPlanes[nn(gw)] = translate.DataPlane{Ready: true, Addresses: addresses}
+	}
+	out := translate.Translate(res, translate.Options{
+		Filters: s.opts.Filters, SharedStore: s.opts.SharedStore, Replicas: 1,
+		ListenAddress: s.opts.ListenAddress, Admission: s.admission,
+	})
+	cfg := &gateway.Config{}
+	keys := make([]types.NamespacedName, 0, len(out.Gateways))
+	for k := range out.Gateways {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
+	for _, k := range keys {
+		cfg.Listeners = append(cfg.Listeners, out.Gateways[k].Listeners...)
+	}
+	if err := s.opts.Server.Apply(cfg); err != nil {
+		return fmt.Errorf("serve the configuration: %w", err)
+	}
+	fmt.Fprintf(s.opts.Out, "\nconfiguration loaded from %s at %s:\n", s.opts.Dir, time.Now().Format(time.TimeOnly))
+	printStatus(s.opts.Out, res, out, s.opts.Server)
+	return nil
+}
+
+// implicitGatewayClasses adds a toolgate GatewayClass for every class the
+// Gateways name when the files define none, so that a GatewayClass is
+// optional in standalone mode.
+func implicitGatewayClasses(res *translate.Resources) {
+	defined := map[string]bool{}
+	for _, c := range res.GatewayClasses {
+		defined[c.Name] = true
+	}
+	for _, gw := range res.Gateways {
+		name := string(gw.Spec.GatewayClassName)
+		if defined[name] {
+			continue
+		}
+		defined[name] = true
+		res.GatewayClasses = append(res.GatewayClasses, &gwv1.GatewayClass{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:       gwv1.GatewayClassSpec{ControllerName: translate.ControllerName},
+		})
+	}
+}
+
+// printStatus writes one line per object with its conditions, and the
+// messages of those that need attention.
+func printStatus(w io.Writer, res *translate.Resources, out *translate.Result, server *gateway.Server) {
+	for _, c := range res.GatewayClasses {
+		if st, ok := out.Status.GatewayClasses[c.Name]; ok {
+			printConditions(w, "GatewayClass "+c.Name, st.Conditions)
+		}
+	}
+	for _, g := range res.Gateways {
+		st, ok := out.Status.Gateways[nn(g)]
+		if !ok {
+			fmt.Fprintf(w, "  Gateway %s: not served (its GatewayClass %s belongs to another controller)\n", nn(g), g.Spec.GatewayClassName)
+			continue
+		}
+		printConditions(w, "Gateway "+nn(g).String(), st.Conditions)
+		for _, l := range st.Listeners {
+			where := ""
+			if addr := server.Addr(nn(g).String() + "/" + string(l.Name)); addr != nil {
+				where = " on http://" + addr.String()
+			}
+			printConditions(w, fmt.Sprintf("  listener %s%s, %d route(s)", l.Name, where, l.AttachedRoutes), l.Conditions)
+		}
+	}
+	for _, r := range res.HTTPRoutes {
+		for _, p := range out.Status.HTTPRoutes[nn(r)] {
+			printConditions(w, fmt.Sprintf("HTTPRoute %s (parent %s)", nn(r), p.ParentRef.Name), p.Conditions)
+		}
+	}
+	for _, m := range res.MCPServers {
+		if st, ok := out.Status.MCPServers[nn(m)]; ok {
+			printConditions(w, "MCPServer "+nn(m).String(), st.Conditions)
+		}
+	}
+}
+
+func printConditions(w io.Writer, what string, conds []metav1.Condition) {
+	var parts, notes []string
+	for _, c := range conds {
+		parts = append(parts, fmt.Sprintf("%s=%s", c.Type, c.Status))
+		if problem(c) || c.Type == "RateLimitingConfigValid" {
+			notes = append(notes, fmt.Sprintf("%s %s: %s", c.Type, c.Reason, c.Message))
+		}
+	}
+	fmt.Fprintf(w, "  %s: %s\n", what, strings.Join(parts, " "))
+	for _, n := range notes {
+		fmt.Fprintf(w, "      %s\n", n)
+	}
+}
+
+func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n  ") }
+
+func ptr[T any](v T) *T { return &v }
