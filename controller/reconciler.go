@@ -88,7 +88,6 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	return b.Complete(r)
 }
 
-
 // Reconcile translates the current state, provisions data planes and writes
 // status.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
@@ -106,14 +105,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	var errs []error
 	for _, gw := range res.Gateways {
 		key := nn(gw)
-		if _, accepted := first.Gateways[key]; !accepted {
-			continue
-		}
 		p, ok := params[string(gw.Spec.GatewayClassName)]
 		if !ok {
 			continue
 		}
+		// A Gateway of this controller keeps its proxies' permissions while
+		// it exists, even while it is not accepted.
 		live = append(live, key)
+		if _, accepted := first.Gateways[key]; !accepted {
+			continue
+		}
 		state, err := r.provisioner.Ensure(ctx, gw, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("provision the data plane of Gateway %s: %w", key, err))

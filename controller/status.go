@@ -159,4 +159,3 @@ func problem(c metav1.Condition) bool {
 	}
 	return c.Status == metav1.ConditionFalse
 }
-

@@ -23,6 +23,11 @@ const (
 	// AdminPort serves /healthz, /readyz and /metrics in every proxy; it is
 	// not exposed by the Service.
 	AdminPort int32 = 9901
+	// SessionKeyEnv carries the key that authenticates MCP session ids,
+	// shared by every replica of a Gateway, into the proxy (base64).
+	SessionKeyEnv = "TOOLGATE_SESSION_KEY"
+	// SessionKeySecretKey is the key of the session-key Secret's data.
+	SessionKeySecretKey = "sessionKey"
 	// RedisPasswordEnv carries the Redis password into the proxy.
 	RedisPasswordEnv = "TOOLGATE_REDIS_PASSWORD"
 	// ContainerName is the name of the proxy container.
@@ -101,7 +106,13 @@ func Deployment(gw *gwv1.Gateway, p Params) *appsv1.Deployment {
 	}
 	args = append(args, p.ExtraArgs...)
 
-	var env []corev1.EnvVar
+	env := []corev1.EnvVar{{
+		Name: SessionKeyEnv,
+		ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: SessionKeySecretName(gw)},
+			Key:                  SessionKeySecretKey,
+		}},
+	}}
 	if p.RedisPasswordSecret != nil {
 		env = append(env, corev1.EnvVar{
 			Name:      RedisPasswordEnv,

@@ -108,8 +108,15 @@ func TestDeploymentArguments(t *testing.T) {
 			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-url", "redis://r:6379", "--log-level", "debug"},
 		},
 	}
+	sessionKey := corev1.EnvVar{
+		Name: SessionKeyEnv,
+		ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "toolgate-web-session"}, Key: SessionKeySecretKey,
+		}},
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.wantEnv = append([]corev1.EnvVar{sessionKey}, tt.wantEnv...)
 			c := proxyContainer(t, Deployment(testGateway(), tt.params))
 			if diff := cmp.Diff(tt.wantArgs, c.Args); diff != "" {
 				t.Errorf("args (-want +got):\n%s", diff)

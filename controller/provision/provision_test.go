@@ -1,6 +1,7 @@
 package provision_test
 
 import (
+	"encoding/base64"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
@@ -134,6 +135,11 @@ var _ = Describe("Ensure", func() {
 		Expect(c.Env).To(ConsistOf(corev1.EnvVar{
 			Name:      "TOOLGATE_REDIS_PASSWORD",
 			ValueFrom: &corev1.EnvVarSource{SecretKeyRef: redis.RedisPasswordSecret},
+		}, corev1.EnvVar{
+			Name: provision.SessionKeyEnv,
+			ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: provision.SessionKeySecretName(gw)}, Key: provision.SessionKeySecretKey,
+			}},
 		}))
 		Expect(c.Ports).To(ConsistOf(
 			corev1.ContainerPort{Name: "admin", ContainerPort: 9901, Protocol: corev1.ProtocolTCP},
@@ -204,6 +210,31 @@ var _ = Describe("Ensure", func() {
 		for i, o := range objects() {
 			Expect(o.GetResourceVersion()).To(Equal(before[i]), "%T %s was written again", o, o.GetName())
 		}
+	})
+
+	It("creates the session-key Secret once, owned by the Gateway, and hands it to the proxies", func() {
+		gw := newGateway("sessions")
+		ensure(gw, redis)
+		key := types.NamespacedName{Namespace: gw.Namespace, Name: provision.SessionKeySecretName(gw)}
+		var secret corev1.Secret
+		Expect(k8sClient.Get(ctx, key, &secret)).To(Succeed())
+		Expect(secret.OwnerReferences).To(ConsistOf(ownedBy(gw)))
+		first := string(secret.Data[provision.SessionKeySecretKey])
+		raw, err := base64.StdEncoding.DecodeString(first)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(raw).To(HaveLen(32))
+
+		ensure(gw, redis)
+		Expect(k8sClient.Get(ctx, key, &secret)).To(Succeed())
+		Expect(string(secret.Data[provision.SessionKeySecretKey])).To(Equal(first), "the key must never change: open sessions would break")
+
+		env := getDeployment(gw).Spec.Template.Spec.Containers[0].Env
+		Expect(env).To(ContainElement(corev1.EnvVar{
+			Name: provision.SessionKeyEnv,
+			ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: key.Name}, Key: provision.SessionKeySecretKey,
+			}},
+		}))
 	})
 
 	It("repairs the fields it owns in an edited Deployment and leaves the rest alone", func() {

@@ -95,6 +95,9 @@ func (p *Provisioner) Ensure(ctx context.Context, gw *gwv1.Gateway, params Param
 	if _, err := p.apply(ctx, ClusterRoleBinding(gw)); err != nil {
 		return State{}, fmt.Errorf("apply ClusterRoleBinding %s: %w", n.ClusterRoleBinding, err)
 	}
+	if err := p.ensureSessionKey(ctx, gw); err != nil {
+		return State{}, err
+	}
 	var dep appsv1.Deployment
 	if err := p.applyInto(ctx, Deployment(gw, params), &dep); err != nil {
 		return State{}, fmt.Errorf("apply %s: %w", at("Deployment"), err)
