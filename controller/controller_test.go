@@ -1,0 +1,330 @@
+package controller_test
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/controller/provision"
+	"github.com/toolgate/toolgate/controller/translate"
+)
+
+const (
+	wait = 30 * time.Second
+	poll = 100 * time.Millisecond
+)
+
+var counter atomic.Int32
+
+func unique(prefix string) string { return fmt.Sprintf("%s-%d", prefix, counter.Add(1)) }
+
+func newNamespace() string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: unique("ns")}}
+	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}
+
+func newGatewayClass(controllerName gwv1.GatewayController) string {
+	c := &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: unique("class")}, Spec: gwv1.GatewayClassSpec{ControllerName: controllerName}}
+	Expect(k8sClient.Create(ctx, c)).To(Succeed())
+	return c.Name
+}
+
+func newGateway(ns, class string, port int32) *gwv1.Gateway {
+	gw := &gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Name: unique("gw"), Namespace: ns},
+		Spec: gwv1.GatewaySpec{
+			GatewayClassName: gwv1.ObjectName(class),
+			Listeners:        []gwv1.Listener{{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: gwv1.PortNumber(port)}},
+		},
+	}
+	Expect(k8sClient.Create(ctx, gw)).To(Succeed())
+	return gw
+}
+
+func extensionRef(name string) gwv1.HTTPRouteFilter {
+	return gwv1.HTTPRouteFilter{
+		Type:         gwv1.HTTPRouteFilterExtensionRef,
+		ExtensionRef: &gwv1.LocalObjectReference{Group: "toolgate.dev", Kind: "MCPServer", Name: gwv1.ObjectName(name)},
+	}
+}
+
+func newRoute(ns, gateway, mcpServer, service string, port int32) *gwv1.HTTPRoute {
+	r := &gwv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
+		Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gateway)}}},
+			Rules: []gwv1.HTTPRouteRule{{
+				Filters: []gwv1.HTTPRouteFilter{extensionRef(mcpServer)},
+				BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
+					Name: gwv1.ObjectName(service), Port: ptr(gwv1.PortNumber(port)),
+				}}}},
+			}},
+		},
+	}
+	Expect(k8sClient.Create(ctx, r)).To(Succeed())
+	return r
+}
+
+func newMCPServer(ns, name string, perUser int64) *v1alpha1.MCPServer {
+	m := &v1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1alpha1.MCPServerSpec{
+			ServiceRef: v1alpha1.ServiceReference{Name: "mcp", Port: 80},
+			Auth:       &v1alpha1.Auth{OIDC: &v1alpha1.OIDC{Issuer: "https://issuer.example.com", Audience: "toolgate"}},
+			RateLimiting: &v1alpha1.RateLimiting{
+				PerUser: &v1alpha1.Bucket{MaxTokens: perUser, RefillPeriod: metav1.Duration{Duration: time.Minute}},
+			},
+		},
+	}
+	Expect(k8sClient.Create(ctx, m)).To(Succeed())
+	return m
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// conditionOf reads one condition through the API.
+func conditionOf(conds []metav1.Condition, typ string) *metav1.Condition {
+	return meta.FindStatusCondition(conds, typ)
+}
+
+func routeParentConditions(key types.NamespacedName) func() []metav1.Condition {
+	return func() []metav1.Condition {
+		var r gwv1.HTTPRoute
+		if err := k8sClient.Get(ctx, key, &r); err != nil || len(r.Status.Parents) == 0 {
+			return nil
+		}
+		return r.Status.Parents[0].Conditions
+	}
+}
+
+func haveCondition(typ string, status metav1.ConditionStatus, reason string) OmegaMatcherFunc {
+	return func(conds []metav1.Condition) bool {
+		c := conditionOf(conds, typ)
+		return c != nil && c.Status == status && c.Reason == reason
+	}
+}
+
+// OmegaMatcherFunc adapts a predicate to Gomega's Satisfy.
+type OmegaMatcherFunc func([]metav1.Condition) bool
+
+var _ = Describe("GatewayClass status", func() {
+	It("accepts classes with toolgate's controllerName and leaves the others alone", func() {
+		ours := newGatewayClass(translate.ControllerName)
+		theirs := newGatewayClass("example.com/other")
+		Eventually(func() []metav1.Condition {
+			var c gwv1.GatewayClass
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Name: ours}, &c)).To(Succeed())
+			return c.Status.Conditions
+		}, wait, poll).Should(Satisfy(haveCondition("Accepted", metav1.ConditionTrue, "Accepted")))
+		Consistently(func() string {
+			var c gwv1.GatewayClass
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Name: theirs}, &c)).To(Succeed())
+			cond := conditionOf(c.Status.Conditions, "Accepted")
+			if cond == nil {
+				return ""
+			}
+			return cond.Reason
+		}, 2*time.Second, poll).ShouldNot(Equal("Accepted"))
+	})
+
+	It("refuses a parametersRef to a missing ConfigMap with InvalidParameters", func() {
+		c := &gwv1.GatewayClass{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("class")},
+			Spec: gwv1.GatewayClassSpec{
+				ControllerName: translate.ControllerName,
+				ParametersRef:  &gwv1.ParametersReference{Group: "", Kind: "ConfigMap", Name: "nowhere", Namespace: ptr(gwv1.Namespace("default"))},
+			},
+		}
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Eventually(func() []metav1.Condition {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			return c.Status.Conditions
+		}, wait, poll).Should(Satisfy(haveCondition("Accepted", metav1.ConditionFalse, "InvalidParameters")))
+		Expect(conditionOf(c.Status.Conditions, "Accepted").Message).To(ContainSubstring("ConfigMap default/nowhere not found"))
+	})
+})
+
+var _ = Describe("Gateway status and its data plane", func() {
+	It("provisions the proxies, is Programmed once one is available, and repairs them", func() {
+		ns := newNamespace()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
+		key := types.NamespacedName{Namespace: ns, Name: provision.Names(gw).Name}
+
+		By("creating the Deployment, Service and ServiceAccount, owned by the Gateway")
+		var dep appsv1.Deployment
+		Eventually(func() error { return k8sClient.Get(ctx, key, &dep) }, wait, poll).Should(Succeed())
+		Expect(dep.OwnerReferences).To(HaveLen(1))
+		Expect(dep.OwnerReferences[0].UID).To(Equal(gw.UID))
+		Expect(dep.Spec.Template.Spec.Containers[0].Args).To(ContainElements("proxy", "--gateway", ns+"/"+gw.Name))
+		var svc corev1.Service
+		Eventually(func() error { return k8sClient.Get(ctx, key, &svc) }, wait, poll).Should(Succeed())
+		Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
+		Expect(svc.OwnerReferences[0].UID).To(Equal(gw.UID))
+		var sa corev1.ServiceAccount
+		Expect(k8sClient.Get(ctx, key, &sa)).To(Succeed())
+
+		By("reporting Accepted but not yet Programmed")
+		gatewayConditions := func() []metav1.Condition {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(gw), gw)).To(Succeed())
+			return gw.Status.Conditions
+		}
+		Eventually(gatewayConditions, wait, poll).Should(Satisfy(haveCondition("Accepted", metav1.ConditionTrue, "Accepted")))
+		Eventually(gatewayConditions, wait, poll).Should(Satisfy(haveCondition("Programmed", metav1.ConditionFalse, "Pending")))
+		Expect(gw.Status.Listeners).To(HaveLen(1))
+		Expect(gw.Status.Listeners[0].SupportedKinds).To(ConsistOf(gwv1.RouteGroupKind{Group: ptr(gwv1.Group(gwv1.GroupName)), Kind: "HTTPRoute"}))
+		Expect(conditionOf(gw.Status.Conditions, "Accepted").ObservedGeneration).To(Equal(gw.Generation))
+
+		By("becoming Programmed when a replica is available (envtest runs no kubelet: the test writes the Deployment status)")
+		Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
+		dep.Status.Replicas, dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = 1, 1, 1
+		Expect(k8sClient.Status().Update(ctx, &dep)).To(Succeed())
+		Eventually(gatewayConditions, wait, poll).Should(Satisfy(haveCondition("Programmed", metav1.ConditionTrue, "Programmed")))
+		Expect(gw.Status.Addresses).NotTo(BeEmpty())
+		Expect(gw.Status.Addresses[0].Value).To(Equal(svc.Spec.ClusterIP))
+
+		By("recreating a deleted Service and repairing an edited Deployment")
+		Expect(k8sClient.Delete(ctx, &svc)).To(Succeed())
+		Eventually(func() types.UID {
+			var again corev1.Service
+			if k8sClient.Get(ctx, key, &again) != nil {
+				return ""
+			}
+			return again.UID
+		}, wait, poll).ShouldNot(SatisfyAny(BeEmpty(), Equal(svc.UID)))
+		Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
+		dep.Spec.Template.Spec.Containers[0].Image = "example.com/not-toolgate:1"
+		Expect(k8sClient.Update(ctx, &dep)).To(Succeed())
+		Eventually(func() string {
+			Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
+			return dep.Spec.Template.Spec.Containers[0].Image
+		}, wait, poll).Should(Equal(provision.DefaultImage))
+
+		By("removing the proxies' ClusterRoleBinding with the Gateway (the namespaced objects go with their owner through the garbage collector, which envtest does not run)")
+		binding := client.ObjectKey{Name: provision.Names(gw).ClusterRoleBinding}
+		Expect(k8sClient.Get(ctx, binding, &rbacv1.ClusterRoleBinding{})).To(Succeed())
+		Expect(k8sClient.Delete(ctx, gw)).To(Succeed())
+		Eventually(func() error { return k8sClient.Get(ctx, binding, &rbacv1.ClusterRoleBinding{}) }, wait, poll).ShouldNot(Succeed())
+	})
+
+	It("reports conflicting listeners and unsupported protocols on the listeners", func() {
+		ns := newNamespace()
+		gw := &gwv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("gw"), Namespace: ns},
+			Spec: gwv1.GatewaySpec{
+				GatewayClassName: gwv1.ObjectName(newGatewayClass(translate.ControllerName)),
+				Listeners: []gwv1.Listener{
+					{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: 80},
+					{Name: "https", Protocol: gwv1.HTTPSProtocolType, Port: 80, TLS: &gwv1.ListenerTLSConfig{
+						CertificateRefs: []gwv1.SecretObjectReference{{Name: "cert"}},
+					}},
+					{Name: "ok", Protocol: gwv1.HTTPProtocolType, Port: 8080},
+					{Name: "udp", Protocol: gwv1.UDPProtocolType, Port: 53},
+				},
+			},
+		}
+		Expect(k8sClient.Create(ctx, gw)).To(Succeed())
+		listener := func(name string) func() []metav1.Condition {
+			return func() []metav1.Condition {
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(gw), gw)).To(Succeed())
+				for _, l := range gw.Status.Listeners {
+					if string(l.Name) == name {
+						return l.Conditions
+					}
+				}
+				return nil
+			}
+		}
+		Eventually(listener("http"), wait, poll).Should(Satisfy(haveCondition("Conflicted", metav1.ConditionTrue, "ProtocolConflict")))
+		Eventually(listener("https"), wait, poll).Should(Satisfy(haveCondition("Conflicted", metav1.ConditionTrue, "ProtocolConflict")))
+		Eventually(listener("https"), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionFalse, "InvalidCertificateRef")))
+		Eventually(listener("ok"), wait, poll).Should(Satisfy(haveCondition("Conflicted", metav1.ConditionFalse, "NoConflicts")))
+		Eventually(listener("udp"), wait, poll).Should(Satisfy(haveCondition("Accepted", metav1.ConditionFalse, "UnsupportedProtocol")))
+		Expect(conditionOf(gw.Status.Conditions, "Accepted").Reason).To(Equal("ListenersNotValid"))
+	})
+})
+
+var _ = Describe("HTTPRoute status", func() {
+	It("keeps a route with an ExtensionRef to a missing MCPServer Accepted with ResolvedRefs False, and heals when it appears", func() {
+		ns := newNamespace()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
+		route := newRoute(ns, gw.Name, "github", "mcp", 80)
+		key := client.ObjectKeyFromObject(route)
+
+		Eventually(routeParentConditions(key), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionFalse, "BackendNotFound")))
+		conds := routeParentConditions(key)()
+		Expect(conditionOf(conds, "Accepted").Status).To(Equal(metav1.ConditionTrue))
+		Expect(conditionOf(conds, "ResolvedRefs").Message).To(ContainSubstring(`ExtensionRef to MCPServer "github"`))
+		Expect(conditionOf(conds, "ResolvedRefs").ObservedGeneration).To(Equal(route.Generation))
+
+		newMCPServer(ns, "github", 5)
+		Expect(k8sClient.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "mcp", Namespace: ns},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+		})).To(Succeed())
+		Eventually(routeParentConditions(key), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")))
+
+		By("counting the route on its listener")
+		Eventually(func() int32 {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(gw), gw)).To(Succeed())
+			if len(gw.Status.Listeners) == 0 {
+				return -1
+			}
+			return gw.Status.Listeners[0].AttachedRoutes
+		}, wait, poll).Should(Equal(int32(1)))
+	})
+
+	It("refuses a route from another namespace when the listener allows only its own", func() {
+		ns := newNamespace()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
+		other := newNamespace()
+		r := &gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: other},
+			Spec: gwv1.HTTPRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{
+				Name: gwv1.ObjectName(gw.Name), Namespace: ptr(gwv1.Namespace(ns)),
+			}}}},
+		}
+		Expect(k8sClient.Create(ctx, r)).To(Succeed())
+		Eventually(routeParentConditions(client.ObjectKeyFromObject(r)), wait, poll).
+			Should(Satisfy(haveCondition("Accepted", metav1.ConditionFalse, "NotAllowedByListeners")))
+	})
+})
+
+var _ = Describe("MCPServer status", func() {
+	It("sets RateLimitingConfigValid on create and on every change, with the object's generation", func() {
+		ns := newNamespace()
+		m := newMCPServer(ns, "limited", 10)
+		key := client.ObjectKeyFromObject(m)
+		valid := func() *metav1.Condition {
+			Expect(k8sClient.Get(ctx, key, m)).To(Succeed())
+			return conditionOf(m.Status.Conditions, v1alpha1.ConditionRateLimitingConfigValid)
+		}
+		Eventually(valid, wait, poll).ShouldNot(BeNil())
+		Expect(valid().Status).To(Equal(metav1.ConditionTrue))
+		Expect(valid().ObservedGeneration).To(Equal(int64(1)))
+		Expect(m.Status.ObservedGeneration).To(Equal(int64(1)))
+		Expect(valid().Message).To(ContainSubstring("perUser 10/1m0s"))
+
+		m.Spec.RateLimiting.PerUser.MaxTokens = 20
+		Expect(k8sClient.Update(ctx, m)).To(Succeed())
+		Eventually(func() string { return valid().Message }, wait, poll).Should(ContainSubstring("perUser 20/1m0s"))
+		Expect(valid().ObservedGeneration).To(Equal(int64(2)))
+
+		m.Spec.RateLimiting = nil
+		Expect(k8sClient.Update(ctx, m)).To(Succeed())
+		Eventually(func() string { return valid().Reason }, wait, poll).Should(Equal("NotConfigured"))
+		Expect(valid().Status).To(Equal(metav1.ConditionTrue))
+	})
+})

@@ -1,0 +1,68 @@
+package controller_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/toolgate/toolgate/controller"
+	"github.com/toolgate/toolgate/internal/testkube"
+)
+
+func TestController(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controller against the real API server")
+}
+
+var (
+	kube      *testkube.Env
+	k8sClient client.Client
+	scheme    *runtime.Scheme
+	ctx       context.Context
+	stop      context.CancelFunc
+)
+
+var _ = BeforeSuite(func() {
+	gatewayCRDs, err := testkube.GatewayAPICRDDir()
+	Expect(err).NotTo(HaveOccurred())
+	kube, err = testkube.Start(testkube.CRDDir(), gatewayCRDs)
+	Expect(err).NotTo(HaveOccurred())
+	scheme, err = controller.NewScheme()
+	Expect(err).NotTo(HaveOccurred())
+	k8sClient, err = client.New(kube.Config, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	ctx, stop = context.WithCancel(context.Background())
+	mgr, err := ctrl.NewManager(kube.Config, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(controller.Setup(mgr, controller.Options{
+		Logger: slog.New(slog.NewTextHandler(GinkgoWriter, nil)),
+	})).To(Succeed())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+})
+
+var _ = AfterSuite(func() {
+	if stop != nil {
+		stop()
+	}
+	if kube != nil {
+		Expect(kube.Stop()).To(Succeed())
+	}
+})
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
