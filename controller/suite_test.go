@@ -2,8 +2,10 @@ package controller_test
 
 import (
 	"context"
+	"github.com/go-logr/logr"
 	"io"
 	"log/slog"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -40,6 +42,7 @@ var _ = BeforeSuite(func() {
 	k8sClient, err = client.New(kube.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
+	log.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(GinkgoWriter, nil)))
 	ctx, stop = context.WithCancel(context.Background())
 	mgr, err := ctrl.NewManager(kube.Config, ctrl.Options{
 		Scheme:                 scheme,

@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -91,11 +92,18 @@ func servicePort(svc *corev1.Service, port int32) (corev1.ServicePort, bool) {
 }
 
 // endpoints lists the ready endpoints of a Service port from its
-// EndpointSlices, as "ip:port", sorted for stable snapshots.
+// EndpointSlices, as "host:port", sorted for stable snapshots. Besides IP
+// addresses, FQDN slices name hosts the proxy resolves when it connects.
+// Names under "localhost" are the loopback address, as RFC 6761 says: the
+// API server refuses loopback IPs in EndpointSlices (and one-label names in
+// FQDN slices), so an FQDN slice of, say, mcp.localhost is how a backend on
+// the proxy's own host is declared.
 func (t *translator) endpoints(svc types.NamespacedName, port corev1.ServicePort) []string {
 	var out []string
 	for _, es := range t.idx.endpointSlices[svc] {
-		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+		switch es.AddressType {
+		case discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6, discoveryv1.AddressTypeFQDN:
+		default:
 			continue
 		}
 		var target int32 = -1
@@ -117,6 +125,9 @@ func (t *translator) endpoints(svc types.NamespacedName, port corev1.ServicePort
 				continue
 			}
 			for _, addr := range ep.Addresses {
+				if es.AddressType == discoveryv1.AddressTypeFQDN && isLocalhost(addr) {
+					addr = "127.0.0.1"
+				}
 				hp := net.JoinHostPort(addr, strconv.Itoa(int(target)))
 				if !slices.Contains(out, hp) {
 					out = append(out, hp)
@@ -126,4 +137,10 @@ func (t *translator) endpoints(svc types.NamespacedName, port corev1.ServicePort
 	}
 	slices.Sort(out)
 	return out
+}
+
+// isLocalhost reports whether name is "localhost" or under it (RFC 6761).
+func isLocalhost(name string) bool {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
 }

@@ -1,0 +1,197 @@
+package controller_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/controller"
+	"github.com/toolgate/toolgate/controller/translate"
+	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/limiter"
+	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/internal/testissuer"
+)
+
+// startMCPBackend serves a go-sdk MCP server with two tools on loopback.
+func startMCPBackend() (port int32, stop func()) {
+	server := mcp.NewServer(&mcp.Implementation{Name: "backend", Version: "1.0.0"}, nil)
+	type args struct{}
+	for _, name := range []string{"expensive_tool", "other_tool"} {
+		mcp.AddTool(server, &mcp.Tool{Name: name}, func(context.Context, *mcp.CallToolRequest, args) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + " done"}}}, nil, nil
+		})
+	}
+	handler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server },
+		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	srv := &http.Server{Handler: handler}
+	go func() { _ = srv.Serve(ln) }()
+	return int32(ln.Addr().(*net.TCPAddr).Port), func() { _ = srv.Close() }
+}
+
+func freePort() int32 {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer ln.Close()
+	return int32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// toolCall sends a raw JSON-RPC tools/call and returns the status, the
+// Retry-After header and the decoded body.
+func toolCall(url, token, tool string, id int) (int, string, map[string]any) {
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":{}}}`, id, tool)
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	Expect(err).NotTo(HaveOccurred())
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", nil
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var decoded map[string]any
+	_ = json.Unmarshal(raw, &decoded)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), decoded
+}
+
+var _ = Describe("Proxy mode", func() {
+	It("serves an MCPServer's per-user limit from the cluster and follows edits without a restart", func() {
+		issuer, err := testissuer.Start()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(issuer.Close)
+		backendPort, stopBackend := startMCPBackend()
+		DeferCleanup(stopBackend)
+
+		By("declaring a Gateway, a selector-less Service with an EndpointSlice on localhost, an MCPServer and an HTTPRoute")
+		ns := newNamespace()
+		listenPort := freePort()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), listenPort)
+		Expect(k8sClient.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "mcp", Namespace: ns},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "mcp", Port: 80}}},
+		})).To(Succeed())
+		Expect(k8sClient.Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: "mcp-1", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: "mcp"}},
+			// The API server refuses loopback IPs in EndpointSlices; an FQDN
+			// slice under localhost (RFC 6761) names the backend on this host.
+			AddressType: discoveryv1.AddressTypeFQDN,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr("mcp"), Port: ptr(backendPort)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"mcp.localhost"}}},
+		})).To(Succeed())
+		m := &v1alpha1.MCPServer{
+			ObjectMeta: metav1.ObjectMeta{Name: "tools", Namespace: ns},
+			Spec: v1alpha1.MCPServerSpec{
+				ServiceRef: v1alpha1.ServiceReference{Name: "mcp", Port: 80},
+				Auth:       &v1alpha1.Auth{OIDC: &v1alpha1.OIDC{Issuer: issuer.URL(), JWKSURL: issuer.JWKSURL(), Audience: "toolgate"}},
+				RateLimiting: &v1alpha1.RateLimiting{
+					PerUser: &v1alpha1.Bucket{MaxTokens: 2, RefillPeriod: metav1.Duration{Duration: time.Hour}},
+				},
+			},
+		}
+		Expect(k8sClient.Create(ctx, m)).To(Succeed())
+		route := &gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: "tools", Namespace: ns},
+			Spec: gwv1.HTTPRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gw.Name)}}},
+				Rules: []gwv1.HTTPRouteRule{{
+					Filters: []gwv1.HTTPRouteFilter{extensionRef("tools")},
+					BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
+						Group: ptr(gwv1.Group("toolgate.dev")), Kind: ptr(gwv1.Kind("MCPServer")), Name: "tools",
+					}}}},
+				}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, route)).To(Succeed())
+
+		By("running the proxy in this process against the API server")
+		shared, err := filter.NewShared(filter.SharedOptions{Store: limiter.NewMemory(limiter.MemoryOptions{})})
+		Expect(err).NotTo(HaveOccurred())
+		server, err := gateway.New(gateway.Options{Logger: discard})
+		Expect(err).NotTo(HaveOccurred())
+		mgr, err := ctrl.NewManager(kube.Config, ctrl.Options{
+			Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(controller.SetupProxy(mgr, controller.ProxyOptions{
+			Gateway: types.NamespacedName{Namespace: ns, Name: gw.Name},
+			Server:  server, Filters: shared, ListenAddress: "127.0.0.1", Logger: discard,
+		})).To(Succeed())
+		proxyCtx, stopProxy := context.WithCancel(ctx)
+		DeferCleanup(func() {
+			stopProxy()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = server.Shutdown(sctx)
+		})
+		go func() {
+			defer GinkgoRecover()
+			Expect(mgr.Start(proxyCtx)).To(Succeed())
+		}()
+
+		url := "http://127.0.0.1:" + strconv.Itoa(int(listenPort)) + "/mcp"
+		alice, err := issuer.Token("alice", "toolgate")
+		Expect(err).NotTo(HaveOccurred())
+		bob, err := issuer.Token("bob", "toolgate")
+		Expect(err).NotTo(HaveOccurred())
+
+		By("allowing a user's first two calls")
+		Eventually(func() int { code, _, _ := toolCall(url, alice, "expensive_tool", 1); return code }, wait, poll).Should(Equal(http.StatusOK))
+		code, _, _ := toolCall(url, alice, "expensive_tool", 2)
+		Expect(code).To(Equal(http.StatusOK))
+
+		By("refusing the third with 429, Retry-After and -32029")
+		code, retryAfter, body := toolCall(url, alice, "other_tool", 3)
+		Expect(code).To(Equal(http.StatusTooManyRequests))
+		Expect(strconv.Atoi(retryAfter)).To(BeNumerically(">=", 1))
+		Expect(body).To(HaveKeyWithValue("id", BeNumerically("==", 3)))
+		rpcErr := body["error"].(map[string]any)
+		Expect(rpcErr).To(HaveKeyWithValue("code", BeNumerically("==", -32029)))
+		Expect(rpcErr["data"]).To(HaveKeyWithValue("retryAfterSeconds", BeNumerically(">=", 1)))
+
+		By("leaving another user's bucket alone")
+		code, _, _ = toolCall(url, bob, "expensive_tool", 4)
+		Expect(code).To(Equal(http.StatusOK))
+
+		By("raising the limit by editing the MCPServer, with nothing restarted")
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(m), m)).To(Succeed())
+		m.Spec.RateLimiting.PerUser.MaxTokens = 5
+		Expect(k8sClient.Update(ctx, m)).To(Succeed())
+		// Each attempt is a new user: the third call passes only under the new
+		// limit. (A bucket keeps the time at which it is full again, so
+		// raising the limit does not refill buckets already drained.)
+		attempt := 0
+		Eventually(func() int {
+			attempt++
+			token, err := issuer.Token(fmt.Sprintf("carol-%d", attempt), "toolgate")
+			Expect(err).NotTo(HaveOccurred())
+			var code int
+			for i := range 3 {
+				code, _, _ = toolCall(url, token, "other_tool", 10+i)
+			}
+			return code
+		}, wait, poll).Should(Equal(http.StatusOK))
+	})
+})
