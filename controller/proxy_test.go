@@ -94,7 +94,7 @@ var _ = Describe("Proxy mode", func() {
 			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "mcp", Port: 80}}},
 		})).To(Succeed())
 		Expect(k8sClient.Create(ctx, &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: "mcp-1", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: "mcp"}},
+			ObjectMeta: metav1.ObjectMeta{Name: "mcp-1", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: "mcp"}},
 			// The API server refuses loopback IPs in EndpointSlices; an FQDN
 			// slice under localhost (RFC 6761) names the backend on this host.
 			AddressType: discoveryv1.AddressTypeFQDN,
