@@ -40,6 +40,7 @@ type proxyReconciler struct {
 	reader    client.Reader
 	admission *admission.Validator
 	opts      ProxyOptions
+	missing   bool // the Gateway was missing or not accepted last time
 }
 
 // SetupProxy registers with mgr the reconciler that keeps opts.Server
@@ -82,9 +83,12 @@ func (r *proxyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	})
 	cfg, ok := out.Gateways[r.opts.Gateway]
 	if !ok {
-		r.opts.Logger.Warn("the Gateway does not exist or is not accepted: serving no listeners; see its status", "gateway", r.opts.Gateway)
+		if !r.missing {
+			r.opts.Logger.Warn("the Gateway does not exist or is not accepted: serving no listeners; see its status", "gateway", r.opts.Gateway)
+		}
 		cfg = &gateway.Config{}
 	}
+	r.missing = !ok
 	if err := r.opts.Server.Apply(cfg); err != nil {
 		return reconcile.Result{}, fmt.Errorf("apply the snapshot of Gateway %s: %w", r.opts.Gateway, err)
 	}

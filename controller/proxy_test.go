@@ -2,16 +2,11 @@ package controller_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -32,62 +27,17 @@ import (
 	"github.com/toolgate/toolgate/internal/testissuer"
 )
 
-// startMCPBackend serves a go-sdk MCP server with two tools on loopback.
-func startMCPBackend() (port int32, stop func()) {
-	server := mcp.NewServer(&mcp.Implementation{Name: "backend", Version: "1.0.0"}, nil)
-	type args struct{}
-	for _, name := range []string{"expensive_tool", "other_tool"} {
-		mcp.AddTool(server, &mcp.Tool{Name: name}, func(context.Context, *mcp.CallToolRequest, args) (*mcp.CallToolResult, any, error) {
-			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + " done"}}}, nil, nil
-		})
-	}
-	handler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server },
-		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	srv := &http.Server{Handler: handler}
-	go func() { _ = srv.Serve(ln) }()
-	return int32(ln.Addr().(*net.TCPAddr).Port), func() { _ = srv.Close() }
-}
-
-func freePort() int32 {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	defer ln.Close()
-	return int32(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// toolCall sends a raw JSON-RPC tools/call and returns the status, the
-// Retry-After header and the decoded body.
-func toolCall(url, token, tool string, id int) (int, string, map[string]any) {
-	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":{}}}`, id, tool)
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	Expect(err).NotTo(HaveOccurred())
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", nil
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var decoded map[string]any
-	_ = json.Unmarshal(raw, &decoded)
-	return resp.StatusCode, resp.Header.Get("Retry-After"), decoded
-}
-
 var _ = Describe("Proxy mode", func() {
 	It("serves an MCPServer's per-user limit from the cluster and follows edits without a restart", func() {
 		issuer, err := testissuer.Start()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(issuer.Close)
-		backendPort, stopBackend := startMCPBackend()
+		backendPort, stopBackend := startMCPBackendT(GinkgoT())
 		DeferCleanup(stopBackend)
 
 		By("declaring a Gateway, a selector-less Service with an EndpointSlice on localhost, an MCPServer and an HTTPRoute")
 		ns := newNamespace()
-		listenPort := freePort()
+		listenPort := freePortT(GinkgoT())
 		gw := newGateway(ns, newGatewayClass(translate.ControllerName), listenPort)
 		Expect(k8sClient.Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: "mcp", Namespace: ns},
@@ -158,12 +108,12 @@ var _ = Describe("Proxy mode", func() {
 		Expect(err).NotTo(HaveOccurred())
 
 		By("allowing a user's first two calls")
-		Eventually(func() int { code, _, _ := toolCall(url, alice, "expensive_tool", 1); return code }, wait, poll).Should(Equal(http.StatusOK))
-		code, _, _ := toolCall(url, alice, "expensive_tool", 2)
+		Eventually(func() int { code, _, _ := rawCall(url, alice, "expensive_tool", 1); return code }, wait, poll).Should(Equal(http.StatusOK))
+		code, _, _ := rawCall(url, alice, "expensive_tool", 2)
 		Expect(code).To(Equal(http.StatusOK))
 
 		By("refusing the third with 429, Retry-After and -32029")
-		code, retryAfter, body := toolCall(url, alice, "other_tool", 3)
+		code, retryAfter, body := rawCall(url, alice, "other_tool", 3)
 		Expect(code).To(Equal(http.StatusTooManyRequests))
 		Expect(strconv.Atoi(retryAfter)).To(BeNumerically(">=", 1))
 		Expect(body).To(HaveKeyWithValue("id", BeNumerically("==", 3)))
@@ -172,7 +122,7 @@ var _ = Describe("Proxy mode", func() {
 		Expect(rpcErr["data"]).To(HaveKeyWithValue("retryAfterSeconds", BeNumerically(">=", 1)))
 
 		By("leaving another user's bucket alone")
-		code, _, _ = toolCall(url, bob, "expensive_tool", 4)
+		code, _, _ = rawCall(url, bob, "expensive_tool", 4)
 		Expect(code).To(Equal(http.StatusOK))
 
 		By("raising the limit by editing the MCPServer, with nothing restarted")
@@ -189,7 +139,7 @@ var _ = Describe("Proxy mode", func() {
 			Expect(err).NotTo(HaveOccurred())
 			var code int
 			for i := range 3 {
-				code, _, _ = toolCall(url, token, "other_tool", 10+i)
+				code, _, _ = rawCall(url, token, "other_tool", 10+i)
 			}
 			return code
 		}, wait, poll).Should(Equal(http.StatusOK))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,11 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	sessionKey, err := sessionKeyFromEnv()
 	if err != nil {
 		return err
+	}
+	if sessionKey == nil {
+		// One process serves every session: a key of its own will do.
+		sessionKey = make([]byte, 32)
+		_, _ = rand.Read(sessionKey)
 	}
 	server, err := gateway.New(gateway.Options{SessionKey: sessionKey, Metrics: metrics, Logger: logger, AdminAddress: *adminAddress})
 	if err != nil {
