@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCommandsExplainWhatToChange(t *testing.T) {
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	// An API server address nothing listens on.
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+		wantOut string
+	}{
+		{name: "no command", args: nil, wantErr: "a command is required", wantOut: "Usage:"},
+		{name: "an unknown command", args: []string{"serve"}, wantErr: `unknown command "serve"`, wantOut: "toolgate standalone --config DIR"},
+		{name: "version", args: []string{"version"}, wantOut: "toolgate "},
+		{name: "help", args: []string{"--help"}, wantOut: "toolgate proxy --gateway NAMESPACE/NAME"},
+		{name: "controller help", args: []string{"controller", "--help"}, wantErr: flag.ErrHelp.Error(), wantOut: "-proxy-image"},
+		{name: "proxy help", args: []string{"proxy", "--help"}, wantErr: flag.ErrHelp.Error(), wantOut: "-redis-url"},
+		{name: "standalone help", args: []string{"standalone", "--help"}, wantErr: flag.ErrHelp.Error(), wantOut: "-listen-address"},
+		{name: "a bad flag", args: []string{"standalone", "--listen", "x"}, wantErr: "flag provided but not defined: -listen"},
+		{name: "standalone without --config", args: []string{"standalone"}, wantErr: "--config DIR is required"},
+		{name: "standalone with a missing folder", args: []string{"standalone", "--config", filepath.Join(dir, "nowhere")}, wantErr: "not a readable folder"},
+		{name: "standalone with a host name to listen on", args: []string{"standalone", "--config", dir, "--listen-address", "localhost"}, wantErr: "give an IP address"},
+		{name: "a bad Redis URL", args: []string{"standalone", "--config", dir, "--redis-url", "http://redis:6379", "--admin-address", ""}, wantErr: "--redis-url"},
+		{name: "proxy without a gateway", args: []string{"proxy"}, wantErr: "--gateway must be NAMESPACE/NAME"},
+		{name: "an unreachable API server", args: []string{"proxy", "--gateway", "a/b", "--kubeconfig", kubeconfig}, wantErr: "cannot reach the API server at https://127.0.0.1:1"},
+		{name: "a bad service type", args: []string{"controller", "--proxy-service-type", "Ingress"}, wantErr: "use LoadBalancer, NodePort or ClusterIP"},
+		{name: "a bad log level", args: []string{"controller", "--log-level", "loud"}, wantErr: "use debug, info, warn or error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(tt.args, &stdout, &stderr)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				if !(errors.Is(err, flag.ErrHelp) && tt.wantErr == flag.ErrHelp.Error()) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+			}
+			if out := stdout.String() + stderr.String(); !strings.Contains(out, tt.wantOut) {
+				t.Errorf("output %q does not contain %q", out, tt.wantOut)
+			}
+		})
+	}
+}
