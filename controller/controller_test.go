@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -268,6 +269,19 @@ var _ = Describe("HTTPRoute status", func() {
 		Expect(conditionOf(conds, "Accepted").Status).To(Equal(metav1.ConditionTrue))
 		Expect(conditionOf(conds, "ResolvedRefs").Message).To(ContainSubstring(`ExtensionRef to MCPServer "github"`))
 		Expect(conditionOf(conds, "ResolvedRefs").ObservedGeneration).To(Equal(route.Generation))
+
+		By("recording a Warning Event on the route")
+		Eventually(func() []string {
+			var list eventsv1.EventList
+			Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			var reasons []string
+			for _, e := range list.Items {
+				if e.Regarding.Kind == "HTTPRoute" && e.Regarding.Name == route.Name && e.Type == corev1.EventTypeWarning {
+					reasons = append(reasons, e.Reason)
+				}
+			}
+			return reasons
+		}, wait, poll).Should(ContainElement("BackendNotFound"))
 
 		newMCPServer(ns, "github", 5)
 		Expect(k8sClient.Create(ctx, &corev1.Service{
