@@ -1,0 +1,218 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestAdminEndpoints(t *testing.T) {
+	be := echoBackend(t, "b")
+	s := newServer(t, Options{AdminAddress: "127.0.0.1:0"})
+	admin := "http://" + s.AdminAddr().String()
+
+	if resp, _ := get(t, admin+"/healthz"); resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz = %d before any config, want 200", resp.StatusCode)
+	}
+	if resp, _ := get(t, admin+"/readyz"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d before any config, want 503", resp.StatusCode)
+	}
+	if resp, _ := get(t, admin+"/config"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/config = %d before any config, want 503", resp.StatusCode)
+	}
+
+	cfg := oneRoute(Rule{
+		Matches:  []Match{{Path: prefix("/mcp")}, {Path: exact("/health"), Method: http.MethodGet}},
+		Filters:  []Filter{{Type: FilterExtensionRef, ExtensionRef: &ExtensionRef{Group: "toolgate.dev", Kind: "MCPServer", Name: "github"}}},
+		Backends: []Backend{backendOf("team-a/github-mcp:8080", 1, be)},
+		Timeouts: Timeouts{Request: time.Minute},
+	})
+	https := Listener{Name: "tls", Address: "127.0.0.2", Protocol: ProtocolHTTPS, Hostname: "mcp.example.com", Certificates: testCertificates(t, "mcp.example.com")}
+	cfg.Listeners = append(cfg.Listeners, https)
+	mustApply(t, s, cfg)
+
+	if resp, _ := get(t, admin+"/readyz"); resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz = %d after Apply, want 200", resp.StatusCode)
+	}
+	get(t, gatewayURL(t, s, "web")+"/mcp")   // 500: unresolved ExtensionRef
+	get(t, gatewayURL(t, s, "web")+"/other") // 404
+
+	_, metrics := get(t, admin+"/metrics")
+	for _, want := range []string{
+		`toolgate_gateway_requests_total{code="500",route="ns/r"} 1`,
+		`toolgate_gateway_requests_total{code="404",route=""} 1`,
+		`toolgate_gateway_request_duration_seconds_count{route="ns/r"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	resp, body := get(t, admin+"/config")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/config = %d", resp.StatusCode)
+	}
+	if bytes.Contains(body, []byte("PRIVATE")) || bytes.Contains(body, []byte(`"D"`)) {
+		t.Error("/config exposes a private key")
+	}
+	var view configView
+	if err := json.Unmarshal(body, &view); err != nil {
+		t.Fatalf("/config is not JSON: %v", err)
+	}
+	if len(view.Listeners) != 2 || view.Listeners[1].Certificates[0].DNSNames[0] != "mcp.example.com" {
+		t.Errorf("/config listeners: %+v", view.Listeners)
+	}
+	rule := view.Listeners[0].VirtualHosts[0].Routes[0].Rules[0]
+	if ref := rule.Filters[0].ExtensionRef; ref == nil || ref.Name != "github" || ref.Resolved {
+		t.Errorf("/config extensionRef = %+v, want github, unresolved", ref)
+	}
+	if rule.Backends[0].Name != "team-a/github-mcp:8080" || rule.Timeouts.Request != "1m0s" || rule.Matches[1].Method != "GET" {
+		t.Errorf("/config rule = %+v", rule)
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	be := echoBackend(t, "b")
+	s := newServer(t, Options{AccessLog: slog.New(slog.NewJSONHandler(&lockedWriter{mu: &mu, w: &buf}, nil))})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("svc", 1, be)}}))
+	get(t, gatewayURL(t, s, "web")+"/tools?x=1", "Host", "mcp.example.com")
+
+	// The record is written after the response: wait for it.
+	deadline := time.Now().Add(waitLong)
+	var record map[string]any
+	for record == nil {
+		mu.Lock()
+		if line, _, found := bytes.Cut(buf.Bytes(), []byte("\n")); found {
+			if err := json.Unmarshal(line, &record); err != nil {
+				t.Fatalf("access log line %q: %v", line, err)
+			}
+		}
+		mu.Unlock()
+		if record == nil && time.Now().After(deadline) {
+			t.Fatal("no access log record")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	want := map[string]any{
+		"msg": "request", "method": "GET", "host": "mcp.example.com", "path": "/tools",
+		"status": float64(200), "route": "ns/r", "listener": "web", "backend": "svc",
+		"endpoint": strings.TrimPrefix(be.URL, "http://"),
+	}
+	for k, v := range want {
+		if record[k] != v {
+			t.Errorf("access log %s = %v, want %v", k, record[k], v)
+		}
+	}
+	if _, ok := record["duration"]; !ok {
+		t.Error("access log has no duration")
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func TestActiveStreamsMetric(t *testing.T) {
+	held := newHeldStream()
+	be := newHTTPTestServer(t, held)
+	s := newServer(t, Options{AdminAddress: "127.0.0.1:0"})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
+	admin := "http://" + s.AdminAddr().String()
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(waitLong)
+		for {
+			_, body := get(t, admin+"/metrics")
+			if strings.Contains(string(body), want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/metrics never showed %s", want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	_, events := openStream(t, http.MethodGet, gatewayURL(t, s, "web")+"/")
+	if _, err := events.next(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(`toolgate_gateway_active_streams{route="ns/r"} 1`)
+	close(held.release)
+	events.next()
+	waitFor(`toolgate_gateway_active_streams{route="ns/r"} 0`)
+}
+
+func TestHTTPSListenersChooseCertificatesBySNI(t *testing.T) {
+	be := echoBackend(t, "b")
+	route := func(name string) VirtualHost {
+		return VirtualHost{Routes: []Route{{Namespace: "ns", Name: name, Rules: []Rule{{Backends: []Backend{backendOf("b", 1, be)}}}}}}
+	}
+	certA, certB := testCertificates(t, "a.example.com"), testCertificates(t, "x.b.example.com", "*.b.example.com")
+	listeners := func(a []tls.Certificate) *Config {
+		return &Config{Listeners: []Listener{
+			{Name: "a", Address: "127.0.0.1", Protocol: ProtocolHTTPS, Hostname: "a.example.com", Certificates: a, VirtualHosts: []VirtualHost{route("a")}},
+			{Name: "b", Address: "127.0.0.1", Protocol: ProtocolHTTPS, Hostname: "*.b.example.com", Certificates: certB, VirtualHosts: []VirtualHost{route("b")}},
+		}}
+	}
+	s := newServer(t, Options{})
+	mustApply(t, s, listeners(certA))
+	addr := s.Addr("a").String()
+	if s.Addr("b").String() != addr {
+		t.Fatal("listeners on one port got different sockets")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(certA[0].Leaf)
+	pool.AddCert(certB[0].Leaf)
+
+	fetch := func(host string, roots *x509.CertPool) (*http.Response, echoed) {
+		t.Helper()
+		c := &http.Client{Timeout: waitLong, Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: host, RootCAs: roots}}}
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET https://%s: %v", host, err)
+		}
+		defer resp.Body.Close()
+		var e echoed
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+			t.Fatal(err)
+		}
+		return resp, e
+	}
+	for _, host := range []string{"a.example.com", "x.b.example.com"} {
+		resp, e := fetch(host, pool)
+		if got := resp.TLS.PeerCertificates[0].DNSNames[0]; !strings.HasSuffix(host, strings.TrimPrefix(got, "*")) && got != host {
+			t.Errorf("%s got the certificate for %s", host, got)
+		}
+		if e.Header.Get("X-Forwarded-Proto") != "https" {
+			t.Errorf("X-Forwarded-Proto = %q, want https", e.Header.Get("X-Forwarded-Proto"))
+		}
+	}
+
+	// A new certificate takes effect with a swap, on the same socket.
+	rotated := testCertificates(t, "a.example.com")
+	mustApply(t, s, listeners(rotated))
+	if s.Addr("a").String() != addr {
+		t.Fatal("a certificate change reopened the socket")
+	}
+	onlyRotated := x509.NewCertPool()
+	onlyRotated.AddCert(rotated[0].Leaf)
+	fetch("a.example.com", onlyRotated)
+}

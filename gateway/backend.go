@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"fmt"
+	"math/bits"
+	"net"
+	"net/http"
+	"sort"
+	"sync/atomic"
+)
+
+// compiledBackend is a Backend ready to serve.
+type compiledBackend struct {
+	name      string
+	weight    int64
+	scheme    string
+	endpoints []string
+	invalid   bool
+	next      atomic.Uint64 // round-robin position among endpoints
+	handler   http.Handler  // backend filters, then the proxy
+}
+
+// pickEndpoint balances across the backend's endpoints round-robin.
+func (b *compiledBackend) pickEndpoint() string {
+	if len(b.endpoints) == 0 {
+		return ""
+	}
+	i := b.next.Add(1) - 1
+	return b.endpoints[i%uint64(len(b.endpoints))]
+}
+
+// backendSet chooses a rule's backend by weight, or by MCP session.
+//
+// The weighted choice is deterministic: request n takes the point
+// frac(n/φ) of the golden-ratio (Weyl) sequence in [0, total weight) and
+// the backend whose cumulative weight interval holds it. The sequence is
+// low-discrepancy, so every backend's share stays within a few requests of
+// weight/total at every point, with no lock and no random source; a weight
+// of 0 is an empty interval and is never chosen.
+type backendSet struct {
+	backends   []*compiledBackend
+	cumulative []uint64 // cumulative[i] = sum of weights of backends[0..i]
+	total      uint64
+	counter    atomic.Uint64
+
+	byEndpoint map[string]*compiledBackend // endpoints of valid, weighted backends
+	sessions   *sessionSealer
+}
+
+// golden is 2^64/φ, rounded to odd: n*golden mod 2^64 walks [0, 2^64) as
+// the Weyl sequence frac(n/φ).
+const golden = 0x9E3779B97F4A7C15
+
+func newBackendSet(backends []Backend, proxy http.Handler, sessions *sessionSealer) (*backendSet, error) {
+	s := &backendSet{byEndpoint: map[string]*compiledBackend{}, sessions: sessions}
+	for i, b := range backends {
+		if b.Weight < 0 {
+			return nil, fmt.Errorf("backend %d (%s): negative weight %d", i, b.Name, b.Weight)
+		}
+		scheme := b.Scheme
+		switch scheme {
+		case "":
+			scheme = "http"
+		case "http", "https":
+		default:
+			return nil, fmt.Errorf("backend %d (%s): unsupported scheme %q", i, b.Name, b.Scheme)
+		}
+		for _, ep := range b.Endpoints {
+			if _, _, err := net.SplitHostPort(ep); err != nil {
+				return nil, fmt.Errorf("backend %d (%s): endpoint %q: %w", i, b.Name, ep, err)
+			}
+		}
+		h, err := wrapFilters(b.Filters, proxy)
+		if err != nil {
+			return nil, fmt.Errorf("backend %d (%s): %w", i, b.Name, err)
+		}
+		cb := &compiledBackend{
+			name:      b.Name,
+			weight:    int64(b.Weight),
+			scheme:    scheme,
+			endpoints: append([]string(nil), b.Endpoints...),
+			invalid:   b.Invalid,
+			handler:   h,
+		}
+		s.total += uint64(b.Weight)
+		s.backends = append(s.backends, cb)
+		s.cumulative = append(s.cumulative, s.total)
+		if !b.Invalid && b.Weight > 0 {
+			for _, ep := range b.Endpoints {
+				if _, dup := s.byEndpoint[ep]; !dup {
+					s.byEndpoint[ep] = cb
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+// pick returns the backend for the next request, or nil when no backend has
+// a weight.
+func (s *backendSet) pick() *compiledBackend {
+	if s.total == 0 {
+		return nil
+	}
+	n := s.counter.Add(1) - 1
+	point, _ := bits.Mul64(n*golden, s.total) // floor(frac(n/φ) * total)
+	i := sort.Search(len(s.cumulative), func(i int) bool { return point < s.cumulative[i] })
+	return s.backends[i]
+}
+
+// sticky returns the endpoint that owns the request's MCP session, and
+// records on x the backend's own session id to restore. ok is false when
+// the request has no session of ours, or its endpoint is no longer here.
+func (s *backendSet) sticky(r *http.Request, x *exchange) (*compiledBackend, string, bool) {
+	if s.sessions == nil {
+		return nil, "", false
+	}
+	var endpoint string
+	if token := r.Header.Get(sessionHeader); token != "" {
+		ep, id, ok := s.sessions.open(token)
+		if !ok {
+			return nil, "", false
+		}
+		endpoint, x.sessionID, x.sessionParam = ep, id, ""
+	} else if name, token, ok := legacySessionParam(r.URL.RawQuery); ok {
+		ep, id, ok := s.sessions.open(token)
+		if !ok {
+			return nil, "", false
+		}
+		endpoint, x.sessionID, x.sessionParam = ep, id, name
+	} else {
+		return nil, "", false
+	}
+	b, ok := s.byEndpoint[endpoint]
+	return b, endpoint, ok
+}
+
+// ServeHTTP sends the request to the session's endpoint or to a weighted
+// choice. The share of an invalid backend answers 500 and a backend without
+// endpoints 503, as the spec says.
+func (s *backendSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x := exchangeOf(r)
+	if x == nil {
+		writeError(w, http.StatusInternalServerError, "request did not enter through the gateway")
+		return
+	}
+	if b, ep, ok := s.sticky(r, x); ok {
+		x.backend, x.endpoint = b, ep
+		b.handler.ServeHTTP(w, r)
+		return
+	}
+	b := s.pick()
+	if b == nil {
+		writeError(w, http.StatusInternalServerError, "no backend with a non-zero weight")
+		return
+	}
+	x.backend = b
+	if b.invalid {
+		writeError(w, http.StatusInternalServerError, "backend "+b.name+" is not resolved")
+		return
+	}
+	ep := b.pickEndpoint()
+	if ep == "" {
+		writeError(w, http.StatusServiceUnavailable, "no ready endpoints for backend "+b.name)
+		return
+	}
+	x.endpoint = ep
+	b.handler.ServeHTTP(w, r)
+}

@@ -1,0 +1,274 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+)
+
+// snapshot is a Config compiled for serving: matchers, precedence-ordered
+// rule tables and handler chains are built once, here, and never change.
+type snapshot struct {
+	config *Config
+	ports  map[portKey]*portTable
+}
+
+// portKey identifies one socket.
+type portKey struct {
+	address string
+	port    int
+}
+
+func (k portKey) String() string {
+	return fmt.Sprintf("%s:%d", k.address, k.port)
+}
+
+// portTable is everything served on one socket.
+type portTable struct {
+	protocol  Protocol
+	listeners hostIndex[*listenerTable]
+}
+
+// listenerTable is one Gateway listener: its certificates and its rule
+// tables by hostname.
+type listenerTable struct {
+	name         string
+	port         int
+	certificates []tls.Certificate
+	routes       hostIndex[*routeTable]
+}
+
+// routeTable holds the rules serving one hostname, in precedence order, in
+// a gorilla/mux router whose first match wins.
+type routeTable struct {
+	router  *mux.Router
+	entries []*matchEntry
+}
+
+type compiledRoute struct {
+	key string // "{namespace}/{name}"
+}
+
+type compiledRule struct {
+	route    *compiledRoute
+	index    int
+	name     string
+	timeouts Timeouts
+	handler  http.Handler
+}
+
+// lookup returns the rule entry serving r on this listener, or nil. The
+// table of the most specific hostname matching the request holds the rules
+// of every hostname that matches it, in precedence order.
+func (l *listenerTable) lookup(host string, r *http.Request) *matchEntry {
+	t, ok := l.routes.first(host)
+	if !ok {
+		return nil
+	}
+	m := mux.RouteMatch{Vars: noVars}
+	if !t.router.Match(r, &m) {
+		return nil
+	}
+	return m.Handler.(*matchEntry)
+}
+
+// noVars is handed to mux so that it does not allocate a map per request:
+// our routes have no template variables, so mux never writes to it.
+var noVars = map[string]string{}
+
+// candidates returns the entries a request whose best-matching hostname is
+// key may be served by: those of every hostname that matches all the
+// requests key matches. For an exact name that is the name itself, the
+// wildcards matching it and the catch-all; for "*.example.com" it is the
+// wildcards of its parent domains ("*.com") and the catch-all. Each copy
+// carries the hostname it came from, for precedence.
+func candidates(key string, byHost map[string][]*matchEntry) []*matchEntry {
+	var out []*matchEntry
+	for other, entries := range byHost {
+		if !hostnameCovers(other, key) {
+			continue
+		}
+		for _, e := range entries {
+			c := *e
+			c.hostname = other
+			out = append(out, &c)
+		}
+	}
+	return out
+}
+
+// hostnameCovers reports whether every host matching key also matches
+// pattern.
+func hostnameCovers(pattern, key string) bool {
+	switch {
+	case pattern == "" || pattern == key:
+		return true
+	case key == "":
+		return false
+	case strings.HasPrefix(key, "*."):
+		return strings.HasPrefix(pattern, "*.") && hostnameMatches(pattern, key[2:])
+	default:
+		return hostnameMatches(pattern, key)
+	}
+}
+
+// compile validates cfg and builds its snapshot. proxy is the final
+// handler of every backend.
+func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer) (*snapshot, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("config is nil")
+	}
+	snap := &snapshot{config: cfg, ports: map[portKey]*portTable{}}
+	byPort := map[portKey]map[string]*listenerTable{}
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		lt, err := compileListener(l, proxy, sessions)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+		}
+		key := portKey{address: l.Address, port: l.Port}
+		pt := snap.ports[key]
+		if pt == nil {
+			pt = &portTable{protocol: l.Protocol}
+			snap.ports[key] = pt
+			byPort[key] = map[string]*listenerTable{}
+		}
+		if pt.protocol != l.Protocol {
+			return nil, fmt.Errorf("listener %q: port %s is already %s, cannot also be %s", l.Name, key, pt.protocol, l.Protocol)
+		}
+		hostname := strings.ToLower(l.Hostname)
+		if other, dup := byPort[key][hostname]; dup {
+			return nil, fmt.Errorf("listener %q: hostname %q on port %s is already served by listener %q", l.Name, l.Hostname, key, other.name)
+		}
+		byPort[key][hostname] = lt
+	}
+	for key, pt := range snap.ports {
+		pt.listeners = newHostIndex(byPort[key])
+	}
+	return snap, nil
+}
+
+func compileListener(l *Listener, proxy http.Handler, sessions *sessionSealer) (*listenerTable, error) {
+	if l.Port < 0 || l.Port > 65535 {
+		return nil, fmt.Errorf("port %d out of range", l.Port)
+	}
+	switch l.Protocol {
+	case ProtocolHTTP:
+	case ProtocolHTTPS:
+		if len(l.Certificates) == 0 {
+			return nil, fmt.Errorf("HTTPS listener has no certificate")
+		}
+	default:
+		return nil, fmt.Errorf("unsupported protocol %q", l.Protocol)
+	}
+	lt := &listenerTable{name: l.Name, port: l.Port, certificates: l.Certificates}
+	entriesByHost := map[string][]*matchEntry{}
+	for _, vh := range l.VirtualHosts {
+		hostnames := vh.Hostnames
+		if len(hostnames) == 0 {
+			hostnames = []string{""}
+		}
+		for ri := range vh.Routes {
+			route := &vh.Routes[ri]
+			entries, err := compileRoute(route, proxy, sessions)
+			if err != nil {
+				return nil, fmt.Errorf("route %s/%s: %w", route.Namespace, route.Name, err)
+			}
+			for _, h := range hostnames {
+				h = strings.ToLower(h)
+				entriesByHost[h] = append(entriesByHost[h], entries...)
+			}
+		}
+	}
+	tables := map[string]*routeTable{}
+	for key := range entriesByHost {
+		t, err := newRouteTable(candidates(key, entriesByHost))
+		if err != nil {
+			return nil, err
+		}
+		tables[key] = t
+	}
+	lt.routes = newHostIndex(tables)
+	return lt, nil
+}
+
+// compileRoute builds the handler chain of every rule of a route and one
+// match entry per Match.
+func compileRoute(route *Route, proxy http.Handler, sessions *sessionSealer) ([]*matchEntry, error) {
+	cr := &compiledRoute{key: route.Namespace + "/" + route.Name}
+	var entries []*matchEntry
+	for i := range route.Rules {
+		rule := &route.Rules[i]
+		crule, err := compileRule(cr, i, rule, proxy, sessions)
+		if err != nil {
+			return nil, fmt.Errorf("rule %d: %w", i, err)
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []Match{{}}
+		}
+		for j, m := range matches {
+			if err := checkMatch(m); err != nil {
+				return nil, fmt.Errorf("rule %d match %d: %w", i, j, err)
+			}
+			entries = append(entries, newMatchEntry(crule, route, i, j, m))
+		}
+	}
+	return entries, nil
+}
+
+// checkMatch validates a match by building it on a scratch router.
+func checkMatch(m Match) error {
+	return addMuxRoute(mux.NewRouter(), m, http.NotFoundHandler())
+}
+
+func compileRule(route *compiledRoute, index int, rule *Rule, proxy http.Handler, sessions *sessionSealer) (*compiledRule, error) {
+	if rule.Timeouts.Request < 0 || rule.Timeouts.BackendRequest < 0 {
+		return nil, fmt.Errorf("negative timeout")
+	}
+	cr := &compiledRule{route: route, index: index, name: rule.Name, timeouts: rule.Timeouts}
+	backends, err := newBackendSet(rule.Backends, proxy, sessions)
+	if err != nil {
+		return nil, err
+	}
+	h, err := wrapFilters(rule.Filters, backends)
+	if err != nil {
+		return nil, err
+	}
+	if d := rule.Timeouts.Request; d > 0 {
+		h = &requestTimeout{d: d, next: h}
+	}
+	cr.handler = h
+	return cr, nil
+}
+
+// newRouteTable orders entries by precedence and registers them on a mux
+// router in that order.
+func newRouteTable(entries []*matchEntry) (*routeTable, error) {
+	sorted := append([]*matchEntry(nil), entries...)
+	sortByPrecedence(sorted)
+	router := mux.NewRouter()
+	for _, e := range sorted {
+		if err := addMuxRoute(router, e.match, e); err != nil {
+			return nil, err
+		}
+	}
+	return &routeTable{router: router, entries: sorted}, nil
+}
+
+// requestTimeout bounds a whole exchange (HTTPRoute timeouts.request).
+type requestTimeout struct {
+	d    time.Duration
+	next http.Handler
+}
+
+func (t *requestTimeout) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), t.d)
+	defer cancel()
+	t.next.ServeHTTP(w, r.WithContext(ctx))
+}

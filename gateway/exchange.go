@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"context"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// exchange is the state of one request as it moves through the gateway's
+// stages: what matched, where it went, and what was answered. It lives in
+// the request context so that filters and the proxy can read it, and it
+// embeds the recorder that wraps the client's ResponseWriter, so a request
+// costs one allocation for both.
+type exchange struct {
+	start    time.Time
+	listener *listenerTable
+	host     string // Host header as received, before any URLRewrite
+
+	rule      *compiledRule
+	prefix    string
+	hasPrefix bool
+
+	backend  *compiledBackend
+	endpoint string
+
+	// sessionID is the backend's own session id to send instead of the
+	// sealed one; sessionParam names the query parameter carrying it on
+	// the legacy SSE transport (empty for the Mcp-Session-Id header).
+	sessionID    string
+	sessionParam string
+
+	upstreamErr error
+
+	rec recorder
+}
+
+type exchangeKey struct{}
+
+// exchangeOf returns the exchange of a request served by the gateway, or nil.
+func exchangeOf(r *http.Request) *exchange {
+	x, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	return x
+}
+
+func withExchange(r *http.Request, x *exchange) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+}
+
+// routeLabel names the matched route for metrics and logs.
+func (x *exchange) routeLabel() string {
+	if x.rule == nil {
+		return ""
+	}
+	return x.rule.route.key
+}
+
+// recorder wraps the client's ResponseWriter to record the status, the body
+// size and whether the response is an event stream. It supports Flush and
+// http.ResponseController through Unwrap.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	stream      bool
+	metrics     *Metrics  // counts active streams
+	owner       *exchange // labels them
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code) // informational: not the final status
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	if isEventStream(w.Header().Get("Content-Type")) {
+		w.stream = true
+		if w.metrics != nil {
+			w.metrics.streamStarted(w.owner.routeLabel())
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *recorder) Flush() { _ = w.FlushError() }
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// isEventStream reports whether a Content-Type is text/event-stream.
+func isEventStream(contentType string) bool {
+	if contentType == "" {
+		return false
+	}
+	if contentType == "text/event-stream" {
+		return true
+	}
+	const mt = "text/event-stream"
+	if len(contentType) < len(mt) || !strings.EqualFold(contentType[:len(mt)], mt) {
+		return false // most responses: no need to parse
+	}
+	parsed, _, err := mime.ParseMediaType(contentType)
+	return err == nil && parsed == mt
+}
+
+// writeError answers with a short plain-text body.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(msg + "\n"))
+}

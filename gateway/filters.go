@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// wrapFilters builds the handler chain of a filter list around next, once
+// per snapshot. Filters run in list order, as the spec recommends.
+func wrapFilters(filters []Filter, next http.Handler) (http.Handler, error) {
+	rewrites, redirects := 0, 0
+	for _, f := range filters {
+		switch f.Type {
+		case FilterURLRewrite:
+			rewrites++
+		case FilterRequestRedirect:
+			redirects++
+		}
+	}
+	if rewrites > 1 {
+		return nil, fmt.Errorf("at most one URLRewrite filter is allowed")
+	}
+	if rewrites > 0 && redirects > 0 {
+		return nil, fmt.Errorf("URLRewrite and RequestRedirect filters cannot be combined")
+	}
+	h := next
+	for i := len(filters) - 1; i >= 0; i-- {
+		var err error
+		if h, err = wrapFilter(filters[i], h); err != nil {
+			return nil, fmt.Errorf("filter %d (%s): %w", i, filters[i].Type, err)
+		}
+	}
+	return h, nil
+}
+
+func wrapFilter(f Filter, next http.Handler) (http.Handler, error) {
+	switch f.Type {
+	case FilterRequestHeaderModifier:
+		if f.RequestHeaderModifier == nil {
+			return nil, fmt.Errorf("requestHeaderModifier is not set")
+		}
+		return &requestHeaderFilter{mod: compileHeaderModifier(f.RequestHeaderModifier), next: next}, nil
+	case FilterResponseHeaderModifier:
+		if f.ResponseHeaderModifier == nil {
+			return nil, fmt.Errorf("responseHeaderModifier is not set")
+		}
+		return &responseHeaderFilter{mod: compileHeaderModifier(f.ResponseHeaderModifier), next: next}, nil
+	case FilterRequestRedirect:
+		if f.RequestRedirect == nil {
+			return nil, fmt.Errorf("requestRedirect is not set")
+		}
+		return newRedirectFilter(*f.RequestRedirect)
+	case FilterURLRewrite:
+		if f.URLRewrite == nil {
+			return nil, fmt.Errorf("urlRewrite is not set")
+		}
+		if err := checkPathModifier(f.URLRewrite.Path); err != nil {
+			return nil, err
+		}
+		return &urlRewriteFilter{cfg: *f.URLRewrite, next: next}, nil
+	case FilterExtensionRef:
+		ref := f.ExtensionRef
+		if ref == nil {
+			return nil, fmt.Errorf("extensionRef is not set")
+		}
+		if ref.Filter == nil {
+			msg := fmt.Sprintf("filter %s/%s %q could not be resolved", ref.Group, ref.Kind, ref.Name)
+			return unresolvedFilter(msg), nil
+		}
+		h := ref.Filter.Wrap(next)
+		if h == nil {
+			return nil, fmt.Errorf("filter %s/%s %q returned a nil handler", ref.Group, ref.Kind, ref.Name)
+		}
+		return h, nil
+	default:
+		return nil, fmt.Errorf("unsupported filter type %q", f.Type)
+	}
+}
+
+// unresolvedFilter stands for an ExtensionRef whose target is missing: the
+// request fails with 500 instead of skipping the filter (GEP-1364).
+type unresolvedFilter string
+
+func (u unresolvedFilter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	writeError(w, http.StatusInternalServerError, string(u))
+}
+
+// headerModifier is a HeaderModifier with canonical names.
+type headerModifier struct {
+	set    []Header
+	add    []Header
+	remove []string
+}
+
+func compileHeaderModifier(m *HeaderModifier) *headerModifier {
+	c := &headerModifier{}
+	for _, h := range m.Set {
+		c.set = append(c.set, Header{http.CanonicalHeaderKey(h.Name), h.Value})
+	}
+	for _, h := range m.Add {
+		c.add = append(c.add, Header{http.CanonicalHeaderKey(h.Name), h.Value})
+	}
+	for _, name := range m.Remove {
+		c.remove = append(c.remove, http.CanonicalHeaderKey(name))
+	}
+	return c
+}
+
+// apply modifies h, and *host when a request's Host is set (host is nil for
+// responses).
+func (m *headerModifier) apply(h http.Header, host *string) {
+	for _, s := range m.set {
+		if s.Name == "Host" && host != nil {
+			*host = s.Value
+			continue
+		}
+		h[s.Name] = []string{s.Value}
+	}
+	for _, a := range m.add {
+		old := h[a.Name]
+		switch {
+		case len(old) == 0:
+			h[a.Name] = []string{a.Value}
+		case a.Name == "Set-Cookie":
+			h[a.Name] = append(old, a.Value)
+		default:
+			// One line, as in the spec's example ("foo,bar,baz"):
+			// backends reading only the first value still see all.
+			h[a.Name] = []string{strings.Join(old, ",") + "," + a.Value}
+		}
+	}
+	for _, name := range m.remove {
+		if host == nil {
+			// A nil value also keeps net/http from adding its own
+			// Date or sniffed Content-Type to the response.
+			h[name] = nil
+			continue
+		}
+		delete(h, name)
+	}
+}
+
+type requestHeaderFilter struct {
+	mod  *headerModifier
+	next http.Handler
+}
+
+func (f *requestHeaderFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r2 := r.WithContext(r.Context()) // handlers must not modify the request they are given
+	r2.Header = r.Header.Clone()
+	if r2.Header == nil {
+		r2.Header = http.Header{}
+	}
+	f.mod.apply(r2.Header, &r2.Host)
+	f.next.ServeHTTP(w, r2)
+}
+
+type responseHeaderFilter struct {
+	mod  *headerModifier
+	next http.Handler
+}
+
+func (f *responseHeaderFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.next.ServeHTTP(&responseHeaderWriter{ResponseWriter: w, mod: f.mod}, r)
+}
+
+// responseHeaderWriter applies a header modifier just before the response
+// header is written.
+type responseHeaderWriter struct {
+	http.ResponseWriter
+	mod  *headerModifier
+	done bool
+}
+
+func (w *responseHeaderWriter) modify() {
+	if !w.done {
+		w.done = true
+		w.mod.apply(w.Header(), nil)
+	}
+}
+
+func (w *responseHeaderWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.modify()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseHeaderWriter) Write(b []byte) (int, error) {
+	w.modify()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *responseHeaderWriter) FlushError() error {
+	w.modify()
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *responseHeaderWriter) Flush() { _ = w.FlushError() }
+
+func (w *responseHeaderWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// entryHandler is where every request on a gateway socket starts: it loads
+// the current snapshot once (the request finishes on it whatever Apply does
+// meanwhile), selects the listener by Host, normalizes the path, finds the
+// rule by precedence and runs it; then it records metrics and the access
+// log.
+type entryHandler struct {
+	server *Server
+	key    portKey
+}
+
+func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.server
+	x := &exchange{start: time.Now(), host: r.Host}
+	x.rec = recorder{ResponseWriter: w, metrics: s.metrics, owner: x}
+	defer func() {
+		p := recover()
+		s.finish(x, r, p != nil)
+		if p != nil {
+			panic(p) // net/http aborts the connection (http.ErrAbortHandler) or logs
+		}
+	}()
+
+	snap := s.snap.Load()
+	if snap == nil {
+		writeError(&x.rec, http.StatusServiceUnavailable, "no configuration loaded")
+		return
+	}
+	l, e, r := snap.resolve(h.key, r)
+	x.listener = l
+	if e == nil {
+		writeError(&x.rec, http.StatusNotFound, "no route matched")
+		return
+	}
+	r = withExchange(r, x)
+	e.ServeHTTP(&x.rec, r)
+}
+
+// resolve finds the listener and the rule entry serving r on a socket; it
+// returns a nil entry when nothing matches (404). The returned request
+// carries the normalized path.
+func (snap *snapshot) resolve(key portKey, r *http.Request) (*listenerTable, *matchEntry, *http.Request) {
+	pt := snap.ports[key]
+	if pt == nil {
+		return nil, nil, r
+	}
+	host := requestHostname(r.Host)
+	l, ok := pt.listeners.first(host)
+	if !ok {
+		return nil, nil, r
+	}
+	if p, changed := normalizePath(r.URL.Path); changed {
+		u := *r.URL
+		u.Path, u.RawPath = p, ""
+		r = r.WithContext(r.Context())
+		r.URL = &u
+	}
+	return l, l.lookup(host, r), r
+}
+
+// finish records the outcome of an exchange.
+func (s *Server) finish(x *exchange, r *http.Request, aborted bool) {
+	status := x.rec.status
+	if !x.rec.wroteHeader {
+		status = http.StatusOK // what net/http sends for an empty handler
+		if aborted {
+			status = http.StatusBadGateway
+		}
+	}
+	route := x.routeLabel()
+	elapsed := time.Since(x.start)
+	s.metrics.observe(route, status, elapsed.Seconds())
+	if x.rec.stream {
+		s.metrics.streamEnded(route)
+	}
+	ctx := r.Context()
+	if !s.access.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("host", x.host),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Int64("bytes", x.rec.bytes),
+		slog.Duration("duration", elapsed),
+		slog.String("remote", r.RemoteAddr),
+		slog.String("route", route),
+	)
+	if x.listener != nil {
+		attrs = append(attrs, slog.String("listener", x.listener.name))
+	}
+	if x.rule != nil {
+		attrs = append(attrs, slog.Int("rule", x.rule.index))
+	}
+	if x.backend != nil {
+		attrs = append(attrs, slog.String("backend", x.backend.name), slog.String("endpoint", x.endpoint))
+	}
+	if x.rec.stream {
+		attrs = append(attrs, slog.Bool("stream", true))
+	}
+	if aborted {
+		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	if x.upstreamErr != nil {
+		attrs = append(attrs, slog.String("upstream_error", x.upstreamErr.Error()))
+	}
+	s.access.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+}

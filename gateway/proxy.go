@@ -1,0 +1,185 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"sync"
+	"time"
+)
+
+// proxy forwards a request to the endpoint chosen for it (exchange.endpoint)
+// with net/http/httputil.ReverseProxy. One proxy serves every snapshot: it
+// holds the shared transport and reads everything per request from the
+// exchange.
+//
+//   - Bodies are streamed unchanged both ways; with FlushInterval -1 every
+//     write from the backend is flushed to the client at once, so each
+//     server-sent event arrives as soon as the backend sends it.
+//   - ReverseProxy removes hop-by-hop headers. X-Forwarded-For is appended
+//     to, X-Forwarded-Proto is the client's scheme and X-Forwarded-Host the
+//     Host the client sent (before any URLRewrite).
+//   - The Host header reaches the backend unchanged unless a filter
+//     rewrote it, as the spec says.
+//   - MCP session ids are restored on the way in and sealed on the way out
+//     (affinity.go).
+//   - Errors: 503 when the endpoint cannot be reached, 504 on a timeout, 502
+//     otherwise, each with a one-line body. Once a response has started an
+//     error can only cut it.
+type proxy struct {
+	rp       *httputil.ReverseProxy
+	sessions *sessionSealer
+	log      *slog.Logger
+}
+
+func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Logger) *proxy {
+	p := &proxy{sessions: sessions, log: log}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      transport,
+		FlushInterval:  -1,
+		ErrorHandler:   p.errorHandler,
+		ModifyResponse: p.modifyResponse,
+		BufferPool:     newBufferPool(),
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return p
+}
+
+// defaultTransport is used when Options.Transport is nil. It never uses an
+// environment proxy, does not add Accept-Encoding (bodies pass through
+// unchanged), bounds connecting but not waiting for a response, so long
+// tool calls and event streams are not cut.
+func defaultTransport() *http.Transport {
+	return &http.Transport{
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+}
+
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x := exchangeOf(r)
+	if x == nil || x.endpoint == "" || x.backend == nil {
+		writeError(w, http.StatusInternalServerError, "no endpoint chosen")
+		return
+	}
+	if d := x.rule.timeouts.BackendRequest; d > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
+	x := exchangeOf(pr.In)
+	pr.Out.URL.Scheme = x.backend.scheme
+	pr.Out.URL.Host = x.endpoint
+	pr.Out.Host = pr.In.Host
+
+	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+		pr.Out.Header["X-Forwarded-For"] = slices.Clone(prior)
+	}
+	pr.SetXForwarded()
+	pr.Out.Header.Set("X-Forwarded-Host", x.host)
+
+	if x.sessionID != "" {
+		if x.sessionParam != "" {
+			pr.Out.URL.RawQuery = replaceQueryParam(pr.Out.URL.RawQuery, x.sessionParam, x.sessionID)
+		} else {
+			pr.Out.Header.Set(sessionHeader, x.sessionID)
+		}
+	}
+}
+
+func (p *proxy) modifyResponse(res *http.Response) error {
+	x := exchangeOf(res.Request)
+	if x == nil || p.sessions == nil {
+		return nil
+	}
+	if id := res.Header.Get(sessionHeader); id != "" {
+		res.Header.Set(sessionHeader, p.sessions.seal(x.endpoint, id))
+	}
+	if res.Request.Method == http.MethodGet && res.StatusCode == http.StatusOK &&
+		isEventStream(res.Header.Get("Content-Type")) {
+		endpoint := x.endpoint
+		res.Body = &endpointEventRewriter{
+			src:  res.Body,
+			seal: func(id string) string { return p.sessions.seal(endpoint, id) },
+		}
+	}
+	return nil
+}
+
+func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	x := exchangeOf(r)
+	if x != nil {
+		x.upstreamErr = err
+	}
+	code, msg := upstreamErrorStatus(r, err)
+	if code == 0 {
+		return // the client went away: nobody to answer
+	}
+	if x != nil {
+		p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
+			slog.String("route", x.routeLabel()),
+			slog.String("backend", x.backend.name),
+			slog.String("endpoint", x.endpoint),
+			slog.Int("status", code),
+			slog.String("error", err.Error()))
+	}
+	writeError(w, code, msg)
+}
+
+// upstreamErrorStatus maps a proxy error to the status the client gets, or
+// 0 when the client itself cancelled.
+func upstreamErrorStatus(r *http.Request, err error) (int, string) {
+	var opErr *net.OpError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "upstream request timeout"
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return 0, ""
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		if opErr.Timeout() {
+			return http.StatusServiceUnavailable, "upstream connect timeout"
+		}
+		return http.StatusServiceUnavailable, "upstream connect error"
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return http.StatusGatewayTimeout, "upstream request timeout"
+	}
+	return http.StatusBadGateway, "upstream error"
+}
+
+// bufferPool lends ReverseProxy its copy buffers. It pools array pointers,
+// which a returned slice converts back to without allocating.
+type bufferPool struct{ pool sync.Pool }
+
+const copyBufferSize = 32 << 10
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{pool: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
+}
+
+func (b *bufferPool) Get() []byte { return b.pool.Get().(*[copyBufferSize]byte)[:] }
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) >= copyBufferSize {
+		b.pool.Put((*[copyBufferSize]byte)(buf[:copyBufferSize]))
+	}
+}

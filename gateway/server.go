@@ -1,0 +1,342 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a Server. Everything here is long-lived and shared by
+// every snapshot: a reload never rebuilds it.
+type Options struct {
+	// SessionKey authenticates the MCP session ids the gateway hands out
+	// (see affinity.go). Every replica of a Gateway must use the same key,
+	// of at least 32 random bytes, so that a session keeps its endpoint
+	// whichever replica serves it and across restarts. Empty means a random
+	// key for this process only.
+	SessionKey []byte
+	// Transport reaches the backends; nil uses a transport that never cuts
+	// a slow response or an event stream (timeouts come from the routes).
+	Transport http.RoundTripper
+	// Metrics are served on /metrics of the admin listener; nil creates
+	// metrics on a new registry.
+	Metrics *Metrics
+	// Logger receives errors and events; nil means slog.Default().
+	Logger *slog.Logger
+	// AccessLog receives one structured record per request at Info level;
+	// nil means Logger. Use a logger with slog.DiscardHandler to disable.
+	AccessLog *slog.Logger
+	// AdminAddress, if set, is where New serves /healthz, /readyz, /metrics
+	// and /config, for example "127.0.0.1:9901".
+	AdminAddress string
+	// DrainTimeout bounds how long a listener removed by Apply keeps
+	// serving its in-flight requests; zero means 30 seconds.
+	DrainTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers; zero means 10
+	// seconds. No other server timeout is set, so streams live on.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections; zero means 2 minutes.
+	IdleTimeout time.Duration
+}
+
+// ErrServerClosed is returned by Apply after Shutdown.
+var ErrServerClosed = errors.New("gateway: server closed")
+
+// Server serves the listeners of the current snapshot. Create it with New,
+// load a configuration with Apply, stop it with Shutdown.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	access   *slog.Logger
+	metrics  *Metrics
+	sessions *sessionSealer
+	proxy    *proxy
+
+	snap  atomic.Pointer[snapshot]
+	ready atomic.Bool
+
+	mu       sync.Mutex // serializes Apply and Shutdown; guards below
+	sockets  map[portKey]*socket
+	closed   bool
+	draining sync.WaitGroup
+
+	admin *socket
+}
+
+// socket is one bound port and its http.Server.
+type socket struct {
+	key      portKey
+	protocol Protocol
+	ln       net.Listener
+	srv      *http.Server
+}
+
+// New creates a Server with no listeners. If opts.AdminAddress is set the
+// admin listener is opened now.
+func New(opts Options) (*Server, error) {
+	s := &Server{opts: opts, sockets: map[portKey]*socket{}}
+	s.log = opts.Logger
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.access = opts.AccessLog
+	if s.access == nil {
+		s.access = s.log
+	}
+	key := opts.SessionKey
+	if len(key) == 0 {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+		s.log.Warn("no session key configured: MCP session affinity holds only within this gateway process")
+	}
+	s.sessions = newSessionSealer(key)
+	s.metrics = opts.Metrics
+	if s.metrics == nil {
+		m, err := NewMetrics(nil)
+		if err != nil {
+			return nil, err
+		}
+		s.metrics = m
+	}
+	transport := opts.Transport
+	if transport == nil {
+		transport = defaultTransport()
+	}
+	s.proxy = newProxy(transport, s.sessions, s.log)
+	if s.opts.DrainTimeout <= 0 {
+		s.opts.DrainTimeout = 30 * time.Second
+	}
+	if s.opts.ReadHeaderTimeout <= 0 {
+		s.opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if s.opts.IdleTimeout <= 0 {
+		s.opts.IdleTimeout = 2 * time.Minute
+	}
+	if opts.AdminAddress != "" {
+		ln, err := net.Listen("tcp", opts.AdminAddress)
+		if err != nil {
+			return nil, fmt.Errorf("admin listener %s: %w", opts.AdminAddress, err)
+		}
+		s.admin = &socket{ln: ln, srv: s.newHTTPServer(s.AdminHandler())}
+		go s.serve(s.admin)
+	}
+	return s, nil
+}
+
+// Apply validates and compiles cfg and makes it the current snapshot in one
+// atomic swap: requests in flight finish on the snapshot they started with.
+// Sockets are opened for new address/port pairs and closed (after draining,
+// up to Options.DrainTimeout) for pairs no longer used; the others are kept
+// with their connections. On error nothing changes.
+func (s *Server) Apply(cfg *Config) error {
+	snap, err := compile(cfg, s.proxy, s.sessions)
+	if err != nil {
+		return fmt.Errorf("apply gateway config: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed
+	}
+	// A port whose protocol changes is closed first, so it can be reopened.
+	for key, sk := range s.sockets {
+		if pt := snap.ports[key]; pt != nil && pt.protocol != sk.protocol {
+			_ = sk.ln.Close()
+			s.retire(sk)
+			delete(s.sockets, key)
+		}
+	}
+	opened := map[portKey]*socket{}
+	for key, pt := range snap.ports {
+		if s.sockets[key] != nil {
+			continue
+		}
+		sk, err := s.listen(key, pt.protocol)
+		if err != nil {
+			for _, o := range opened {
+				_ = o.ln.Close()
+			}
+			return fmt.Errorf("apply gateway config: %w", err)
+		}
+		opened[key] = sk
+	}
+	s.snap.Store(snap)
+	for key, sk := range s.sockets {
+		if snap.ports[key] == nil {
+			s.retire(sk)
+			delete(s.sockets, key)
+		}
+	}
+	for key, sk := range opened {
+		s.sockets[key] = sk
+		go s.serve(sk)
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+func (s *Server) listen(key portKey, protocol Protocol) (*socket, error) {
+	addr := net.JoinHostPort(key.address, strconv.Itoa(key.port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	sk := &socket{key: key, protocol: protocol, ln: ln}
+	sk.srv = s.newHTTPServer(&entryHandler{server: s, key: key})
+	if protocol == ProtocolHTTPS {
+		sk.srv.TLSConfig = &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: s.certificateFor(key),
+		}
+	}
+	return sk, nil
+}
+
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func (s *Server) serve(sk *socket) {
+	var err error
+	if sk.protocol == ProtocolHTTPS {
+		err = sk.srv.ServeTLS(sk.ln, "", "")
+	} else {
+		err = sk.srv.Serve(sk.ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("gateway listener stopped", "address", sk.ln.Addr().String(), "error", err)
+	}
+}
+
+// retire drains a socket in the background: no new connections, in-flight
+// requests get up to DrainTimeout.
+func (s *Server) retire(sk *socket) {
+	s.draining.Add(1)
+	go func() {
+		defer s.draining.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+		defer cancel()
+		if err := sk.srv.Shutdown(ctx); err != nil {
+			_ = sk.srv.Close()
+		}
+	}()
+}
+
+// certificateFor selects the certificate of the listener whose hostname
+// best matches the client's SNI, from the current snapshot, so certificates
+// change with a swap without reopening the socket.
+func (s *Server) certificateFor(key portKey) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		pt := s.snap.Load().ports[key]
+		if pt == nil {
+			return nil, fmt.Errorf("no listener on %s", key)
+		}
+		l, ok := pt.listeners.first(requestHostname(hello.ServerName))
+		if !ok || len(l.certificates) == 0 {
+			return nil, fmt.Errorf("no certificate for server name %q", hello.ServerName)
+		}
+		for i := range l.certificates {
+			if hello.SupportsCertificate(&l.certificates[i]) == nil {
+				return &l.certificates[i], nil
+			}
+		}
+		return &l.certificates[0], nil
+	}
+}
+
+// Shutdown stops accepting connections and waits, up to ctx's deadline, for
+// in-flight requests and streams to finish; past it the remaining
+// connections are closed and ctx's error is returned. /readyz fails from the
+// start of Shutdown.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.ready.Store(false)
+	servers := make([]*http.Server, 0, len(s.sockets)+1)
+	for _, sk := range s.sockets {
+		servers = append(servers, sk.srv)
+	}
+	s.sockets = map[portKey]*socket{}
+	if s.admin != nil {
+		servers = append(servers, s.admin.srv)
+	}
+	s.mu.Unlock()
+
+	errs := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() {
+			err := srv.Shutdown(ctx)
+			if err != nil {
+				_ = srv.Close()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range servers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	drained := make(chan struct{})
+	go func() { s.draining.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		if first == nil {
+			first = ctx.Err()
+		}
+	}
+	return first
+}
+
+// Addr returns the bound address of the named listener in the current
+// snapshot (useful with port 0), or nil.
+func (s *Server) Addr(listenerName string) net.Addr {
+	snap := s.snap.Load()
+	if snap == nil {
+		return nil
+	}
+	for _, l := range snap.config.Listeners {
+		if l.Name != listenerName {
+			continue
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if sk := s.sockets[portKey{address: l.Address, port: l.Port}]; sk != nil {
+			return sk.ln.Addr()
+		}
+		return nil
+	}
+	return nil
+}
+
+// AdminAddr returns the admin listener's address, or nil.
+func (s *Server) AdminAddr() net.Addr {
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin.ln.Addr()
+}
+
+// Ready reports whether a configuration has been applied and the server is
+// not shutting down.
+func (s *Server) Ready() bool { return s.ready.Load() }

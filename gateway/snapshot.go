@@ -1,0 +1,298 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"net/http"
+	"time"
+)
+
+// Config is one complete, immutable snapshot of what the data plane serves.
+// The translator builds a new Config for every change and hands it to
+// [Server.Apply]; nothing in a Config may be modified after that call.
+//
+// Enumerations use the Gateway API's own spellings, so a translator converts
+// them with a plain string conversion.
+type Config struct {
+	// Listeners are the Gateway's listeners. Listeners with the same Address
+	// and Port share one socket and must have the same Protocol; a request is
+	// served by the one whose Hostname matches best (exact, then the longest
+	// wildcard, then the listener without a hostname).
+	Listeners []Listener
+}
+
+// Protocol is a listener's protocol.
+type Protocol string
+
+// Protocols a listener can serve.
+const (
+	ProtocolHTTP  Protocol = "HTTP"
+	ProtocolHTTPS Protocol = "HTTPS"
+)
+
+// Listener is one Gateway listener.
+type Listener struct {
+	// Name identifies the listener in logs, metrics and /config, for
+	// example "team-a/gw/https".
+	Name string
+	// Address is the IP address to bind; empty binds every address.
+	Address string
+	// Port is the TCP port. Port 0 binds a free port (see [Server.Addr]); it
+	// is meant for tests.
+	Port int
+	// Protocol is HTTP or HTTPS.
+	Protocol Protocol
+	// Hostname is the listener's hostname: empty (any host), a name, or a
+	// wildcard such as "*.example.com" (one or more labels before the
+	// suffix). It selects the listener among those sharing a port, by Host
+	// header and, for HTTPS, by SNI.
+	Hostname string
+	// Certificates serve HTTPS. The first one the client supports is used.
+	Certificates []tls.Certificate
+	// VirtualHosts hold the routes attached to this listener.
+	VirtualHosts []VirtualHost
+}
+
+// VirtualHost groups routes by the hostnames they serve on a listener.
+// The translator may emit one VirtualHost per route or group routes with the
+// same hostnames; the gateway merges rules of equal hostnames across
+// VirtualHosts and orders them by the spec's precedence either way.
+type VirtualHost struct {
+	// Hostnames are the effective hostnames: the intersection of the
+	// listener's hostname and the route's hostnames, computed by the
+	// translator. Empty means every host the listener accepts. Names are
+	// lower case; a leading "*." is a wildcard label.
+	Hostnames []string
+	// Routes are the HTTPRoutes serving these hostnames, in any order.
+	Routes []Route
+}
+
+// Route is one HTTPRoute as attached to a listener.
+type Route struct {
+	// Namespace and Name identify the route; "{namespace}/{name}" breaks
+	// precedence ties and labels metrics and logs.
+	Namespace string
+	Name      string
+	// CreationTimestamp breaks precedence ties: older routes win.
+	CreationTimestamp time.Time
+	// Rules are in the route's list order, which breaks the last ties.
+	Rules []Rule
+}
+
+// Rule is one HTTPRoute rule.
+type Rule struct {
+	// Name is the optional rule name (sectionName), for logs.
+	Name string
+	// Matches are ORed. No matches means one PathPrefix "/" match.
+	Matches []Match
+	// Filters run in list order before the request reaches a backend.
+	Filters []Filter
+	// Backends are chosen by weight. A rule without backends (and without a
+	// RequestRedirect filter) answers 500.
+	Backends []Backend
+	// Timeouts bound the request.
+	Timeouts Timeouts
+}
+
+// Timeouts are an HTTPRoute rule's timeouts. Zero means no timeout, which is
+// both the spec's meaning of "0s" and this gateway's default when the field
+// is unset: a healthy event stream is never cut unless the route asks for it.
+type Timeouts struct {
+	// Request bounds the whole exchange, from the request's arrival to the
+	// end of the response body, filters included. Past it the client gets
+	// 504 if no response has started, otherwise the response is cut.
+	Request time.Duration
+	// BackendRequest bounds one request to a backend, from the moment it is
+	// sent until the full response has been received.
+	BackendRequest time.Duration
+}
+
+// Match is one HTTPRouteMatch; its conditions are ANDed.
+type Match struct {
+	// Path is the path condition; the zero value is PathPrefix "/".
+	Path PathMatch `json:"path"`
+	// Headers must all match. Names are case-insensitive; of several entries
+	// with the same name only the first counts.
+	Headers []HeaderMatch `json:"headers,omitempty"`
+	// QueryParams must all match. Names are case-sensitive; of several
+	// entries with the same name only the first counts.
+	QueryParams []QueryParamMatch `json:"queryParams,omitempty"`
+	// Method, if set, is the upper-case HTTP method to match.
+	Method string `json:"method,omitempty"`
+}
+
+// PathMatchType says how a path is matched.
+type PathMatchType string
+
+// Path match types.
+const (
+	// PathMatchExact matches the whole path, case-sensitively.
+	PathMatchExact PathMatchType = "Exact"
+	// PathMatchPathPrefix matches whole path segments: "/foo" matches "/foo"
+	// and "/foo/bar" but not "/foobar". A trailing "/" in the value is
+	// ignored.
+	PathMatchPathPrefix PathMatchType = "PathPrefix"
+	// PathMatchRegularExpression matches the whole path against an RE2
+	// regular expression.
+	PathMatchRegularExpression PathMatchType = "RegularExpression"
+)
+
+// PathMatch is a path condition. The zero value matches every path.
+type PathMatch struct {
+	Type  PathMatchType `json:"type,omitempty"`  // empty means PathPrefix
+	Value string        `json:"value,omitempty"` // empty means "/"
+}
+
+// MatchType says how a header or query parameter value is matched.
+type MatchType string
+
+// Value match types.
+const (
+	// MatchExact compares values exactly.
+	MatchExact MatchType = "Exact"
+	// MatchRegularExpression matches the whole value against an RE2
+	// regular expression.
+	MatchRegularExpression MatchType = "RegularExpression"
+)
+
+// HeaderMatch is a request header condition.
+type HeaderMatch struct {
+	Type  MatchType `json:"type,omitempty"` // empty means Exact
+	Name  string    `json:"name"`
+	Value string    `json:"value"`
+}
+
+// QueryParamMatch is a query parameter condition.
+type QueryParamMatch struct {
+	Type  MatchType `json:"type,omitempty"` // empty means Exact
+	Name  string    `json:"name"`
+	Value string    `json:"value"`
+}
+
+// FilterType names a filter.
+type FilterType string
+
+// Filter types.
+const (
+	FilterRequestHeaderModifier  FilterType = "RequestHeaderModifier"
+	FilterResponseHeaderModifier FilterType = "ResponseHeaderModifier"
+	FilterRequestRedirect        FilterType = "RequestRedirect"
+	FilterURLRewrite             FilterType = "URLRewrite"
+	FilterExtensionRef           FilterType = "ExtensionRef"
+)
+
+// Filter is one HTTPRoute filter; the field named by Type is set.
+type Filter struct {
+	Type                   FilterType
+	RequestHeaderModifier  *HeaderModifier
+	ResponseHeaderModifier *HeaderModifier
+	RequestRedirect        *Redirect
+	URLRewrite             *URLRewrite
+	ExtensionRef           *ExtensionRef
+}
+
+// HeaderModifier sets, adds and removes headers, in that order. Add appends
+// to an existing value with a comma (Set-Cookie gets its own line).
+type HeaderModifier struct {
+	Set    []Header `json:"set,omitempty"`
+	Add    []Header `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// Header is a header name and value.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Redirect answers with a redirection. Empty fields keep the request's
+// value; the query string is kept.
+type Redirect struct {
+	// Scheme is "http" or "https"; empty keeps the request's scheme.
+	Scheme string `json:"scheme,omitempty"`
+	// Hostname replaces the request's host name.
+	Hostname string `json:"hostname,omitempty"`
+	// Port is the Location port. Zero derives it as the spec says: the
+	// scheme's well-known port when Scheme is set, else the listener's port.
+	// Port 80 for http and 443 for https are left out of the Location.
+	Port int `json:"port,omitempty"`
+	// Path rewrites the path; nil keeps it.
+	Path *PathModifier `json:"path,omitempty"`
+	// StatusCode is 301, 302, 303, 307 or 308; zero means 302.
+	StatusCode int `json:"statusCode,omitempty"`
+}
+
+// URLRewrite modifies the request before it is forwarded.
+type URLRewrite struct {
+	// Hostname replaces the Host header sent to the backend.
+	Hostname string `json:"hostname,omitempty"`
+	// Path rewrites the path; nil keeps it.
+	Path *PathModifier `json:"path,omitempty"`
+}
+
+// PathModifierType says how a path is rewritten.
+type PathModifierType string
+
+// Path modifier types.
+const (
+	// ReplaceFullPath replaces the whole path.
+	ReplaceFullPath PathModifierType = "ReplaceFullPath"
+	// ReplacePrefixMatch replaces the PathPrefix that matched the request,
+	// segment-wise. It needs a PathPrefix match; with any other match the
+	// path is left unchanged (the translator rejects such rules).
+	ReplacePrefixMatch PathModifierType = "ReplacePrefixMatch"
+)
+
+// PathModifier is a path rewrite.
+type PathModifier struct {
+	Type               PathModifierType `json:"type"`
+	ReplaceFullPath    string           `json:"replaceFullPath,omitempty"`
+	ReplacePrefixMatch string           `json:"replacePrefixMatch,omitempty"`
+}
+
+// ExtensionRef is an implementation-specific filter, such as the MCP policy
+// filter of an MCPServer.
+type ExtensionRef struct {
+	// Group, Kind and Name are the reference, for /config and error
+	// messages.
+	Group string
+	Kind  string
+	Name  string
+	// Filter is the resolved filter. Nil means the reference could not be
+	// resolved: matching requests get 500 (GEP-1364); the filter is never
+	// skipped.
+	Filter ExtensionFilter
+}
+
+// ExtensionFilter is what an ExtensionRef filter implements, such as the
+// MCP policy filter. Wrap is called once per snapshot for every rule (or
+// backend) that uses the filter; the returned handler serves those requests
+// and either answers itself (a rejection) or calls next to continue.
+//
+// The handler may replace the request body (bounded reads) and derive a new
+// request, but its context must derive from the one it was given: the
+// gateway keeps per-request state there. A ResponseWriter it wraps should
+// implement Unwrap() http.ResponseWriter so event streams can be flushed.
+type ExtensionFilter interface {
+	Wrap(next http.Handler) http.Handler
+}
+
+// Backend is one weighted backendRef of a rule.
+type Backend struct {
+	// Name identifies the backend in logs and /config, for example
+	// "team-a/github-mcp:8080".
+	Name string
+	// Weight is the backend's share: weight / sum of weights. Zero means the
+	// backend never receives traffic, including existing MCP sessions. The
+	// translator applies the spec's default of 1.
+	Weight int32
+	// Endpoints are the ready endpoints as "ip:port". None answers 503.
+	Endpoints []string
+	// Scheme is "http" (the default when empty) or "https".
+	Scheme string
+	// Invalid marks a backendRef that could not be resolved; its share of
+	// requests answers 500.
+	Invalid bool
+	// Filters run only for requests sent to this backend, after the rule's
+	// filters.
+	Filters []Filter
+}
