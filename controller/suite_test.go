@@ -46,6 +46,7 @@ var _ = BeforeSuite(func() {
 	ctx, stop = context.WithCancel(context.Background())
 	mgr, err := ctrl.NewManager(kube.Config, ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  controller.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})

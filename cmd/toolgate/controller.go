@@ -65,6 +65,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   controller.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: *metricsAddress},
 		HealthProbeBindAddress:  *healthAddress,
 		LeaderElection:          *leaderElect,
