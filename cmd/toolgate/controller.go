@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -53,6 +54,11 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if params.Replicas < 0 {
 		return fmt.Errorf("--proxy-replicas must be at least 1")
+	}
+	if *leaderElect && *leaderNS == "" {
+		if _, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err != nil {
+			return fmt.Errorf("outside a cluster, leader election needs --leader-election-namespace (or run one replica with --leader-elect=false)")
+		}
 	}
 	cfg, err := restConfig(ctx, *kubeconfig)
 	if err != nil {

@@ -43,6 +43,7 @@ current-context: c
 		{name: "a bad Redis URL", args: []string{"standalone", "--config", dir, "--redis-url", "http://redis:6379", "--admin-address", ""}, wantErr: "--redis-url"},
 		{name: "proxy without a gateway", args: []string{"proxy"}, wantErr: "--gateway must be NAMESPACE/NAME"},
 		{name: "an unreachable API server", args: []string{"proxy", "--gateway", "a/b", "--kubeconfig", kubeconfig}, wantErr: "cannot reach the API server at https://127.0.0.1:1"},
+		{name: "leader election outside a cluster", args: []string{"controller", "--kubeconfig", kubeconfig}, wantErr: "--leader-election-namespace"},
 		{name: "a bad service type", args: []string{"controller", "--proxy-service-type", "Ingress"}, wantErr: "use LoadBalancer, NodePort or ClusterIP"},
 		{name: "a bad log level", args: []string{"controller", "--log-level", "loud"}, wantErr: "use debug, info, warn or error"},
 	}
