@@ -8,8 +8,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -18,7 +16,6 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/toolgate/toolgate/controller"
-	"github.com/toolgate/toolgate/gateway"
 )
 
 func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
@@ -53,19 +50,7 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.SetLogger(logr.FromSlogHandler(logger.Handler()))
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	shared, _, err := store.shared(ctx, reg, logger)
-	if err != nil {
-		return err
-	}
-	metrics, err := gateway.NewMetrics(reg)
-	if err != nil {
-		return err
-	}
-	server, err := gateway.New(gateway.Options{
-		SessionKey: sessionKey, Metrics: metrics, Logger: logger, AdminAddress: *adminAddress,
-	})
+	dp, err := store.newDataPlane(ctx, *adminAddress, sessionKey, logger)
 	if err != nil {
 		return err
 	}
@@ -84,18 +69,14 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	err = controller.SetupProxy(mgr, controller.ProxyOptions{
 		Gateway: types.NamespacedName{Namespace: ns, Name: name},
-		Server:  server, Filters: shared, ListenAddress: *listenAddr, Logger: logger,
+		Server:  dp.server, Filters: dp.filters, ListenAddress: *listenAddr, Logger: logger,
 	})
 	if err != nil {
 		return err
 	}
 	logger.Info("toolgate proxy starting", "gateway", *gatewayName, "version", versionString(), "admin", *adminAddress)
 	runErr := mgr.Start(ctx)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := server.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("shutdown", "error", err)
-	}
+	dp.shutdown(logger)
 	return runErr
 }
 

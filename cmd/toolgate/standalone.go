@@ -9,11 +9,7 @@ import (
 	"net"
 	"os"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/toolgate/toolgate/controller"
-	"github.com/toolgate/toolgate/gateway"
 )
 
 func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -43,16 +39,6 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	shared, isShared, err := store.shared(ctx, reg, logger)
-	if err != nil {
-		return err
-	}
-	metrics, err := gateway.NewMetrics(reg)
-	if err != nil {
-		return err
-	}
 	sessionKey, err := sessionKeyFromEnv()
 	if err != nil {
 		return err
@@ -62,21 +48,17 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 		sessionKey = make([]byte, 32)
 		_, _ = rand.Read(sessionKey)
 	}
-	server, err := gateway.New(gateway.Options{SessionKey: sessionKey, Metrics: metrics, Logger: logger, AdminAddress: *adminAddress})
+	dp, err := store.newDataPlane(ctx, *adminAddress, sessionKey, logger)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		_ = server.Shutdown(sctx)
-	}()
+	defer dp.shutdown(logger)
 	fmt.Fprintf(stdout, "toolgate %s standalone: serving %s\n", versionString(), *dir)
 	if *adminAddress != "" {
-		fmt.Fprintf(stdout, "admin: http://%s/metrics\n", server.AdminAddr())
+		fmt.Fprintf(stdout, "admin: http://%s/metrics\n", dp.server.AdminAddr())
 	}
 	return controller.RunStandalone(ctx, controller.StandaloneOptions{
-		Dir: *dir, ListenAddress: *listenAddr, Server: server, Filters: shared,
-		SharedStore: isShared, Out: stdout, Logger: logger,
+		Dir: *dir, ListenAddress: *listenAddr, Server: dp.server, Filters: dp.filters,
+		SharedStore: dp.sharedStore, Out: stdout, Logger: logger,
 	})
 }

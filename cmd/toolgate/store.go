@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/filter/limiter"
+	"github.com/toolgate/toolgate/gateway"
 )
 
 // storeFlags are the bucket store and filter settings of proxy and
@@ -32,6 +34,43 @@ func (s *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.redisMaster, "redis-master-name", "", "Sentinel master name (with --redis-addrs)")
 	fs.DurationVar(&s.storeTimeout, "store-timeout", filter.DefaultStoreTimeout, "longest wait for a rate-limit decision before failing open")
 	fs.Int64Var(&s.maxBody, "max-body-bytes", filter.DefaultMaxBodyBytes, "largest MCP request body accepted (413 past it)")
+}
+
+// dataPlane is what proxy and standalone modes serve with: the gateway
+// server and the filter state, on one metrics registry.
+type dataPlane struct {
+	server      *gateway.Server
+	filters     *filter.Shared
+	sharedStore bool // the buckets are in Redis
+}
+
+// newDataPlane builds the gateway server (with its admin endpoints on
+// adminAddress) and the filter state from the store flags.
+func (s *storeFlags) newDataPlane(ctx context.Context, adminAddress string, sessionKey []byte, log *slog.Logger) (*dataPlane, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	filters, sharedStore, err := s.shared(ctx, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := gateway.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	server, err := gateway.New(gateway.Options{SessionKey: sessionKey, Metrics: metrics, Logger: log, AdminAddress: adminAddress})
+	if err != nil {
+		return nil, err
+	}
+	return &dataPlane{server: server, filters: filters, sharedStore: sharedStore}, nil
+}
+
+// shutdown stops serving, letting requests in flight finish.
+func (d *dataPlane) shutdown(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := d.server.Shutdown(ctx); err != nil {
+		log.Warn("shutdown", "error", err)
+	}
 }
 
 // shared builds the long-lived filter state: the bucket store (Redis or
