@@ -69,6 +69,7 @@ func (s *Server) Restart() error {
 	)
 	// The start-up banner goes to stdout and is dropped; errors are kept.
 	cmd.Stderr = os.Stderr
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}

@@ -1,0 +1,52 @@
+package env
+
+import "flag"
+
+// Flags choose the environment. The zero values start everything locally:
+// the API server and etcd through envtest, redis-server, and the toolgate
+// binary built from this checkout.
+type Flags struct {
+	// ToolgateBinary is a toolgate binary to run instead of building one.
+	ToolgateBinary string
+	// RedisURL is a Redis to use instead of starting redis-server. The
+	// suite cannot stop a Redis it did not start, so the Redis outage spec
+	// needs the suite's own.
+	RedisURL string
+	// Controller runs `toolgate controller`. Turn it off when the cluster
+	// already runs toolgate's controller.
+	Controller bool
+	// BackendAddress is the IP the MCP backend listens on; empty means
+	// 127.0.0.1 (see EndpointSliceFor).
+	BackendAddress string
+	// LogDir keeps the processes' logs; empty means a temporary folder,
+	// removed when every spec passed.
+	LogDir string
+
+	kubeconfig *flag.Flag
+}
+
+// RegisterFlags defines the suite's flags on fs. controller-runtime defines
+// --kubeconfig on the default flag set when imported; the suite shares that
+// flag instead of defining a second one.
+func RegisterFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{}
+	if fs.Lookup("kubeconfig") == nil {
+		fs.String("kubeconfig", "", "")
+	}
+	f.kubeconfig = fs.Lookup("kubeconfig")
+	f.kubeconfig.Usage = "kubeconfig of an existing cluster with the Gateway API and toolgate CRDs installed; empty starts kube-apiserver and etcd through envtest ($KUBEBUILDER_ASSETS)"
+	fs.StringVar(&f.ToolgateBinary, "toolgate-binary", "", "toolgate binary to run; empty builds ./cmd/toolgate from this checkout")
+	fs.StringVar(&f.RedisURL, "redis-url", "", "Redis the proxies share buckets through; empty starts redis-server on a free loopback port (needed by the Redis outage spec)")
+	fs.BoolVar(&f.Controller, "controller", true, "run `toolgate controller`; set false when the cluster already runs it")
+	fs.StringVar(&f.BackendAddress, "backend-address", "", "IP address the MCP backend listens on, which its EndpointSlice points at; empty means 127.0.0.1, named in the slice as mcp-backend.localhost (the API server refuses loopback IPs in EndpointSlices). Give a routable address to run against a real cluster")
+	fs.StringVar(&f.LogDir, "log-dir", "", "folder for the processes' logs; empty uses a temporary folder, kept only when a spec fails")
+	return f
+}
+
+// Kubeconfig is the --kubeconfig value.
+func (f *Flags) Kubeconfig() string {
+	if f.kubeconfig == nil {
+		return ""
+	}
+	return f.kubeconfig.Value.String()
+}

@@ -1,0 +1,77 @@
+package conformance
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/conformance/env"
+)
+
+// failOpenMetric counts tool calls let through because the bucket store
+// failed.
+const failOpenMetric = "toolgate_ratelimit_fail_open_total"
+
+// failOpenCount sums the fail-open counter of an MCPServer over the proxies.
+func failOpenCount(ctx context.Context, t *tenant) (float64, error) {
+	var sum float64
+	for _, p := range world.Proxies {
+		v, err := p.Metric(ctx, failOpenMetric, map[string]string{"namespace": t.Namespace, "server": mcpServerName})
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// The outage stops the Redis every spec uses: no other spec may run
+// meanwhile.
+var _ = Describe("A Redis outage", Serial, Label("redis-outage"), func() {
+	It("lets calls through, counted as fail-open on /metrics, and the limits apply again once Redis is back", func(ctx SpecContext) {
+		if !world.Redis.Owned() {
+			Fail(env.ErrRedisNotOwned.Error())
+		}
+		t := newTenant(ctx, "redis")
+		t.deploy(ctx, &v1alpha1.RateLimiting{PerUser: bucket(2, longRefill)})
+		alice := t.rawSession(ctx, "alice")
+
+		By("limiting while Redis answers")
+		expectCalls(ctx, alice, env.OtherTool, 2, http.StatusOK)
+		expectCalls(ctx, alice, env.OtherTool, 1, http.StatusTooManyRequests)
+		before, err := failOpenCount(ctx, t)
+		Expect(err).NotTo(HaveOccurred())
+
+		By("stopping Redis")
+		Expect(world.Redis.Stop()).To(Succeed())
+		DeferCleanup(world.Redis.Start) // a no-op once it runs again
+
+		const outageCalls = 4
+		for i := range outageCalls {
+			p := world.Proxies[i%len(world.Proxies)]
+			resp, err := alice.callToolVia(ctx, p.URL, i+1, env.OtherTool)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(resp.Status).To(Equal(http.StatusOK), "call %d through %s with Redis down must pass: %s", i+1, p.Name, resp)
+		}
+		Eventually(failOpenCount).WithContext(ctx).WithArguments(t).
+			Should(BeNumerically("==", before+outageCalls), "each call let through counts once in %s", failOpenMetric)
+
+		By("starting Redis again")
+		Expect(world.Redis.Start()).To(Succeed())
+		// Redis comes back empty, so buckets start full: calls pass until
+		// the bucket is empty, then the limit refuses them again.
+		Eventually(func(g Gomega) int {
+			resp, err := alice.callTool(ctx, "after-the-outage", env.OtherTool)
+			g.Expect(err).NotTo(HaveOccurred())
+			return resp.Status
+		}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(200*time.Millisecond).
+			Should(Equal(http.StatusTooManyRequests), "the limit must apply again once Redis answers")
+		resp, err := alice.callTool(ctx, "limited-again", env.OtherTool)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.Status).To(Equal(http.StatusTooManyRequests), "%s", resp)
+	})
+})
