@@ -300,6 +300,58 @@ var _ = Describe("HTTPRoute status", func() {
 		}, wait, poll).Should(Equal(int32(1)))
 	})
 
+	It("sets ResolvedRefs False with InvalidKind for an ExtensionRef of an unknown kind", func() {
+		ns := newNamespace()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
+		r := &gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
+			Spec: gwv1.HTTPRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gw.Name)}}},
+				Rules: []gwv1.HTTPRouteRule{{Filters: []gwv1.HTTPRouteFilter{{
+					Type:         gwv1.HTTPRouteFilterExtensionRef,
+					ExtensionRef: &gwv1.LocalObjectReference{Group: "example.com", Kind: "RateLimit", Name: "strict"},
+				}}}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, r)).To(Succeed())
+		key := client.ObjectKeyFromObject(r)
+		Eventually(routeParentConditions(key), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionFalse, "InvalidKind")))
+		conds := routeParentConditions(key)()
+		Expect(conditionOf(conds, "Accepted").Status).To(Equal(metav1.ConditionTrue))
+		Expect(conditionOf(conds, "ResolvedRefs").Message).To(ContainSubstring(`example.com/RateLimit "strict"`))
+	})
+
+	It("needs a ReferenceGrant for a backend in another namespace", func() {
+		ns := newNamespace()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
+		other := newNamespace()
+		Expect(k8sClient.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: other},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+		})).To(Succeed())
+		r := &gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
+			Spec: gwv1.HTTPRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gw.Name)}}},
+				Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
+					Name: "shared", Namespace: ptr(gwv1.Namespace(other)), Port: ptr(gwv1.PortNumber(80)),
+				}}}}}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, r)).To(Succeed())
+		key := client.ObjectKeyFromObject(r)
+		Eventually(routeParentConditions(key), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionFalse, "RefNotPermitted")))
+
+		Expect(k8sClient.Create(ctx, &gwv1.ReferenceGrant{
+			ObjectMeta: metav1.ObjectMeta{Name: "routes", Namespace: other},
+			Spec: gwv1.ReferenceGrantSpec{
+				From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "HTTPRoute", Namespace: gwv1.Namespace(ns)}},
+				To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Service"}},
+			},
+		})).To(Succeed())
+		Eventually(routeParentConditions(key), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")))
+	})
+
 	It("refuses a route from another namespace when the listener allows only its own", func() {
 		ns := newNamespace()
 		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
