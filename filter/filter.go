@@ -102,6 +102,12 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := h.filter
+	if isCORSPreflight(r) {
+		// Browsers send preflights without credentials and act on nothing
+		// but the answer's CORS headers; the backend gives those.
+		h.next.ServeHTTP(w, r)
+		return
+	}
 	var user string
 	if f.auth != nil {
 		u, failure := f.auth.identify(r.Context(), r)
@@ -334,6 +340,12 @@ func headerNameMatches(header string, name []byte) bool {
 
 // isJSON reports whether a Content-Type is application/json, whatever its
 // parameters and case.
+// isCORSPreflight reports whether r is a browser's CORS preflight: an
+// OPTIONS request with Origin and Access-Control-Request-Method.
+func isCORSPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != ""
+}
+
 func isJSON(contentType string) bool {
 	mediaType, _, _ := strings.Cut(contentType, ";")
 	return strings.EqualFold(strings.TrimSpace(mediaType), "application/json")

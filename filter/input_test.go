@@ -163,3 +163,22 @@ func TestGetAndDeleteNeedATokenButAreNotInspected(t *testing.T) {
 		t.Errorf("the backend saw %d requests, want 2", got)
 	}
 }
+
+func TestCORSPreflightsPassWithoutATokenAndOtherOptionsDoNot(t *testing.T) {
+	iss := newIssuer(t)
+	h := newHarness(t, filter.Policy{Server: testServer, Auth: iss.auth(), PerUser: limit(1, time.Hour)})
+
+	preflight := httptest.NewRequest(http.MethodOptions, "/mcp", nil)
+	preflight.Header.Set("Origin", "https://inspector.example.com")
+	preflight.Header.Set("Access-Control-Request-Method", "POST")
+	if w := h.serve(preflight); w.Code != http.StatusOK {
+		t.Errorf("a CORS preflight: status %d, want 200 from the backend", w.Code)
+	}
+	plain := httptest.NewRequest(http.MethodOptions, "/mcp", nil)
+	if w := h.serve(plain); w.Code != http.StatusUnauthorized {
+		t.Errorf("an OPTIONS request that is not a preflight: status %d, want 401", w.Code)
+	}
+	if got := h.backend.hits.Load(); got != 1 {
+		t.Errorf("the backend saw %d requests, want 1", got)
+	}
+}
