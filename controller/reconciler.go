@@ -152,7 +152,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			r.log.Error("reconcile", "error", e)
 		}
 		if apierrors.IsConflict(errs[0]) {
-			return reconcile.Result{Requeue: true}, nil
+			// Someone wrote meanwhile: read again shortly.
+			return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
 		}
 		return reconcile.Result{}, errs[0]
 	}

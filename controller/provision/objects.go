@@ -12,6 +12,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
@@ -38,7 +39,7 @@ const (
 )
 
 // gatewayKind identifies the owner of the namespaced objects.
-var gatewayKind = gwv1.SchemeGroupVersion.WithKind("Gateway")
+var gatewayKind = schema.GroupVersion(gwv1.GroupVersion).WithKind("Gateway")
 
 // objectMeta is the metadata shared by the namespaced objects of gw's data
 // plane: names, labels, the Gateway annotation, and the Gateway as the

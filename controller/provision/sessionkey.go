@@ -30,7 +30,7 @@ func (p *Provisioner) ensureSessionKey(ctx context.Context, gw *gwv1.Gateway) er
 		if len(existing.Data[SessionKeySecretKey]) > 0 {
 			return nil
 		}
-		return fmt.Errorf("Secret %s/%s has no %s: delete it and toolgate creates a new one", gw.Namespace, name, SessionKeySecretKey)
+		return fmt.Errorf("the Secret %s/%s has no %s: delete it and toolgate creates a new one", gw.Namespace, name, SessionKeySecretKey)
 	}
 	if !apierrors.IsNotFound(err) {
 		return fmt.Errorf("read Secret %s/%s: %w", gw.Namespace, name, err)

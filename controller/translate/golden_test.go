@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -282,18 +283,11 @@ func diff(want, got string) string {
 			gl = g[i]
 		}
 		if wl != gl {
-			b.WriteString("line " + itoa(i+1) + ":\n  want: " + wl + "\n  got:  " + gl + "\n")
+			fmt.Fprintf(&b, "line %d:\n  want: %s\n  got:  %s\n", i+1, wl, gl)
 			if shown++; shown == 10 {
 				break
 			}
 		}
 	}
 	return b.String()
-}
-
-func itoa(i int) string { return jsonNumber(i) }
-
-func jsonNumber(i int) string {
-	b, _ := json.Marshal(i)
-	return string(b)
 }
