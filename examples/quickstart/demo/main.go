@@ -165,13 +165,18 @@ func issuerHandler(key *rsa.PrivateKey) http.Handler {
 }
 
 func token(key *rsa.PrivateKey, user string) (string, error) {
+	return tokenFrom(key, issuer, user)
+}
+
+// tokenFrom signs a day-long token of iss for user.
+func tokenFrom(key *rsa.PrivateKey, iss, user string) (string, error) {
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "demo"))
 	if err != nil {
 		return "", err
 	}
 	now := time.Now()
 	return jwt.Signed(signer).Claims(jwt.Claims{
-		Issuer: issuer, Subject: user, Audience: jwt.Audience{audience},
+		Issuer: iss, Subject: user, Audience: jwt.Audience{audience},
 		IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(24 * time.Hour)),
 	}).Serialize()
 }
