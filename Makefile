@@ -49,7 +49,7 @@ redis: ## Make sure redis-server is installed.
 test: redis ## Build what the tests need, then run every test.
 	export KUBEBUILDER_ASSETS="$$(./hack/testbin.sh)"; \
 	$(GO) vet ./...; \
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 .PHONY: help
 help: ## Show this help.
