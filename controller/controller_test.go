@@ -369,6 +369,40 @@ var _ = Describe("HTTPRoute status", func() {
 })
 
 var _ = Describe("MCPServer status", func() {
+	It("sets RateLimitingConfigValid False when a Gateway of several replicas without Redis applies the limits", func() {
+		ns := newNamespace()
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: "proxies", Namespace: ns},
+			Data:       map[string]string{"replicas": "3"},
+		})).To(Succeed())
+		class := &gwv1.GatewayClass{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("class")},
+			Spec: gwv1.GatewayClassSpec{
+				ControllerName: translate.ControllerName,
+				ParametersRef:  &gwv1.ParametersReference{Group: "", Kind: "ConfigMap", Name: "proxies", Namespace: ptr(gwv1.Namespace(ns))},
+			},
+		}
+		Expect(k8sClient.Create(ctx, class)).To(Succeed())
+		gw := newGateway(ns, class.Name, 8080)
+		m := newMCPServer(ns, "replicated", 5)
+		newRoute(ns, gw.Name, m.Name, "mcp", 80)
+		Eventually(func() []metav1.Condition {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(m), m)).To(Succeed())
+			return m.Status.Conditions
+		}, wait, poll).Should(Satisfy(haveCondition(v1alpha1.ConditionRateLimitingConfigValid, metav1.ConditionFalse, "NoSharedStore")))
+		Expect(conditionOf(m.Status.Conditions, v1alpha1.ConditionRateLimitingConfigValid).Message).To(ContainSubstring("runs 3 proxy replicas"))
+
+		By("becoming valid once the class shares buckets through Redis")
+		var cm corev1.ConfigMap
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "proxies"}, &cm)).To(Succeed())
+		cm.Data["redisURL"] = "redis://redis.toolgate-system:6379"
+		Expect(k8sClient.Update(ctx, &cm)).To(Succeed())
+		Eventually(func() []metav1.Condition {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(m), m)).To(Succeed())
+			return m.Status.Conditions
+		}, wait, poll).Should(Satisfy(haveCondition(v1alpha1.ConditionRateLimitingConfigValid, metav1.ConditionTrue, "Valid")))
+	})
+
 	It("sets RateLimitingConfigValid on create and on every change, with the object's generation", func() {
 		ns := newNamespace()
 		m := newMCPServer(ns, "limited", 10)

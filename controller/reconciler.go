@@ -121,23 +121,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			res.DataPlanes[key] = translate.DataPlane{Message: err.Error()}
 			continue
 		}
-		res.DataPlanes[key] = translate.DataPlane{Ready: state.Ready, Message: state.Message, Addresses: state.Addresses}
+		res.DataPlanes[key] = translate.DataPlane{
+			Ready: state.Ready, Message: state.Message, Addresses: state.Addresses,
+			Replicas: p.WithDefaults().Replicas, SharedStore: p.RedisURL != "",
+		}
 	}
 	if err := r.provisioner.Cleanup(ctx, live); err != nil {
 		errs = append(errs, err)
 	}
 
-	// Second pass: status with the data planes' state. Rate limits across
-	// replicas need a shared store: judge with the strictest class.
-	opts.Replicas, opts.SharedStore = 1, true
-	for _, p := range params {
-		if p.Replicas > opts.Replicas {
-			opts.Replicas = p.Replicas
-		}
-		if p.Replicas > 1 && p.RedisURL == "" {
-			opts.SharedStore = false
-		}
-	}
+	// Second pass: status with the data planes' state.
 	out := translate.Translate(res, opts)
 	for name, problem := range classProblems {
 		if st, ok := out.Status.GatewayClasses[name]; ok {

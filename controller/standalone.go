@@ -32,8 +32,6 @@ type StandaloneOptions struct {
 	Server *gateway.Server
 	// Filters is what the MCP filters share across reloads.
 	Filters *filter.Shared
-	// SharedStore says the bucket store is Redis.
-	SharedStore bool
 	// Out receives each object's status on start and on every reload.
 	Out io.Writer
 	// Logger receives the logs.
@@ -112,11 +110,10 @@ func (s *standalone) reload() error {
 	addresses := []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: s.opts.ListenAddress}}
 	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
 	for _, gw := range res.Gateways {
-		res.DataPlanes[nn(gw)] = translate.DataPlane{Ready: true, Addresses: addresses}
+		res.DataPlanes[nn(gw)] = translate.DataPlane{Ready: true, Addresses: addresses, Replicas: 1}
 	}
 	out := translate.Translate(res, translate.Options{
-		Filters: s.opts.Filters, SharedStore: s.opts.SharedStore, Replicas: 1,
-		ListenAddress: s.opts.ListenAddress, Admission: s.admission,
+		Filters: s.opts.Filters, ListenAddress: s.opts.ListenAddress, Admission: s.admission,
 	})
 	cfg := &gateway.Config{}
 	keys := make([]types.NamespacedName, 0, len(out.Gateways))

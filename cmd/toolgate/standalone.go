@@ -59,6 +59,6 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	return controller.RunStandalone(ctx, controller.StandaloneOptions{
 		Dir: *dir, ListenAddress: *listenAddr, Server: dp.server, Filters: dp.filters,
-		SharedStore: dp.sharedStore, Out: stdout, Logger: logger,
+		Out: stdout, Logger: logger,
 	})
 }

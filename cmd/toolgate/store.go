@@ -39,9 +39,8 @@ func (s *storeFlags) register(fs *flag.FlagSet) {
 // dataPlane is what proxy and standalone modes serve with: the gateway
 // server and the filter state, on one metrics registry.
 type dataPlane struct {
-	server      *gateway.Server
-	filters     *filter.Shared
-	sharedStore bool // the buckets are in Redis
+	server  *gateway.Server
+	filters *filter.Shared
 }
 
 // newDataPlane builds the gateway server (with its admin endpoints on
@@ -49,7 +48,7 @@ type dataPlane struct {
 func (s *storeFlags) newDataPlane(ctx context.Context, adminAddress string, sessionKey []byte, log *slog.Logger) (*dataPlane, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	filters, sharedStore, err := s.shared(ctx, reg, log)
+	filters, err := s.shared(ctx, reg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +60,7 @@ func (s *storeFlags) newDataPlane(ctx context.Context, adminAddress string, sess
 	if err != nil {
 		return nil, err
 	}
-	return &dataPlane{server: server, filters: filters, sharedStore: sharedStore}, nil
+	return &dataPlane{server: server, filters: filters}, nil
 }
 
 // shutdown stops serving, letting requests in flight finish.
@@ -76,22 +75,21 @@ func (d *dataPlane) shutdown(log *slog.Logger) {
 // shared builds the long-lived filter state: the bucket store (Redis or
 // memory) and the metrics on reg. Only a malformed setting is an error: an
 // unreachable Redis is logged and requests fail open until it answers.
-func (s *storeFlags) shared(ctx context.Context, reg prometheus.Registerer, log *slog.Logger) (*filter.Shared, bool, error) {
+func (s *storeFlags) shared(ctx context.Context, reg prometheus.Registerer, log *slog.Logger) (*filter.Shared, error) {
 	var store limiter.Store
-	shared := false
 	switch {
 	case s.redisURL != "" && s.redisAddrs != "":
-		return nil, false, fmt.Errorf("set --redis-url or --redis-addrs, not both")
+		return nil, fmt.Errorf("set --redis-url or --redis-addrs, not both")
 	case s.redisURL != "":
 		opts, err := redis.ParseURL(s.redisURL)
 		if err != nil {
-			return nil, false, fmt.Errorf("--redis-url %q: %w (expected redis://host:port/db or rediss://host:port)", s.redisURL, err)
+			return nil, fmt.Errorf("--redis-url %q: %w (expected redis://host:port/db or rediss://host:port)", s.redisURL, err)
 		}
 		if pw := os.Getenv("TOOLGATE_REDIS_PASSWORD"); pw != "" {
 			opts.Password = pw
 		}
 		client := redis.NewClient(opts)
-		store, shared = limiter.NewRedis(client, limiter.RedisOptions{}), true
+		store = limiter.NewRedis(client, limiter.RedisOptions{})
 		ping(ctx, client, s.redisURL, log)
 	case s.redisAddrs != "":
 		client := redis.NewUniversalClient(&redis.UniversalOptions{
@@ -99,19 +97,18 @@ func (s *storeFlags) shared(ctx context.Context, reg prometheus.Registerer, log 
 			MasterName: s.redisMaster,
 			Password:   os.Getenv("TOOLGATE_REDIS_PASSWORD"),
 		})
-		store, shared = limiter.NewRedis(client, limiter.RedisOptions{}), true
+		store = limiter.NewRedis(client, limiter.RedisOptions{})
 		ping(ctx, client, s.redisAddrs, log)
 	default:
 		store = limiter.NewMemory(limiter.MemoryOptions{})
 	}
-	f, err := filter.NewShared(filter.SharedOptions{
+	return filter.NewShared(filter.SharedOptions{
 		Store:        store,
 		Registerer:   reg,
 		Logger:       log,
 		StoreTimeout: s.storeTimeout,
 		MaxBodyBytes: s.maxBody,
 	})
-	return f, shared, err
 }
 
 func ping(ctx context.Context, c redis.UniversalClient, where string, log *slog.Logger) {

@@ -2,12 +2,13 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 
+	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/toolgate/toolgate/apis/v1alpha1"
 	"github.com/toolgate/toolgate/gateway"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // translateFilters converts HTTPRoute filters. prefixOnly says whether every
@@ -124,6 +125,9 @@ func (t *translator) extensionRef(rs *routeState, route *gwv1.HTTPRoute, ref *gw
 		rs.unresolved(gwv1.RouteReasonBackendNotFound,
 			fmt.Sprintf("%s: ExtensionRef to MCPServer %q: no MCPServer %s exists; create it, or fix the name (matching requests get HTTP 500 until then)", at, ref.Name, nn))
 		return f
+	}
+	if !slices.Contains(rs.mcpServers, nn) {
+		rs.mcpServers = append(rs.mcpServers, nn)
 	}
 	f.ExtensionRef.Filter = t.filterFor(nn)
 	if f.ExtensionRef.Filter == nil {

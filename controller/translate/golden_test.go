@@ -26,7 +26,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.out.yaml from the tr
 // fixtureOptions is an optional document of kind TestOptions in a fixture.
 type fixtureOptions struct {
 	Kind string `json:"kind"`
-	// Replicas and SharedStore set the translator options of those names.
+	// Replicas and SharedStore describe every Gateway's data plane.
 	Replicas    int32 `json:"replicas"`
 	SharedStore bool  `json:"sharedStore"`
 	// DataPlaneNotReady leaves every Gateway's data plane unavailable.
@@ -73,16 +73,14 @@ func TestTranslate(t *testing.T) {
 			}
 			res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
 			for _, gw := range res.Gateways {
-				dp := translate.DataPlane{Ready: !fo.DataPlaneNotReady, Message: "0 of 1 replicas available"}
+				dp := translate.DataPlane{Ready: !fo.DataPlaneNotReady, Message: "0 of 1 replicas available", Replicas: fo.Replicas, SharedStore: fo.SharedStore}
 				if dp.Ready {
 					dp.Message = ""
 					dp.Addresses = []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "192.0.2.10"}}
 				}
 				res.DataPlanes[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = dp
 			}
-			result := translate.Translate(res, translate.Options{
-				Replicas: fo.Replicas, SharedStore: fo.SharedStore, Admission: validator,
-			})
+			result := translate.Translate(res, translate.Options{Admission: validator})
 			got := dump(t, result)
 			golden := strings.TrimSuffix(in, ".in.yaml") + ".out.yaml"
 			if *update {

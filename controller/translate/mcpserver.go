@@ -3,6 +3,7 @@ package translate
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -56,11 +57,27 @@ func (t *translator) translateMCPServers() {
 			continue
 		}
 		t.out.Policies[nn] = policy
-		status.Conditions = []metav1.Condition{
-			condition(v1alpha1.ConditionAccepted, true, ReasonAccepted, "the MCPServer is valid; apply it to an HTTPRoute rule with an ExtensionRef filter", gen),
+		t.valid = append(t.valid, m)
+	}
+}
+
+// finishMCPServers sets the conditions of valid MCPServers once routes are
+// attached, since whether their limits hold depends on the Gateways that
+// apply them.
+func (t *translator) finishMCPServers() {
+	for _, m := range t.valid {
+		t.out.Status.MCPServers[key(m)].Conditions = []metav1.Condition{
+			condition(v1alpha1.ConditionAccepted, true, ReasonAccepted, "the MCPServer is valid; apply it to an HTTPRoute rule with an ExtensionRef filter", m.Generation),
 			t.rateLimitingCondition(m),
 			t.serviceRefCondition(m),
 		}
+	}
+}
+
+// use records that gw applies the MCPServer nn through an attached route.
+func (t *translator) use(nn, gw types.NamespacedName) {
+	if !slices.Contains(t.usedBy[nn], gw) {
+		t.usedBy[nn] = append(t.usedBy[nn], gw)
 	}
 }
 
@@ -94,9 +111,13 @@ func (t *translator) rateLimitingCondition(m *v1alpha1.MCPServer) metav1.Conditi
 	if rl == nil {
 		return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonNotConfigured, "no rate limits are configured: every tools/call passes", gen)
 	}
-	if t.opts.Replicas > 1 && !t.opts.SharedStore {
-		return condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonNoSharedStore,
-			fmt.Sprintf("the gateway runs %d proxy replicas with in-memory buckets, so each replica would allow maxTokens on its own: configure Redis (the controller's --redis-url or the GatewayClass parameters) or run one replica", t.opts.Replicas), gen)
+	gateways := t.usedBy[key(m)]
+	slices.SortFunc(gateways, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
+	for _, gw := range gateways {
+		if dp := t.res.DataPlanes[gw]; dp.Replicas > 1 && !dp.SharedStore {
+			return condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonNoSharedStore,
+				fmt.Sprintf("Gateway %s runs %d proxy replicas with in-memory buckets, so each replica would allow maxTokens on its own: configure Redis (the controller's --redis-url or the GatewayClass parameters) or run one replica", gw, dp.Replicas), gen)
+		}
 	}
 	return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonValid, "enforced: "+describeLimits(rl), gen)
 }

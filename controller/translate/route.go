@@ -6,6 +6,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/toolgate/toolgate/gateway"
@@ -22,10 +23,12 @@ type routeProblem struct {
 // routeState is an HTTPRoute during translation: its rules in snapshot form
 // and what went wrong, shared by all its parents.
 type routeState struct {
-	route    *gwv1.HTTPRoute
-	rules    []gateway.Rule
-	accepted *routeProblem // Accepted=False for every parent
-	refs     *routeProblem // ResolvedRefs=False for every parent
+	route *gwv1.HTTPRoute
+	rules []gateway.Rule
+	// mcpServers are the MCPServers its ExtensionRefs apply.
+	mcpServers []types.NamespacedName
+	accepted   *routeProblem // Accepted=False for every parent
+	refs       *routeProblem // ResolvedRefs=False for every parent
 }
 
 func (rs *routeState) unsupported(msg string) {
@@ -136,6 +139,9 @@ func (t *translator) attach(rs *routeState, gs *gatewayState, ref gwv1.ParentRef
 	}
 	if rs.accepted != nil {
 		return reject(rs.accepted.reason, rs.accepted.message)
+	}
+	for _, m := range rs.mcpServers {
+		t.use(m, key(gs.gw))
 	}
 	status.Conditions = []metav1.Condition{
 		condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "the route is attached", gen),

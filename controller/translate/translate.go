@@ -50,6 +50,12 @@ type DataPlane struct {
 	Message string
 	// Addresses are where the Gateway can be reached.
 	Addresses []gwv1.GatewayStatusAddress
+	// Replicas is the number of proxy replicas; SharedStore is true when
+	// they share their buckets (Redis). Rate limits of an MCPServer used by
+	// a Gateway with several replicas and no shared store cannot hold as
+	// written: each replica would allow maxTokens on its own.
+	Replicas    int32
+	SharedStore bool
 }
 
 // Options tune a translation.
@@ -61,12 +67,6 @@ type Options struct {
 	// store, key sets, metrics). Without it the translation uses a private
 	// in-memory one, which suits status computation only.
 	Filters *filter.Shared
-	// SharedStore is true when the bucket store is shared by all proxy
-	// replicas (Redis). Replicas is the number of proxy replicas per
-	// Gateway. With more than one replica and no shared store, rate limits
-	// cannot be enforced as written.
-	SharedStore bool
-	Replicas    int32
 	// ListenAddress is the IP address listeners bind; empty binds all.
 	ListenAddress string
 	// Admission re-checks MCPServers against the CRD's rules. Optional.
@@ -105,6 +105,7 @@ func Translate(res *Resources, opts Options) *Result {
 		opts:    opts,
 		idx:     newIndex(res),
 		filters: map[types.NamespacedName]gateway.ExtensionFilter{},
+		usedBy:  map[types.NamespacedName][]types.NamespacedName{},
 		out: &Result{
 			Gateways: map[types.NamespacedName]*gateway.Config{},
 			Policies: map[types.NamespacedName]*filter.Policy{},
@@ -121,6 +122,7 @@ func Translate(res *Resources, opts Options) *Result {
 	gateways := t.translateGateways()
 	t.translateHTTPRoutes(gateways)
 	t.finishGateways(gateways)
+	t.finishMCPServers()
 	return t.out
 }
 
@@ -131,6 +133,10 @@ type translator struct {
 	out  *Result
 	// filters caches the filter built for each MCPServer in this run.
 	filters map[types.NamespacedName]gateway.ExtensionFilter
+	// valid are the MCPServers with a policy, oldest first.
+	valid []*v1alpha1.MCPServer
+	// usedBy lists, per MCPServer, the Gateways whose routes apply it.
+	usedBy map[types.NamespacedName][]types.NamespacedName
 }
 
 // index finds input objects by name.
