@@ -59,6 +59,16 @@ type OIDCConfig struct {
 // none.
 const DefaultUserClaim = "sub"
 
+// Validate reports what in p the filter cannot enforce, saying what to
+// change, as New does.
+func (p Policy) Validate() error {
+	_, _, err := p.validate()
+	if err != nil {
+		return fmt.Errorf("filter: %w", err)
+	}
+	return nil
+}
+
 // validate checks p and fills in its defaults. It returns the policy's
 // namespace and name.
 func (p *Policy) validate() (namespace, name string, err error) {

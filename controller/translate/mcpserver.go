@@ -49,7 +49,7 @@ func (t *translator) translateMCPServers() {
 			continue
 		}
 		policy := policyFor(m)
-		if _, err := filter.New(*policy, t.shared()); err != nil {
+		if err := policy.Validate(); err != nil {
 			status.Conditions = []metav1.Condition{
 				condition(v1alpha1.ConditionAccepted, false, ReasonInvalid, err.Error(), gen),
 				condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonInvalid, err.Error(), gen),
