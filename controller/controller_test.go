@@ -189,9 +189,9 @@ var _ = Describe("Gateway status and its data plane", func() {
 		Expect(conditionOf(gw.Status.Conditions, "Accepted").ObservedGeneration).To(Equal(gw.Generation))
 
 		By("becoming Programmed when a replica is available (envtest runs no kubelet: the test writes the Deployment status)")
-		Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
-		dep.Status.Replicas, dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = 1, 1, 1
-		Expect(k8sClient.Status().Update(ctx, &dep)).To(Succeed())
+		Expect(changeStatus(&dep, func() {
+			dep.Status.Replicas, dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = 1, 1, 1
+		})).To(Succeed())
 		Eventually(gatewayConditions, wait, poll).Should(Satisfy(haveCondition("Programmed", metav1.ConditionTrue, "Programmed")))
 		Expect(gw.Status.Addresses).NotTo(BeEmpty())
 		Expect(gw.Status.Addresses[0].Value).To(Equal(svc.Spec.ClusterIP))
@@ -205,9 +205,7 @@ var _ = Describe("Gateway status and its data plane", func() {
 			}
 			return again.UID
 		}, wait, poll).ShouldNot(SatisfyAny(BeEmpty(), Equal(svc.UID)))
-		Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
-		dep.Spec.Template.Spec.Containers[0].Image = "example.com/not-toolgate:1"
-		Expect(k8sClient.Update(ctx, &dep)).To(Succeed())
+		Expect(change(&dep, func() { dep.Spec.Template.Spec.Containers[0].Image = "example.com/not-toolgate:1" })).To(Succeed())
 		Eventually(func() string {
 			Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
 			return dep.Spec.Template.Spec.Containers[0].Image
@@ -393,10 +391,8 @@ var _ = Describe("MCPServer status", func() {
 		Expect(conditionOf(m.Status.Conditions, v1alpha1.ConditionRateLimitingConfigValid).Message).To(ContainSubstring("runs 3 proxy replicas"))
 
 		By("becoming valid once the class shares buckets through Redis")
-		var cm corev1.ConfigMap
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "proxies"}, &cm)).To(Succeed())
-		cm.Data["redisURL"] = "redis://redis.toolgate-system:6379"
-		Expect(k8sClient.Update(ctx, &cm)).To(Succeed())
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "proxies"}}
+		Expect(change(cm, func() { cm.Data["redisURL"] = "redis://redis.toolgate-system:6379" })).To(Succeed())
 		Eventually(func() []metav1.Condition {
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(m), m)).To(Succeed())
 			return m.Status.Conditions
@@ -417,13 +413,11 @@ var _ = Describe("MCPServer status", func() {
 		Expect(m.Status.ObservedGeneration).To(Equal(int64(1)))
 		Expect(valid().Message).To(ContainSubstring("perUser 10/1m0s"))
 
-		m.Spec.RateLimiting.PerUser.MaxTokens = 20
-		Expect(k8sClient.Update(ctx, m)).To(Succeed())
+		Expect(change(m, func() { m.Spec.RateLimiting.PerUser.MaxTokens = 20 })).To(Succeed())
 		Eventually(func() string { return valid().Message }, wait, poll).Should(ContainSubstring("perUser 20/1m0s"))
 		Expect(valid().ObservedGeneration).To(Equal(int64(2)))
 
-		m.Spec.RateLimiting = nil
-		Expect(k8sClient.Update(ctx, m)).To(Succeed())
+		Expect(change(m, func() { m.Spec.RateLimiting = nil })).To(Succeed())
 		Eventually(func() string { return valid().Reason }, wait, poll).Should(Equal("NotConfigured"))
 		Expect(valid().Status).To(Equal(metav1.ConditionTrue))
 	})

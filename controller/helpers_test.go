@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // fataler is the part of testing.TB (and GinkgoT) the helpers need.
@@ -65,4 +67,27 @@ func rawCall(url, token, tool string, id int) (int, string, map[string]any) {
 	var decoded map[string]any
 	_ = json.Unmarshal(raw, &decoded)
 	return resp.StatusCode, resp.Header.Get("Retry-After"), decoded
+}
+
+// change reads obj afresh, applies mutate and writes it, again on a
+// conflict: the controller writes status and owned objects concurrently.
+func change(obj client.Object, mutate func()) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		mutate()
+		return k8sClient.Update(ctx, obj)
+	})
+}
+
+// changeStatus is change for the status subresource.
+func changeStatus(obj client.Object, mutate func()) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		mutate()
+		return k8sClient.Status().Update(ctx, obj)
+	})
 }

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -126,9 +125,7 @@ var _ = Describe("Proxy mode", func() {
 		Expect(code).To(Equal(http.StatusOK))
 
 		By("raising the limit by editing the MCPServer, with nothing restarted")
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(m), m)).To(Succeed())
-		m.Spec.RateLimiting.PerUser.MaxTokens = 5
-		Expect(k8sClient.Update(ctx, m)).To(Succeed())
+		Expect(change(m, func() { m.Spec.RateLimiting.PerUser.MaxTokens = 5 })).To(Succeed())
 		edited := time.Now()
 		// Each attempt is a new user: the third call passes only under the new
 		// limit. (A bucket keeps the time at which it is full again, so
