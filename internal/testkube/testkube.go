@@ -96,6 +96,8 @@ func Start(crdDirs ...string) (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// Start leaves the processes running when, say, a CRD is refused.
+		_ = env.Stop()
 		return nil, fmt.Errorf("start the API server and etcd from %s: %w", assets, err)
 	}
 	e := &Env{Config: cfg, KubectlPath: filepath.Join(assets, "kubectl"), env: env}
