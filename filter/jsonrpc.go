@@ -287,16 +287,8 @@ func (s *scanner) scanMessage(m *message, depth int) {
 			default:
 				s.skipValue(depth + 1)
 			}
-			s.skipSpace()
-			switch s.peek() {
-			case ',':
-				s.pos++
-				s.skipSpace()
+			if s.nextMember() {
 				continue
-			case '}':
-				s.pos++
-			default:
-				s.fail("expected ',' or '}' in an object")
 			}
 			break
 		}
@@ -367,19 +359,28 @@ func (s *scanner) scanParams(p *paramsScan, depth int) {
 		default:
 			s.skipValue(depth + 1)
 		}
-		s.skipSpace()
-		switch s.peek() {
-		case ',':
-			s.pos++
-			s.skipSpace()
+		if s.nextMember() {
 			continue
-		case '}':
-			s.pos++
-		default:
-			s.fail("expected ',' or '}' in an object")
 		}
 		return
 	}
+}
+
+// nextMember reads what follows an object member: true after ',' (the next
+// member starts at s.pos), false after '}' or a syntax error.
+func (s *scanner) nextMember() bool {
+	s.skipSpace()
+	switch s.peek() {
+	case ',':
+		s.pos++
+		s.skipSpace()
+		return true
+	case '}':
+		s.pos++
+	default:
+		s.fail("expected ',' or '}' in an object")
+	}
+	return false
 }
 
 // scanKey reads an object key at s.pos and returns it decoded.
@@ -482,16 +483,8 @@ func (s *scanner) skipValue(depth int) {
 				return
 			}
 			s.skipValue(depth + 1)
-			s.skipSpace()
-			switch s.peek() {
-			case ',':
-				s.pos++
-				s.skipSpace()
+			if s.nextMember() {
 				continue
-			case '}':
-				s.pos++
-			default:
-				s.fail("expected ',' or '}' in an object")
 			}
 			return
 		}

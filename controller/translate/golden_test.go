@@ -150,15 +150,20 @@ func dump(t *testing.T, r *translate.Result) []byte {
 // withoutNulls renders a status without its null fields (the translator
 // leaves lastTransitionTime to the status writer).
 func withoutNulls(t *testing.T, v any) any {
+	return dropNulls(generic(t, v))
+}
+
+// generic round-trips v through JSON into maps, slices and scalars.
+func generic(t *testing.T, v any) any {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var generic any
-	if err := json.Unmarshal(raw, &generic); err != nil {
+	var out any
+	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatal(err)
 	}
-	return dropNulls(generic)
+	return out
 }
 
 func dropNulls(v any) any {
@@ -181,15 +186,7 @@ func dropNulls(v any) any {
 
 // tidy converts a value without JSON tags to a readable generic form.
 func tidy(t *testing.T, v any) any {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var generic any
-	if err := json.Unmarshal(raw, &generic); err != nil {
-		t.Fatal(err)
-	}
-	out, _ := walk(generic, "")
+	out, _ := walk(generic(t, v), "")
 	return out
 }
 
