@@ -7,7 +7,7 @@ type Inspector struct{ messages []message }
 // Inspect inspects body and returns the JSON-RPC error code, 0 when the body
 // is an acceptable request.
 func (i *Inspector) Inspect(body []byte) int {
-	in, err := inspect(body, i.messages[:0])
+	in, err := inspect(body, i.messages[:0], 0)
 	if in.messages != nil {
 		i.messages = in.messages[:0]
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,9 @@ type Filter struct {
 	perUser *limiter.Limit
 	tools   map[string]*toolPolicy
 	metrics *serverMetrics
+	// forwardAuthorization keeps the checked Authorization header on the
+	// way to the backend.
+	forwardAuthorization bool
 }
 
 // toolPolicy is one tool's limits, with the tool's name kept as the policy
@@ -55,6 +59,8 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		perUser: clone(policy.PerUser),
 		tools:   make(map[string]*toolPolicy, len(policy.Tools)),
 		metrics: shared.metrics.forServer(namespace, name),
+
+		forwardAuthorization: policy.ForwardAuthorization,
 	}
 	if policy.Auth != nil {
 		f.auth = newAuthenticator(shared, *policy.Auth)
@@ -73,15 +79,20 @@ func clone(l *limiter.Limit) *limiter.Limit {
 	return &c
 }
 
-// Wrap returns next behind the filter. Every request first needs a valid
-// bearer token when the policy has auth (401 otherwise, whatever its
-// method). A POST must then carry a JSON body (415 otherwise; 413 past the
-// size bound) holding one JSON-RPC message or a batch (400 otherwise, and
-// when Mcp-Method or Mcp-Name disagree with it); its tools/call requests take
-// a token from each of the policy's buckets, all or none (429 when one is
-// empty; allowed when the store fails). A request that passes reaches next
-// with its body unchanged, byte for byte; the others are answered here with a
-// JSON-RPC error. GET and DELETE pass uninspected once authenticated.
+// Wrap returns next behind the filter. Only MCP's methods pass: POST,
+// inspected; GET and DELETE, which carry no body; and a browser's CORS
+// preflight (OPTIONS with Access-Control-Request-Method), which passes
+// without a token. Anything else gets 405. Every request but a preflight
+// first needs a valid bearer token when the policy has auth (401 otherwise).
+// A POST must then carry a JSON body (415 otherwise; 413 past the size
+// bound; 408 when it does not arrive within the body timeout) holding one
+// JSON-RPC message or a batch (400 otherwise, past the batch bound, and when
+// Mcp-Method or Mcp-Name disagree with it); its tools/call requests take a
+// token from each of the policy's buckets, all or none (429 when one is
+// empty; 503 when the store cannot decide in time). A request that passes
+// reaches next with its body unchanged, byte for byte, and without the
+// Authorization header the filter checked unless the policy forwards it;
+// the others are answered here with a JSON-RPC error.
 func (f *Filter) Wrap(next http.Handler) http.Handler {
 	return &handler{filter: f, next: next}
 }
@@ -100,12 +111,26 @@ type scratch struct {
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
+// allowedMethods is the Allow field of a 405.
+const allowedMethods = "GET, POST, DELETE, OPTIONS"
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := h.filter
-	if isCORSPreflight(r) {
-		// Browsers send preflights without credentials and act on nothing
-		// but the answer's CORS headers; the backend gives those.
-		h.next.ServeHTTP(w, r)
+	switch r.Method {
+	case http.MethodPost, http.MethodGet, http.MethodDelete:
+	case http.MethodOptions:
+		if isCORSPreflight(r) {
+			// Browsers send preflights without credentials and act on
+			// nothing but the answer's CORS headers; the backend gives
+			// those.
+			h.next.ServeHTTP(w, r)
+			return
+		}
+		fallthrough
+	default:
+		w.Header().Set("Allow", allowedMethods)
+		f.refuse(w, http.StatusMethodNotAllowed, reasonMethodNotAllowed, nil, CodeInvalidRequest,
+			"Method Not Allowed: an MCP endpoint takes POST, GET and DELETE")
 		return
 	}
 	var user string
@@ -116,8 +141,21 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		user = u
+		if !f.forwardAuthorization {
+			// The token was issued to the gateway (the MCP authorization
+			// spec forbids passing it through); the backend gets no
+			// credential of the caller's.
+			r.Header.Del("Authorization")
+		}
 	}
 	if r.Method != http.MethodPost {
+		if hasBody(r) {
+			// A lenient backend could read a tool call from it that the
+			// filter never saw.
+			f.refuse(w, http.StatusBadRequest, reasonInvalidRequest, nil, CodeInvalidRequest,
+				"Invalid Request: "+r.Method+" carries no body in MCP")
+			return
+		}
 		// The GET event stream and DELETE carry no JSON-RPC to inspect.
 		h.next.ServeHTTP(w, r)
 		return
@@ -129,26 +167,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"Invalid Request: Content-Type must be application/json")
 		return
 	}
-	body, err := readBody(r, f.shared.maxBodyBytes)
+	body, err := f.shared.readBody(w, r)
 	if err != nil {
-		limit := f.shared.maxBodyBytes
-		if maxBytes, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			limit, err = maxBytes.Limit, errBodyTooLarge // a bound set before the filter
-		}
-		if errors.Is(err, errBodyTooLarge) {
-			f.refuse(w, http.StatusRequestEntityTooLarge, reasonBodyTooLarge, nil, CodeInvalidRequest,
-				fmt.Sprintf("Invalid Request: the body exceeds %d bytes", limit))
-			return
-		}
-		if r.Context().Err() != nil {
-			return // the client went away
-		}
-		f.refuse(w, http.StatusBadRequest, reasonParseError, nil, CodeParseError, "Parse error: the body could not be read")
+		f.refuseBody(w, r, err)
 		return
 	}
 
 	sc := scratchPool.Get().(*scratch)
-	in, rerr := inspect(body, sc.messages[:0])
+	in, rerr := inspect(body, sc.messages[:0], f.shared.maxBatch)
 	allowed := false
 	switch {
 	case rerr.code == CodeParseError:
@@ -159,7 +185,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		allowed = f.check(w, r, in, user, sc)
 	}
 	clear(in.messages) // drop the references into the body
-	sc.messages = in.messages[:0]
+	if cap(in.messages) <= f.shared.maxBatch {
+		sc.messages = in.messages[:0]
+	} else {
+		sc.messages = nil
+	}
 	scratchPool.Put(sc)
 	if !allowed {
 		return
@@ -171,6 +201,29 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
 	h.next.ServeHTTP(w, r)
+}
+
+// refuseBody answers a request whose body could not be read.
+func (f *Filter) refuseBody(w http.ResponseWriter, r *http.Request, err error) {
+	limit := f.shared.maxBodyBytes
+	if maxBytes, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		limit, err = maxBytes.Limit, errBodyTooLarge // a bound set before the filter
+	}
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		f.refuse(w, http.StatusRequestEntityTooLarge, reasonBodyTooLarge, nil, CodeInvalidRequest,
+			fmt.Sprintf("Invalid Request: the body exceeds %d bytes", limit))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The rest of the body may still come: the connection cannot carry
+		// another request.
+		w.Header().Set("Connection", "close")
+		f.refuse(w, http.StatusRequestTimeout, reasonBodyTimeout, nil, CodeInvalidRequest,
+			fmt.Sprintf("Request Timeout: the body did not arrive within %s", f.shared.bodyTimeout))
+	case r.Context().Err() != nil:
+		// The client went away: there is no one to answer.
+	default:
+		f.refuse(w, http.StatusBadRequest, reasonParseError, nil, CodeParseError, "Parse error: the body could not be read")
+	}
 }
 
 // check applies the headers rule and the buckets to a well-formed request.
@@ -223,36 +276,45 @@ func demand(demands []limiter.Demand, scopes []scope, s scope, id limiter.Bucket
 	return append(demands, limiter.Demand{Bucket: id, Limit: limit, Tokens: 1}), append(scopes, s)
 }
 
-// decide takes the demanded tokens, all or none. A store that fails or does
-// not answer in time lets the request pass.
+// decide takes the demanded tokens, all or none. While the shared store is
+// unavailable the replica's local buckets decide, with the same limits. A
+// decision the store cannot make in time refuses the request with 503: a
+// caller's own load never lets him through.
 func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, demands []limiter.Demand, scopes []scope) bool {
 	ctx, cancel := context.WithTimeout(r.Context(), f.shared.storeTimeout)
 	start := time.Now()
 	decision, err := f.shared.store.Take(ctx, demands)
-	elapsed := time.Since(start).Seconds()
+	m := f.metrics
+	if errors.Is(err, limiter.ErrUnavailable) {
+		m.storeDuration[storeUnavailable].Observe(time.Since(start).Seconds())
+		m.failOpen.Inc()
+		decision, err = f.shared.fallback.Take(ctx, demands)
+	} else {
+		outcome := storeOK
+		switch {
+		case errors.Is(err, limiter.ErrBusy):
+			outcome = storeBusy
+		case errors.Is(err, context.DeadlineExceeded):
+			outcome = storeTimeout
+		case err != nil:
+			outcome = storeError
+		}
+		m.storeDuration[outcome].Observe(time.Since(start).Seconds())
+	}
 	cancel()
 	if err == nil && len(decision.Buckets) != len(demands) {
 		err = fmt.Errorf("the store answered %d bucket states for %d demands", len(decision.Buckets), len(demands))
 	}
-	m := f.metrics
 	if err != nil {
 		if r.Context().Err() != nil {
 			return false // the client went away; there is no one to answer
 		}
-		outcome := storeError
-		if errors.Is(err, context.DeadlineExceeded) {
-			outcome = storeTimeout
-		}
-		m.storeDuration[outcome].Observe(elapsed)
-		m.failOpen.Inc()
-		for _, s := range scopes {
-			m.decisions[s][resultFailOpen].Inc()
-		}
-		f.shared.health.failed(f.server, err)
-		return true
+		f.shared.logger.Debug("rate-limit decision not made in time; the request is refused", "server", f.server, "error", err)
+		w.Header().Set(headerRetryAfter, "1")
+		f.refuse(w, http.StatusServiceUnavailable, reasonOverloaded, firstID(in), CodeInternalError,
+			"Service Unavailable: the rate limit could not be checked in time; retry shortly")
+		return false
 	}
-	m.storeDuration[storeOK].Observe(elapsed)
-	f.shared.health.succeeded()
 
 	if decision.Allowed {
 		for _, s := range scopes {
@@ -278,6 +340,15 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
 	writeRateLimited(w, in, wholeSeconds(decision.RetryAfter))
 	return false
+}
+
+// firstID is the id to answer a request with when one error answers it
+// all: the message's own id, or null for a batch.
+func firstID(in inspection) []byte {
+	if in.batch {
+		return nil
+	}
+	return in.messages[0].id
 }
 
 // mostConstrained returns the bucket with the fewest tokens left, the one
@@ -338,14 +409,15 @@ func headerNameMatches(header string, name []byte) bool {
 	return err == nil && bytes.Equal(decoded, name)
 }
 
-// isJSON reports whether a Content-Type is application/json, whatever its
-// parameters and case.
 // isCORSPreflight reports whether r is a browser's CORS preflight: an
-// OPTIONS request with Origin and Access-Control-Request-Method.
+// OPTIONS request with Origin and Access-Control-Request-Method, and no body.
 func isCORSPreflight(r *http.Request) bool {
-	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != ""
+	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&
+		r.Header.Get("Access-Control-Request-Method") != "" && !hasBody(r)
 }
 
+// isJSON reports whether a Content-Type is application/json, whatever its
+// parameters and case.
 func isJSON(contentType string) bool {
 	mediaType, _, _ := strings.Cut(contentType, ";")
 	return strings.EqualFold(strings.TrimSpace(mediaType), "application/json")
@@ -353,30 +425,35 @@ func isJSON(contentType string) bool {
 
 var errBodyTooLarge = errors.New("request body too large")
 
-// readBody reads the whole body, at most limit bytes.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+// readBody reads the whole body, at most maxBodyBytes, within bodyTimeout.
+// Memory grows with the bytes that arrive, never with what Content-Length
+// announces.
+func (s *Shared) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
-	if r.ContentLength > limit {
+	if r.ContentLength > s.maxBodyBytes {
 		return nil, errBodyTooLarge
 	}
-	if r.ContentLength >= 0 {
-		// The server holds the body to its Content-Length.
-		body := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, err
-		}
-		return body, nil
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(s.bodyTimeout)); err == nil {
+		// The proxied exchange that follows may stream for as long as it
+		// likes.
+		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, s.maxBodyBytes+1))
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(body)) > limit {
+	if int64(len(body)) > s.maxBodyBytes {
 		return nil, errBodyTooLarge
 	}
 	return body, nil
+}
+
+// hasBody reports whether r announces a body.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength != 0 || len(r.TransferEncoding) > 0
 }
 
 // bodyReader hands the body that was read on to the next handler.

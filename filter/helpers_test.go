@@ -156,6 +156,7 @@ func (c *clock) Advance(d time.Duration) {
 type backend struct {
 	mu     sync.Mutex
 	bodies [][]byte
+	auths  []string // the Authorization header of each request, "" when absent
 	hits   atomic.Int64
 }
 
@@ -172,6 +173,7 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.mu.Lock()
 	b.bodies = append(b.bodies, body)
+	b.auths = append(b.auths, r.Header.Get("Authorization"))
 	b.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
@@ -311,6 +313,9 @@ func metricValue(t testing.TB, reg prometheus.Gatherer, name string, labels map[
 			}
 			if m.GetHistogram() != nil {
 				return float64(m.GetHistogram().GetSampleCount())
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
 			}
 			return m.GetCounter().GetValue()
 		}

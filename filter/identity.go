@@ -45,7 +45,7 @@ func newAuthenticator(shared *Shared, config OIDCConfig) *authenticator {
 		cacheScope: strings.Join([]string{config.Issuer, config.Audience, config.JWKSURL, config.UserClaim}, "\x00"),
 	}
 	if config.JWKSURL != "" {
-		a.verifier.Store(a.newVerifier(shared.remoteKeySet(config.JWKSURL)))
+		a.verifier.Store(a.newVerifier(shared.keySet(config.JWKSURL)))
 	}
 	return a
 }

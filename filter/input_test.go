@@ -164,7 +164,7 @@ func TestGetAndDeleteNeedATokenButAreNotInspected(t *testing.T) {
 	}
 }
 
-func TestCORSPreflightsPassWithoutATokenAndOtherOptionsDoNot(t *testing.T) {
+func TestCORSPreflightsPassWithoutATokenAndOtherOptionsAreNotAllowed(t *testing.T) {
 	iss := newIssuer(t)
 	h := newHarness(t, filter.Policy{Server: testServer, Auth: iss.auth(), PerUser: limit(1, time.Hour)})
 
@@ -175,8 +175,14 @@ func TestCORSPreflightsPassWithoutATokenAndOtherOptionsDoNot(t *testing.T) {
 		t.Errorf("a CORS preflight: status %d, want 200 from the backend", w.Code)
 	}
 	plain := httptest.NewRequest(http.MethodOptions, "/mcp", nil)
-	if w := h.serve(plain); w.Code != http.StatusUnauthorized {
-		t.Errorf("an OPTIONS request that is not a preflight: status %d, want 401", w.Code)
+	if w := h.serve(plain); w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("an OPTIONS request that is not a preflight: status %d, want 405", w.Code)
+	}
+	withBody := httptest.NewRequest(http.MethodOptions, "/mcp", strings.NewReader(call(1, "t")))
+	withBody.Header.Set("Origin", "https://inspector.example.com")
+	withBody.Header.Set("Access-Control-Request-Method", "POST")
+	if w := h.serve(withBody); w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("a preflight with a body: status %d, want 405", w.Code)
 	}
 	if got := h.backend.hits.Load(); got != 1 {
 		t.Errorf("the backend saw %d requests, want 1", got)

@@ -3,6 +3,7 @@ package filter
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"unicode/utf8"
 )
 
@@ -72,13 +73,15 @@ type rpcError struct {
 
 func (e rpcError) failed() bool { return e.code != 0 }
 
-// inspect reads body as one JSON-RPC message or a batch of them, appending
-// the messages to msgs. It checks the JSON syntax strictly (RFC 8259,
+// inspect reads body as one JSON-RPC message or a batch of at most maxBatch
+// of them (any number when maxBatch <= 0), appending the messages to msgs. It checks the JSON syntax strictly (RFC 8259,
 // including UTF-8) and sees every key exactly: a message whose jsonrpc, id,
 // method or params key, or whose params.name key, appears twice or in
 // another case is refused rather than guessed at, because decoders differ on
-// which of the two they keep and whether case matters.
-func inspect(body []byte, msgs []message) (inspection, rpcError) {
+// which of the two they keep and whether case matters. It stops at the
+// first reason to refuse the body, a syntax error or not, so that a hostile
+// body costs no more work than it takes to find that reason.
+func inspect(body []byte, msgs []message, maxBatch int) (inspection, rpcError) {
 	s := scanner{data: body}
 	s.skipSpace()
 	var in inspection
@@ -95,13 +98,17 @@ func inspect(body []byte, msgs []message) (inspection, rpcError) {
 			s.refuse("an empty batch is not a request")
 			break
 		}
-		for s.syntax == "" {
+		for s.going() {
+			if maxBatch > 0 && len(msgs) == maxBatch {
+				s.refuse(fmt.Sprintf("a batch may hold at most %d messages", maxBatch))
+				break
+			}
 			if s.peek() == '{' {
 				msgs = append(msgs, message{})
 				s.scanMessage(&msgs[len(msgs)-1], 1)
 			} else {
-				s.skipValue(1)
 				s.refuse("every element of a batch must be an object")
+				break
 			}
 			s.skipSpace()
 			switch s.peek() {
@@ -120,7 +127,7 @@ func inspect(body []byte, msgs []message) (inspection, rpcError) {
 		s.skipValue(0)
 		s.refuse("the body must be a JSON-RPC object or a batch (array)")
 	}
-	if s.syntax == "" {
+	if s.going() {
 		s.skipSpace()
 		if s.pos < len(s.data) {
 			s.fail("unexpected data after the JSON value")
@@ -136,9 +143,9 @@ func inspect(body []byte, msgs []message) (inspection, rpcError) {
 	return in, rpcError{}
 }
 
-// scanner walks a JSON text once. The first syntax error stops it; the first
-// reason to refuse a well-formed message is kept while it goes on, because a
-// parse error takes precedence over an invalid request.
+// scanner walks a JSON text once. The first syntax error or reason to refuse
+// stops it: which of the two a client hears (parse error or invalid
+// request) depends on which comes first in the body.
 type scanner struct {
 	data    []byte
 	pos     int
@@ -147,16 +154,19 @@ type scanner struct {
 }
 
 func (s *scanner) fail(reason string) {
-	if s.syntax == "" {
+	if s.syntax == "" && s.refusal == "" {
 		s.syntax = reason
 	}
 }
 
 func (s *scanner) refuse(reason string) {
-	if s.refusal == "" {
+	if s.refusal == "" && s.syntax == "" {
 		s.refusal = reason
 	}
 }
+
+// going reports whether nothing has stopped the scan yet.
+func (s *scanner) going() bool { return s.syntax == "" && s.refusal == "" }
 
 // peek returns the current byte, or 0 at the end.
 func (s *scanner) peek() byte {
@@ -241,7 +251,7 @@ func (s *scanner) scanMessage(m *message, depth int) {
 	if s.peek() == '}' {
 		s.pos++
 	} else {
-		for s.syntax == "" {
+		for s.going() {
 			key, ok := s.scanKey()
 			if !ok || !s.expect(':', "expected ':' after an object key") {
 				return
@@ -293,7 +303,7 @@ func (s *scanner) scanMessage(m *message, depth int) {
 			break
 		}
 	}
-	if s.syntax != "" {
+	if !s.going() {
 		return
 	}
 	if !versionOK {
@@ -339,7 +349,7 @@ func (s *scanner) scanParams(p *paramsScan, depth int) {
 		s.pos++
 		return
 	}
-	for s.syntax == "" {
+	for s.going() {
 		key, ok := s.scanKey()
 		if !ok || !s.expect(':', "expected ':' after an object key") {
 			return
@@ -478,7 +488,7 @@ func (s *scanner) skipValue(depth int) {
 			s.pos++
 			return
 		}
-		for s.syntax == "" {
+		for s.going() {
 			if _, ok := s.scanKey(); !ok || !s.expect(':', "expected ':' after an object key") {
 				return
 			}
@@ -499,7 +509,7 @@ func (s *scanner) skipValue(depth int) {
 			s.pos++
 			return
 		}
-		for s.syntax == "" {
+		for s.going() {
 			s.skipValue(depth + 1)
 			s.skipSpace()
 			switch s.peek() {

@@ -76,8 +76,9 @@ func TestInspect(t *testing.T) {
 		{name: "invalid UTF-8 is a parse error", body: "{\"jsonrpc\":\"2.0\",\"method\":\"p\xffing\"}", code: CodeParseError},
 		{name: "a raw control character in a string is a parse error", body: "{\"jsonrpc\":\"2.0\",\"method\":\"a\tb\"}", code: CodeParseError},
 		{name: "a leading zero is a parse error", body: `{"jsonrpc":"2.0","id":01,"method":"ping"}`, code: CodeParseError},
-		{name: "nesting deeper than encoding/json allows is a parse error", body: tooDeep, code: CodeParseError},
-		{name: "a parse error wins over an invalid request", body: `[1,`, code: CodeParseError},
+		{name: "nesting deeper than encoding/json allows is a parse error", body: `{"params":` + tooDeep + `}`, code: CodeParseError},
+		{name: "a reason to refuse found before a syntax error stops the scan", body: `[1,`, code: CodeInvalidRequest},
+		{name: "a syntax error found first is a parse error", body: `[{"jsonrpc":"2.0",}, 1]`, code: CodeParseError},
 
 		{name: "a string is not a request", body: `"tools/call"`, code: CodeInvalidRequest},
 		{name: "an empty batch is not a request", body: `[]`, code: CodeInvalidRequest},
@@ -107,7 +108,7 @@ func TestInspect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in, err := inspect([]byte(tt.body), nil)
+			in, err := inspect([]byte(tt.body), nil, 0)
 			if err.code != tt.code {
 				t.Fatalf("inspect code = %d (%s), want %d", err.code, err.message, tt.code)
 			}
@@ -119,6 +120,34 @@ func TestInspect(t *testing.T) {
 			}
 			if got := summarize(in); !slices.Equal(got, tt.want) {
 				t.Errorf("messages = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestInspectStopsAtTheBatchBound(t *testing.T) {
+	one := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}`
+	tests := []struct {
+		name     string
+		messages int
+		code     int
+	}{
+		{name: "a batch at the bound is read", messages: 3},
+		{name: "a batch past the bound is refused", messages: 4, code: CodeInvalidRequest},
+		{name: "a huge batch is refused", messages: 100000, code: CodeInvalidRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := "[" + strings.Repeat(one+",", tt.messages-1) + one + "]"
+			in, err := inspect([]byte(body), nil, 3)
+			if err.code != tt.code {
+				t.Fatalf("code = %d (%s), want %d", err.code, err.message, tt.code)
+			}
+			if tt.code == 0 && len(in.messages) != tt.messages {
+				t.Errorf("%d messages, want %d", len(in.messages), tt.messages)
+			}
+			if tt.code != 0 && !strings.Contains(err.message, "at most 3") {
+				t.Errorf("message %q does not say the bound", err.message)
 			}
 		})
 	}
@@ -143,8 +172,13 @@ func FuzzInspect(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		in, err := inspect(body, nil)
+		in, err := inspect(body, nil, 0)
 		want := referenceInspect(body)
+		if want.code == CodeParseError && err.code == CodeInvalidRequest {
+			// The inspector stops at its first reason to refuse, which
+			// may come before the syntax error.
+			return
+		}
 		if err.code != want.code {
 			t.Fatalf("inspect(%q) code = %d (%s), reference says %d (%s)", body, err.code, err.message, want.code, want.why)
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/toolgate/toolgate/filter/limiter"
 )
 
 // Metric names.
@@ -12,9 +14,13 @@ const (
 	// result: one count per bucket a tools/call request demanded from; a
 	// rejected request counts only against the buckets that refused it.
 	MetricDecisions = "toolgate_ratelimit_decisions_total"
-	// MetricFailOpen counts requests allowed, by namespace and server,
-	// because the bucket store failed or timed out.
+	// MetricFailOpen counts tools/call requests, by namespace and server,
+	// decided by the replica's local buckets because the shared store was
+	// unavailable (fail-open: limits then hold per replica).
 	MetricFailOpen = "toolgate_ratelimit_fail_open_total"
+	// MetricStoreAvailable is 1 while the shared bucket store is available
+	// and 0 while decisions fall back to each replica's local buckets.
+	MetricStoreAvailable = "toolgate_ratelimit_store_available"
 	// MetricStoreDuration is the bucket store's latency per decision, by
 	// namespace, server and outcome (ok, error, timeout).
 	MetricStoreDuration = "toolgate_ratelimit_store_duration_seconds"
@@ -50,14 +56,12 @@ type result uint8
 const (
 	resultAllowed result = iota
 	resultRejected
-	resultFailOpen
 	numResults
 )
 
 var resultNames = [numResults]string{
 	resultAllowed:  "allowed",
 	resultRejected: "rejected",
-	resultFailOpen: "fail_open",
 }
 
 // storeOutcome is how a call to the bucket store ended.
@@ -67,13 +71,17 @@ const (
 	storeOK storeOutcome = iota
 	storeError
 	storeTimeout
+	storeBusy        // the decision did not reach the store in time
+	storeUnavailable // decided by the local fallback
 	numStoreOutcomes
 )
 
 var storeOutcomeNames = [numStoreOutcomes]string{
-	storeOK:      "ok",
-	storeError:   "error",
-	storeTimeout: "timeout",
+	storeOK:          "ok",
+	storeError:       "error",
+	storeTimeout:     "timeout",
+	storeBusy:        "busy",
+	storeUnavailable: "unavailable",
 }
 
 // reason is why the filter answered a request itself.
@@ -84,10 +92,13 @@ const (
 	reasonInvalidRequest
 	reasonHeaderMismatch
 	reasonBodyTooLarge
+	reasonBodyTimeout
 	reasonUnsupportedMediaType
 	reasonUnauthenticated
 	reasonAuthUnavailable
 	reasonRateLimited
+	reasonOverloaded
+	reasonMethodNotAllowed
 	numReasons
 )
 
@@ -96,10 +107,13 @@ var reasonNames = [numReasons]string{
 	reasonInvalidRequest:       "invalid_request",
 	reasonHeaderMismatch:       "header_mismatch",
 	reasonBodyTooLarge:         "body_too_large",
+	reasonBodyTimeout:          "body_timeout",
 	reasonUnsupportedMediaType: "unsupported_media_type",
 	reasonUnauthenticated:      "unauthenticated",
 	reasonAuthUnavailable:      "auth_unavailable",
 	reasonRateLimited:          "rate_limited",
+	reasonOverloaded:           "overloaded",
+	reasonMethodNotAllowed:     "method_not_allowed",
 }
 
 // metrics are the filter's collectors, shared by every server.
@@ -110,7 +124,11 @@ type metrics struct {
 	rejected      *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// availability is a store that can say whether it is available, as the
+// Redis store does.
+type availability interface{ Available() bool }
+
+func newMetrics(reg prometheus.Registerer, store limiter.Store) (*metrics, error) {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricDecisions,
@@ -118,11 +136,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"namespace", "server", "scope", "result"}),
 		failOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricFailOpen,
-			Help: "Requests allowed without a limit because the bucket store failed or timed out.",
+			Help: "Tools/call requests decided by this replica's local buckets because the shared bucket store was unavailable.",
 		}, []string{"namespace", "server"}),
 		storeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    MetricStoreDuration,
-			Help:    "Time the bucket store took to decide, by outcome (ok, error, timeout).",
+			Help:    "Time the bucket store took to decide, by outcome (ok, error, timeout, busy, unavailable).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 12), // 100µs to about 200ms
 		}, []string{"namespace", "server", "outcome"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -130,8 +148,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Requests the MCP filter answered itself instead of forwarding them, by reason.",
 		}, []string{"namespace", "server", "reason"}),
 	}
+	collectors := []prometheus.Collector{m.decisions, m.failOpen, m.storeDuration, m.rejected}
+	if a, ok := store.(availability); ok {
+		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: MetricStoreAvailable,
+			Help: "1 while the shared bucket store is available, 0 while each replica decides with its local buckets.",
+		}, func() float64 {
+			if a.Available() {
+				return 1
+			}
+			return 0
+		}))
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.decisions, m.failOpen, m.storeDuration, m.rejected} {
+		for _, c := range collectors {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register filter metrics: %w", err)
 			}

@@ -22,6 +22,11 @@ type Policy struct {
 	// and makes the token's user claim the caller. Without it every caller
 	// is anonymous.
 	Auth *OIDCConfig
+	// ForwardAuthorization passes the caller's Authorization header, once
+	// checked, on to the backend. Off, the filter removes it: the MCP
+	// authorization spec forbids passing a token issued to the gateway
+	// through to another service.
+	ForwardAuthorization bool
 	// Global is the bucket shared by every caller's tools/call requests.
 	Global *limiter.Limit
 	// PerUser is each caller's own bucket for tools/call requests. It needs

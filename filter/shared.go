@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -20,21 +19,27 @@ import (
 // Defaults of SharedOptions.
 const (
 	// DefaultStoreTimeout bounds one bucket decision; past it the request is
-	// allowed (fail-open).
+	// refused with 503 (the store is busy), never allowed.
 	DefaultStoreTimeout = 50 * time.Millisecond
 	// DefaultMaxBodyBytes bounds an MCP request body; a larger one gets 413.
 	// It matches the MCP Go SDK's own default request limit.
 	DefaultMaxBodyBytes = 4 << 20
+	// DefaultMaxBatch bounds how many messages one JSON-RPC batch may hold;
+	// a larger one gets 400.
+	DefaultMaxBatch = 128
+	// DefaultBodyTimeout bounds how long a request body may take to
+	// arrive; a slower one gets 408 and its connection is closed.
+	DefaultBodyTimeout = 10 * time.Second
 	// DefaultTokenCacheSize bounds how many verified tokens are remembered.
 	DefaultTokenCacheSize = 10000
 	// DefaultTokenCacheMaxAge bounds how long a verified token is trusted
 	// without checking it again, whatever its expiry.
 	DefaultTokenCacheMaxAge = 5 * time.Minute
-	// DefaultFailOpenLogInterval is the least time between two log lines
-	// saying the bucket store fails.
-	DefaultFailOpenLogInterval = time.Minute
 	// DefaultOIDCTimeout bounds one OIDC discovery or key-set fetch.
 	DefaultOIDCTimeout = 10 * time.Second
+	// DefaultKeyRefreshInterval is the least time between two fetches of an
+	// issuer's key set.
+	DefaultKeyRefreshInterval = 10 * time.Second
 )
 
 // discoveryRetryDelay is how long a failed OIDC discovery is remembered
@@ -47,15 +52,24 @@ const discoveryRetryDelay = 5 * time.Second
 type SharedOptions struct {
 	// Store keeps the token buckets: limiter.NewRedis for a gateway with
 	// several replicas; an in-memory store (limiter.NewMemory) when nil.
+	// While a store that reports itself unavailable (limiter.ErrUnavailable)
+	// is down, decisions are made in a local in-memory store with the same
+	// limits: per replica, never unlimited.
 	Store limiter.Store
 	// Registerer receives the filter's metrics; nil registers them nowhere.
 	Registerer prometheus.Registerer
 	// Logger receives the filter's logs; nil discards them.
 	Logger *slog.Logger
-	// StoreTimeout bounds one bucket decision (DefaultStoreTimeout).
+	// StoreTimeout bounds one bucket decision (DefaultStoreTimeout): past
+	// it the request gets 503.
 	StoreTimeout time.Duration
 	// MaxBodyBytes bounds an MCP request body (DefaultMaxBodyBytes).
 	MaxBodyBytes int64
+	// MaxBatch bounds the messages of one JSON-RPC batch (DefaultMaxBatch).
+	MaxBatch int
+	// BodyTimeout bounds how long a request body may take to arrive
+	// (DefaultBodyTimeout).
+	BodyTimeout time.Duration
 	// HTTPClient fetches OIDC discovery documents and key sets; a client
 	// with DefaultOIDCTimeout when nil.
 	HTTPClient *http.Client
@@ -64,42 +78,53 @@ type SharedOptions struct {
 	// TokenCacheMaxAge bounds how long one verified token is trusted without
 	// checking it again (DefaultTokenCacheMaxAge); never past its expiry.
 	TokenCacheMaxAge time.Duration
-	// FailOpenLogInterval is the least time between two log lines saying
-	// the store fails (DefaultFailOpenLogInterval); a recovery is logged
-	// once after each failure that was.
-	FailOpenLogInterval time.Duration
+	// KeyRefreshInterval is the least time between two fetches of an
+	// issuer's key set (DefaultKeyRefreshInterval). A token signed with a
+	// key the gateway does not hold fetches the set again only once this has
+	// passed since the last fetch, so forged tokens cannot make the gateway
+	// hammer the issuer; a new key is accepted at most this long after the
+	// first token signed with it is refused.
+	KeyRefreshInterval time.Duration
 }
 
-// Shared holds what outlives a configuration: the bucket store, OIDC key sets
-// and discovery results, verified tokens, metrics and the store's health.
+// Shared holds what outlives a configuration: the bucket store and its local
+// fallback, OIDC key sets and discovery results, verified tokens and metrics.
 // Every Filter built from one Shared uses these, so a reload that builds new
 // Filters keeps their state. It is safe for concurrent use.
 type Shared struct {
 	store        limiter.Store
+	fallback     *limiter.Memory // decides while store is unavailable
 	storeTimeout time.Duration
 	maxBodyBytes int64
+	maxBatch     int
+	bodyTimeout  time.Duration
 	logger       *slog.Logger
 	metrics      *metrics
 	oidcCtx      context.Context // carries the HTTP client; never cancelled
 	tokens       *tokenCache
-	health       storeHealth
+
+	httpClient         *http.Client  // fetches key sets
+	keyRefreshInterval time.Duration // the least time between two fetches of a key set
 
 	mu          sync.Mutex
-	keySets     map[string]*oidc.RemoteKeySet // by JWKS URL
-	discoveries map[string]*discovery         // by issuer
+	keySets     map[string]*keySet    // by JWKS URL
+	discoveries map[string]*discovery // by issuer
 }
 
 // NewShared builds the long-lived part of the filter.
 func NewShared(opts SharedOptions) (*Shared, error) {
-	if opts.StoreTimeout < 0 || opts.MaxBodyBytes < 0 || opts.TokenCacheSize < 0 || opts.TokenCacheMaxAge < 0 || opts.FailOpenLogInterval < 0 {
+	if opts.StoreTimeout < 0 || opts.MaxBodyBytes < 0 || opts.TokenCacheSize < 0 || opts.TokenCacheMaxAge < 0 || opts.KeyRefreshInterval < 0 {
 		return nil, errors.New("filter: SharedOptions durations and sizes must not be negative (zero picks the default)")
 	}
 	s := &Shared{
 		store:        opts.Store,
+		fallback:     limiter.NewMemory(limiter.MemoryOptions{}),
 		storeTimeout: cmpOr(opts.StoreTimeout, DefaultStoreTimeout),
 		maxBodyBytes: cmpOr(opts.MaxBodyBytes, DefaultMaxBodyBytes),
+		maxBatch:     cmpOr(opts.MaxBatch, DefaultMaxBatch),
+		bodyTimeout:  cmpOr(opts.BodyTimeout, DefaultBodyTimeout),
 		logger:       opts.Logger,
-		keySets:      map[string]*oidc.RemoteKeySet{},
+		keySets:      map[string]*keySet{},
 		discoveries:  map[string]*discovery{},
 	}
 	if s.store == nil {
@@ -108,19 +133,19 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
-	s.health.logger = s.logger
-	s.health.interval = cmpOr(opts.FailOpenLogInterval, DefaultFailOpenLogInterval)
 	client := opts.HTTPClient
 	if client == nil {
 		client = &http.Client{Timeout: DefaultOIDCTimeout}
 	}
 	s.oidcCtx = oidc.ClientContext(context.Background(), client)
+	s.httpClient = client
+	s.keyRefreshInterval = cmpOr(opts.KeyRefreshInterval, DefaultKeyRefreshInterval)
 	cache, err := lru.New[tokenKey, verifiedToken](cmpOr(opts.TokenCacheSize, DefaultTokenCacheSize))
 	if err != nil {
 		return nil, fmt.Errorf("filter: token cache: %w", err)
 	}
 	s.tokens = &tokenCache{entries: cache, maxAge: cmpOr(opts.TokenCacheMaxAge, DefaultTokenCacheMaxAge)}
-	if s.metrics, err = newMetrics(opts.Registerer); err != nil {
+	if s.metrics, err = newMetrics(opts.Registerer, s.store); err != nil {
 		return nil, fmt.Errorf("filter: %w", err)
 	}
 	return s, nil
@@ -134,15 +159,14 @@ func cmpOr[T comparable](v, def T) T {
 	return v
 }
 
-// remoteKeySet returns the one key set for jwksURL, made on first use.
-func (s *Shared) remoteKeySet(jwksURL string) *oidc.RemoteKeySet {
+// keySet returns the one key set for jwksURL, made on first use. It fetches
+// the keys lazily, on the first token it checks.
+func (s *Shared) keySet(jwksURL string) *keySet {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ks, ok := s.keySets[jwksURL]
 	if !ok {
-		// The key set fetches lazily, on the first token it checks, with
-		// s.oidcCtx, which outlives any request.
-		ks = oidc.NewRemoteKeySet(s.oidcCtx, jwksURL)
+		ks = newKeySet(jwksURL, s.httpClient, s.keyRefreshInterval, s.logger)
 		s.keySets[jwksURL] = ks
 	}
 	return ks
@@ -153,16 +177,16 @@ type discovery struct {
 	issuer string
 
 	mu      sync.Mutex
-	keys    *oidc.RemoteKeySet // set once discovery succeeded
-	err     error              // the last failure
-	retryAt time.Time          // no new attempt before this after a failure
-	running chan struct{}      // closed when the attempt under way ends
+	keys    *keySet       // set once discovery succeeded
+	err     error         // the last failure
+	retryAt time.Time     // no new attempt before this after a failure
+	running chan struct{} // closed when the attempt under way ends
 }
 
 // discoveredKeySet returns the key set of issuer, found through its
 // discovery document. Discovery runs once, in the background with a context
 // of its own, and requests wait for it only as long as their context lives.
-func (s *Shared) discoveredKeySet(ctx context.Context, issuer string) (*oidc.RemoteKeySet, error) {
+func (s *Shared) discoveredKeySet(ctx context.Context, issuer string) (*keySet, error) {
 	s.mu.Lock()
 	d, ok := s.discoveries[issuer]
 	if !ok {
@@ -199,7 +223,7 @@ func (s *Shared) discoveredKeySet(ctx context.Context, issuer string) (*oidc.Rem
 func (s *Shared) discover(d *discovery, done chan struct{}) {
 	ctx, cancel := context.WithTimeout(s.oidcCtx, DefaultOIDCTimeout)
 	defer cancel()
-	keys, err := func() (*oidc.RemoteKeySet, error) {
+	keys, err := func() (*keySet, error) {
 		p, err := oidc.NewProvider(ctx, d.issuer)
 		if err != nil {
 			return nil, err
@@ -213,7 +237,7 @@ func (s *Shared) discover(d *discovery, done chan struct{}) {
 		if meta.JWKSURI == "" {
 			return nil, errors.New("the discovery document has no jwks_uri")
 		}
-		return s.remoteKeySet(meta.JWKSURI), nil
+		return s.keySet(meta.JWKSURI), nil
 	}()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -227,55 +251,4 @@ func (s *Shared) discover(d *discovery, done chan struct{}) {
 		return
 	}
 	d.keys, d.err = keys, nil
-}
-
-// storeHealth follows whether the bucket store works, to log when it starts
-// failing and when it recovers rather than once per request. While the store
-// flaps, at most one line about a failure is written per interval, and a
-// recovery is logged only when the failure before it was.
-type storeHealth struct {
-	logger   *slog.Logger
-	interval time.Duration
-	failing  atomic.Bool // read without the lock on every decision
-
-	mu          sync.Mutex
-	failLogged  bool      // the current failure has been logged
-	lastFailLog time.Time // when a failure was last logged
-	unlogged    int64     // fail-opens since the last log line
-}
-
-// failed records one fail-open.
-func (h *storeHealth) failed(server string, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.unlogged++
-	now := time.Now()
-	if !h.lastFailLog.IsZero() && now.Sub(h.lastFailLog) < h.interval {
-		h.failing.Store(true)
-		return
-	}
-	msg := "rate-limit store failing; allowing requests without limits (fail-open)"
-	if h.failing.Load() {
-		msg = "rate-limit store still failing; allowing requests without limits (fail-open)"
-	}
-	h.logger.Warn(msg, "server", server, "error", err, "failOpenRequests", h.unlogged)
-	h.failing.Store(true)
-	h.failLogged, h.lastFailLog, h.unlogged = true, now, 0
-}
-
-// succeeded records a decision the store made.
-func (h *storeHealth) succeeded() {
-	if !h.failing.Load() {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !h.failing.Load() {
-		return
-	}
-	h.failing.Store(false)
-	if h.failLogged {
-		h.logger.Info("rate-limit store recovered; limits apply again", "failOpenRequests", h.unlogged)
-		h.failLogged, h.unlogged = false, 0
-	}
 }

@@ -1,11 +1,16 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
@@ -16,14 +21,62 @@ type RedisOptions struct {
 	// Prefix starts every key; "" means "toolgate". It must not contain
 	// '{' or '}', which would change the keys' Cluster hash tag.
 	Prefix string
+	// Timeout bounds one round trip to Redis; zero means
+	// DefaultRedisTimeout. A decision also ends when its context does.
+	Timeout time.Duration
+	// Pipelines is how many pipelines may be in flight at once; zero means
+	// DefaultPipelines().
+	Pipelines int
+	// MaxBatch is the most decisions one pipeline carries; zero means
+	// DefaultMaxBatch. 1 sends each decision on its own.
+	MaxBatch int
+	// HealthWindow is how long the store may fail without one success before
+	// it is judged unavailable; zero means DefaultHealthWindow.
+	HealthWindow time.Duration
+	// ProbeInterval is how often an unavailable store is tried again; zero
+	// means DefaultProbeInterval.
+	ProbeInterval time.Duration
+	// Logger receives one line each time the store becomes unavailable or
+	// available again; nil discards them.
+	Logger *slog.Logger
 }
 
-// DefaultRedisPrefix starts every key when RedisOptions.Prefix is empty.
-const DefaultRedisPrefix = "toolgate"
+// Defaults of RedisOptions.
+const (
+	// DefaultRedisPrefix starts every key when RedisOptions.Prefix is empty.
+	DefaultRedisPrefix = "toolgate"
+	// DefaultMaxBatch is the most decisions one pipeline carries.
+	DefaultMaxBatch = 128
+	// DefaultHealthWindow is how long failures without a success make the
+	// store unavailable.
+	DefaultHealthWindow = time.Second
+	// DefaultProbeInterval is how often an unavailable store is tried.
+	DefaultProbeInterval = 500 * time.Millisecond
+)
+
+// Errors of a Redis store's Take besides a failed round trip.
+var (
+	// ErrUnavailable means the store has been failing (errors or timeouts
+	// for HealthWindow): decide elsewhere until Available says otherwise.
+	ErrUnavailable = errors.New("limiter: redis is unavailable")
+	// ErrBusy means the decision did not reach Redis in time: the gateway
+	// is overloaded, not Redis. Refuse the request rather than allow it.
+	ErrBusy = errors.New("limiter: too many decisions waiting for redis")
+	// ErrClosed means Take was called after Close.
+	ErrClosed = errors.New("limiter: redis store closed")
+)
 
 // Redis is the Store shared by the replicas of a gateway. Each decision is
 // one EVALSHA of redisTakeScript, whatever the number of buckets; the clock
-// is the Redis server's.
+// is the Redis server's. Decisions waiting at the same moment share a
+// pipeline (one round trip for all of them), so decisions per second grow
+// with the number of callers instead of queueing for connections.
+//
+// The store follows its own health: a round trip that fails or times out
+// is a failure; once it has failed and has not succeeded for HealthWindow,
+// it is unavailable and Take answers ErrUnavailable at once, without waiting
+// on Redis, until a background probe (a real decision on a bucket of its
+// own) succeeds. Close stops its goroutines.
 //
 // Each bucket is one string key,
 //
@@ -38,24 +91,74 @@ const DefaultRedisPrefix = "toolgate"
 // full again, plus frac/MaxTokens µs. The key expires when the bucket is full
 // again; a missing key is a full bucket.
 type Redis struct {
-	client redis.UniversalClient
-	prefix string
+	client   redis.UniversalClient
+	prefix   string
+	timeout  time.Duration
+	maxBatch int
+	health   *health
+	calls    chan *call
+	stop     chan struct{}
+	workers  sync.WaitGroup
+	closing  sync.Once
 }
 
 var _ Store = (*Redis)(nil)
 
 // NewRedis returns a Store keeping its buckets in Redis (standalone,
-// Sentinel or Cluster). It panics when opts.Prefix contains '{' or '}'.
+// Sentinel or Cluster; see NewRedisClient) and starts its pipelines. It
+// panics when opts.Prefix contains '{' or '}'.
 func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
-	prefix := opts.Prefix
-	if prefix == "" {
-		prefix = DefaultRedisPrefix
-	}
+	prefix := cmp.Or(opts.Prefix, DefaultRedisPrefix)
 	if strings.ContainsAny(prefix, "{}") {
 		panic(fmt.Sprintf("limiter: redis key prefix %q must not contain '{' or '}'", prefix))
 	}
-	return &Redis{client: client, prefix: prefix}
+	pipelines := opts.Pipelines
+	if pipelines <= 0 {
+		pipelines = DefaultPipelines()
+	}
+	maxBatch := opts.MaxBatch
+	if maxBatch <= 0 {
+		maxBatch = DefaultMaxBatch
+	}
+	r := &Redis{
+		client:   client,
+		prefix:   prefix,
+		timeout:  cmp.Or(max(opts.Timeout, 0), DefaultRedisTimeout),
+		maxBatch: maxBatch,
+		calls:    make(chan *call, 2*pipelines*maxBatch),
+		stop:     make(chan struct{}),
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	r.health = newHealth(healthOptions{
+		window:   cmp.Or(max(opts.HealthWindow, 0), DefaultHealthWindow),
+		interval: cmp.Or(max(opts.ProbeInterval, 0), DefaultProbeInterval),
+		probe:    r.probe,
+		logger:   logger,
+		stop:     r.stop,
+	})
+	r.workers.Add(pipelines)
+	for range pipelines {
+		go r.pipeline()
+	}
+	return r
 }
+
+// Close stops the store's pipelines and probe; decisions waiting get
+// ErrClosed. It does not close the client.
+func (r *Redis) Close() error {
+	r.closing.Do(func() {
+		close(r.stop)
+		r.workers.Wait()
+		r.health.wait()
+	})
+	return nil
+}
+
+// Available reports whether the store is judged able to decide.
+func (r *Redis) Available() bool { return r.health.available() }
 
 // redisTakeScript decides one Take, all or nothing, in one call.
 //
@@ -162,13 +265,44 @@ return out
 
 var takeScript = redis.NewScript(redisTakeScript)
 
-// Take implements Store with one EVALSHA (EVAL when Redis lost the script).
+// Take implements Store with one EVALSHA (EVAL when Redis lost the script),
+// sent in a pipeline with the decisions of other callers waiting at the same
+// moment. It answers ErrUnavailable at once while the store is unavailable,
+// and ErrBusy when the decision could not be sent before ctx ended.
 func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 	if err := validate(demands); err != nil {
 		return Decision{}, err
 	}
-	n := len(demands)
-	args := make([]any, 0, 3*n)
+	if !r.health.available() {
+		return Decision{}, ErrUnavailable
+	}
+	c := &call{demands: demands, keys: r.keys(demands), args: scriptArgs(demands), done: make(chan struct{})}
+	select {
+	case <-r.stop:
+		return Decision{}, ErrClosed
+	default:
+	}
+	select {
+	case r.calls <- c:
+	default:
+		return Decision{}, ErrBusy
+	}
+	select {
+	case <-c.done:
+		return c.decision, c.err
+	case <-ctx.Done():
+		if c.state.CompareAndSwap(callQueued, callAbandoned) {
+			return Decision{}, fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
+		}
+		return Decision{}, fmt.Errorf("limiter: take from redis: %w", ctx.Err())
+	case <-r.stop:
+		return Decision{}, ErrClosed
+	}
+}
+
+// scriptArgs are redisTakeScript's arguments for demands.
+func scriptArgs(demands []Demand) []any {
+	args := make([]any, 0, 3*len(demands))
 	for i, d := range demands {
 		if i > 0 && d.Limit == demands[i-1].Limit {
 			// Boxing an int64 allocates: share the previous demand's.
@@ -177,10 +311,12 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 		}
 		args = append(args, d.Limit.MaxTokens, int64(micros(d.Limit.RefillPeriod)), d.Tokens)
 	}
-	reply, err := takeScript.Run(ctx, r.client, r.keys(demands), args...).Result()
-	if err != nil {
-		return Decision{}, fmt.Errorf("limiter: take from redis: %w", err)
-	}
+	return args
+}
+
+// decision reads redisTakeScript's reply to demands.
+func decision(reply any, demands []Demand) (Decision, error) {
+	n := len(demands)
 	vals, ok := reply.([]any)
 	if !ok || len(vals) != 1+3*n {
 		return Decision{}, fmt.Errorf("limiter: take from redis: unexpected reply %v", reply)
