@@ -75,6 +75,16 @@ type ServiceReference struct {
 type Auth struct {
 	// OIDC verifies a JWT bearer token on every request.
 	OIDC *OIDC `json:"oidc"`
+
+	// ForwardAuthorization passes the caller's Authorization header on to
+	// the MCP server once the gateway has checked it. By default the
+	// gateway removes it: the token was issued to the gateway, and the MCP
+	// authorization specification forbids passing it through to another
+	// service (token passthrough). Turn it on only for a server that must
+	// see the caller's own token and accepts tokens for this audience.
+	//
+	// +optional
+	ForwardAuthorization bool `json:"forwardAuthorization,omitempty"`
 }
 
 // OIDC verifies JWT bearer tokens issued by an OpenID Connect provider.

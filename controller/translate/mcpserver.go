@@ -158,6 +158,7 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 			JWKSURL:   a.OIDC.JWKSURL,
 			UserClaim: a.OIDC.UserClaim,
 		}
+		p.ForwardAuthorization = a.ForwardAuthorization
 	}
 	if rl := m.Spec.RateLimiting; rl != nil {
 		p.Global = limit(rl.Global)

@@ -49,6 +49,7 @@ var Accepted = []Case{
 	{Name: "a fractional refillPeriod, 1.5s", Spec: service + "rateLimiting:\n  global: {maxTokens: 1, refillPeriod: 1.5s}\n"},
 	{Name: "a sub-second refillPeriod, 500ms", Spec: service + "rateLimiting:\n  global: {maxTokens: 1, refillPeriod: 500ms}\n"},
 	{Name: "the largest number of tools", Spec: service + "rateLimiting:\n" + tools(v1alpha1.MaxTools)},
+	{Name: "auth that forwards the checked token", Spec: service + "auth:\n  oidc: {issuer: 'https://issuer.example.com', audience: toolgate}\n  forwardAuthorization: true\n"},
 	{Name: "the SSE transport and an explicit JWKS URL", Spec: service + "transport: sse\npath: /sse\nauth:\n  oidc: {issuer: 'https://issuer.example.com', audience: toolgate, jwksURL: 'https://issuer.example.com/keys', userClaim: email}\n"},
 }
 
