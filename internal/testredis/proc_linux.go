@@ -5,8 +5,9 @@ import (
 	"syscall"
 )
 
-// dieWithParent makes the kernel kill redis-server when the test process
-// dies, so that a test binary killed by its timeout leaves nothing behind.
+// dieWithParent makes the kernel kill the child (redis-server,
+// redis-sentinel, redis-cli) when the test process dies, so that a test
+// binary killed by its timeout leaves nothing behind.
 func dieWithParent(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

@@ -1,42 +1,62 @@
-// Package testredis runs a real redis-server for tests on a free loopback
-// port, and can stop and start it again on the same port to test fail-open.
+// Package testredis runs real Redis processes for tests on free loopback
+// ports: a single redis-server that can be stopped and started again on the
+// same port (to test fail-open), a Sentinel deployment (to test failover) and
+// a three-master Cluster.
 package testredis
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
-// Server is a redis-server process owned by a test.
+// Server is a redis-server (or redis-sentinel) process owned by a test.
 type Server struct {
-	mu   sync.Mutex
-	port int
-	dir  string
-	cmd  *exec.Cmd
+	mu      sync.Mutex
+	port    int
+	dir     string
+	program string
+	args    []string
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when cmd has exited
 }
 
 // Start starts redis-server on a free loopback port. It fails, never skips,
 // when redis-server is not installed: `make test` installs it.
 func Start() (*Server, error) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		return nil, fmt.Errorf("redis-server is not installed: run the tests with 'make test', which installs it (or 'apt-get install redis-server'): %w", err)
+	if err := lookPath("redis-server", "redis-server"); err != nil {
+		return nil, err
 	}
-	port, err := freePort()
+	ports, err := freePorts(1)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "toolgate-redis-")
+	return startServer("redis-server", ports[0], func(dir string) ([]string, error) {
+		return serverArgs(ports[0], dir), nil
+	})
+}
+
+// startServer makes a temporary directory, asks args for the program's
+// arguments (it may write files there) and starts the program. Nothing is
+// left behind when it fails.
+func startServer(program string, port int, args func(dir string) ([]string, error)) (*Server, error) {
+	dir, err := os.MkdirTemp("", "toolgate-"+program+"-")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("start %s: %w", program, err)
 	}
-	s := &Server{port: port, dir: dir}
+	argv, err := args(dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", program, err)
+	}
+	s := &Server{port: port, dir: dir, program: program, args: argv}
 	if err := s.Restart(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -44,11 +64,46 @@ func Start() (*Server, error) {
 	return s, nil
 }
 
+// serverArgs are the arguments of a redis-server on port keeping its files in
+// dir: loopback only, no persistence, warnings logged to a file in dir.
+func serverArgs(port int, dir string, more ...string) []string {
+	return append([]string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--dir", dir,
+		"--save", "",
+		"--appendonly", "no",
+		"--protected-mode", "yes",
+		"--loglevel", "warning",
+		"--logfile", logFile(dir),
+	}, more...)
+}
+
+func logFile(dir string) string { return filepath.Join(dir, "redis.log") }
+
+// lookPath fails, with what to do, when program is not installed.
+func lookPath(program, debianPackage string) error {
+	if _, err := exec.LookPath(program); err != nil {
+		return fmt.Errorf("%s is not installed: run the tests with 'make test', which installs it (or 'apt-get install %s'): %w", program, debianPackage, err)
+	}
+	return nil
+}
+
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
 // URL is the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr() }
+
+// Log is what the server logged (warnings and worse, and Sentinel events),
+// for a test's failure message.
+func (s *Server) Log() string {
+	b, err := os.ReadFile(logFile(s.dir))
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(b)
+}
 
 // Restart starts the server again on the same port after Stop. It is a
 // no-op when the server is running.
@@ -58,37 +113,39 @@ func (s *Server) Restart() error {
 	if s.cmd != nil {
 		return nil
 	}
-	cmd := exec.Command("redis-server",
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--dir", s.dir,
-		"--save", "",
-		"--appendonly", "no",
-		"--protected-mode", "yes",
-		"--loglevel", "warning",
-	)
-	// The start-up banner goes to stdout and is dropped; errors are kept.
+	cmd := exec.Command(s.program, s.args...)
+	// Redis logs to a file; only errors before the log is open reach stderr.
 	cmd.Stderr = os.Stderr
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start redis-server: %w", err)
+		return fmt.Errorf("start %s: %w", s.program, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if ping(s.Addr()) == nil {
-			s.cmd = cmd
-			return nil
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	// The server is ready when it answers, and it must be this process that
+	// answers: another test may have taken the port since it was found free.
+	err := poll(10*time.Second, func() error {
+		select {
+		case <-exited:
+			return errStop{fmt.Errorf("it exited: %v", cmd.ProcessState)}
+		default:
 		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			return fmt.Errorf("redis-server on %s did not answer PING within 10s", s.Addr())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return isProcess(s.Addr(), cmd.Process.Pid)
+	})
+	if err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%s on %s did not start: %w; its log:\n%s", s.program, s.Addr(), err, tail(s.Log(), 20))
 	}
+	s.cmd, s.exited = cmd, exited
+	return nil
 }
 
-// Stop kills the server; the port stays reserved for Restart.
+// Stop kills the server (SIGKILL, no shutdown); the port stays reserved for
+// Restart.
 func (s *Server) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -96,44 +153,86 @@ func (s *Server) Stop() error {
 		return nil
 	}
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
+	<-s.exited
+	s.cmd, s.exited = nil, nil
 	return nil
 }
 
 // Close stops the server and removes its files.
 func (s *Server) Close() error {
 	err := s.Stop()
-	_ = os.RemoveAll(s.dir)
+	if rmErr := os.RemoveAll(s.dir); rmErr != nil {
+		err = errors.Join(err, fmt.Errorf("remove %s: %w", s.dir, rmErr))
+	}
 	return err
 }
 
-// ping sends a RESP PING and waits for +PONG.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return err
+// closeAll closes servers, last started first.
+func closeAll(servers []*Server) error {
+	var errs []error
+	for i := len(servers) - 1; i >= 0; i-- {
+		errs = append(errs, servers[i].Close())
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("unexpected reply %q", line)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// isProcess checks that the server on addr answers and is process pid.
+func isProcess(addr string, pid int) error {
+	reply, err := command(addr, "INFO", "server")
 	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+		return err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	info, _ := reply.(string)
+	want := "process_id:" + strconv.Itoa(pid)
+	for line := range strings.Lines(info) {
+		if strings.TrimSpace(line) == want {
+			return nil
+		}
+	}
+	return errStop{fmt.Errorf("another process answers on %s (INFO has no %q)", addr, want)}
+}
+
+// errStop ends a poll at once.
+type errStop struct{ error }
+
+func (e errStop) Unwrap() error { return e.error }
+
+// poll calls check until it returns nil, returns an errStop, or timeout has
+// passed; the error is check's last.
+func poll(timeout time.Duration, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if stop, ok := err.(errStop); ok {
+			return stop.error
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s: %w", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freePorts finds n distinct free loopback ports. They are held together
+// until all are found, so none is returned twice.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
