@@ -141,3 +141,115 @@ func BenchmarkTake(b *testing.B) {
 		})
 	}
 }
+
+// roundTrips counts what a client sends to Redis: one per command sent
+// alone, one per pipeline.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// runCallers makes b.N decisions with callers goroutines and reports
+// decisions per second.
+func runCallers(b *testing.B, callers int, decide func(caller int) error) {
+	b.Helper()
+	var next atomic.Int64
+	errs := make(chan error, callers)
+	b.ResetTimer()
+	start := time.Now()
+	for c := range callers {
+		go func() {
+			var err error
+			for next.Add(1) <= int64(b.N) && err == nil {
+				err = decide(c)
+			}
+			errs <- err
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "decisions/s")
+}
+
+// BenchmarkConcurrentDecisions compares, in one run, decisions per second
+// on one Redis with 1, 32 and 256 callers at once: the store as it ships
+// (decisions waiting at the same moment share a pipeline), the same store
+// sending each decision on its own over a pool of 20 connections (how it
+// worked before pipelining), and go-redis/redis_rate's Allow on a
+// default client.
+func BenchmarkConcurrentDecisions(b *testing.B) {
+	ctx := context.Background()
+	admin := newClient(b, sharedRedis.Addr())
+	stores := []struct {
+		name string
+		opts limiter.RedisOptions
+		pool int
+	}{
+		{name: "pipelined", opts: limiter.RedisOptions{Timeout: time.Second}},
+		{name: "one-per-round-trip", opts: limiter.RedisOptions{Timeout: time.Second, MaxBatch: 1, Pipelines: 20}, pool: 20},
+	}
+	for _, callers := range []int{1, 32, 256} {
+		for _, st := range stores {
+			b.Run(fmt.Sprintf("%s/callers=%d", st.name, callers), func(b *testing.B) {
+				client, err := limiter.NewRedisClient(limiter.RedisConfig{URL: sharedRedis.URL(), Timeout: time.Second, PoolSize: st.pool})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer client.Close()
+				trips := &roundTrips{}
+				client.AddHook(trips)
+				s := limiter.NewRedis(client, st.opts)
+				defer s.Close()
+				demands := make([][]limiter.Demand, callers)
+				for c := range demands {
+					demands[c] = benchDemands(1, "user-"+strconv.Itoa(c))
+					if _, err := s.Take(ctx, demands[c]); err != nil { // loads the script
+						b.Fatal(err)
+					}
+				}
+				meter := startCommandMeter(b, admin)
+				trips.n.Store(0)
+				runCallers(b, callers, func(c int) error {
+					dec, err := s.Take(ctx, demands[c])
+					if err == nil && !dec.Allowed {
+						err = fmt.Errorf("refused: %+v", dec)
+					}
+					return err
+				})
+				meter.report(b, b.N)
+				b.ReportMetric(float64(trips.n.Load())/float64(b.N), "roundtrips/op")
+			})
+		}
+		b.Run(fmt.Sprintf("redis_rate/callers=%d", callers), func(b *testing.B) {
+			client := newClient(b, sharedRedis.Addr())
+			l := redis_rate.NewLimiter(client)
+			limit := redis_rate.PerMinute(int(benchLimit.MaxTokens))
+			if _, err := l.Allow(ctx, "bench:user-0", limit); err != nil { // loads the script
+				b.Fatal(err)
+			}
+			meter := startCommandMeter(b, admin)
+			runCallers(b, callers, func(c int) error {
+				res, err := l.Allow(ctx, "bench:user-"+strconv.Itoa(c), limit)
+				if err == nil && res.Allowed != 1 {
+					err = fmt.Errorf("refused: %+v", res)
+				}
+				return err
+			})
+			meter.report(b, b.N)
+		})
+	}
+}

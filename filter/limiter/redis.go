@@ -52,6 +52,10 @@ const (
 	DefaultHealthWindow = time.Second
 	// DefaultProbeInterval is how often an unavailable store is tried.
 	DefaultProbeInterval = 500 * time.Millisecond
+	// minQueue is the least number of decisions that may wait for a
+	// pipeline; past the queue's capacity a decision is refused at once
+	// with ErrBusy.
+	minQueue = 1024
 )
 
 // Errors of a Redis store's Take besides a failed round trip.
@@ -125,7 +129,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 		prefix:   prefix,
 		timeout:  cmp.Or(max(opts.Timeout, 0), DefaultRedisTimeout),
 		maxBatch: maxBatch,
-		calls:    make(chan *call, 2*pipelines*maxBatch),
+		calls:    make(chan *call, max(2*pipelines*maxBatch, minQueue)),
 		stop:     make(chan struct{}),
 	}
 	logger := opts.Logger

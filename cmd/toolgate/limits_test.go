@@ -1,0 +1,587 @@
+package main
+
+// Tests of the real toolgate binary in standalone mode, on real Redis
+// processes, attacked as a caller who wants more than his limit would
+// attack it.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/testissuer"
+	"github.com/toolgate/toolgate/internal/testredis"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// toolgateBinary builds bin/toolgate once per test run, into a temporary
+// folder.
+func toolgateBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "toolgate-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "toolgate")
+		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+// countingBackend is a go-sdk MCP server (stateless Streamable HTTP) that
+// counts the tools/call messages reaching it, batches included.
+type countingBackend struct {
+	addr  string
+	calls atomic.Int64
+}
+
+func startBackend(t *testing.T) *countingBackend {
+	t.Helper()
+	server := mcp.NewServer(&mcp.Implementation{Name: "limits-backend", Version: "v1.0.0"}, nil)
+	for _, tool := range []string{"expensive_tool", "batch_tool"} {
+		mcp.AddTool(server, &mcp.Tool{Name: tool}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+		})
+	}
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true})
+	b := &countingBackend{}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		b.calls.Add(int64(bytes.Count(body, []byte(`"tools/call"`))))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sdk.ServeHTTP(w, r)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	b.addr = ln.Addr().String()
+	return b
+}
+
+// limitsConfig is a Gateway on port, one route through an MCPServer whose
+// users may call expensive_tool twice an hour and batch_tool 150 times.
+func limitsConfig(port int, issuer *testissuer.Issuer, backend string) string {
+	_, backendPort, _ := net.SplitHostPort(backend)
+	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: limits}
+spec:
+  gatewayClassName: toolgate
+  listeners:
+  - {name: http, protocol: HTTP, port: %d}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mcp}
+spec:
+  parentRefs: [{name: limits}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /mcp}}]
+    filters:
+    - type: ExtensionRef
+      extensionRef: {group: toolgate.dev, kind: MCPServer, name: tools}
+    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: tools}]
+---
+apiVersion: toolgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: tools}
+spec:
+  serviceRef: {name: tools, port: %s}
+  auth:
+    oidc: {issuer: '%s', jwksURL: '%s', audience: limits}
+  rateLimiting:
+    tools:
+    - name: expensive_tool
+      perUser: {maxTokens: 2, refillPeriod: 1h}
+    - name: batch_tool
+      perUser: {maxTokens: 150, refillPeriod: 1h}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tools}
+spec:
+  ports: [{name: mcp, port: %s}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: tools
+  labels: {kubernetes.io/service-name: tools}
+addressType: IPv4
+ports: [{name: mcp, port: %s}]
+endpoints: [{addresses: [127.0.0.1]}]
+`, port, backendPort, issuer.URL(), issuer.JWKSURL(), backendPort, backendPort)
+}
+
+// replica is one running toolgate standalone process.
+type replica struct {
+	url   string // the MCP endpoint
+	admin string // host:port of the admin listener
+	cmd   *exec.Cmd
+	log   *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startReplica runs toolgate standalone on free ports with the limits
+// configuration and extra flags, and waits until it is ready.
+func startReplica(t *testing.T, issuer *testissuer.Issuer, backend *countingBackend, flags ...string) *replica {
+	t.Helper()
+	port, adminPort := freePort(t), freePort(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "limits.yaml"), []byte(limitsConfig(port, issuer, backend.addr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{
+		url:   fmt.Sprintf("http://127.0.0.1:%d/mcp", port),
+		admin: fmt.Sprintf("127.0.0.1:%d", adminPort),
+		log:   &syncBuffer{},
+	}
+	args := append([]string{"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", r.admin}, flags...)
+	r.cmd = exec.Command(toolgateBinary(t), args...)
+	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+		if t.Failed() {
+			t.Logf("toolgate %s log:\n%s", strings.Join(args, " "), r.log.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get("http://" + r.admin + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("toolgate did not become ready within 30s:\n%s", r.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}, Timeout: 30 * time.Second}
+
+// post sends body to url with token and returns the status.
+func post(t *testing.T, url, token, method, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := client.Do(req)
+	if err != nil {
+		t.Errorf("%s %s: %v", method, url, err)
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+func toolCall(id int, tool string) string {
+	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":{}}}`, id, tool)
+}
+
+func batchOf(n int, tool string) string {
+	calls := make([]string, n)
+	for i := range calls {
+		calls[i] = toolCall(i, tool)
+	}
+	return "[" + strings.Join(calls, ",") + "]"
+}
+
+// burst sends n concurrent calls of tool and counts the statuses.
+func burst(t *testing.T, url, token, tool string, n int) map[int]int {
+	t.Helper()
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			code := post(t, url, token, http.MethodPost, toolCall(i, tool))
+			mu.Lock()
+			codes[code]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	return codes
+}
+
+func startIssuer(t *testing.T) (*testissuer.Issuer, func(user string) string) {
+	t.Helper()
+	issuer, err := testissuer.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(issuer.Close)
+	return issuer, func(user string) string {
+		token, err := issuer.Token(user, "limits")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return token
+	}
+}
+
+func TestOneUsersConcurrentCallsAdmitExactlyHisLimit(t *testing.T) {
+	stores := []struct {
+		name  string
+		flags func(t *testing.T) []string
+	}{
+		{name: "memory", flags: func(*testing.T) []string { return nil }},
+		{name: "redis", flags: func(t *testing.T) []string {
+			srv, err := testredis.Start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = srv.Close() })
+			return []string{"--redis-url", srv.URL()}
+		}},
+		{name: "redis cluster", flags: func(t *testing.T) []string {
+			cluster, err := testredis.StartCluster()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cluster.Close() })
+			return []string{"--redis-addrs", strings.Join(cluster.Addrs(), ",")}
+		}},
+	}
+	for _, store := range stores {
+		t.Run(store.name, func(t *testing.T) {
+			issuer, token := startIssuer(t)
+			backend := startBackend(t)
+			r := startReplica(t, issuer, backend, store.flags(t)...)
+			alice, bob := token("alice"), token("bob")
+
+			codes := burst(t, r.url, alice, "expensive_tool", 400)
+			t.Logf("400 concurrent calls of one user: %v", codes)
+			if codes[http.StatusOK] != 2 {
+				t.Errorf("%d of 400 concurrent calls were admitted, want exactly 2 (statuses %v)", codes[http.StatusOK], codes)
+			}
+			if codes[http.StatusOK]+codes[http.StatusTooManyRequests]+codes[http.StatusServiceUnavailable] != 400 {
+				t.Errorf("statuses %v: want only 200, 429 and 503", codes)
+			}
+			if got := backend.calls.Load(); got != 2 {
+				t.Errorf("the backend ran %d calls, want 2", got)
+			}
+			// Another user is not affected by alice's burst.
+			if code := post(t, r.url, bob, http.MethodPost, toolCall(1, "expensive_tool")); code != http.StatusOK {
+				t.Errorf("bob's first call: status %d, want 200", code)
+			}
+
+			// A batch of 100 takes 100 tokens: of 150, a second batch of
+			// 100 no longer fits.
+			backend.calls.Store(0)
+			if code := post(t, r.url, alice, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusOK {
+				t.Fatalf("a batch of 100: status %d, want 200", code)
+			}
+			if code := post(t, r.url, alice, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusTooManyRequests {
+				t.Errorf("a second batch of 100 with 50 tokens left: status %d, want 429", code)
+			}
+			if got := backend.calls.Load(); got != 100 {
+				t.Errorf("the backend ran %d calls, want 100", got)
+			}
+		})
+	}
+}
+
+func TestMethodsOtherThanMCPsNeverReachTheBackend(t *testing.T) {
+	issuer, token := startIssuer(t)
+	backend := startBackend(t)
+	r := startReplica(t, issuer, backend)
+	alice := token("alice")
+	for _, method := range []string{http.MethodPut, http.MethodPatch, "post", "FOO"} {
+		if code := post(t, r.url, alice, method, toolCall(1, "expensive_tool")); code != http.StatusMethodNotAllowed {
+			t.Errorf("%s: status %d, want 405", method, code)
+		}
+	}
+	if got := backend.calls.Load(); got != 0 {
+		t.Errorf("the backend saw %d calls, want none", got)
+	}
+}
+
+func TestRedisPausedCallsAreAnsweredSoonAndEachReplicaKeepsTheLimit(t *testing.T) {
+	issuer, token := startIssuer(t)
+	backend := startBackend(t)
+	srv, err := testredis.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	replicas := []*replica{
+		startReplica(t, issuer, backend, "--redis-url", srv.URL()),
+		startReplica(t, issuer, backend, "--redis-url", srv.URL()),
+	}
+	alice := token("alice")
+	// One shared token is taken while Redis works.
+	if code := post(t, replicas[0].url, alice, http.MethodPost, toolCall(0, "expensive_tool")); code != http.StatusOK {
+		t.Fatalf("before the pause: status %d", code)
+	}
+
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	var latencies []time.Duration
+	allowed := map[int]int{}
+	for i := range 60 {
+		r := replicas[i%2]
+		start := time.Now()
+		code := post(t, r.url, alice, http.MethodPost, toolCall(i, "expensive_tool"))
+		latencies = append(latencies, time.Since(start))
+		if code == http.StatusOK {
+			allowed[i%2]++
+		}
+	}
+	slices.Sort(latencies)
+	t.Logf("Redis paused: 60 calls, median %s, 90th percentile %s, slowest %s; allowed per replica %v",
+		latencies[30], latencies[54], latencies[59], allowed)
+	// Generous: a paused Redis used to hold every call for 5s.
+	if latencies[59] > time.Second {
+		t.Errorf("the slowest call took %s with Redis paused, want well under 1s", latencies[59])
+	}
+	for i := range replicas {
+		if allowed[i] > 2 {
+			t.Errorf("replica %d admitted %d calls while Redis was paused; its own limit is 2", i, allowed[i])
+		}
+	}
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	// Once both replicas use Redis again, the shared buckets decide. Alice's
+	// had one token left, but the decisions sent to the paused Redis and
+	// never answered (those calls got 503) ran when it resumed: they may
+	// have taken it. Never more than that one passes.
+	waitForSharedStore(t, replicas)
+	total := 0
+	for i := range 6 {
+		if post(t, replicas[i%2].url, alice, http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
+			total++
+		}
+	}
+	if total > 1 {
+		t.Errorf("after Redis resumed, %d of alice's calls passed across the replicas, want at most 1 (the shared bucket's last token)", total)
+	}
+	// A new user's bucket is shared by both replicas again: 2 in all.
+	bob := token("bob")
+	total = 0
+	for i := range 6 {
+		if post(t, replicas[i%2].url, bob, http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
+			total++
+		}
+	}
+	if total != 2 {
+		t.Errorf("after Redis resumed, %d of bob's calls passed across both replicas, want 2", total)
+	}
+}
+
+func TestRedisKilledAndRestartedSharedLimitsResumeWithoutARestart(t *testing.T) {
+	issuer, token := startIssuer(t)
+	backend := startBackend(t)
+	srv, err := testredis.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	replicas := []*replica{
+		startReplica(t, issuer, backend, "--redis-url", srv.URL()),
+		startReplica(t, issuer, backend, "--redis-url", srv.URL()),
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	alice := token("alice")
+	// Each replica limits on its own while Redis is away.
+	for i, r := range replicas {
+		codes := burst(t, r.url, alice, "expensive_tool", 20)
+		if codes[http.StatusOK] > 2 {
+			t.Errorf("replica %d admitted %d calls with Redis down, want at most its own 2 (statuses %v)", i, codes[http.StatusOK], codes)
+		}
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitForSharedStore(t, replicas)
+	// The restarted Redis is empty: the shared bucket holds 2 again, for
+	// both replicas together.
+	total := 0
+	for i := range 10 {
+		if post(t, replicas[i%2].url, token("bob"), http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
+			total++
+		}
+	}
+	if total != 2 {
+		t.Errorf("after the restart %d of bob's calls passed across both replicas, want 2", total)
+	}
+	for i, r := range replicas {
+		if log := r.log.String(); !strings.Contains(log, "store unavailable") || !strings.Contains(log, "available again") {
+			t.Errorf("replica %d did not log the outage and the recovery:\n%s", i, log)
+		}
+	}
+}
+
+// waitForSharedStore waits until every replica reports its Redis store
+// available.
+func waitForSharedStore(t *testing.T, replicas []*replica) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, r := range replicas {
+		for metric(t, r, "toolgate_ratelimit_store_available") != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("a replica did not find Redis again within 30s:\n%s", r.log.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// metric reads an unlabelled metric from a replica's /metrics.
+func metric(t *testing.T, r *replica, name string) float64 {
+	t.Helper()
+	res, err := http.Get("http://" + r.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if value, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+// peakRSS is the process's high-water resident set size in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc status")
+	return 0
+}
+
+// maxBodyBytes is the body limit of the memory test, the default.
+const maxBodyBytes = 4 << 20
+
+// The bound the README states: one in-flight MCP body costs at most a few
+// times the body limit (the body itself, and the buffer it grew from).
+const perRequestBound = 4 * maxBodyBytes
+
+func TestSixteenHugeBatchesStayWithinTheStatedMemoryBound(t *testing.T) {
+	issuer, token := startIssuer(t)
+	backend := startBackend(t)
+	r := startReplica(t, issuer, backend)
+	alice := token("alice")
+	// [{},{},...] as large as the limit allows.
+	body := "[" + strings.Repeat("{},", (maxBodyBytes-2)/3) + "{}]"
+	if len(body) > maxBodyBytes {
+		t.Fatalf("body of %d bytes", len(body))
+	}
+	before := peakRSS(t, r.cmd.Process.Pid)
+	var wg sync.WaitGroup
+	codes := make([]int, 16)
+	for i := range codes {
+		wg.Go(func() { codes[i] = post(t, r.url, alice, http.MethodPost, body) })
+	}
+	wg.Wait()
+	after := peakRSS(t, r.cmd.Process.Pid)
+	growth := after - before
+	t.Logf("16 concurrent %d-byte batches: peak RSS %d MiB -> %d MiB (+%d MiB; bound %d MiB)",
+		len(body), before>>20, after>>20, growth>>20, (16*perRequestBound)>>20)
+	for i, code := range codes {
+		if code != http.StatusBadRequest {
+			t.Errorf("request %d: status %d, want 400", i, code)
+		}
+	}
+	if growth > 16*perRequestBound {
+		t.Errorf("peak RSS grew by %d MiB, more than the bound of %d MiB", growth>>20, (16*perRequestBound)>>20)
+	}
+}
