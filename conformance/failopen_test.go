@@ -12,8 +12,8 @@ import (
 	"github.com/toolgate/toolgate/conformance/env"
 )
 
-// failOpenMetric counts tool calls let through because the bucket store
-// failed.
+// failOpenMetric counts tool calls decided by a proxy's own buckets because
+// the shared bucket store was unavailable.
 const failOpenMetric = "toolgate_ratelimit_fail_open_total"
 
 // failOpenCount sums the fail-open counter of an MCPServer over the proxies.
@@ -32,7 +32,7 @@ func failOpenCount(ctx context.Context, t *tenant) (float64, error) {
 // The outage stops the Redis every spec uses: no other spec may run
 // meanwhile.
 var _ = Describe("A Redis outage", Serial, Label("redis-outage"), func() {
-	It("lets calls through, counted as fail-open on /metrics, and the limits apply again once Redis is back", func(ctx SpecContext) {
+	It("leaves each proxy limiting on its own, counted as fail-open on /metrics, and the shared limits apply again once Redis is back", func(ctx SpecContext) {
 		if !world.Redis.Owned() {
 			Fail(env.ErrRedisNotOwned.Error())
 		}
@@ -50,15 +50,34 @@ var _ = Describe("A Redis outage", Serial, Label("redis-outage"), func() {
 		Expect(world.Redis.Stop()).To(Succeed())
 		DeferCleanup(world.Redis.Start) // a no-op once it runs again
 
-		const outageCalls = 4
-		for i := range outageCalls {
-			p := world.Proxies[i%len(world.Proxies)]
-			resp, err := alice.callToolVia(ctx, p.URL, i+1, env.OtherTool)
-			Expect(err).NotTo(HaveOccurred())
-			Expect(resp.Status).To(Equal(http.StatusOK), "call %d through %s with Redis down must pass: %s", i+1, p.Name, resp)
+		// Until a proxy judges Redis unavailable its calls get 503 and take
+		// nothing; then its own buckets, full, allow 2 calls and refuse the
+		// next: the limit holds per proxy, never unlimited.
+		id := 100
+		for _, p := range world.Proxies {
+			deadline := time.Now().Add(time.Minute)
+			var first *rpcResponse
+			for {
+				id++
+				resp, err := alice.callToolVia(ctx, p.URL, id, env.OtherTool)
+				Expect(err).NotTo(HaveOccurred())
+				if resp.Status != http.StatusServiceUnavailable {
+					first = resp
+					break
+				}
+				Expect(time.Now().Before(deadline)).To(BeTrue(), "%s still answered 503 a minute after Redis stopped: %s", p.Name, resp)
+				time.Sleep(50 * time.Millisecond)
+			}
+			Expect(first.Status).To(Equal(http.StatusOK), "the first call %s decided on its own must pass: %s", p.Name, first)
+			for i, want := range []int{http.StatusOK, http.StatusTooManyRequests} {
+				id++
+				resp, err := alice.callToolVia(ctx, p.URL, id, env.OtherTool)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(resp.Status).To(Equal(want), "call %d through %s with Redis down: %s", i+2, p.Name, resp)
+			}
 		}
 		Eventually(failOpenCount).WithContext(ctx).WithArguments(t).
-			Should(BeNumerically("==", before+outageCalls), "each call let through counts once in %s", failOpenMetric)
+			Should(BeNumerically("==", before+float64(3*len(world.Proxies))), "each call decided locally counts once in %s", failOpenMetric)
 
 		By("starting Redis again")
 		Expect(world.Redis.Start()).To(Succeed())

@@ -31,6 +31,11 @@ type ProxyOptions struct {
 	Filters *filter.Shared
 	// ListenAddress is the IP address listeners bind; empty binds all.
 	ListenAddress string
+	// LoopbackEndpoints lets EndpointSlices point at this host's loopback
+	// (translate.Options.LoopbackEndpoints): for development and tests on
+	// one host, never in a cluster, where it would let whoever writes an
+	// EndpointSlice reach the proxy's own loopback services.
+	LoopbackEndpoints bool
 	// Logger receives the proxy's logs.
 	Logger *slog.Logger
 }
@@ -76,10 +81,11 @@ func (r *proxyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 		return reconcile.Result{}, err
 	}
 	out := translate.Translate(res, translate.Options{
-		ControllerName: r.opts.ControllerName,
-		Filters:        r.opts.Filters,
-		ListenAddress:  r.opts.ListenAddress,
-		Admission:      r.admission,
+		ControllerName:    r.opts.ControllerName,
+		Filters:           r.opts.Filters,
+		ListenAddress:     r.opts.ListenAddress,
+		Admission:         r.admission,
+		LoopbackEndpoints: r.opts.LoopbackEndpoints,
 	})
 	cfg, ok := out.Gateways[r.opts.Gateway]
 	if !ok {

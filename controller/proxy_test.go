@@ -45,7 +45,8 @@ var _ = Describe("Proxy mode", func() {
 		Expect(k8sClient.Create(ctx, &discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{Name: "mcp-1", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: "mcp"}},
 			// The API server refuses loopback IPs in EndpointSlices; an FQDN
-			// slice under localhost (RFC 6761) names the backend on this host.
+			// slice under localhost (RFC 6761) names the backend on this host,
+			// which the proxy below is told to allow (LoopbackEndpoints).
 			AddressType: discoveryv1.AddressTypeFQDN,
 			Ports:       []discoveryv1.EndpointPort{{Name: ptr("mcp"), Port: ptr(backendPort)}},
 			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"mcp.localhost"}}},
@@ -87,6 +88,7 @@ var _ = Describe("Proxy mode", func() {
 		Expect(controller.SetupProxy(mgr, controller.ProxyOptions{
 			Gateway: types.NamespacedName{Namespace: ns, Name: gw.Name},
 			Server:  server, Filters: shared, ListenAddress: "127.0.0.1", Logger: discard,
+			LoopbackEndpoints: true, // the backend runs on this host
 		})).To(Succeed())
 		proxyCtx, stopProxy := context.WithCancel(ctx)
 		DeferCleanup(func() {

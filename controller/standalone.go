@@ -112,8 +112,11 @@ func (s *standalone) reload() error {
 	for _, gw := range res.Gateways {
 		res.DataPlanes[nn(gw)] = translate.DataPlane{Ready: true, Addresses: addresses, Replicas: 1}
 	}
+	// The files are the operator's own and backends usually run beside
+	// the gateway: loopback endpoints are allowed.
 	out := translate.Translate(res, translate.Options{
 		Filters: s.opts.Filters, ListenAddress: s.opts.ListenAddress, Admission: s.admission,
+		LoopbackEndpoints: true,
 	})
 	cfg := &gateway.Config{}
 	keys := make([]types.NamespacedName, 0, len(out.Gateways))

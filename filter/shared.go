@@ -113,7 +113,8 @@ type Shared struct {
 
 // NewShared builds the long-lived part of the filter.
 func NewShared(opts SharedOptions) (*Shared, error) {
-	if opts.StoreTimeout < 0 || opts.MaxBodyBytes < 0 || opts.TokenCacheSize < 0 || opts.TokenCacheMaxAge < 0 || opts.KeyRefreshInterval < 0 {
+	if opts.StoreTimeout < 0 || opts.MaxBodyBytes < 0 || opts.MaxBatch < 0 || opts.BodyTimeout < 0 ||
+		opts.TokenCacheSize < 0 || opts.TokenCacheMaxAge < 0 || opts.KeyRefreshInterval < 0 {
 		return nil, errors.New("filter: SharedOptions durations and sizes must not be negative (zero picks the default)")
 	}
 	s := &Shared{

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -18,6 +19,8 @@ import (
 //	              during shutdown
 //	GET /metrics  Prometheus metrics
 //	GET /config   the current snapshot as JSON, read-only, without keys
+//	              and with header and query parameter values redacted;
+//	              loopback clients only unless Options.AllowRemoteConfig
 //
 // A fixed table of exact paths and methods is what gorilla/mux does well,
 // so it routes here unchanged.
@@ -39,7 +42,11 @@ func (s *Server) AdminHandler() http.Handler {
 	return r
 }
 
-func (s *Server) serveConfig(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
+	if !s.opts.AllowRemoteConfig && !isLoopbackClient(r) {
+		writeError(w, http.StatusForbidden, "/config is answered to loopback clients only: query it from the gateway's host, or through kubectl port-forward to its admin port")
+		return
+	}
 	snap := s.snap.Load()
 	if snap == nil {
 		writeError(w, http.StatusServiceUnavailable, "no configuration loaded")
@@ -51,8 +58,22 @@ func (s *Server) serveConfig(w http.ResponseWriter, _ *http.Request) {
 	_ = enc.Encode(newConfigView(snap.config))
 }
 
-// The /config view mirrors Config with JSON names, leaving out private keys
-// and showing certificates by their names and expiry.
+// isLoopbackClient reports whether r came over a connection from a loopback
+// address. It reads the connection's address only: forwarding headers are
+// the client's own claim.
+func isLoopbackClient(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// redacted replaces every header and query parameter value in /config:
+// a RequestHeaderModifier may inject a credential for the backend, and a
+// header or query parameter match may test for one.
+const redacted = "[redacted]"
+
+// The /config view mirrors Config with JSON names, leaving out private keys,
+// showing certificates by their names and expiry, and header and query
+// parameter values as [redacted] (their names are kept).
 type (
 	configView struct {
 		Listeners []listenerView `json:"listeners"`
@@ -149,7 +170,7 @@ func newCertificateView(leaf *x509.Certificate, chain [][]byte) certificateView 
 }
 
 func newRuleView(rule Rule) ruleView {
-	rv := ruleView{Name: rule.Name, Matches: rule.Matches, Filters: newFilterViews(rule.Filters)}
+	rv := ruleView{Name: rule.Name, Matches: redactMatches(rule.Matches), Filters: newFilterViews(rule.Filters)}
 	for _, b := range rule.Backends {
 		rv.Backends = append(rv.Backends, backendView{
 			Name: b.Name, Weight: b.Weight, Scheme: b.Scheme, Endpoints: b.Endpoints,
@@ -173,8 +194,8 @@ func newFilterViews(filters []Filter) []filterView {
 	for _, f := range filters {
 		fv := filterView{
 			Type:                   f.Type,
-			RequestHeaderModifier:  f.RequestHeaderModifier,
-			ResponseHeaderModifier: f.ResponseHeaderModifier,
+			RequestHeaderModifier:  redactHeaderModifier(f.RequestHeaderModifier),
+			ResponseHeaderModifier: redactHeaderModifier(f.ResponseHeaderModifier),
 			RequestRedirect:        f.RequestRedirect,
 			URLRewrite:             f.URLRewrite,
 		}
@@ -182,6 +203,40 @@ func newFilterViews(filters []Filter) []filterView {
 			fv.ExtensionRef = &extensionRefView{Group: ref.Group, Kind: ref.Kind, Name: ref.Name, Resolved: ref.Filter != nil}
 		}
 		out = append(out, fv)
+	}
+	return out
+}
+
+// redactMatches copies matches with their header and query parameter values
+// redacted.
+func redactMatches(matches []Match) []Match {
+	if matches == nil {
+		return nil
+	}
+	out := make([]Match, len(matches))
+	for i, m := range matches {
+		out[i] = Match{Path: m.Path, Method: m.Method}
+		for _, h := range m.Headers {
+			out[i].Headers = append(out[i].Headers, HeaderMatch{Type: h.Type, Name: h.Name, Value: redacted})
+		}
+		for _, q := range m.QueryParams {
+			out[i].QueryParams = append(out[i].QueryParams, QueryParamMatch{Type: q.Type, Name: q.Name, Value: redacted})
+		}
+	}
+	return out
+}
+
+// redactHeaderModifier copies a header modifier with its values redacted.
+func redactHeaderModifier(m *HeaderModifier) *HeaderModifier {
+	if m == nil {
+		return nil
+	}
+	out := &HeaderModifier{Remove: m.Remove}
+	for _, h := range m.Set {
+		out.Set = append(out.Set, Header{Name: h.Name, Value: redacted})
+	}
+	for _, h := range m.Add {
+		out.Add = append(out.Add, Header{Name: h.Name, Value: redacted})
 	}
 	return out
 }

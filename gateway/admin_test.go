@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -215,4 +216,106 @@ func TestHTTPSListenersChooseCertificatesBySNI(t *testing.T) {
 	onlyRotated := x509.NewCertPool()
 	onlyRotated.AddCert(rotated[0].Leaf)
 	fetch("a.example.com", onlyRotated)
+}
+
+func TestConfigShowsHeaderNamesButNotTheirValues(t *testing.T) {
+	be := echoBackend(t, "b")
+	s := newServer(t, Options{AdminAddress: "127.0.0.1:0"})
+	injected := &HeaderModifier{
+		Set:    []Header{{Name: "Authorization", Value: "Bearer secret-set"}},
+		Add:    []Header{{Name: "X-Api-Key", Value: "secret-add"}},
+		Remove: []string{"X-Drop"},
+	}
+	backend := backendOf("b", 1, be)
+	backend.Filters = []Filter{{Type: FilterRequestHeaderModifier, RequestHeaderModifier: &HeaderModifier{Set: []Header{{Name: "X-Backend-Key", Value: "secret-backend"}}}}}
+	mustApply(t, s, oneRoute(Rule{
+		Matches: []Match{{
+			Path:        prefix("/"),
+			Headers:     []HeaderMatch{{Name: "X-Tenant", Value: "secret-match"}},
+			QueryParams: []QueryParamMatch{{Type: MatchRegularExpression, Name: "token", Value: "secret-.*"}},
+		}},
+		Filters: []Filter{
+			{Type: FilterRequestHeaderModifier, RequestHeaderModifier: injected},
+			{Type: FilterResponseHeaderModifier, ResponseHeaderModifier: &HeaderModifier{Set: []Header{{Name: "Set-Cookie", Value: "secret-cookie"}}}},
+		},
+		Backends: []Backend{backend},
+	}))
+
+	resp, body := get(t, "http://"+s.AdminAddr().String()+"/config")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/config from loopback = %d (%s), want 200", resp.StatusCode, body)
+	}
+	if bytes.Contains(body, []byte("secret")) {
+		t.Errorf("/config shows a header or query parameter value:\n%s", body)
+	}
+	for _, name := range []string{"Authorization", "X-Api-Key", "X-Drop", "Set-Cookie", "X-Backend-Key", "X-Tenant", "token"} {
+		if !bytes.Contains(body, []byte(`"`+name+`"`)) {
+			t.Errorf("/config does not name %s", name)
+		}
+	}
+	var view configView
+	if err := json.Unmarshal(body, &view); err != nil {
+		t.Fatal(err)
+	}
+	rule := view.Listeners[0].VirtualHosts[0].Routes[0].Rules[0]
+	if v := rule.Filters[0].RequestHeaderModifier.Set[0].Value; v != redacted {
+		t.Errorf("/config requestHeaderModifier value = %q, want %q", v, redacted)
+	}
+	if m := rule.Matches[0]; m.Headers[0].Value != redacted || m.QueryParams[0].Type != MatchRegularExpression {
+		t.Errorf("/config match = %+v, want values redacted and types kept", m)
+	}
+
+	// Redaction is of the view only: the snapshot and the traffic keep
+	// the values.
+	if injected.Set[0].Value != "Bearer secret-set" {
+		t.Errorf("serving /config changed the applied config: %+v", injected)
+	}
+	resp, body = get(t, gatewayURL(t, s, "web")+"/?token=secret-1", "X-Tenant", "secret-match")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("request through the gateway: %d %s", resp.StatusCode, body)
+	}
+	if got := decodeEcho(t, body).Header.Get("Authorization"); got != "Bearer secret-set" {
+		t.Errorf("backend got Authorization %q, want the configured value", got)
+	}
+}
+
+func TestConfigIsAnsweredToLoopbackClientsOnlyByDefault(t *testing.T) {
+	cases := []struct {
+		name        string
+		remoteAddr  string
+		header      []string
+		allowRemote bool
+		path        string
+		want        int
+	}{
+		{name: "an IPv4 loopback client gets /config", remoteAddr: "127.0.0.1:40000", path: "/config", want: http.StatusOK},
+		{name: "any 127/8 address is loopback", remoteAddr: "127.0.0.53:40000", path: "/config", want: http.StatusOK},
+		{name: "an IPv6 loopback client gets /config", remoteAddr: "[::1]:40000", path: "/config", want: http.StatusOK},
+		{name: "an IPv4-mapped loopback client gets /config", remoteAddr: "[::ffff:127.0.0.1]:40000", path: "/config", want: http.StatusOK},
+		{name: "a client on another address is refused /config", remoteAddr: "10.0.0.7:40000", path: "/config", want: http.StatusForbidden},
+		{name: "a forwarding header does not make a client loopback", remoteAddr: "10.0.0.7:40000", header: []string{"X-Forwarded-For", "127.0.0.1", "X-Real-IP", "127.0.0.1"}, path: "/config", want: http.StatusForbidden},
+		{name: "a client on another address gets /config when remote access is allowed", remoteAddr: "10.0.0.7:40000", allowRemote: true, path: "/config", want: http.StatusOK},
+		{name: "a client on another address gets /healthz", remoteAddr: "10.0.0.7:40000", path: "/healthz", want: http.StatusOK},
+		{name: "a client on another address gets /readyz", remoteAddr: "10.0.0.7:40000", path: "/readyz", want: http.StatusOK},
+		{name: "a client on another address gets /metrics", remoteAddr: "10.0.0.7:40000", path: "/metrics", want: http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newServer(t, Options{AllowRemoteConfig: tc.allowRemote})
+			mustApply(t, s, oneRoute(Rule{}))
+			req := httptest.NewRequest(http.MethodGet, "http://admin"+tc.path, nil)
+			req.RemoteAddr = tc.remoteAddr
+			for i := 0; i+1 < len(tc.header); i += 2 {
+				req.Header.Set(tc.header[i], tc.header[i+1])
+			}
+			rec := httptest.NewRecorder()
+			s.AdminHandler().ServeHTTP(rec, req)
+			if rec.Code != tc.want {
+				t.Fatalf("%s from %s = %d (%s), want %d", tc.path, tc.remoteAddr, rec.Code, rec.Body, tc.want)
+			}
+			if rec.Code == http.StatusForbidden && !strings.Contains(rec.Body.String(), "loopback") {
+				t.Errorf("403 body %q does not say who may read /config", rec.Body)
+			}
+		})
+	}
 }

@@ -65,13 +65,25 @@ func (snap *snapshot) resolve(key portKey, r *http.Request) (*listenerTable, *ma
 	return l, l.lookup(host, r), r
 }
 
-// finish records the outcome of an exchange.
+// statusClientClosedRequest is recorded, as nginx does, for a request whose
+// client went away before anything was answered. It is never sent.
+const statusClientClosedRequest = 499
+
+// finish records the outcome of an exchange. When the handler wrote
+// nothing, the status recorded is what the client got or would have got:
+// 502 after a panic (aborted), 499 when the client had gone away (its
+// connection closed or broke, which cancels the request's context), else
+// the 200 net/http sends for an empty handler.
 func (s *Server) finish(x *exchange, r *http.Request, aborted bool) {
 	status := x.rec.status
 	if !x.rec.wroteHeader {
-		status = http.StatusOK // what net/http sends for an empty handler
-		if aborted {
+		switch {
+		case aborted:
 			status = http.StatusBadGateway
+		case r.Context().Err() != nil:
+			status = statusClientClosedRequest
+		default:
+			status = http.StatusOK
 		}
 	}
 	route := x.routeLabel()

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -20,9 +22,12 @@ import (
 //   - Bodies are streamed unchanged both ways; with FlushInterval -1 every
 //     write from the backend is flushed to the client at once, so each
 //     server-sent event arrives as soon as the backend sends it.
-//   - ReverseProxy removes hop-by-hop headers. X-Forwarded-For is appended
-//     to, X-Forwarded-Proto is the client's scheme and X-Forwarded-Host the
-//     Host the client sent (before any URLRewrite).
+//   - ReverseProxy removes hop-by-hop headers and the client's Forwarded
+//     and X-Forwarded-* headers. X-Forwarded-For and X-Real-IP name the
+//     client as this gateway knows it (see clientAddress), X-Forwarded-Proto
+//     is the client's scheme and X-Forwarded-Host the Host the client sent
+//     (before any URLRewrite). These headers are the gateway's: a route's
+//     RequestHeaderModifier cannot set them.
 //   - The Host header reaches the backend unchanged unless a filter
 //     rewrote it, as the spec says.
 //   - MCP session ids are restored on the way in and sealed on the way out
@@ -31,13 +36,14 @@ import (
 //     otherwise, each with a one-line body. Once a response has started an
 //     error can only cut it.
 type proxy struct {
-	rp       *httputil.ReverseProxy
-	sessions *sessionSealer
-	log      *slog.Logger
+	rp          *httputil.ReverseProxy
+	sessions    *sessionSealer
+	log         *slog.Logger
+	trustedHops int // Options.TrustedHops
 }
 
-func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Logger) *proxy {
-	p := &proxy{sessions: sessions, log: log}
+func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Logger, trustedHops int) *proxy {
+	p := &proxy{sessions: sessions, log: log, trustedHops: trustedHops}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      transport,
@@ -90,11 +96,17 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Host = x.endpoint
 	pr.Out.Host = pr.In.Host
 
-	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+	realIP := clientAddress(pr.In, p.trustedHops)
+	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 && p.trustedHops > 0 {
 		pr.Out.Header["X-Forwarded-For"] = slices.Clone(prior)
 	}
-	pr.SetXForwarded()
+	pr.SetXForwarded() // appends the peer to X-Forwarded-For, or sets it alone
 	pr.Out.Header.Set("X-Forwarded-Host", x.host)
+	if realIP != "" {
+		pr.Out.Header.Set("X-Real-IP", realIP)
+	} else {
+		pr.Out.Header.Del("X-Real-IP")
+	}
 
 	if x.sessionID != "" {
 		if x.sessionParam != "" {
@@ -103,6 +115,54 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 			pr.Out.Header.Set(sessionHeader, x.sessionID)
 		}
 	}
+}
+
+// clientAddress is the address of the client as far as this gateway can
+// trust it, for X-Real-IP; the same rule as Envoy's xff_num_trusted_hops
+// with use_remote_address.
+//
+// With no trusted hops it is the peer's address: whatever the client wrote
+// in X-Forwarded-For or X-Real-IP is its own claim and is dropped. With N
+// trusted proxies in front of the gateway, the nearest of them is the peer
+// and each appended the address it saw, so the client is the Nth entry from
+// the right of the incoming X-Forwarded-For (entries left of it were
+// written by the client and are kept but not believed). A list shorter than
+// N, or an entry there that is not an IP address, falls back to the peer.
+// It returns "" when the peer's address cannot be parsed either.
+func clientAddress(r *http.Request, trustedHops int) string {
+	peer, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		peer = ""
+	}
+	if trustedHops <= 0 {
+		return peer
+	}
+	var entries []string
+	for _, line := range r.Header["X-Forwarded-For"] {
+		for e := range strings.SplitSeq(line, ",") {
+			entries = append(entries, strings.TrimSpace(e))
+		}
+	}
+	if len(entries) < trustedHops {
+		return peer
+	}
+	if ip, ok := parseForwardedAddress(entries[len(entries)-trustedHops]); ok {
+		return ip
+	}
+	return peer
+}
+
+// parseForwardedAddress accepts an X-Forwarded-For entry as an IP address,
+// with or without a port ("192.0.2.1:5678", "[2001:db8::1]:80"), and
+// returns the address alone.
+func parseForwardedAddress(entry string) (string, bool) {
+	if a, err := netip.ParseAddr(entry); err == nil {
+		return a.String(), true
+	}
+	if ap, err := netip.ParseAddrPort(entry); err == nil {
+		return ap.Addr().String(), true
+	}
+	return "", false
 }
 
 func (p *proxy) modifyResponse(res *http.Response) error {

@@ -38,6 +38,19 @@ type Options struct {
 	// AdminAddress, if set, is where New serves /healthz, /readyz, /metrics
 	// and /config, for example "127.0.0.1:9901".
 	AdminAddress string
+	// AllowRemoteConfig answers /config to clients on any address. By
+	// default /config (the routing table, backends and endpoints, even
+	// redacted) is answered to loopback clients only, so that an admin
+	// listener bound to every interface for probes and Prometheus does not
+	// show it to the network; /healthz, /readyz and /metrics answer anyone.
+	AllowRemoteConfig bool
+	// TrustedHops is the number of proxies in front of the gateway whose
+	// X-Forwarded-For entries are believed, like Envoy's
+	// xff_num_trusted_hops. Zero (the default) trusts none: the backend's
+	// X-Forwarded-For and X-Real-IP are the peer's address, whatever the
+	// client sent. With N > 0 the incoming X-Forwarded-For is kept and the
+	// peer appended, and X-Real-IP is the Nth entry from its right.
+	TrustedHops int
 	// DrainTimeout bounds how long a listener removed by Apply keeps
 	// serving its in-flight requests; zero means 30 seconds.
 	DrainTimeout time.Duration
@@ -83,6 +96,9 @@ type socket struct {
 // New creates a Server with no listeners. If opts.AdminAddress is set the
 // admin listener is opened now.
 func New(opts Options) (*Server, error) {
+	if opts.TrustedHops < 0 {
+		return nil, fmt.Errorf("gateway options: TrustedHops is %d, want 0 or more", opts.TrustedHops)
+	}
 	s := &Server{opts: opts, sockets: map[portKey]*socket{}}
 	s.log = opts.Logger
 	if s.log == nil {
@@ -111,7 +127,7 @@ func New(opts Options) (*Server, error) {
 	if transport == nil {
 		transport = defaultTransport()
 	}
-	s.proxy = newProxy(transport, s.sessions, s.log)
+	s.proxy = newProxy(transport, s.sessions, s.log, opts.TrustedHops)
 	if s.opts.DrainTimeout <= 0 {
 		s.opts.DrainTimeout = 30 * time.Second
 	}

@@ -16,15 +16,23 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/toolgate/toolgate/controller"
+	"github.com/toolgate/toolgate/gateway"
 )
+
+// trustedHopsHelp describes --trusted-hops, a flag of proxy and standalone
+// modes.
+const trustedHopsHelp = "number of proxies in front of the gateway (load balancers) whose X-Forwarded-For entries are trusted, like Envoy's xff_num_trusted_hops. " +
+	"0 replaces a client's X-Forwarded-For and X-Real-IP with its own address; N keeps X-Forwarded-For, appends the peer, and sets X-Real-IP to the Nth entry from the right"
 
 func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("proxy --gateway NAMESPACE/NAME", "Serve one Gateway's listeners, configured from the cluster (read-only).", stderr)
 	var (
 		gatewayName  = fs.String("gateway", "", "the Gateway to serve, as NAMESPACE/NAME (required)")
 		kubeconfig   = fs.String("kubeconfig", "", "kubeconfig file; empty uses the in-cluster configuration or $KUBECONFIG")
-		adminAddress = fs.String("admin-address", ":9901", "address of /healthz, /readyz, /metrics and /config")
+		adminAddress = fs.String("admin-address", ":9901", "address of /healthz, /readyz, /metrics and /config (/config answers loopback clients only)")
 		listenAddr   = fs.String("listen-address", "", "IP address the Gateway's listeners bind; empty binds all")
+		trustedHops  = fs.Int("trusted-hops", 0, trustedHopsHelp)
+		devLocalhost = fs.Bool("dev-localhost-endpoints", false, "let EndpointSlices point at this host's loopback: FQDN addresses under localhost become 127.0.0.1. For development and tests on one host, never in a cluster")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
 		store        storeFlags
 	)
@@ -40,6 +48,9 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		return fmt.Errorf("--gateway must be NAMESPACE/NAME, got %q", *gatewayName)
 	}
+	if *trustedHops < 0 {
+		return fmt.Errorf("--trusted-hops %d: give the number of proxies in front of the gateway, 0 or more", *trustedHops)
+	}
 	sessionKey, err := sessionKeyFromEnv()
 	if err != nil {
 		return err
@@ -50,9 +61,17 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.SetLogger(logr.FromSlogHandler(logger.Handler()))
 
-	dp, err := store.newDataPlane(ctx, *adminAddress, sessionKey, logger)
+	// The admin port listens on every interface for probes and Prometheus;
+	// /config stays answered to loopback clients only (the gateway's
+	// default, AllowRemoteConfig unset).
+	dp, err := store.newDataPlane(ctx, gateway.Options{
+		SessionKey: sessionKey, AdminAddress: *adminAddress, TrustedHops: *trustedHops,
+	}, logger)
 	if err != nil {
 		return err
+	}
+	if *devLocalhost {
+		logger.Warn("--dev-localhost-endpoints: EndpointSlices may point at this host's loopback; never use this in a cluster")
 	}
 	scheme, err := controller.NewScheme()
 	if err != nil {
@@ -70,6 +89,7 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	err = controller.SetupProxy(mgr, controller.ProxyOptions{
 		Gateway: types.NamespacedName{Namespace: ns, Name: name},
 		Server:  dp.server, Filters: dp.filters, ListenAddress: *listenAddr, Logger: logger,
+		LoopbackEndpoints: *devLocalhost,
 	})
 	if err != nil {
 		return err

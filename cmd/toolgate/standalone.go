@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/toolgate/toolgate/controller"
+	"github.com/toolgate/toolgate/gateway"
 )
 
 func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -17,7 +18,8 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var (
 		dir          = fs.String("config", "", "folder of manifests (*.yaml): Gateways, HTTPRoutes, ReferenceGrants, MCPServers, Secrets, Services and EndpointSlices (required)")
 		listenAddr   = fs.String("listen-address", "127.0.0.1", "IP address the Gateways' listeners bind")
-		adminAddress = fs.String("admin-address", "127.0.0.1:9901", "address of /healthz, /readyz, /metrics and /config; empty disables it")
+		adminAddress = fs.String("admin-address", "127.0.0.1:9901", "address of /healthz, /readyz, /metrics and /config (/config answers loopback clients only); empty disables it")
+		trustedHops  = fs.Int("trusted-hops", 0, trustedHopsHelp)
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
 		store        storeFlags
 	)
@@ -35,6 +37,9 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if net.ParseIP(*listenAddr) == nil {
 		return fmt.Errorf("--listen-address %q: give an IP address, such as 127.0.0.1 or 0.0.0.0", *listenAddr)
 	}
+	if *trustedHops < 0 {
+		return fmt.Errorf("--trusted-hops %d: give the number of proxies in front of the gateway, 0 or more", *trustedHops)
+	}
 	logger, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
@@ -48,7 +53,9 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 		sessionKey = make([]byte, 32)
 		_, _ = rand.Read(sessionKey)
 	}
-	dp, err := store.newDataPlane(ctx, *adminAddress, sessionKey, logger)
+	dp, err := store.newDataPlane(ctx, gateway.Options{
+		SessionKey: sessionKey, AdminAddress: *adminAddress, TrustedHops: *trustedHops,
+	}, logger)
 	if err != nil {
 		return err
 	}

@@ -26,14 +26,20 @@ type storeFlags struct {
 	redisMaster  string
 	storeTimeout time.Duration
 	maxBody      int64
+	maxBatch     int
+	bodyTimeout  time.Duration
+	keyRefresh   time.Duration
 }
 
 func (s *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.redisURL, "redis-url", "", "Redis for shared token buckets, as redis://[user@]host:port/db or rediss:// for TLS; the password comes from $TOOLGATE_REDIS_PASSWORD. Empty keeps buckets in memory (one replica only)")
 	fs.StringVar(&s.redisAddrs, "redis-addrs", "", "comma-separated Redis Cluster or Sentinel addresses, instead of --redis-url")
 	fs.StringVar(&s.redisMaster, "redis-master-name", "", "Sentinel master name (with --redis-addrs)")
-	fs.DurationVar(&s.storeTimeout, "store-timeout", filter.DefaultStoreTimeout, "longest wait for a rate-limit decision before failing open")
+	fs.DurationVar(&s.storeTimeout, "store-timeout", filter.DefaultStoreTimeout, "longest wait for a rate-limit decision from Redis; a request whose decision takes longer gets 503")
 	fs.Int64Var(&s.maxBody, "max-body-bytes", filter.DefaultMaxBodyBytes, "largest MCP request body accepted (413 past it)")
+	fs.IntVar(&s.maxBatch, "max-batch", filter.DefaultMaxBatch, "most JSON-RPC messages in one batch (400 past it)")
+	fs.DurationVar(&s.bodyTimeout, "body-timeout", filter.DefaultBodyTimeout, "longest time an MCP request body may take to arrive (408 past it, and the connection closes)")
+	fs.DurationVar(&s.keyRefresh, "jwks-refresh-interval", filter.DefaultKeyRefreshInterval, "least time between two fetches of an issuer's signing keys; a token with an unknown key id waits for the next one")
 }
 
 // dataPlane is what proxy and standalone modes serve with: the gateway
@@ -43,9 +49,10 @@ type dataPlane struct {
 	filters *filter.Shared
 }
 
-// newDataPlane builds the gateway server (with its admin endpoints on
-// adminAddress) and the filter state from the store flags.
-func (s *storeFlags) newDataPlane(ctx context.Context, adminAddress string, sessionKey []byte, log *slog.Logger) (*dataPlane, error) {
+// newDataPlane builds the gateway server from gw (the mode's settings; its
+// Metrics and Logger are set here) and the filter state from the store
+// flags.
+func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *slog.Logger) (*dataPlane, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	filters, err := s.shared(ctx, reg, log)
@@ -56,7 +63,8 @@ func (s *storeFlags) newDataPlane(ctx context.Context, adminAddress string, sess
 	if err != nil {
 		return nil, err
 	}
-	server, err := gateway.New(gateway.Options{SessionKey: sessionKey, Metrics: metrics, Logger: log, AdminAddress: adminAddress})
+	gw.Metrics, gw.Logger = metrics, log
+	server, err := gateway.New(gw)
 	if err != nil {
 		return nil, err
 	}
@@ -74,40 +82,47 @@ func (d *dataPlane) shutdown(log *slog.Logger) {
 
 // shared builds the long-lived filter state: the bucket store (Redis or
 // memory) and the metrics on reg. Only a malformed setting is an error: an
-// unreachable Redis is logged and requests fail open until it answers.
+// unreachable Redis is logged, and each replica enforces the limits on its
+// own until Redis answers.
 func (s *storeFlags) shared(ctx context.Context, reg prometheus.Registerer, log *slog.Logger) (*filter.Shared, error) {
 	var store limiter.Store
-	switch {
-	case s.redisURL != "" && s.redisAddrs != "":
-		return nil, fmt.Errorf("set --redis-url or --redis-addrs, not both")
-	case s.redisURL != "":
-		opts, err := redis.ParseURL(s.redisURL)
-		if err != nil {
-			return nil, fmt.Errorf("--redis-url %q: %w (expected redis://host:port/db or rediss://host:port)", s.redisURL, err)
-		}
-		if pw := os.Getenv("TOOLGATE_REDIS_PASSWORD"); pw != "" {
-			opts.Password = pw
-		}
-		client := redis.NewClient(opts)
-		store = limiter.NewRedis(client, limiter.RedisOptions{})
-		ping(ctx, client, s.redisURL, log)
-	case s.redisAddrs != "":
-		client := redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs:      strings.Split(s.redisAddrs, ","),
+	if s.redisURL != "" || s.redisAddrs != "" {
+		cfg := limiter.RedisConfig{
+			URL:        s.redisURL,
 			MasterName: s.redisMaster,
 			Password:   os.Getenv("TOOLGATE_REDIS_PASSWORD"),
-		})
-		store = limiter.NewRedis(client, limiter.RedisOptions{})
-		ping(ctx, client, s.redisAddrs, log)
-	default:
-		store = limiter.NewMemory(limiter.MemoryOptions{})
+			Timeout:    s.storeTimeout,
+		}
+		where := s.redisURL
+		if s.redisAddrs != "" {
+			cfg.Addrs, where = strings.Split(s.redisAddrs, ","), s.redisAddrs
+		}
+		if s.redisURL != "" && s.redisAddrs != "" {
+			return nil, fmt.Errorf("set --redis-url or --redis-addrs, not both")
+		}
+		if s.redisMaster != "" && s.redisAddrs == "" {
+			return nil, fmt.Errorf("--redis-master-name needs the Sentinel addresses in --redis-addrs")
+		}
+		client, err := limiter.NewRedisClient(cfg)
+		if err != nil {
+			flag := "--redis-url"
+			if s.redisAddrs != "" {
+				flag = "--redis-addrs"
+			}
+			return nil, fmt.Errorf("%s: %w", flag, err)
+		}
+		ping(ctx, client, where, log)
+		store = limiter.NewRedis(client, limiter.RedisOptions{Timeout: s.storeTimeout, Logger: log})
 	}
 	return filter.NewShared(filter.SharedOptions{
-		Store:        store,
-		Registerer:   reg,
-		Logger:       log,
-		StoreTimeout: s.storeTimeout,
-		MaxBodyBytes: s.maxBody,
+		Store:              store,
+		Registerer:         reg,
+		Logger:             log,
+		StoreTimeout:       s.storeTimeout,
+		MaxBodyBytes:       s.maxBody,
+		MaxBatch:           s.maxBatch,
+		BodyTimeout:        s.bodyTimeout,
+		KeyRefreshInterval: s.keyRefresh,
 	})
 }
 
@@ -115,6 +130,6 @@ func ping(ctx context.Context, c redis.UniversalClient, where string, log *slog.
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
-		log.Warn("Redis does not answer yet: tool calls pass unlimited (fail-open) until it does", "redis", where, "error", err)
+		log.Warn("Redis does not answer yet: each replica enforces the limits on its own until it does", "redis", where, "error", err)
 	}
 }

@@ -103,8 +103,9 @@ func (b *Backend) Close() error { return b.server.Close() }
 // EndpointSliceFor points a selector-less Service's port at the backend.
 // The API server refuses loopback IPs in EndpointSlices, so a backend on
 // loopback is named by an FQDN slice under localhost, which toolgate
-// resolves to the loopback address (RFC 6761); a backend on another
-// address (--backend-address) gets an IPv4 slice.
+// resolves to the loopback address (RFC 6761) in standalone mode and, with
+// --dev-localhost-endpoints (startProxies passes it), in proxy mode; a
+// backend on another address (--backend-address) gets an IPv4 slice.
 func (e *Env) EndpointSliceFor(svc *corev1.Service) *discoveryv1.EndpointSlice {
 	port := svc.Spec.Ports[0]
 	ready := true

@@ -340,7 +340,7 @@ func (e *Env) startProxies(ctx context.Context, binary string) error {
 		name := "proxy-" + string(rune('a'+i))
 		e.logf("starting toolgate proxy %s on %s", name, ip)
 		admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
-		p, err := startProcess(name, e.LogDir, binary, []string{
+		args := []string{
 			"proxy",
 			"--gateway", e.Gateway.String(),
 			"--kubeconfig", e.KubeconfigPath,
@@ -348,7 +348,13 @@ func (e *Env) startProxies(ctx context.Context, binary string) error {
 			"--listen-address", ip,
 			"--redis-url", e.Redis.URL,
 			"--store-timeout", storeTimeout,
-		}, []string{sessionKey})
+		}
+		if backend := net.ParseIP(e.Backend.IP); backend != nil && backend.IsLoopback() {
+			// The backend is named mcp-backend.localhost (EndpointSliceFor),
+			// which a proxy refuses unless told it runs beside its backends.
+			args = append(args, "--dev-localhost-endpoints")
+		}
+		p, err := startProcess(name, e.LogDir, binary, args, []string{sessionKey})
 		if err != nil {
 			return err
 		}

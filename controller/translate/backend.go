@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,10 +95,7 @@ func servicePort(svc *corev1.Service, port int32) (corev1.ServicePort, bool) {
 // endpoints lists the ready endpoints of a Service port from its
 // EndpointSlices, as "host:port", sorted for stable snapshots. Besides IP
 // addresses, FQDN slices name hosts the proxy resolves when it connects.
-// Names under "localhost" are the loopback address, as RFC 6761 says: the
-// API server refuses loopback IPs in EndpointSlices (and one-label names in
-// FQDN slices), so an FQDN slice of, say, mcp.localhost is how a backend on
-// the proxy's own host is declared.
+// Which addresses are kept is endpointHost's decision.
 func (t *translator) endpoints(svc types.NamespacedName, port corev1.ServicePort) []string {
 	var out []string
 	for _, es := range t.idx.endpointSlices[svc] {
@@ -125,10 +123,11 @@ func (t *translator) endpoints(svc types.NamespacedName, port corev1.ServicePort
 				continue
 			}
 			for _, addr := range ep.Addresses {
-				if es.AddressType == discoveryv1.AddressTypeFQDN && isLocalhost(addr) {
-					addr = "127.0.0.1"
+				host, ok := t.endpointHost(es.AddressType, addr)
+				if !ok {
+					continue
 				}
-				hp := net.JoinHostPort(addr, strconv.Itoa(int(target)))
+				hp := net.JoinHostPort(host, strconv.Itoa(int(target)))
 				if !slices.Contains(out, hp) {
 					out = append(out, hp)
 				}
@@ -137,6 +136,37 @@ func (t *translator) endpoints(svc types.NamespacedName, port corev1.ServicePort
 	}
 	slices.Sort(out)
 	return out
+}
+
+// endpointHost returns the host to connect to for an EndpointSlice address,
+// or false to leave the address out.
+//
+// Names under "localhost" are the loopback address, as RFC 6761 says: the
+// API server refuses loopback IPs in EndpointSlices (and one-label names in
+// FQDN slices), so an FQDN slice of, say, mcp.localhost is how a backend on
+// the proxy's own host is declared, where Options.LoopbackEndpoints allows
+// it. Otherwise such a name is left out rather than passed to the resolver,
+// which may well map it to loopback too (nss-myhostname, /etc/hosts). So are
+// IP addresses the API server refuses in IP slices, which an FQDN slice can
+// still carry: "127.0.0.1" is a valid domain name.
+func (t *translator) endpointHost(addressType discoveryv1.AddressType, addr string) (string, bool) {
+	if addressType == discoveryv1.AddressTypeFQDN && isLocalhost(addr) {
+		if !t.opts.LoopbackEndpoints {
+			return "", false
+		}
+		return "127.0.0.1", true
+	}
+	if ip, err := netip.ParseAddr(addr); err == nil && !t.opts.LoopbackEndpoints && !isEndpointIP(ip) {
+		return "", false
+	}
+	return addr, true
+}
+
+// isEndpointIP applies the API server's rule for addresses in IP
+// EndpointSlices: not unspecified, loopback or link-local.
+func isEndpointIP(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return !ip.IsUnspecified() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast()
 }
 
 // isLocalhost reports whether name is "localhost" or under it (RFC 6761).

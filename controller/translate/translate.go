@@ -71,6 +71,15 @@ type Options struct {
 	ListenAddress string
 	// Admission re-checks MCPServers against the CRD's rules. Optional.
 	Admission *admission.Validator
+	// LoopbackEndpoints lets backends live on the proxy's own loopback:
+	// FQDN EndpointSlice addresses under "localhost" become 127.0.0.1 (RFC
+	// 6761) and loopback IP addresses are kept. Standalone mode sets it,
+	// its files being the operator's own. Off (proxy mode), such addresses
+	// are left out, together with the other IP addresses the API server
+	// refuses in IP EndpointSlices (unspecified, link-local), wherever they
+	// are written: whoever can write an EndpointSlice must not reach the
+	// proxy's admin port or other loopback services through a route.
+	LoopbackEndpoints bool
 }
 
 // Result is the translator's output.

@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/toolgate/toolgate/apis/v1alpha1"
 	"github.com/toolgate/toolgate/controller/admission"
+	"github.com/toolgate/toolgate/controller/load"
 	"github.com/toolgate/toolgate/controller/translate"
 )
 
@@ -56,3 +58,86 @@ func TestRateLimitingConfigValidIsFalseForPerUserWithoutAuth(t *testing.T) {
 		t.Error("no RateLimitingConfigValid condition")
 	}
 }
+
+// Whoever can write an EndpointSlice must not reach the proxy's own
+// loopback (its admin port) through a route, unless the mode says backends
+// live there (standalone, or a proxy in development).
+func TestLoopbackEndpointsAreKeptOnlyWhenAllowed(t *testing.T) {
+	cases := []struct {
+		name        string
+		addressType string
+		address     string
+		without     string // the endpoint without LoopbackEndpoints; "" when left out
+		with        string // the endpoint with it
+	}{
+		{"a name under localhost is the loopback address", "FQDN", "mcp.localhost", "", "127.0.0.1:8000"},
+		{"localhost names are matched without regard to case or a final dot", "FQDN", "MCP.Localhost.", "", "127.0.0.1:8000"},
+		{"another name is kept for the resolver", "FQDN", "mcp.example.com", "mcp.example.com:8000", "mcp.example.com:8000"},
+		{"a loopback IP written as a name", "FQDN", "127.0.0.1", "", "127.0.0.1:8000"},
+		{"the unspecified IP written as a name", "FQDN", "0.0.0.0", "", "0.0.0.0:8000"},
+		{"a link-local IP written as a name", "FQDN", "169.254.169.254", "", "169.254.169.254:8000"},
+		{"a loopback IPv4 address", "IPv4", "127.0.0.1", "", "127.0.0.1:8000"},
+		{"a loopback IPv6 address", "IPv6", "::1", "", "[::1]:8000"},
+		{"a routable IPv4 address", "IPv4", "10.1.0.1", "10.1.0.1:8000", "10.1.0.1:8000"},
+		{"a routable IPv6 address", "IPv6", "2001:db8::1", "[2001:db8::1]:8000", "[2001:db8::1]:8000"},
+	}
+	loader, err := load.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := loader.Read(strings.NewReader(fmt.Sprintf(loopbackFixture, tc.addressType, tc.address)), "fixture")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, allowed := range []bool{false, true} {
+				want := map[bool]string{false: tc.without, true: tc.with}[allowed]
+				out := translate.Translate(res, translate.Options{LoopbackEndpoints: allowed})
+				cfg := out.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}]
+				if cfg == nil || len(cfg.Listeners) != 1 {
+					t.Fatalf("no snapshot of apps/gw: %+v", out.Status.Gateways)
+				}
+				endpoints := cfg.Listeners[0].VirtualHosts[0].Routes[0].Rules[0].Backends[0].Endpoints
+				if got := strings.Join(endpoints, ","); got != want {
+					t.Errorf("LoopbackEndpoints=%v: %s %q gives endpoints %q, want %q", allowed, tc.addressType, tc.address, got, want)
+				}
+			}
+		})
+	}
+}
+
+// loopbackFixture is a route to a Service with one EndpointSlice of the
+// given address type and address.
+const loopbackFixture = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: toolgate}
+spec: {controllerName: toolgate.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: apps}
+spec:
+  gatewayClassName: toolgate
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: apps}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: mcp, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mcp, namespace: apps}
+spec: {ports: [{port: 80, name: http}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: mcp-1, namespace: apps, labels: {kubernetes.io/service-name: mcp}}
+addressType: %s
+ports: [{name: http, port: 8000}]
+endpoints: [{addresses: ["%s"]}]
+`
