@@ -322,32 +322,43 @@ func TestOneUsersConcurrentCallsAdmitExactlyHisLimit(t *testing.T) {
 		t.Run(store.name, func(t *testing.T) {
 			issuer, token := startIssuer(t)
 			backend := startBackend(t)
-			r := startReplica(t, issuer, backend, store.flags(t)...)
-			alice, bob := token("alice"), token("bob")
+			flags := store.flags(t)
+			alice, bob, carol := token("alice"), token("bob"), token("carol")
 
+			// With the default --store-timeout, a loaded machine sheds some
+			// decisions (503); none of them is ever admitted.
+			r := startReplica(t, issuer, backend, flags...)
 			codes := burst(t, r.url, alice, "expensive_tool", 400)
-			t.Logf("400 concurrent calls of one user: %v", codes)
-			if codes[http.StatusOK] != 2 {
-				t.Errorf("%d of 400 concurrent calls were admitted, want exactly 2 (statuses %v)", codes[http.StatusOK], codes)
+			t.Logf("400 concurrent calls of one user, default store timeout: %v", codes)
+			if codes[http.StatusOK] > 2 || codes[http.StatusOK]+codes[http.StatusTooManyRequests]+codes[http.StatusServiceUnavailable] != 400 {
+				t.Errorf("statuses %v: want at most 2 admitted, the rest 429 or 503", codes)
 			}
-			if codes[http.StatusOK]+codes[http.StatusTooManyRequests]+codes[http.StatusServiceUnavailable] != 400 {
-				t.Errorf("statuses %v: want only 200, 429 and 503", codes)
+			if got := backend.calls.Load(); got != int64(codes[http.StatusOK]) {
+				t.Errorf("the backend ran %d calls, %d were admitted", got, codes[http.StatusOK])
+			}
+			// Another user is not affected by alice's burst.
+			if code := post(t, r.url, carol, http.MethodPost, toolCall(1, "expensive_tool")); code != http.StatusOK {
+				t.Errorf("carol's first call: status %d, want 200", code)
+			}
+
+			// With time enough for every decision, exactly the limit passes.
+			backend.calls.Store(0)
+			r = startReplica(t, issuer, backend, append(flags, "--store-timeout", "10s")...)
+			codes = burst(t, r.url, bob, "expensive_tool", 400)
+			t.Logf("400 concurrent calls of one user, 10s store timeout: %v", codes)
+			if codes[http.StatusOK] != 2 || codes[http.StatusTooManyRequests] != 398 {
+				t.Errorf("statuses %v: want exactly 2 admitted and 398 refused with 429", codes)
 			}
 			if got := backend.calls.Load(); got != 2 {
 				t.Errorf("the backend ran %d calls, want 2", got)
 			}
-			// Another user is not affected by alice's burst.
-			if code := post(t, r.url, bob, http.MethodPost, toolCall(1, "expensive_tool")); code != http.StatusOK {
-				t.Errorf("bob's first call: status %d, want 200", code)
-			}
-
 			// A batch of 100 takes 100 tokens: of 150, a second batch of
 			// 100 no longer fits.
 			backend.calls.Store(0)
-			if code := post(t, r.url, alice, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusOK {
+			if code := post(t, r.url, bob, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusOK {
 				t.Fatalf("a batch of 100: status %d, want 200", code)
 			}
-			if code := post(t, r.url, alice, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusTooManyRequests {
+			if code := post(t, r.url, bob, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusTooManyRequests {
 				t.Errorf("a second batch of 100 with 50 tokens left: status %d, want 429", code)
 			}
 			if got := backend.calls.Load(); got != 100 {
@@ -583,5 +594,55 @@ func TestSixteenHugeBatchesStayWithinTheStatedMemoryBound(t *testing.T) {
 	}
 	if growth > 16*perRequestBound {
 		t.Errorf("peak RSS grew by %d MiB, more than the bound of %d MiB", growth>>20, (16*perRequestBound)>>20)
+	}
+}
+
+func TestSlowBodiesGet408AndTheirConnectionsClose(t *testing.T) {
+	issuer, token := startIssuer(t)
+	backend := startBackend(t)
+	r := startReplica(t, issuer, backend, "--body-timeout", "500ms")
+	alice := token("alice")
+	host := strings.TrimPrefix(strings.TrimSuffix(r.url, "/mcp"), "http://")
+
+	const slow = 50
+	var wg sync.WaitGroup
+	statuses := make([]int, slow)
+	closed := make([]bool, slow)
+	for i := range slow {
+		wg.Go(func() {
+			conn, err := net.Dial("tcp", host)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			// Announce 1 MiB, send one byte of it, and wait.
+			fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n[", host, alice, 1<<20)
+			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(conn)
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Errorf("connection %d: no response: %v", i, err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			statuses[i] = res.StatusCode
+			// The gateway closes the connection: the next read ends.
+			_, err = br.ReadByte()
+			closed[i] = err == io.EOF
+		})
+	}
+	wg.Wait()
+	for i := range slow {
+		if statuses[i] != http.StatusRequestTimeout || !closed[i] {
+			t.Errorf("slow connection %d: status %d, closed %v; want 408 and closed", i, statuses[i], closed[i])
+		}
+	}
+	if got := backend.calls.Load(); got != 0 {
+		t.Errorf("the backend saw %d calls, want none", got)
+	}
+	if n := strings.Count(r.log.String(), "status=408"); n != slow {
+		t.Errorf("the access log has %d requests with status=408, want %d", n, slow)
 	}
 }

@@ -272,7 +272,10 @@ var takeScript = redis.NewScript(redisTakeScript)
 // Take implements Store with one EVALSHA (EVAL when Redis lost the script),
 // sent in a pipeline with the decisions of other callers waiting at the same
 // moment. It answers ErrUnavailable at once while the store is unavailable,
-// and ErrBusy when the decision could not be sent before ctx ended.
+// and ErrBusy when the decision could not be sent before ctx ended. A
+// decision that was sent is waited for even past ctx's end, for at most the
+// round trip's Timeout: an answer Redis gives is never thrown away, so a
+// late caller does not lose tokens to a decision it did not hear.
 func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 	if err := validate(demands); err != nil {
 		return Decision{}, err
@@ -298,7 +301,10 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 		if c.state.CompareAndSwap(callQueued, callAbandoned) {
 			return Decision{}, fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
 		}
-		return Decision{}, fmt.Errorf("limiter: take from redis: %w", ctx.Err())
+		// Sent: Redis may take the tokens, so the answer is worth waiting
+		// for. The round trip's own deadline (Timeout) bounds the wait.
+		<-c.done
+		return c.decision, c.err
 	case <-r.stop:
 		return Decision{}, ErrClosed
 	}
