@@ -16,6 +16,20 @@ import (
 // the shared bucket store was unavailable.
 const failOpenMetric = "toolgate_ratelimit_fail_open_total"
 
+// storeAvailableMetric is 1 on a proxy that decides with the shared Redis.
+const storeAvailableMetric = "toolgate_ratelimit_store_available"
+
+// expectSharedStore waits until every proxy decides with Redis again: after
+// an outage each finds it on its own, at its next probe.
+func expectSharedStore(ctx context.Context) {
+	GinkgoHelper()
+	for _, p := range world.Proxies {
+		Eventually(func() (float64, error) { return p.Metric(ctx, storeAvailableMetric, nil) }).
+			WithContext(ctx).WithTimeout(time.Minute).WithPolling(50*time.Millisecond).
+			Should(BeNumerically("==", 1), "%s must decide with Redis", p.Name)
+	}
+}
+
 // failOpenCount sums the fail-open counter of an MCPServer over the proxies.
 func failOpenCount(ctx context.Context, t *tenant) (float64, error) {
 	var sum float64
@@ -81,6 +95,7 @@ var _ = Describe("A Redis outage", Serial, Label("redis-outage"), func() {
 
 		By("starting Redis again")
 		Expect(world.Redis.Start()).To(Succeed())
+		expectSharedStore(ctx)
 		// Redis comes back empty, so buckets start full: calls pass until
 		// the bucket is empty, then the limit refuses them again.
 		Eventually(func(g Gomega) int {

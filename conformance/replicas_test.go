@@ -14,6 +14,7 @@ var _ = Describe("Two proxy replicas of one Gateway", func() {
 	It("share buckets through Redis: across both, exactly maxTokens calls pass", func(ctx SpecContext) {
 		const maxTokens = 6
 		Expect(world.Proxies).To(HaveLen(2))
+		expectSharedStore(ctx)
 		t := newTenant(ctx, "replicas")
 		t.deploy(ctx, &v1alpha1.RateLimiting{PerUser: bucket(maxTokens, longRefill)})
 

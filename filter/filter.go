@@ -338,7 +338,7 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 	}
 	m.rejected[reasonRateLimited].Inc()
 	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
-	writeRateLimited(w, in, wholeSeconds(decision.RetryAfter))
+	writeRateLimited(w, r, in, decision.RetryAfter)
 	return false
 }
 

@@ -26,10 +26,32 @@ const (
 	// -32020..-32099 for its own codes, so the filter takes -32001 from the
 	// part that stays free; the HTTP status (401) is what clients act on.
 	CodeUnauthenticated = -32001
-	// CodeRateLimited answers a tools/call refused by a token bucket. It is
-	// the code the product promises its users (see DESIGN.md).
+	// CodeRateLimited answers a tools/call refused by a token bucket in the
+	// session-based protocol (2025-11-25 and earlier), where JSON-RPC leaves
+	// -32000..-32099 to implementations. It is the code the product promises
+	// its users (see DESIGN.md).
 	CodeRateLimited = -32029
+	// CodeRateLimitedStateless answers the same refusal in the stateless
+	// protocol (2026-07-28 and later), which reserves -32020..-32099 for
+	// codes the specification defines and none for rate limits: the code
+	// is the HTTP status, outside the JSON-RPC reserved range, as ToolHive
+	// answers too.
+	CodeRateLimitedStateless = 429
 )
+
+// statelessProtocol is the first protocol version of the stateless
+// generation; versions are dates, so they compare as strings.
+const statelessProtocol = "2026-07-28"
+
+// isStatelessVersion reports whether a protocol version names the stateless
+// generation (2026-07-28 or later).
+func isStatelessVersion(v []byte) bool {
+	return len(v) == len(statelessProtocol) && string(v) >= statelessProtocol
+}
+
+// metaProtocolVersionKey is the params._meta key by which a 2026-07-28
+// request names its protocol version (SEP-2575).
+var metaProtocolVersionKey = []byte("io.modelcontextprotocol/protocolVersion")
 
 // methodToolsCall is the one method the filter limits.
 const methodToolsCall = "tools/call"
@@ -48,7 +70,9 @@ type message struct {
 	// method is the decoded method; nil for a response.
 	method []byte
 	// name is the decoded params.name of a tools/call; nil otherwise.
-	name      []byte
+	name []byte
+	// version is the protocol version in params._meta, when it names one.
+	version   []byte
 	hasMethod bool
 }
 
@@ -327,6 +351,7 @@ func (s *scanner) scanMessage(m *message, depth int) {
 			m.name = p.name
 		}
 	}
+	m.version = p.version
 }
 
 // paramsScan is what a message's params object says about its name.
@@ -335,6 +360,7 @@ type paramsScan struct {
 	isString bool
 	name     []byte
 	conflict string // why the name key is ambiguous, "" when it is not
+	version  []byte // _meta's protocol version, when a string
 }
 
 // scanParams reads the params object at s.pos, noting its name key.
@@ -366,6 +392,8 @@ func (s *scanner) scanParams(p *paramsScan, depth int) {
 				p.conflict = "a key in params differs only in case from \"name\""
 			}
 			s.skipValue(depth + 1)
+		case string(key) == "_meta" && s.peek() == '{':
+			s.scanMeta(p, depth+1)
 		default:
 			s.skipValue(depth + 1)
 		}
@@ -373,6 +401,36 @@ func (s *scanner) scanParams(p *paramsScan, depth int) {
 			continue
 		}
 		return
+	}
+}
+
+// scanMeta reads the params._meta object at s.pos, noting the protocol
+// version it names. The version only chooses how a refusal is worded, so its
+// key is read as it comes, without the strictness of the keys that decide.
+func (s *scanner) scanMeta(p *paramsScan, depth int) {
+	if depth+1 > maxNestingDepth {
+		s.fail("nesting too deep")
+		return
+	}
+	s.pos++ // '{'
+	s.skipSpace()
+	if s.peek() == '}' {
+		s.pos++
+		return
+	}
+	for s.going() {
+		key, ok := s.scanKey()
+		if !ok || !s.expect(':', "expected ':' after an object key") {
+			return
+		}
+		if bytes.Equal(key, metaProtocolVersionKey) {
+			p.version, _ = s.scanStringValue(depth + 1)
+		} else {
+			s.skipValue(depth + 1)
+		}
+		if !s.nextMember() {
+			return
+		}
 	}
 }
 

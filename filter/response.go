@@ -17,6 +17,7 @@ const (
 	headerRateLimit       = "Ratelimit"
 	headerRetryAfter      = "Retry-After"
 	headerWWWAuthenticate = "Www-Authenticate"
+	headerProtocolVersion = "Mcp-Protocol-Version"
 )
 
 // authRetryAfterSeconds is what a 503 for an unreachable issuer tells the
@@ -72,26 +73,47 @@ func appendID(b, id []byte) []byte {
 	return append(b, id...)
 }
 
-// rateLimitedMessage is the error message of CodeRateLimited.
+// rateLimitedMessage is the error message of a rate-limited request.
 const rateLimitedMessage = "Rate limit exceeded"
 
-// appendRateLimited appends the error response to one rate-limited request.
-func appendRateLimited(b, id []byte, retryAfterSeconds int64) []byte {
+// appendRateLimited appends the error response to one rate-limited request,
+// in the words of its protocol generation: CodeRateLimited with
+// data.retryAfterSeconds for the session-based protocol;
+// CodeRateLimitedStateless with data.retryAfterSeconds and
+// data.retryAfterMs for the stateless one.
+func appendRateLimited(b, id []byte, stateless bool, retryAfter time.Duration) []byte {
+	code := int64(CodeRateLimited)
+	if stateless {
+		code = CodeRateLimitedStateless
+	}
 	b = append(b, `{"jsonrpc":"2.0","id":`...)
 	b = appendID(b, id)
 	b = append(b, `,"error":{"code":`...)
-	b = strconv.AppendInt(b, CodeRateLimited, 10)
+	b = strconv.AppendInt(b, code, 10)
 	b = append(b, `,"message":"`+rateLimitedMessage+`","data":{"retryAfterSeconds":`...)
-	b = strconv.AppendInt(b, retryAfterSeconds, 10)
+	b = strconv.AppendInt(b, wholeSeconds(retryAfter), 10)
+	if stateless {
+		b = append(b, `,"retryAfterMs":`...)
+		b = strconv.AppendInt(b, ceilMillis(retryAfter), 10)
+	}
 	return append(b, "}}}"...)
 }
 
-// writeRateLimited answers a refused request with 429: one error for a
-// single message, an array of one error per request with an id for a batch.
-// A notification, or a batch of nothing but notifications, gets one error
-// with a null id: HTTP still needs a body to say why.
-func writeRateLimited(w http.ResponseWriter, in inspection, retryAfterSeconds int64) {
-	w.Header().Set(headerRetryAfter, strconv.FormatInt(retryAfterSeconds, 10))
+// writeRateLimited answers a refused request with 429 and Retry-After: one
+// error for a single message, an array of one error per request with an id
+// for a batch. A notification, or a batch of nothing but notifications, gets
+// one error with a null id: HTTP still needs a body to say why. A message is
+// of the stateless protocol when the MCP-Protocol-Version header, or else
+// its own params._meta, names 2026-07-28 or later.
+func writeRateLimited(w http.ResponseWriter, r *http.Request, in inspection, retryAfter time.Duration) {
+	w.Header().Set(headerRetryAfter, strconv.FormatInt(wholeSeconds(retryAfter), 10))
+	header := r.Header.Get(headerProtocolVersion)
+	stateless := func(m *message) bool {
+		if header != "" {
+			return isStatelessVersion([]byte(header))
+		}
+		return m != nil && isStatelessVersion(m.version)
+	}
 	b := make([]byte, 0, 128)
 	requests := 0
 	if in.batch {
@@ -102,11 +124,17 @@ func writeRateLimited(w http.ResponseWriter, in inspection, retryAfterSeconds in
 		}
 	}
 	if requests == 0 {
+		var m *message
+		if !in.batch {
+			m = &in.messages[0]
+		} else {
+			m = firstToolCall(in)
+		}
 		var id []byte
 		if !in.batch {
-			id = in.messages[0].id
+			id = m.id
 		}
-		b = appendRateLimited(b, id, retryAfterSeconds)
+		b = appendRateLimited(b, id, stateless(m), retryAfter)
 	} else {
 		b = append(b, '[')
 		for i := range in.messages {
@@ -114,12 +142,22 @@ func writeRateLimited(w http.ResponseWriter, in inspection, retryAfterSeconds in
 				if len(b) > 1 {
 					b = append(b, ',')
 				}
-				b = appendRateLimited(b, m.id, retryAfterSeconds)
+				b = appendRateLimited(b, m.id, stateless(m), retryAfter)
 			}
 		}
 		b = append(b, ']')
 	}
 	writeJSON(w, http.StatusTooManyRequests, b)
+}
+
+// firstToolCall is the batch's first tools/call, or nil.
+func firstToolCall(in inspection) *message {
+	for i := range in.messages {
+		if in.messages[i].isToolCall() {
+			return &in.messages[i]
+		}
+	}
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
@@ -163,6 +201,11 @@ func ceilSeconds(d time.Duration) int64 {
 		return 0
 	}
 	return int64((d + time.Second - 1) / time.Second)
+}
+
+// ceilMillis rounds d up to whole milliseconds, at least 1.
+func ceilMillis(d time.Duration) int64 {
+	return max(int64((d+time.Millisecond-1)/time.Millisecond), 1)
 }
 
 // wholeSeconds is a Retry-After: d rounded up to whole seconds, at least 1.
