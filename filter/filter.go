@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,10 @@ type Filter struct {
 	// forwardAuthorization keeps the checked Authorization header on the
 	// way to the backend.
 	forwardAuthorization bool
+	// resourceURL is the policy's resource identifier; "" derives it from
+	// each request.
+	resourceURL string
+	scopes      []string
 }
 
 // toolPolicy is one tool's limits, with the tool's name kept as the policy
@@ -61,6 +66,8 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		metrics: shared.metrics.forServer(namespace, name),
 
 		forwardAuthorization: policy.ForwardAuthorization,
+		resourceURL:          policy.ResourceURL,
+		scopes:               slices.Clone(policy.Scopes),
 	}
 	if policy.Auth != nil {
 		f.auth = newAuthenticator(shared, *policy.Auth)
@@ -135,9 +142,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var user string
 	if f.auth != nil {
-		u, failure := f.auth.identify(r.Context(), r)
+		resource := f.resource(r)
+		u, failure := f.auth.identify(r.Context(), r, resource)
 		if failure != nil {
-			f.refuseIdentity(w, failure)
+			f.refuseIdentity(w, failure, resource)
 			return
 		}
 		user = u

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -52,7 +53,9 @@ func newAuthenticator(shared *Shared, config OIDCConfig) *authenticator {
 
 func (a *authenticator) newVerifier(keys oidc.KeySet) *oidc.IDTokenVerifier {
 	return oidc.NewVerifier(a.config.Issuer, keys, &oidc.Config{
-		ClientID:             a.config.Audience,
+		// The audience is checked in identify: the MCPServer's audience or
+		// the resource's URL (RFC 8707) will do.
+		SkipClientIDCheck:    true,
 		SupportedSigningAlgs: signingAlgs,
 	})
 }
@@ -69,7 +72,10 @@ type authFailure struct {
 
 // identify returns the caller's user, from the request's bearer token.
 // Only the Authorization header is read.
-func (a *authenticator) identify(ctx context.Context, r *http.Request) (string, *authFailure) {
+//
+// The token's aud must hold the configured audience or resource, the URL of
+// the protected resource (RFC 8707, as MCP clients ask for it).
+func (a *authenticator) identify(ctx context.Context, r *http.Request, resource string) (string, *authFailure) {
 	values := r.Header["Authorization"]
 	if len(values) == 0 {
 		return "", &authFailure{status: http.StatusUnauthorized, description: "a bearer token is required"}
@@ -87,7 +93,7 @@ func (a *authenticator) identify(ctx context.Context, r *http.Request) (string, 
 		return "", invalidToken("the bearer token is empty", nil)
 	}
 
-	key := tokenKey{scope: a.cacheScope, sum: sha256.Sum256([]byte(token))}
+	key := tokenKey{scope: a.cacheScope, resource: resource, sum: sha256.Sum256([]byte(token))}
 	now := time.Now()
 	if user, ok := a.shared.tokens.get(key, now); ok {
 		return user, nil
@@ -108,6 +114,9 @@ func (a *authenticator) identify(ctx context.Context, r *http.Request) (string, 
 			return "", invalidToken("the token has expired", err)
 		}
 		return "", invalidToken("the token is not valid for this server", err)
+	}
+	if !slices.Contains(idToken.Audience, a.config.Audience) && !slices.Contains(idToken.Audience, resource) {
+		return "", invalidToken("the token is not for this server: its aud names neither "+quotable(a.config.Audience)+" nor "+quotable(resource), nil)
 	}
 	user, err := a.user(idToken)
 	if err != nil {
@@ -158,8 +167,9 @@ func quotable(s string) string {
 // tokenKey names a verified token without keeping it: its SHA-256 and the
 // checks it passed.
 type tokenKey struct {
-	scope string
-	sum   [sha256.Size]byte
+	scope    string
+	resource string // a token whose aud names only the resource is valid there only
+	sum      [sha256.Size]byte
 }
 
 type verifiedToken struct {

@@ -16,9 +16,9 @@ import (
 
 func TestTokensThatCannotBeTrustedGet401(t *testing.T) {
 	iss := newIssuer(t)
-	const missing = `Bearer realm="toolgate"`
+	const missing = `Bearer realm="toolgate", resource_metadata="http://example.com/.well-known/oauth-protected-resource/mcp"`
 	invalid := func(description string) string {
-		return `Bearer realm="toolgate", error="invalid_token", error_description="` + description + `"`
+		return `Bearer realm="toolgate", resource_metadata="http://example.com/.well-known/oauth-protected-resource/mcp", error="invalid_token", error_description="` + description + `"`
 	}
 	unsigned := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." +
 		base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"`+iss.URL()+`","aud":"toolgate","sub":"alice","exp":4102444800}`)) + "."
@@ -34,7 +34,7 @@ func TestTokensThatCannotBeTrustedGet401(t *testing.T) {
 			c["exp"] = time.Now().Add(-time.Minute).Unix()
 			c["iat"] = time.Now().Add(-time.Hour).Unix()
 		}), invalid("the token has expired")},
-		{"a token for another audience", "Bearer " + iss.token(t, "alice", func(c claims) { c["aud"] = "another-server" }), invalid("the token is not valid for this server")},
+		{"a token for another audience", "Bearer " + iss.token(t, "alice", func(c claims) { c["aud"] = "another-server" }), invalid("the token is not for this server: its aud names neither toolgate nor http://example.com/mcp")},
 		{"a token from another issuer", "Bearer " + iss.token(t, "alice", func(c claims) { c["iss"] = "https://evil.example" }), invalid("the token is not valid for this server")},
 		{"a token signed by another key under a trusted key id", "Bearer " + sign(t, jose.RS256, otherRSA, "rsa", iss.claims("alice")), invalid("the token is not valid for this server")},
 		{"a token signed by a key the issuer does not publish", "Bearer " + sign(t, jose.RS256, otherRSA, "unknown", iss.claims("alice")), invalid("the token is not valid for this server")},

@@ -27,6 +27,15 @@ type Policy struct {
 	// authorization spec forbids passing a token issued to the gateway
 	// through to another service.
 	ForwardAuthorization bool
+	// ResourceURL is the URL clients use for the server, its resource
+	// identifier in RFC 9728 metadata and RFC 8707 token requests: a token
+	// whose aud names it is accepted as well as one for the Auth audience.
+	// Empty derives it from each request: the scheme, Host and path at
+	// which the request reached the gateway.
+	ResourceURL string
+	// Scopes are the OAuth scopes a client may ask for, advertised in the
+	// resource metadata; optional.
+	Scopes []string
 	// Global is the bucket shared by every caller's tools/call requests.
 	Global *limiter.Limit
 	// PerUser is each caller's own bucket for tools/call requests. It needs
@@ -85,6 +94,14 @@ func (p *Policy) validate() (namespace, name string, err error) {
 	if p.Auth != nil {
 		if err := p.Auth.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("auth: %w", err))
+		}
+	}
+	if p.ResourceURL != "" {
+		if u, err := url.Parse(p.ResourceURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, fmt.Errorf("resourceURL %q must be an absolute https:// (or http://) URL without query or fragment", p.ResourceURL))
+		}
+		if p.Auth == nil {
+			errs = append(errs, errors.New("resourceURL names a protected resource: it needs auth"))
 		}
 	}
 	if err := validateLimit("global", p.Global); err != nil {

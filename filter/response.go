@@ -35,14 +35,16 @@ func (f *Filter) refuse(w http.ResponseWriter, status int, why reason, id []byte
 
 // refuseIdentity answers a request whose caller could not be named: 401 with
 // an RFC 6750 challenge, or 503 when the issuer cannot be reached.
-func (f *Filter) refuseIdentity(w http.ResponseWriter, failure *authFailure) {
+func (f *Filter) refuseIdentity(w http.ResponseWriter, failure *authFailure, resource string) {
 	if failure.status == http.StatusServiceUnavailable {
 		w.Header().Set(headerRetryAfter, authRetryAfterSeconds)
 		f.refuse(w, failure.status, reasonAuthUnavailable, nil, CodeInternalError,
 			"Internal error: the token issuer cannot be reached, try again later")
 		return
 	}
-	challenge := `Bearer realm="toolgate"`
+	// RFC 9728 section 5.1: where a client finds which authorization server
+	// issues tokens for this resource.
+	challenge := `Bearer realm="toolgate", resource_metadata="` + quotable(metadataURL(resource)) + `"`
 	if failure.errorCode != "" {
 		challenge += `, error="` + failure.errorCode + `", error_description="` + failure.description + `"`
 	}

@@ -48,6 +48,10 @@ type listenerTable struct {
 type routeTable struct {
 	router  *mux.Router
 	entries []*matchEntry
+	// root is the one protected rule's entry when the hostname has exactly
+	// one, with a path that names it: the root form of the resource
+	// metadata serves it.
+	root *matchEntry
 }
 
 type compiledRoute struct {
@@ -60,6 +64,9 @@ type compiledRule struct {
 	name     string
 	timeouts Timeouts
 	handler  http.Handler
+	// metadata serves the RFC 9728 metadata of the rule's protected
+	// resource; nil when no filter of the rule protects it.
+	metadata ResourceMetadataServer
 }
 
 // lookup returns the rule entry serving r on this listener, or nil. The
@@ -232,6 +239,15 @@ func compileRule(route *compiledRoute, index int, rule *Rule, proxy http.Handler
 		return nil, fmt.Errorf("negative timeout")
 	}
 	cr := &compiledRule{route: route, index: index, name: rule.Name, timeouts: rule.Timeouts}
+	for _, f := range rule.Filters {
+		if f.ExtensionRef == nil {
+			continue
+		}
+		if m, ok := f.ExtensionRef.Filter.(ResourceMetadataServer); ok {
+			cr.metadata = m
+			break
+		}
+	}
 	backends, err := newBackendSet(rule.Backends, proxy, sessions)
 	if err != nil {
 		return nil, err
@@ -258,7 +274,30 @@ func newRouteTable(entries []*matchEntry) (*routeTable, error) {
 			return nil, err
 		}
 	}
-	return &routeTable{router: router, entries: sorted}, nil
+	return &routeTable{router: router, entries: sorted, root: rootResource(sorted)}, nil
+}
+
+// rootResource is the entry of the only protected rule among entries, when
+// every match of that rule names the same path (Exact or PathPrefix): that
+// path is then the host's one protected resource. Nil otherwise.
+func rootResource(entries []*matchEntry) *matchEntry {
+	var root *matchEntry
+	for _, e := range entries {
+		if e.rule.metadata == nil {
+			continue
+		}
+		if root != nil && root.rule != e.rule {
+			return nil // two protected rules: ambiguous
+		}
+		if e.pathType != PathMatchExact && e.pathType != PathMatchPathPrefix {
+			return nil
+		}
+		if root != nil && root.pathValue != e.pathValue {
+			return nil
+		}
+		root = e
+	}
+	return root
 }
 
 // requestTimeout bounds a whole exchange (HTTPRoute timeouts.request).

@@ -3,6 +3,8 @@ package gateway
 import (
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -33,6 +35,11 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(&x.rec, http.StatusServiceUnavailable, "no configuration loaded")
 		return
 	}
+	if wellKnown, ok := strings.CutPrefix(r.URL.Path, wellKnownResourceMetadata); ok && (wellKnown == "" || wellKnown[0] == '/') {
+		if s.serveResourceMetadata(snap, h.key, &x.rec, r, wellKnown) {
+			return
+		}
+	}
 	l, e, r := snap.resolve(h.key, r)
 	x.listener = l
 	if e == nil {
@@ -41,6 +48,64 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r = withExchange(r, x)
 	e.ServeHTTP(&x.rec, r)
+}
+
+// wellKnownResourceMetadata is the path prefix of RFC 9728 metadata.
+const wellKnownResourceMetadata = "/.well-known/oauth-protected-resource"
+
+// serveResourceMetadata answers a request for the RFC 9728 metadata of the
+// resource at path (the root form when path is ""): the rule a request to
+// path would reach on this host must have a filter that protects it. It
+// returns false, having written nothing, when there is none: the request is
+// then routed as any other.
+func (s *Server) serveResourceMetadata(snap *snapshot, key portKey, w http.ResponseWriter, r *http.Request, path string) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	var e *matchEntry
+	if path == "" {
+		l, ok := snap.listener(key, r)
+		if !ok {
+			return false
+		}
+		if t, ok := l.routes.first(requestHostname(r.Host)); ok {
+			e = t.root
+		}
+		if e != nil {
+			path = e.pathValue
+		}
+	} else {
+		// The request the client will make: same host and headers, the
+		// resource's path, a POST as MCP messages are.
+		probe := r.Clone(r.Context())
+		probe.Method = http.MethodPost
+		probe.URL.Path, probe.URL.RawPath, probe.URL.RawQuery = path, "", ""
+		_, e, _ = snap.resolve(key, probe)
+	}
+	if e == nil || e.rule.metadata == nil {
+		return false
+	}
+	e.rule.metadata.ServeResourceMetadata(w, r, resourceURL(r, path))
+	return true
+}
+
+// resourceURL is the URL of the resource at path, as the gateway receives
+// requests to it: the listener's scheme and the request's Host.
+func resourceURL(r *http.Request, path string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return (&url.URL{Scheme: scheme, Host: r.Host, Path: path}).String()
+}
+
+// listener finds the listener serving r on a socket.
+func (snap *snapshot) listener(key portKey, r *http.Request) (*listenerTable, bool) {
+	pt := snap.ports[key]
+	if pt == nil {
+		return nil, false
+	}
+	return pt.listeners.first(requestHostname(r.Host))
 }
 
 // resolve finds the listener and the rule entry serving r on a socket; it

@@ -276,6 +276,17 @@ type ExtensionFilter interface {
 	Wrap(next http.Handler) http.Handler
 }
 
+// ResourceMetadataServer is an ExtensionFilter that protects its rules as
+// an OAuth protected resource and describes them in RFC 9728 metadata, as
+// the MCP policy filter does for an MCPServer with auth. The gateway serves
+// GET /.well-known/oauth-protected-resource/PATH with the filter of the
+// rule that a request to PATH on the same host would reach (and the root
+// form, without PATH, when one such rule is all a host has), passing the
+// resource URL it derived: the listener's scheme, the Host and PATH.
+type ResourceMetadataServer interface {
+	ServeResourceMetadata(w http.ResponseWriter, r *http.Request, resource string)
+}
+
 // Backend is one weighted backendRef of a rule.
 type Backend struct {
 	// Name identifies the backend in logs and /config, for example

@@ -85,6 +85,30 @@ type Auth struct {
 	//
 	// +optional
 	ForwardAuthorization bool `json:"forwardAuthorization,omitempty"`
+
+	// ResourceURL is the URL clients use for this MCP server through the
+	// gateway, for example https://mcp.example.com/github/mcp: its resource
+	// identifier in the OAuth protected resource metadata (RFC 9728) that
+	// the gateway serves, and the RFC 8707 resource that clients ask tokens
+	// for. A token whose aud names it is accepted, as is one for
+	// oidc.audience. Set it when a proxy or load balancer in front of the
+	// gateway changes the scheme, host or path; by default it is the URL at
+	// which each request reaches the gateway.
+	//
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != '' && url(self).getQuery().size() == 0 && !self.contains('#')",message="resourceURL must be an absolute https:// (or http://) URL without query or fragment, for example https://mcp.example.com/github/mcp"
+	// +optional
+	ResourceURL string `json:"resourceURL,omitempty"`
+
+	// Scopes are the OAuth scopes clients may request for this server,
+	// listed in its protected resource metadata (scopes_supported).
+	//
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=128
+	// +listType=set
+	// +optional
+	Scopes []string `json:"scopes,omitempty"`
 }
 
 // OIDC verifies JWT bearer tokens issued by an OpenID Connect provider.

@@ -159,6 +159,8 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 			UserClaim: a.OIDC.UserClaim,
 		}
 		p.ForwardAuthorization = a.ForwardAuthorization
+		p.ResourceURL = a.ResourceURL
+		p.Scopes = a.Scopes
 	}
 	if rl := m.Spec.RateLimiting; rl != nil {
 		p.Global = limit(rl.Global)

@@ -52,6 +52,11 @@ const (
 	DefaultHealthWindow = time.Second
 	// DefaultProbeInterval is how often an unavailable store is tried.
 	DefaultProbeInterval = 500 * time.Millisecond
+	// minConfirmTimeout is the least time a probe waits for a suspect
+	// store before judging it unavailable: far more than a request waits,
+	// so that a gateway too busy to read answers in time is not taken for
+	// a dead Redis.
+	minConfirmTimeout = time.Second
 	// minQueue is the least number of decisions that may wait for a
 	// pipeline; past the queue's capacity a decision is refused at once
 	// with ErrBusy.
@@ -78,9 +83,11 @@ var (
 //
 // The store follows its own health: a round trip that fails or times out
 // is a failure; once it has failed and has not succeeded for HealthWindow,
-// it is unavailable and Take answers ErrUnavailable at once, without waiting
-// on Redis, until a background probe (a real decision on a bucket of its
-// own) succeeds. Close stops its goroutines.
+// a probe (a real decision on a bucket of its own) gets a generous timeout
+// to tell a dead Redis from a busy one. Only when the probe fails too is the
+// store unavailable: Take then answers ErrUnavailable at once, without
+// waiting on Redis, until the probe succeeds again. Close stops its
+// goroutines.
 //
 // Each bucket is one string key,
 //
@@ -139,6 +146,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	r.health = newHealth(healthOptions{
 		window:   cmp.Or(max(opts.HealthWindow, 0), DefaultHealthWindow),
 		interval: cmp.Or(max(opts.ProbeInterval, 0), DefaultProbeInterval),
+		confirm:  max(20*r.timeout, minConfirmTimeout),
 		probe:    r.probe,
 		logger:   logger,
 		stop:     r.stop,
@@ -282,6 +290,9 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 	}
 	if !r.health.available() {
 		return Decision{}, ErrUnavailable
+	}
+	if err := ctx.Err(); err != nil {
+		return Decision{}, fmt.Errorf("limiter: take from redis: %w", err)
 	}
 	c := &call{demands: demands, keys: r.keys(demands), args: scriptArgs(demands), done: make(chan struct{})}
 	select {

@@ -385,9 +385,15 @@ func TestRedisReportsAnUnreachableServerAsAnError(t *testing.T) {
 	srv := startRedis(t)
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: time.Second, MaxRetries: -1})
 	t.Cleanup(func() { _ = client.Close() })
-	s := limiter.NewRedis(client, limiter.RedisOptions{})
+	s := limiter.NewRedis(client, limiter.RedisOptions{HealthWindow: time.Millisecond, ProbeInterval: 10 * time.Millisecond})
+	t.Cleanup(func() { _ = s.Close() })
 	l := limiter.Limit{MaxTokens: 3, RefillPeriod: time.Hour}
 	wantAllowed(t, take(t, s, demand(alice, l, 1)), true)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Take(ctx, []limiter.Demand{demand(alice, l, 1)}); !errors.Is(err, context.Canceled) {
+		t.Errorf("with a canceled context, Take's error = %v, want context.Canceled", err)
+	}
 
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
@@ -395,14 +401,25 @@ func TestRedisReportsAnUnreachableServerAsAnError(t *testing.T) {
 	if dec, err := s.Take(context.Background(), []limiter.Demand{demand(alice, l, 1)}); err == nil {
 		t.Errorf("with Redis down, Take = %+v, want an error", dec)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := s.Take(ctx, []limiter.Demand{demand(alice, l, 1)}); !errors.Is(err, context.Canceled) {
-		t.Errorf("with a canceled context, Take's error = %v, want context.Canceled", err)
+	// The probe finds Redis down: the store says so at once.
+	for deadline := time.Now().Add(30 * time.Second); s.Available(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the store was still available 30s after Redis stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := s.Take(context.Background(), []limiter.Demand{demand(alice, l, 1)}); !errors.Is(err, limiter.ErrUnavailable) {
+		t.Errorf("with the store unavailable, Take's error = %v, want ErrUnavailable", err)
 	}
 
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !s.Available(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the store was still unavailable 30s after Redis restarted")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// The restarted server is empty, and the client may first find its old
 	// connections closed: decisions resume within a few attempts.

@@ -49,12 +49,19 @@ var Accepted = []Case{
 	{Name: "a fractional refillPeriod, 1.5s", Spec: service + "rateLimiting:\n  global: {maxTokens: 1, refillPeriod: 1.5s}\n"},
 	{Name: "a sub-second refillPeriod, 500ms", Spec: service + "rateLimiting:\n  global: {maxTokens: 1, refillPeriod: 500ms}\n"},
 	{Name: "the largest number of tools", Spec: service + "rateLimiting:\n" + tools(v1alpha1.MaxTools)},
+	{Name: "a resource URL and scopes", Spec: service + "auth:\n  oidc: {issuer: 'https://issuer.example.com', audience: toolgate}\n  resourceURL: https://mcp.example.com/github/mcp\n  scopes: [tools.read, tools.call]\n"},
 	{Name: "auth that forwards the checked token", Spec: service + "auth:\n  oidc: {issuer: 'https://issuer.example.com', audience: toolgate}\n  forwardAuthorization: true\n"},
 	{Name: "the SSE transport and an explicit JWKS URL", Spec: service + "transport: sse\npath: /sse\nauth:\n  oidc: {issuer: 'https://issuer.example.com', audience: toolgate, jwksURL: 'https://issuer.example.com/keys', userClaim: email}\n"},
 }
 
 // Rejected are specs the CRD must reject.
 var Rejected = []Case{
+	{Name: "a resource URL with a query",
+		Spec:  service + "auth:\n  oidc: {issuer: 'https://issuer.example.com', audience: toolgate}\n  resourceURL: 'https://mcp.example.com/mcp?tenant=a'\n",
+		Field: "spec.auth.resourceURL", Message: "resourceURL must be an absolute https:// (or http://) URL without query or fragment"},
+	{Name: "a relative resource URL",
+		Spec:  service + "auth:\n  oidc: {issuer: 'https://issuer.example.com', audience: toolgate}\n  resourceURL: /github/mcp\n",
+		Field: "spec.auth.resourceURL", Message: "resourceURL must be an absolute https:// (or http://) URL"},
 	{Name: "a server-level perUser limit without auth",
 		Spec:  service + "rateLimiting:\n  perUser: {maxTokens: 100, refillPeriod: 1m}\n",
 		Field: "spec.rateLimiting.perUser", Message: "rateLimiting.perUser needs spec.auth.oidc"},
