@@ -79,7 +79,10 @@ var (
 // one EVALSHA of redisTakeScript, whatever the number of buckets; the clock
 // is the Redis server's. Decisions waiting at the same moment share a
 // pipeline (one round trip for all of them), so decisions per second grow
-// with the number of callers instead of queueing for connections.
+// with the number of callers instead of queueing for connections. No
+// goroutine of the store's own carries them: a caller that finds a pipeline
+// free sends whatever has queued, its own decision included, and answers
+// the others.
 //
 // The store follows its own health: a round trip that fails or times out
 // is a failure; once it has failed and has not succeeded for HealthWindow,
@@ -109,7 +112,7 @@ type Redis struct {
 	health   *health
 	calls    chan *call
 	stop     chan struct{}
-	workers  sync.WaitGroup
+	senders  chan struct{} // a slot per pipeline in flight
 	closing  sync.Once
 }
 
@@ -138,6 +141,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 		maxBatch: maxBatch,
 		calls:    make(chan *call, max(2*pipelines*maxBatch, minQueue)),
 		stop:     make(chan struct{}),
+		senders:  make(chan struct{}, pipelines),
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -151,20 +155,16 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 		logger:   logger,
 		stop:     r.stop,
 	})
-	r.workers.Add(pipelines)
-	for range pipelines {
-		go r.pipeline()
-	}
 	return r
 }
 
-// Close stops the store's pipelines and probe; decisions waiting get
-// ErrClosed. It does not close the client.
+// Close stops the store's probe; decisions waiting get ErrClosed. It does
+// not close the client.
 func (r *Redis) Close() error {
 	r.closing.Do(func() {
 		close(r.stop)
-		r.workers.Wait()
 		r.health.wait()
+		r.drain()
 	})
 	return nil
 }
@@ -279,7 +279,8 @@ var takeScript = redis.NewScript(redisTakeScript)
 
 // Take implements Store with one EVALSHA (EVAL when Redis lost the script),
 // sent in a pipeline with the decisions of other callers waiting at the same
-// moment. It answers ErrUnavailable at once while the store is unavailable,
+// moment (see Redis). It answers ErrUnavailable at once while the store is
+// unavailable,
 // and ErrBusy when the decision could not be sent before ctx ended. A
 // decision that was sent is waited for even past ctx's end, for at most the
 // round trip's Timeout: an answer Redis gives is never thrown away, so a
@@ -305,19 +306,36 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 	default:
 		return Decision{}, ErrBusy
 	}
-	select {
-	case <-c.done:
-		return c.decision, c.err
-	case <-ctx.Done():
-		if c.state.CompareAndSwap(callQueued, callAbandoned) {
-			return Decision{}, fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
+	// The caller waits for its answer, and while its decision is still
+	// queued it takes its turn sending the queue when a pipeline is free:
+	// a lone decision leaves at once from its own goroutine, and decisions
+	// that queue up while every pipeline is in flight leave together.
+	for {
+		if c.state.Load() != callQueued {
+			// A pipeline carries it (or it was answered at Close).
+			select {
+			case <-c.done:
+				return c.decision, c.err
+			case <-r.stop:
+				return Decision{}, ErrClosed
+			}
 		}
-		// Sent: Redis may take the tokens, so the answer is worth waiting
-		// for. The round trip's own deadline (Timeout) bounds the wait.
-		<-c.done
-		return c.decision, c.err
-	case <-r.stop:
-		return Decision{}, ErrClosed
+		select {
+		case <-c.done:
+			return c.decision, c.err
+		case r.senders <- struct{}{}:
+			r.sendQueued()
+			<-r.senders
+		case <-ctx.Done():
+			if c.state.CompareAndSwap(callQueued, callAbandoned) {
+				return Decision{}, fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
+			}
+			// Sent: Redis may take the tokens, so the answer is worth
+			// waiting for. The round trip's own deadline (Timeout) bounds
+			// the wait.
+		case <-r.stop:
+			return Decision{}, ErrClosed
+		}
 	}
 }
 

@@ -36,32 +36,21 @@ func (c *call) finish(dec Decision, err error) {
 	close(c.done)
 }
 
-// pipeline sends the decisions waiting in r.calls, as many as MaxBatch in
-// one round trip, until Close. Several pipelines run at once; each takes
-// whatever has queued up while it waited for Redis, so batches grow with
-// the load and a lone decision leaves at once.
-func (r *Redis) pipeline() {
-	defer r.workers.Done()
-	batch := make([]*call, 0, r.maxBatch)
-	for {
+// sendQueued sends the decisions waiting in r.calls, as many as MaxBatch,
+// in one round trip. The caller holds a pipeline slot.
+func (r *Redis) sendQueued() {
+	batch := make([]*call, 0, min(len(r.calls), r.maxBatch))
+	for len(batch) < r.maxBatch {
 		select {
 		case c := <-r.calls:
-			batch = append(batch[:0], c)
-		case <-r.stop:
-			r.drain()
-			return
+			batch = append(batch, c)
+			continue
+		default:
 		}
-	fill:
-		for len(batch) < r.maxBatch {
-			select {
-			case c := <-r.calls:
-				batch = append(batch, c)
-			default:
-				break fill
-			}
-		}
+		break
+	}
+	if len(batch) > 0 {
 		r.send(batch)
-		clear(batch)
 	}
 }
 
