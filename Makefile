@@ -45,9 +45,14 @@ testbin: ## Build kube-apiserver, etcd and kubectl from source into the cache (f
 redis: ## Make sure redis-server is installed.
 	./hack/redis.sh
 
+.PHONY: node
+node: ## Install Node.js 22, the MCP TypeScript SDK and the MCP conformance suite into the cache (first run only).
+	./hack/node.sh
+
 .PHONY: test
 test: redis ## Build what the tests need, then run every test.
-	export KUBEBUILDER_ASSETS="$$(./hack/testbin.sh)"; \
+	KUBEBUILDER_ASSETS="$$(./hack/testbin.sh)"; export KUBEBUILDER_ASSETS; \
+	TOOLGATE_NODE_DIR="$$(./hack/node.sh)"; export TOOLGATE_NODE_DIR; \
 	$(GO) vet ./...; \
 	$(GO) test -race -count=1 -timeout 30m ./...
 

@@ -653,6 +653,13 @@ func TestSlowBodiesGet408AndTheirConnectionsClose(t *testing.T) {
 	if got := backend.calls.Load(); got != 0 {
 		t.Errorf("the backend saw %d calls, want none", got)
 	}
+	// The access log line is written after the response: wait for all.
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(r.log.String(), "status=408") < slow; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the access log has %d requests with status=408 after 30s, want %d", strings.Count(r.log.String(), "status=408"), slow)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if n := strings.Count(r.log.String(), "status=408"); n != slow {
 		t.Errorf("the access log has %d requests with status=408, want %d", n, slow)
 	}

@@ -1,0 +1,345 @@
+package interop
+
+// The world the interop tests run in: the installed Node.js packages, the
+// toolgate binary and go-sdk's everything-server built from the module
+// graph, and processes that die with the test.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// everythingServerPackage is the conformance server go-sdk ships beside its
+// SDK; the version is the one go.mod requires.
+const everythingServerPackage = "github.com/modelcontextprotocol/go-sdk/conformance/everything-server"
+
+// startTimeout bounds how long a server may take to start serving.
+const startTimeout = 30 * time.Second
+
+// nodeRunTimeout bounds one run of a Node.js program: a client, or one
+// conformance suite (a few seconds on a quiet machine).
+const nodeRunTimeout = 3 * time.Minute
+
+// binDir holds what the tests build, once per test binary.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "toolgate-interop-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var (
+	nodeOnce sync.Once
+	nodeDir  string
+	nodeErr  error
+)
+
+// nodeInstall is the folder hack/node.sh installed: bin/node (Node.js 22)
+// and node_modules. TOOLGATE_NODE_DIR names it (the Makefile sets it);
+// without it the test runs hack/node.sh itself, which reuses its cache.
+func nodeInstall(t *testing.T) string {
+	t.Helper()
+	nodeOnce.Do(func() {
+		if dir := os.Getenv("TOOLGATE_NODE_DIR"); dir != "" {
+			nodeDir = dir
+		} else {
+			script, err := filepath.Abs(filepath.Join("..", "..", "hack", "node.sh"))
+			if err != nil {
+				nodeErr = err
+				return
+			}
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(script)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				nodeErr = fmt.Errorf("install Node.js and the npm packages with %s: %v\n%s", script, err, stderr.String())
+				return
+			}
+			nodeDir = strings.TrimSpace(stdout.String())
+		}
+		if _, err := os.Stat(filepath.Join(nodeDir, "bin", "node")); err != nil {
+			nodeErr = fmt.Errorf("TOOLGATE_NODE_DIR=%s has no bin/node: run hack/node.sh and export TOOLGATE_NODE_DIR=$(hack/node.sh): %w", nodeDir, err)
+		}
+	})
+	if nodeErr != nil {
+		t.Fatal(nodeErr)
+	}
+	return nodeDir
+}
+
+// built is a binary built once per test binary.
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+var toolgate, everythingServer built
+
+// binary builds pkg (a path relative to this package or an import path of
+// the module graph) into binDir once, and returns the binary.
+func (b *built) binary(t *testing.T, name, pkg string) string {
+	t.Helper()
+	b.once.Do(func() {
+		b.path = filepath.Join(binDir, name)
+		out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput()
+		if err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+func toolgateBinary(t *testing.T) string {
+	return toolgate.binary(t, "toolgate", "../../cmd/toolgate")
+}
+
+func everythingServerBinary(t *testing.T) string {
+	return everythingServer.binary(t, "everything-server", everythingServerPackage)
+}
+
+// syncBuffer is a process's output, written by the process and read by the
+// test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// process is a server the test started. It is killed when the test ends,
+// and dies with the test binary if that is killed first.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+func startProcess(t *testing.T, name, binary string, args ...string) *process {
+	t.Helper()
+	p := &process{name: name, cmd: exec.Command(binary, args...), log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.SysProcAttr = childAttributes()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s (%s %s) output:\n%s", name, binary, strings.Join(args, " "), p.log.String())
+		}
+	})
+	return p
+}
+
+// waitFor polls ready until it holds, failing the test when the process
+// exits or startTimeout passes.
+func (p *process) waitFor(t *testing.T, what string, ready func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for !ready() {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before %s:\n%s", p.name, what, p.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not %s within %s:\n%s", p.name, what, startTimeout, p.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startEverythingServer runs go-sdk's everything-server on a free loopback
+// port and returns its address. stateless picks its transport: stateless
+// Streamable HTTP speaks 2026-07-28 (and the older revisions without
+// sessions); stateful keeps sessions.
+func startEverythingServer(t *testing.T, stateless bool) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startProcess(t, "everything-server", everythingServerBinary(t), "-http="+addr, fmt.Sprintf("-stateless=%t", stateless))
+	p.waitFor(t, "listening on "+addr, func() bool {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	})
+	return addr
+}
+
+// gatewayRoute is what a test puts behind toolgate: one MCP backend and
+// the spec lines of the MCPServer that guards it, besides serviceRef.
+type gatewayRoute struct {
+	backend string // host:port on loopback
+	policy  string // YAML lines under spec:, indented by two spaces
+}
+
+// config is a Gateway listening on port with one HTTPRoute that sends
+// /mcp through an ExtensionRef filter to the MCPServer "server", whose
+// Service's EndpointSlice is the backend.
+func (r gatewayRoute) config(port int) string {
+	_, backendPort, _ := net.SplitHostPort(r.backend)
+	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: interop}
+spec:
+  gatewayClassName: toolgate
+  listeners:
+  - {name: http, protocol: HTTP, port: %d}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mcp}
+spec:
+  parentRefs: [{name: interop}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /mcp}}]
+    filters:
+    - type: ExtensionRef
+      extensionRef: {group: toolgate.dev, kind: MCPServer, name: server}
+    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: server}]
+---
+apiVersion: toolgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: server}
+spec:
+  serviceRef: {name: server, port: %s}
+%s
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server}
+spec:
+  ports: [{name: mcp, port: %s}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: server
+  labels: {kubernetes.io/service-name: server}
+addressType: IPv4
+ports: [{name: mcp, port: %s}]
+endpoints: [{addresses: [127.0.0.1]}]
+`, port, backendPort, strings.TrimRight(r.policy, "\n"), backendPort, backendPort)
+}
+
+// startGateway runs toolgate standalone with route on free loopback ports,
+// waits until it is ready, and returns the URL of its MCP endpoint.
+func startGateway(t *testing.T, route gatewayRoute) string {
+	t.Helper()
+	port, admin := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "interop.yaml"), []byte(route.config(port)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, "toolgate", toolgateBinary(t),
+		"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", admin)
+	p.waitFor(t, "ready", func() bool {
+		res, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+	return fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
+}
+
+// runNode runs script (a file in this package) with Node.js 22 from a
+// temporary folder that holds a copy of it beside a link to the installed
+// node_modules, where ES module imports resolve. It returns the standard
+// output; a run that fails fails the test.
+func runNode(t *testing.T, env []string, script string, args ...string) []byte {
+	t.Helper()
+	install := nodeInstall(t)
+	dir := t.TempDir()
+	if err := os.Symlink(filepath.Join(install, "node_modules"), filepath.Join(dir, "node_modules")); err != nil {
+		t.Fatal(err)
+	}
+	source, err := os.ReadFile(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, filepath.Base(script)), source, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{filepath.Base(script)}, args...)
+	stdout, stderr, err := runNodeIn(t, dir, env, args...)
+	if err != nil {
+		t.Fatalf("node %s: %v\n%s\n%s", strings.Join(args, " "), err, stdout, stderr)
+	}
+	return stdout
+}
+
+// runNodeIn runs Node.js 22 with args in dir and returns its output and
+// exit error. A run that outlives nodeRunTimeout fails the test.
+func runNodeIn(t *testing.T, dir string, env []string, args ...string) (stdout, stderr []byte, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), nodeRunTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(nodeInstall(t), "bin", "node"), args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = childAttributes()
+	cmd.WaitDelay = 5 * time.Second
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("node %s did not finish within %s:\n%s\n%s", strings.Join(args, " "), nodeRunTimeout, out.String(), errOut.String())
+	}
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("run node %s: %v", strings.Join(args, " "), err)
+	}
+	return out.Bytes(), errOut.Bytes(), err
+}
