@@ -79,7 +79,7 @@ func (t *tenant) mcpServer(name string, limits *v1alpha1.RateLimiting) *v1alpha1
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: t.Namespace},
 		Spec: v1alpha1.MCPServerSpec{
 			ServiceRef: v1alpha1.ServiceReference{Name: serviceName, Port: servicePort},
-			Path:       "/mcp",
+			Path:       t.Path, // the backend picks the tenant from the path's first segment
 			Auth: &v1alpha1.Auth{OIDC: &v1alpha1.OIDC{
 				Issuer:   world.Issuer.URL,
 				JWKSURL:  world.Issuer.JWKSURL,

@@ -131,6 +131,8 @@ type (
 		Weight    int32        `json:"weight"`
 		Scheme    string       `json:"scheme,omitempty"`
 		Endpoints []string     `json:"endpoints"`
+		EndpointPath        string `json:"endpointPath,omitempty"`
+		EndpointPathGETOnly bool   `json:"endpointPathGETOnly,omitempty"`
 		Invalid   bool         `json:"invalid,omitempty"`
 		Filters   []filterView `json:"filters,omitempty"`
 	}
@@ -174,6 +176,7 @@ func newRuleView(rule Rule) ruleView {
 	for _, b := range rule.Backends {
 		rv.Backends = append(rv.Backends, backendView{
 			Name: b.Name, Weight: b.Weight, Scheme: b.Scheme, Endpoints: b.Endpoints,
+			EndpointPath: b.EndpointPath, EndpointPathGETOnly: b.EndpointPathGETOnly,
 			Invalid: b.Invalid, Filters: newFilterViews(b.Filters),
 		})
 	}

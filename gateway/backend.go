@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync/atomic"
 )
 
@@ -16,8 +17,12 @@ type compiledBackend struct {
 	scheme    string
 	endpoints []string
 	invalid   bool
-	next      atomic.Uint64 // round-robin position among endpoints
-	handler   http.Handler  // backend filters, then the proxy
+	// path and pathGETOnly are Backend.EndpointPath and
+	// EndpointPathGETOnly.
+	path        string
+	pathGETOnly bool
+	next        atomic.Uint64 // round-robin position among endpoints
+	handler     http.Handler  // backend filters, then the proxy
 }
 
 // pickEndpoint balances across the backend's endpoints round-robin.
@@ -70,6 +75,9 @@ func newBackendSet(backends []Backend, proxy http.Handler, sessions *sessionSeal
 				return nil, fmt.Errorf("backend %d (%s): endpoint %q: %w", i, b.Name, ep, err)
 			}
 		}
+		if b.EndpointPath != "" && !strings.HasPrefix(b.EndpointPath, "/") {
+			return nil, fmt.Errorf("backend %d (%s): endpoint path %q must start with /", i, b.Name, b.EndpointPath)
+		}
 		h, err := wrapFilters(b.Filters, proxy)
 		if err != nil {
 			return nil, fmt.Errorf("backend %d (%s): %w", i, b.Name, err)
@@ -81,6 +89,9 @@ func newBackendSet(backends []Backend, proxy http.Handler, sessions *sessionSeal
 			endpoints: append([]string(nil), b.Endpoints...),
 			invalid:   b.Invalid,
 			handler:   h,
+
+			path:        b.EndpointPath,
+			pathGETOnly: b.EndpointPathGETOnly,
 		}
 		s.total += uint64(b.Weight)
 		s.backends = append(s.backends, cb)

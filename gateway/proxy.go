@@ -94,6 +94,9 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	x := exchangeOf(pr.In)
 	pr.Out.URL.Scheme = x.backend.scheme
 	pr.Out.URL.Host = x.endpoint
+	if b := x.backend; b.path != "" && (!b.pathGETOnly || pr.In.Method == http.MethodGet) {
+		pr.Out.URL.Path, pr.Out.URL.RawPath = b.path, ""
+	}
 	pr.Out.Host = pr.In.Host
 
 	realIP := clientAddress(pr.In, p.trustedHops)

@@ -306,4 +306,12 @@ type Backend struct {
 	// Filters run only for requests sent to this backend, after the rule's
 	// filters.
 	Filters []Filter
+	// EndpointPath, when set, is the path every request sent to this
+	// backend goes to: the one endpoint of an MCP server (MCPServer
+	// spec.path), whatever path the client used. The query is kept.
+	EndpointPath string
+	// EndpointPathGETOnly sends only GET requests to EndpointPath: in the
+	// legacy HTTP+SSE transport GET opens the event stream there, and
+	// messages are POSTed to the path the server announced in it.
+	EndpointPathGETOnly bool
 }

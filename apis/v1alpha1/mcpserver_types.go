@@ -29,7 +29,11 @@ type MCPServerSpec struct {
 	// MCP server.
 	ServiceRef ServiceReference `json:"serviceRef"`
 
-	// Path is the MCP endpoint on the server, for example /mcp.
+	// Path is the MCP endpoint on the server, for example /mcp. Every
+	// request that an HTTPRoute sends to this MCPServer (a backendRef of
+	// kind MCPServer) reaches the server at this path, whatever path the
+	// client used, so the public URL is the route's choice; a rule with a
+	// URLRewrite of the path keeps its own rewrite.
 	//
 	// +kubebuilder:default=/mcp
 	// +kubebuilder:validation:MaxLength=1024
@@ -37,7 +41,11 @@ type MCPServerSpec struct {
 	// +optional
 	Path string `json:"path,omitempty"`
 
-	// Transport is the MCP transport the server speaks.
+	// Transport is the MCP transport the server speaks. With
+	// streamable-http every request goes to Path. With sse (the legacy
+	// HTTP+SSE transport of MCP 2024-11-05) only the GET that opens the
+	// event stream goes to Path; messages are POSTed to the path the server
+	// announces in that stream, which the route must also match.
 	//
 	// +kubebuilder:default=streamable-http
 	// +optional

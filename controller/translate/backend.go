@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,6 +17,10 @@ import (
 	"github.com/toolgate/toolgate/apis/v1alpha1"
 	"github.com/toolgate/toolgate/gateway"
 )
+
+// defaultMCPPath is MCPServer spec.path when the object has none (the CRD
+// defaults it; files in standalone mode may not).
+const defaultMCPPath = "/mcp"
 
 // translateBackend resolves one backendRef: a core Service (port required)
 // or an MCPServer, in the route's namespace or, with a ReferenceGrant, in
@@ -64,6 +69,10 @@ func (t *translator) translateBackend(rs *routeState, route *gwv1.HTTPRoute, ref
 			port = m.Spec.ServiceRef.Port
 		}
 		b.Name = fmt.Sprintf("%s/%s", ns, m.Name)
+		// The server's one MCP endpoint, whatever path the route matched
+		// (route.go leaves it to a rule's own URLRewrite when there is one).
+		b.EndpointPath = cmp.Or(m.Spec.Path, defaultMCPPath)
+		b.EndpointPathGETOnly = m.Spec.Transport == v1alpha1.TransportSSE
 	} else if port == 0 {
 		return invalid(gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("backendRef to Service %s needs a port", svcName))
 	}

@@ -242,11 +242,25 @@ func (t *translator) translateRules(route *gwv1.HTTPRoute) *routeState {
 		for j, br := range rule.BackendRefs {
 			b := t.translateBackend(rs, route, br.BackendRef, fmt.Sprintf("%s.backendRefs[%d]", where, j))
 			b.Filters = t.translateFilters(rs, route, br.Filters, fmt.Sprintf("%s.backendRefs[%d].filters", where, j), hasPrefixOnly)
+			if rewritesPath(r.Filters) || rewritesPath(b.Filters) {
+				// The route says where requests go on the backend.
+				b.EndpointPath, b.EndpointPathGETOnly = "", false
+			}
 			r.Backends = append(r.Backends, b)
 		}
 		rs.rules = append(rs.rules, r)
 	}
 	return rs
+}
+
+// rewritesPath reports whether filters hold a URLRewrite of the path.
+func rewritesPath(filters []gateway.Filter) bool {
+	for _, f := range filters {
+		if f.Type == gateway.FilterURLRewrite && f.URLRewrite != nil && f.URLRewrite.Path != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func parseDuration(rs *routeState, d *gwv1.Duration, where string) time.Duration {
