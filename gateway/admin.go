@@ -127,14 +127,14 @@ type (
 		Resolved bool   `json:"resolved"`
 	}
 	backendView struct {
-		Name      string       `json:"name"`
-		Weight    int32        `json:"weight"`
-		Scheme    string       `json:"scheme,omitempty"`
-		Endpoints []string     `json:"endpoints"`
-		EndpointPath        string `json:"endpointPath,omitempty"`
-		EndpointPathGETOnly bool   `json:"endpointPathGETOnly,omitempty"`
-		Invalid   bool         `json:"invalid,omitempty"`
-		Filters   []filterView `json:"filters,omitempty"`
+		Name                string       `json:"name"`
+		Weight              int32        `json:"weight"`
+		Scheme              string       `json:"scheme,omitempty"`
+		Endpoints           []string     `json:"endpoints"`
+		EndpointPath        string       `json:"endpointPath,omitempty"`
+		EndpointPathGETOnly bool         `json:"endpointPathGETOnly,omitempty"`
+		Invalid             bool         `json:"invalid,omitempty"`
+		Filters             []filterView `json:"filters,omitempty"`
 	}
 )
 
