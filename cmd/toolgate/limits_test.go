@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -26,36 +25,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/testissuer"
+	"github.com/toolgate/toolgate/internal/testproc"
 	"github.com/toolgate/toolgate/internal/testredis"
 )
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-// toolgateBinary builds bin/toolgate once per test run, into a temporary
-// folder.
-func toolgateBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "toolgate-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "toolgate")
-		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binary
-}
+func TestMain(m *testing.M) { testproc.Main(m) }
 
 // countingBackend is a go-sdk MCP server (stateless Streamable HTTP) that
 // counts the tools/call messages reaching it, batches included.
@@ -150,42 +124,14 @@ endpoints: [{addresses: [127.0.0.1]}]
 type replica struct {
 	url   string // the MCP endpoint
 	admin string // host:port of the admin listener
-	cmd   *exec.Cmd
-	log   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	*testproc.Process
 }
 
 // startReplica runs toolgate standalone on free ports with the limits
 // configuration and extra flags, and waits until it is ready.
 func startReplica(t *testing.T, issuer *testissuer.Issuer, backend *countingBackend, flags ...string) *replica {
 	t.Helper()
-	port, adminPort := freePort(t), freePort(t)
+	port, adminPort := testproc.FreePort(t), testproc.FreePort(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "limits.yaml"), []byte(limitsConfig(port, issuer, backend.addr)), 0o644); err != nil {
 		t.Fatal(err)
@@ -193,35 +139,11 @@ func startReplica(t *testing.T, issuer *testissuer.Issuer, backend *countingBack
 	r := &replica{
 		url:   fmt.Sprintf("http://127.0.0.1:%d/mcp", port),
 		admin: fmt.Sprintf("127.0.0.1:%d", adminPort),
-		log:   &syncBuffer{},
 	}
 	args := append([]string{"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", r.admin}, flags...)
-	r.cmd = exec.Command(toolgateBinary(t), args...)
-	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = r.cmd.Process.Kill()
-		_ = r.cmd.Wait()
-		if t.Failed() {
-			t.Logf("toolgate %s log:\n%s", strings.Join(args, " "), r.log.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := http.Get("http://" + r.admin + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return r
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("toolgate did not become ready within 30s:\n%s", r.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.Process = testproc.Start(t, "toolgate", testproc.Build(t, "."), args...)
+	r.WaitFor(t, "ready", testproc.AnswersOK("http://"+r.admin+"/readyz"))
+	return r
 }
 
 var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}, Timeout: 30 * time.Second}
@@ -508,7 +430,7 @@ func TestRedisKilledAndRestartedSharedLimitsResumeWithoutARestart(t *testing.T) 
 		t.Errorf("after the restart %d of bob's calls passed across both replicas, want 2", total)
 	}
 	for i, r := range replicas {
-		if log := r.log.String(); !strings.Contains(log, "store unavailable") || !strings.Contains(log, "available again") {
+		if log := r.Log.String(); !strings.Contains(log, "store unavailable") || !strings.Contains(log, "available again") {
 			t.Errorf("replica %d did not log the outage and the recovery:\n%s", i, log)
 		}
 	}
@@ -522,7 +444,7 @@ func waitForSharedStore(t *testing.T, replicas []*replica) {
 	for _, r := range replicas {
 		for metric(t, r, "toolgate_ratelimit_store_available") != 1 {
 			if time.Now().After(deadline) {
-				t.Fatalf("a replica did not find Redis again within 30s:\n%s", r.log.String())
+				t.Fatalf("a replica did not find Redis again within 30s:\n%s", r.Log.String())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -587,14 +509,14 @@ func TestSixteenHugeBatchesStayWithinTheStatedMemoryBound(t *testing.T) {
 	if len(body) > maxBodyBytes {
 		t.Fatalf("body of %d bytes", len(body))
 	}
-	before := peakRSS(t, r.cmd.Process.Pid)
+	before := peakRSS(t, r.Pid())
 	var wg sync.WaitGroup
 	codes := make([]int, 16)
 	for i := range codes {
 		wg.Go(func() { codes[i] = post(t, r.url, alice, http.MethodPost, body) })
 	}
 	wg.Wait()
-	after := peakRSS(t, r.cmd.Process.Pid)
+	after := peakRSS(t, r.Pid())
 	growth := after - before
 	t.Logf("16 concurrent %d-byte batches: peak RSS %d MiB -> %d MiB (+%d MiB; bound %d MiB)",
 		len(body), before>>20, after>>20, growth>>20, (16*perRequestBound)>>20)
@@ -654,13 +576,13 @@ func TestSlowBodiesGet408AndTheirConnectionsClose(t *testing.T) {
 		t.Errorf("the backend saw %d calls, want none", got)
 	}
 	// The access log line is written after the response: wait for all.
-	for deadline := time.Now().Add(30 * time.Second); strings.Count(r.log.String(), "status=408") < slow; {
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(r.Log.String(), "status=408") < slow; {
 		if time.Now().After(deadline) {
-			t.Fatalf("the access log has %d requests with status=408 after 30s, want %d", strings.Count(r.log.String(), "status=408"), slow)
+			t.Fatalf("the access log has %d requests with status=408 after 30s, want %d", strings.Count(r.Log.String(), "status=408"), slow)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := strings.Count(r.log.String(), "status=408"); n != slow {
+	if n := strings.Count(r.Log.String(), "status=408"); n != slow {
 		t.Errorf("the access log has %d requests with status=408, want %d", n, slow)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,33 +17,19 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/toolgate/toolgate/internal/testproc"
 )
 
 // everythingServerPackage is the conformance server go-sdk ships beside its
 // SDK; the version is the one go.mod requires.
 const everythingServerPackage = "github.com/modelcontextprotocol/go-sdk/conformance/everything-server"
 
-// startTimeout bounds how long a server may take to start serving.
-const startTimeout = 30 * time.Second
-
 // nodeRunTimeout bounds one run of a Node.js program: a client, or one
 // conformance suite (a few seconds on a quiet machine).
 const nodeRunTimeout = 3 * time.Minute
 
-// binDir holds what the tests build, once per test binary.
-var binDir string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "toolgate-interop-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testproc.Main(m) }
 
 var (
 	nodeOnce sync.Once
@@ -85,134 +70,15 @@ func nodeInstall(t *testing.T) string {
 	return nodeDir
 }
 
-// built is a binary built once per test binary.
-type built struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-var toolgate, everythingServer built
-
-// binary builds pkg (a path relative to this package or an import path of
-// the module graph) into binDir once, and returns the binary.
-func (b *built) binary(t *testing.T, name, pkg string) string {
-	t.Helper()
-	b.once.Do(func() {
-		b.path = filepath.Join(binDir, name)
-		out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput()
-		if err != nil {
-			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
-}
-
-func toolgateBinary(t *testing.T) string {
-	return toolgate.binary(t, "toolgate", "../../cmd/toolgate")
-}
-
-func everythingServerBinary(t *testing.T) string {
-	return everythingServer.binary(t, "everything-server", everythingServerPackage)
-}
-
-// syncBuffer is a process's output, written by the process and read by the
-// test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// process is a server the test started. It is killed when the test ends,
-// and dies with the test binary if that is killed first.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
-}
-
-func startProcess(t *testing.T, name, binary string, args ...string) *process {
-	t.Helper()
-	p := &process{name: name, cmd: exec.Command(binary, args...), log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	p.cmd.SysProcAttr = childAttributes()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s (%s %s) output:\n%s", name, binary, strings.Join(args, " "), p.log.String())
-		}
-	})
-	return p
-}
-
-// waitFor polls ready until it holds, failing the test when the process
-// exits or startTimeout passes.
-func (p *process) waitFor(t *testing.T, what string, ready func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(startTimeout)
-	for !ready() {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited before %s:\n%s", p.name, what, p.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not %s within %s:\n%s", p.name, what, startTimeout, p.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startEverythingServer runs go-sdk's everything-server on a free loopback
 // port and returns its address. stateless picks its transport: stateless
 // Streamable HTTP speaks 2026-07-28 (and the older revisions without
 // sessions); stateful keeps sessions.
 func startEverythingServer(t *testing.T, stateless bool) string {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := startProcess(t, "everything-server", everythingServerBinary(t), "-http="+addr, fmt.Sprintf("-stateless=%t", stateless))
-	p.waitFor(t, "listening on "+addr, func() bool {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return false
-		}
-		conn.Close()
-		return true
-	})
+	addr := fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t))
+	p := testproc.Start(t, "everything-server", testproc.Build(t, everythingServerPackage), "-http="+addr, fmt.Sprintf("-stateless=%t", stateless))
+	p.WaitFor(t, "listening on "+addr, testproc.AcceptsConnections(addr))
 	return addr
 }
 
@@ -276,21 +142,14 @@ endpoints: [{addresses: [127.0.0.1]}]
 // waits until it is ready, and returns the URL of its MCP endpoint.
 func startGateway(t *testing.T, route gatewayRoute) string {
 	t.Helper()
-	port, admin := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	port, admin := testproc.FreePort(t), fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t))
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "interop.yaml"), []byte(route.config(port)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startProcess(t, "toolgate", toolgateBinary(t),
+	p := testproc.Start(t, "toolgate", testproc.Build(t, "../../cmd/toolgate"),
 		"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", admin)
-	p.waitFor(t, "ready", func() bool {
-		res, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	})
+	p.WaitFor(t, "ready", testproc.AnswersOK("http://"+admin+"/readyz"))
 	return fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
 }
 
@@ -329,7 +188,7 @@ func runNodeIn(t *testing.T, dir string, env []string, args ...string) (stdout, 
 	cmd := exec.CommandContext(ctx, filepath.Join(nodeInstall(t), "bin", "node"), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = childAttributes()
+	testproc.DieWithParent(cmd)
 	cmd.WaitDelay = 5 * time.Second
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
