@@ -65,13 +65,18 @@ func startBackend(t *testing.T) *countingBackend {
 	return b
 }
 
-// limitsConfig is a Gateway on port, one route through an MCPServer whose
-// users may call expensive_tool twice an hour and batch_tool 150 times.
-func limitsConfig(port int, issuer *testissuer.Issuer, backend string) string {
-	_, backendPort, _ := net.SplitHostPort(backend)
+// gatewayConfig is a Gateway on port with one route, /mcp, through an
+// MCPServer named mcp whose Service is the backend at backendAddr on
+// loopback, with auth by issuer for audience and the rateLimiting given
+// (YAML under spec.rateLimiting, none when "").
+func gatewayConfig(port int, issuer *testissuer.Issuer, audience, backendAddr, rateLimiting string) string {
+	_, backendPort, _ := net.SplitHostPort(backendAddr)
+	if rateLimiting != "" {
+		rateLimiting = "  rateLimiting:\n" + rateLimiting
+	}
 	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {name: limits}
+metadata: {name: gw}
 spec:
   gatewayClassName: toolgate
   listeners:
@@ -81,44 +86,47 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: mcp}
 spec:
-  parentRefs: [{name: limits}]
+  parentRefs: [{name: gw}]
   rules:
   - matches: [{path: {type: PathPrefix, value: /mcp}}]
     filters:
     - type: ExtensionRef
-      extensionRef: {group: toolgate.dev, kind: MCPServer, name: tools}
-    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: tools}]
+      extensionRef: {group: toolgate.dev, kind: MCPServer, name: mcp}
+    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: mcp}]
 ---
 apiVersion: toolgate.dev/v1alpha1
 kind: MCPServer
-metadata: {name: tools}
+metadata: {name: mcp}
 spec:
-  serviceRef: {name: tools, port: %s}
+  serviceRef: {name: mcp, port: %s}
   auth:
-    oidc: {issuer: '%s', jwksURL: '%s', audience: limits}
-  rateLimiting:
-    tools:
-    - name: expensive_tool
-      perUser: {maxTokens: 2, refillPeriod: 1h}
-    - name: batch_tool
-      perUser: {maxTokens: 150, refillPeriod: 1h}
----
+    oidc: {issuer: '%s', jwksURL: '%s', audience: %s}
+%s---
 apiVersion: v1
 kind: Service
-metadata: {name: tools}
+metadata: {name: mcp}
 spec:
   ports: [{name: mcp, port: %s}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: tools
-  labels: {kubernetes.io/service-name: tools}
+  name: mcp
+  labels: {kubernetes.io/service-name: mcp}
 addressType: IPv4
 ports: [{name: mcp, port: %s}]
 endpoints: [{addresses: [127.0.0.1]}]
-`, port, backendPort, issuer.URL(), issuer.JWKSURL(), backendPort, backendPort)
+`, port, backendPort, issuer.URL(), issuer.JWKSURL(), audience, rateLimiting, backendPort, backendPort)
 }
+
+// limits are the limits tests' buckets: each user may call expensive_tool
+// twice an hour and batch_tool 150 times.
+const limits = `    tools:
+    - name: expensive_tool
+      perUser: {maxTokens: 2, refillPeriod: 1h}
+    - name: batch_tool
+      perUser: {maxTokens: 150, refillPeriod: 1h}
+`
 
 // replica is one running toolgate standalone process.
 type replica struct {
@@ -131,9 +139,17 @@ type replica struct {
 // configuration and extra flags, and waits until it is ready.
 func startReplica(t *testing.T, issuer *testissuer.Issuer, backend *countingBackend, flags ...string) *replica {
 	t.Helper()
+	return startGateway(t, func(port int) string { return gatewayConfig(port, issuer, "limits", backend.addr, limits) }, flags...)
+}
+
+// startGateway runs toolgate standalone on free ports with the
+// configuration config makes for its listener port, and extra flags, and
+// waits until it is ready.
+func startGateway(t *testing.T, config func(port int) string, flags ...string) *replica {
+	t.Helper()
 	port, adminPort := testproc.FreePort(t), testproc.FreePort(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "limits.yaml"), []byte(limitsConfig(port, issuer, backend.addr)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(config(port)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r := &replica{

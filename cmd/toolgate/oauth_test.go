@@ -12,8 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,7 +25,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/toolgate/toolgate/internal/testissuer"
-	"github.com/toolgate/toolgate/internal/testproc"
 )
 
 // echoBackend is a go-sdk MCP server (stateless Streamable HTTP) with one
@@ -73,69 +70,12 @@ func startEchoBackend(t *testing.T) *echoBackend {
 // asks for it: its token is for the resource URL instead (RFC 8707).
 const oauthAudience = "toolgate-oauth-test"
 
-// oauthConfig is a Gateway on port with one route, /mcp, to an MCPServer
-// that takes tokens from issuer and has no limits.
-func oauthConfig(port int, issuer *testissuer.Issuer, backend string) string {
-	_, backendPort, _ := net.SplitHostPort(backend)
-	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: oauth}
-spec:
-  gatewayClassName: toolgate
-  listeners:
-  - {name: http, protocol: HTTP, port: %d}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: mcp}
-spec:
-  parentRefs: [{name: oauth}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /mcp}}]
-    filters:
-    - type: ExtensionRef
-      extensionRef: {group: toolgate.dev, kind: MCPServer, name: echo}
-    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: echo}]
----
-apiVersion: toolgate.dev/v1alpha1
-kind: MCPServer
-metadata: {name: echo}
-spec:
-  serviceRef: {name: echo, port: %s}
-  auth:
-    oidc: {issuer: '%s', jwksURL: '%s', audience: %s}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo}
-spec:
-  ports: [{name: mcp, port: %s}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: echo
-  labels: {kubernetes.io/service-name: echo}
-addressType: IPv4
-ports: [{name: mcp, port: %s}]
-endpoints: [{addresses: [127.0.0.1]}]
-`, port, backendPort, issuer.URL(), issuer.JWKSURL(), oauthAudience, backendPort, backendPort)
-}
-
-// startOAuthGateway runs toolgate standalone with oauthConfig and returns
-// its MCP endpoint once it is ready.
+// startOAuthGateway runs toolgate standalone with a route to backend
+// through an MCPServer that takes tokens from issuer and has no limits, and
+// returns its MCP endpoint once it is ready.
 func startOAuthGateway(t *testing.T, issuer *testissuer.Issuer, backend *echoBackend) string {
 	t.Helper()
-	port, adminPort := testproc.FreePort(t), testproc.FreePort(t)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "oauth.yaml"), []byte(oauthConfig(port, issuer, backend.addr)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
-	p := testproc.Start(t, "toolgate", testproc.Build(t, "."),
-		"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", admin)
-	p.WaitFor(t, "ready", testproc.AnswersOK("http://"+admin+"/readyz"))
-	return fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
+	return startGateway(t, func(port int) string { return gatewayConfig(port, issuer, oauthAudience, backend.addr, "") }).url
 }
 
 // exchange is one HTTP request a client made and what it got.
