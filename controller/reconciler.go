@@ -73,9 +73,10 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		client:      mgr.GetClient(),
 		provisioner: provision.New(mgr.GetClient(), mgr.GetScheme()),
 		admission:   validator,
-		status:      &statusWriter{client: mgr.GetClient(), recorder: mgr.GetEventRecorder("toolgate-controller"), now: time.Now},
-		opts:        opts,
-		log:         opts.Logger,
+		status: &statusWriter{client: mgr.GetClient(), recorder: mgr.GetEventRecorder("toolgate-controller"), now: time.Now,
+			controllerName: opts.ControllerName},
+		opts: opts,
+		log:  opts.Logger,
 	}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}

@@ -25,6 +25,9 @@ type statusWriter struct {
 	client   client.Client
 	recorder events.EventRecorder
 	now      func() time.Time
+	// controllerName is the one the reconciler serves (Options); route
+	// parent statuses of other controllers are never touched.
+	controllerName gwv1.GatewayController
 }
 
 func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out *translate.Result) error {
@@ -61,7 +64,7 @@ func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out 
 	}
 	for _, r := range res.HTTPRoutes {
 		computed, ok := out.Status.HTTPRoutes[nn(r)]
-		mine := func(p gwv1.RouteParentStatus) bool { return p.ControllerName == translate.ControllerName }
+		mine := func(p gwv1.RouteParentStatus) bool { return p.ControllerName == w.controllerName }
 		if !ok && !hasParent(r.Status.Parents, mine) {
 			continue
 		}
@@ -110,12 +113,16 @@ func nn(o client.Object) types.NamespacedName {
 	return types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}
 }
 
-// patch writes next's status when it differs from the stored one.
+// patch writes next's status when it differs from the stored one. The patch
+// carries the stored resourceVersion: a merge patch computed from a stale
+// cache would replace lists such as status.parents whole, dropping what
+// another controller wrote meanwhile, so a stale write fails with a
+// conflict instead, and the reconcile runs again on fresh objects.
 func (w *statusWriter) patch(ctx context.Context, stored, next client.Object, oldStatus, newStatus any) error {
 	if equality.Semantic.DeepEqual(oldStatus, newStatus) {
 		return nil
 	}
-	if err := w.client.Status().Patch(ctx, next, client.MergeFrom(stored)); err != nil {
+	if err := w.client.Status().Patch(ctx, next, client.MergeFromWithOptions(stored, client.MergeFromWithOptimisticLock{})); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil // deleted meanwhile; the next reconcile sees it gone
 		}
