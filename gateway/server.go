@@ -83,6 +83,10 @@ type Server struct {
 	draining sync.WaitGroup
 
 	admin *socket
+
+	// bindTCP opens the gateway's listeners; nil means net.Listen. Tests
+	// set it to make a listen fail at a chosen moment.
+	bindTCP func(addr string) (net.Listener, error)
 }
 
 // socket is one bound port and its http.Server.
@@ -152,7 +156,8 @@ func New(opts Options) (*Server, error) {
 // atomic swap: requests in flight finish on the snapshot they started with.
 // Sockets are opened for new address/port pairs and closed (after draining,
 // up to Options.DrainTimeout) for pairs no longer used; the others are kept
-// with their connections. On error nothing changes.
+// with their connections. On error nothing changes, unless a port this Apply
+// had to release could not be bound again: the error then says which.
 func (s *Server) Apply(cfg *Config) error {
 	snap, err := compile(cfg, s.proxy, s.sessions)
 	if err != nil {
@@ -163,29 +168,46 @@ func (s *Server) Apply(cfg *Config) error {
 	if s.closed {
 		return ErrServerClosed
 	}
-	// A port whose protocol changes is closed first, so it can be reopened.
-	for key, sk := range s.sockets {
-		if pt := snap.ports[key]; pt != nil && pt.protocol != sk.protocol {
-			_ = sk.ln.Close()
-			s.retire(sk)
-			delete(s.sockets, key)
-		}
-	}
+	// Every listen happens before the swap, so that a failed one can be
+	// undone. Pairs without a socket come first: they need nothing closed,
+	// so the usual failure (a port taken by another process) leaves the
+	// running sockets untouched.
 	opened := map[portKey]*socket{}
 	for key, pt := range snap.ports {
 		if s.sockets[key] != nil {
 			continue
 		}
-		sk, err := s.listen(key, pt.protocol)
+		sk, err := s.listen(key, pt.protocol, net.JoinHostPort(key.address, strconv.Itoa(key.port)))
 		if err != nil {
-			for _, o := range opened {
-				_ = o.ln.Close()
-			}
-			return fmt.Errorf("apply gateway config: %w", err)
+			return s.rollBack(opened, nil, err)
+		}
+		opened[key] = sk
+	}
+	// A pair whose protocol changes (HTTP <-> HTTPS) needs its port for the
+	// new socket, and a port cannot be bound twice: its listener is closed
+	// and the port bound again. Only the listener is closed; the old
+	// http.Server keeps its connections, so if a later listen fails,
+	// rollBack binds the old address again and serves it with that same
+	// server, and nothing in flight notices. On success it is drained below
+	// like any socket no longer used.
+	replaced := map[portKey]*socket{}
+	for key, old := range s.sockets {
+		pt := snap.ports[key]
+		if pt == nil || pt.protocol == old.protocol {
+			continue
+		}
+		_ = old.ln.Close()
+		replaced[key] = old
+		sk, err := s.listen(key, pt.protocol, net.JoinHostPort(key.address, strconv.Itoa(key.port)))
+		if err != nil {
+			return s.rollBack(opened, replaced, err)
 		}
 		opened[key] = sk
 	}
 	s.snap.Store(snap)
+	for _, old := range replaced {
+		s.retire(old)
+	}
 	for key, sk := range s.sockets {
 		if snap.ports[key] == nil {
 			s.retire(sk)
@@ -200,11 +222,45 @@ func (s *Server) Apply(cfg *Config) error {
 	return nil
 }
 
-func (s *Server) listen(key portKey, protocol Protocol) (*socket, error) {
-	addr := net.JoinHostPort(key.address, strconv.Itoa(key.port))
-	ln, err := net.Listen("tcp", addr)
+// rollBack undoes the listens of an Apply that failed with cause: it closes
+// the sockets the Apply opened and binds the address of each replaced socket
+// again, served by its old http.Server with its old protocol. A replaced
+// port that cannot be bound again (another process took it meanwhile) is
+// logged, dropped from s.sockets so that the next Apply opens it, and named
+// in the returned error.
+func (s *Server) rollBack(opened, replaced map[portKey]*socket, cause error) error {
+	for _, sk := range opened {
+		_ = sk.ln.Close()
+	}
+	var lost []error
+	for key, old := range replaced {
+		addr := old.ln.Addr().String()
+		ln, err := s.bind(addr)
+		if err != nil {
+			err = fmt.Errorf("%s listener on %s of the previous configuration could not be bound again and is not served until the next successful apply: %w", old.protocol, addr, err)
+			s.log.Error("gateway listener lost while undoing a failed apply", "address", addr, "protocol", old.protocol, "error", err)
+			delete(s.sockets, key)
+			s.retire(old)
+			lost = append(lost, err)
+			continue
+		}
+		restored := &socket{key: key, protocol: old.protocol, ln: ln, srv: old.srv}
+		s.sockets[key] = restored
+		go s.serve(restored)
+	}
+	if len(lost) > 0 {
+		return fmt.Errorf("apply gateway config: %w; undoing it failed: %w", cause, errors.Join(lost...))
+	}
+	return fmt.Errorf("apply gateway config: %w", cause)
+}
+
+// listen binds addr (key's address and port, or the port actually bound
+// when restoring a socket of port 0) and prepares its http.Server; serve
+// starts it.
+func (s *Server) listen(key portKey, protocol Protocol, addr string) (*socket, error) {
+	ln, err := s.bind(addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, err
 	}
 	sk := &socket{key: key, protocol: protocol, ln: ln}
 	sk.srv = s.newHTTPServer(&entryHandler{server: s, key: key})
@@ -215,6 +271,19 @@ func (s *Server) listen(key portKey, protocol Protocol) (*socket, error) {
 		}
 	}
 	return sk, nil
+}
+
+// bind opens a TCP listener on addr, through s.bindTCP when a test set it.
+func (s *Server) bind(addr string) (net.Listener, error) {
+	bindTCP := s.bindTCP
+	if bindTCP == nil {
+		bindTCP = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+	}
+	ln, err := bindTCP(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
 }
 
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
@@ -233,7 +302,9 @@ func (s *Server) serve(sk *socket) {
 	} else {
 		err = sk.srv.Serve(sk.ln)
 	}
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// net.ErrClosed: Apply closed the listener on purpose, for a protocol
+	// change, and drains or reuses the server itself.
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		s.log.Error("gateway listener stopped", "address", sk.ln.Addr().String(), "error", err)
 	}
 }
