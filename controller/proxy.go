@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -98,5 +99,6 @@ func (r *proxyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	if err := r.opts.Server.Apply(cfg); err != nil {
 		return reconcile.Result{}, fmt.Errorf("apply the snapshot of Gateway %s: %w", r.opts.Gateway, err)
 	}
+	r.opts.Filters.Retain(maps.Values(out.Policies))
 	return reconcile.Result{}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -129,6 +130,9 @@ func (s *standalone) reload() error {
 	}
 	if err := s.opts.Server.Apply(cfg); err != nil {
 		return fmt.Errorf("serve the configuration: %w", err)
+	}
+	if s.opts.Filters != nil {
+		s.opts.Filters.Retain(maps.Values(out.Policies))
 	}
 	fmt.Fprintf(s.opts.Out, "\nconfiguration loaded from %s at %s:\n", s.opts.Dir, time.Now().Format(time.TimeOnly))
 	printStatus(s.opts.Out, res, out, s.opts.Server)

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -122,7 +123,13 @@ type metrics struct {
 	failOpen      *prometheus.CounterVec
 	storeDuration *prometheus.HistogramVec
 	rejected      *prometheus.CounterVec
+
+	mu      sync.Mutex
+	servers map[serverLabels]bool // the servers that have series
 }
+
+// serverLabels are the namespace and server labels of one server's series.
+type serverLabels struct{ namespace, server string }
 
 // availability is a store that can say whether it is available, as the
 // Redis store does.
@@ -180,6 +187,12 @@ type serverMetrics struct {
 }
 
 func (m *metrics) forServer(namespace, server string) *serverMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.servers == nil {
+		m.servers = map[serverLabels]bool{}
+	}
+	m.servers[serverLabels{namespace, server}] = true
 	sm := &serverMetrics{failOpen: m.failOpen.WithLabelValues(namespace, server)}
 	for s := range numScopes {
 		for r := range numResults {
@@ -193,4 +206,23 @@ func (m *metrics) forServer(namespace, server string) *serverMetrics {
 		sm.rejected[r] = m.rejected.WithLabelValues(namespace, server, reasonNames[r])
 	}
 	return sm
+}
+
+// retain deletes the series of every server not in keep. The handles of a
+// Filter built earlier for such a server stay valid but are detached: what
+// its in-flight requests count is no longer exported.
+func (m *metrics) retain(keep map[serverLabels]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s := range m.servers {
+		if keep[s] {
+			continue
+		}
+		labels := prometheus.Labels{"namespace": s.namespace, "server": s.server}
+		m.decisions.DeletePartialMatch(labels)
+		m.failOpen.DeletePartialMatch(labels)
+		m.storeDuration.DeletePartialMatch(labels)
+		m.rejected.DeletePartialMatch(labels)
+		delete(m.servers, s)
+	}
 }

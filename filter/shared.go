@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,6 +152,24 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 		return nil, fmt.Errorf("filter: %w", err)
 	}
 	return s, nil
+}
+
+// Retain deletes the metric series of every MCP server that policies, the
+// policies of the configuration now served, do not name, so that servers
+// removed by reloads leave no series behind. Call it after each
+// configuration is applied, from the one place that applies them.
+//
+// A Filter of an earlier configuration may still serve in-flight requests
+// for a removed server; it keeps counting into series that are no longer
+// exported, which is harmless, and a server that comes back starts new ones.
+func (s *Shared) Retain(policies iter.Seq[*Policy]) {
+	keep := map[serverLabels]bool{}
+	for p := range policies {
+		if namespace, name, ok := strings.Cut(p.Server, "/"); ok {
+			keep[serverLabels{namespace, name}] = true
+		}
+	}
+	s.metrics.retain(keep)
 }
 
 func cmpOr[T comparable](v, def T) T {

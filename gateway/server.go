@@ -204,6 +204,9 @@ func (s *Server) Apply(cfg *Config) error {
 		}
 		opened[key] = sk
 	}
+	// Once nothing can fail, before the swap: requests on new routes are
+	// counted from their first.
+	s.metrics.retainRoutes(s, cfg)
 	s.snap.Store(snap)
 	for _, old := range replaced {
 		s.retire(old)
