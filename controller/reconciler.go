@@ -124,7 +124,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		}
 		res.DataPlanes[key] = translate.DataPlane{
 			Ready: state.Ready, Message: state.Message, Addresses: state.Addresses,
-			Replicas: p.WithDefaults().Replicas, SharedStore: p.RedisURL != "",
+			Replicas: p.WithDefaults().Replicas, SharedStore: p.SharedStore(),
 		}
 	}
 	if err := r.provisioner.Cleanup(ctx, live); err != nil {

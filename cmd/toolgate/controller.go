@@ -33,12 +33,18 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		serviceType    string
 	)
 	fs.StringVar(&params.Image, "proxy-image", provision.DefaultImage, "container image of the per-Gateway proxies")
-	fs.Func("proxy-replicas", "proxy replicas per Gateway (default 1; more than one needs --redis-url)", func(v string) error {
+	fs.Func("proxy-replicas", "proxy replicas per Gateway (default 1; more than one needs --redis-url or --redis-addrs)", func(v string) error {
 		_, err := fmt.Sscan(v, &params.Replicas)
 		return err
 	})
 	fs.StringVar(&serviceType, "proxy-service-type", string(corev1.ServiceTypeLoadBalancer), "type of each Gateway's Service: LoadBalancer, NodePort or ClusterIP")
 	fs.StringVar(&params.RedisURL, "redis-url", "", "Redis URL the proxies share buckets through; a GatewayClass parametersRef ConfigMap may override it")
+	fs.Func("redis-addrs", "comma-separated HOST:PORT of the Redis Cluster nodes or Sentinels the proxies share buckets through, instead of --redis-url; a GatewayClass parametersRef ConfigMap may override it", func(v string) error {
+		addrs, err := provision.ParseRedisAddrs(v)
+		params.RedisAddrs = addrs
+		return err
+	})
+	fs.StringVar(&params.RedisMasterName, "redis-master-name", "", "Sentinel master name, with the Sentinels in --redis-addrs")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -51,6 +57,12 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		params.ServiceType = corev1.ServiceType(serviceType)
 	default:
 		return fmt.Errorf("--proxy-service-type %q: use LoadBalancer, NodePort or ClusterIP", serviceType)
+	}
+	if params.RedisURL != "" && len(params.RedisAddrs) > 0 {
+		return fmt.Errorf("set --redis-url or --redis-addrs, not both: a URL names one server, addresses name Cluster nodes or Sentinels")
+	}
+	if params.RedisMasterName != "" && len(params.RedisAddrs) == 0 {
+		return fmt.Errorf("--redis-master-name needs the Sentinels' HOST:PORT in --redis-addrs")
 	}
 	if params.Replicas < 0 {
 		return fmt.Errorf("--proxy-replicas must be at least 1")

@@ -51,6 +51,9 @@ current-context: c
 		{name: "leader election outside a cluster", args: []string{"controller", "--kubeconfig", kubeconfig}, wantErr: "--leader-election-namespace"},
 		{name: "a bad service type", args: []string{"controller", "--proxy-service-type", "Ingress"}, wantErr: "use LoadBalancer, NodePort or ClusterIP"},
 		{name: "a bad log level", args: []string{"controller", "--log-level", "loud"}, wantErr: "use debug, info, warn or error"},
+		{name: "controller with a Redis address without a port", args: []string{"controller", "--redis-addrs", "sentinel-0:26379,sentinel-1"}, wantErr: `invalid value "sentinel-0:26379,sentinel-1" for flag -redis-addrs: "sentinel-1" is not HOST:PORT`},
+		{name: "controller with a Redis URL and addresses", args: []string{"controller", "--redis-url", "redis://r:6379", "--redis-addrs", "r-0:6379"}, wantErr: "set --redis-url or --redis-addrs, not both"},
+		{name: "controller with a Sentinel master name and no addresses", args: []string{"controller", "--redis-master-name", "mymaster"}, wantErr: "--redis-master-name needs the Sentinels' HOST:PORT in --redis-addrs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

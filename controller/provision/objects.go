@@ -92,11 +92,12 @@ func listenerPorts(gw *gwv1.Gateway) []listenerPort {
 }
 
 // Deployment runs gw's proxies: `toolgate proxy --gateway NAMESPACE/NAME`,
-// with --redis-url and the Redis password from p, unprivileged and with a
-// read-only root file system. The proxy binds the listener ports itself;
-// the pod lets an unprivileged process bind ports below 1024 through the
-// namespaced sysctl net.ipv4.ip_unprivileged_port_start, which Kubernetes
-// counts as safe, rather than granting NET_BIND_SERVICE.
+// with the Redis of p (--redis-url, or --redis-addrs and --redis-master-name)
+// and its password, unprivileged and with a read-only root file system. The
+// proxy binds the listener ports itself; the pod lets an unprivileged
+// process bind ports below 1024 through the namespaced sysctl
+// net.ipv4.ip_unprivileged_port_start, which Kubernetes counts as safe,
+// rather than granting NET_BIND_SERVICE.
 func Deployment(gw *gwv1.Gateway, p Params) *appsv1.Deployment {
 	p = p.WithDefaults()
 	n := Names(gw)
@@ -104,6 +105,12 @@ func Deployment(gw *gwv1.Gateway, p Params) *appsv1.Deployment {
 	args := []string{"proxy", "--gateway", n.Gateway.String()}
 	if p.RedisURL != "" {
 		args = append(args, "--redis-url", p.RedisURL)
+	}
+	if len(p.RedisAddrs) > 0 {
+		args = append(args, "--redis-addrs", strings.Join(p.RedisAddrs, ","))
+	}
+	if p.RedisMasterName != "" {
+		args = append(args, "--redis-master-name", p.RedisMasterName)
 	}
 	args = append(args, p.ExtraArgs...)
 

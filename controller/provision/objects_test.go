@@ -103,6 +103,20 @@ func TestDeploymentArguments(t *testing.T) {
 			}},
 		},
 		{
+			name:     "Cluster addresses are passed as one comma-separated flag",
+			params:   Params{RedisAddrs: []string{"redis-0.redis:6379", "redis-1.redis:6379"}},
+			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-addrs", "redis-0.redis:6379,redis-1.redis:6379"},
+		},
+		{
+			name:     "Sentinel addresses come with the master name and the password from the Secret",
+			params:   Params{RedisAddrs: []string{"sentinel-0:26379", "sentinel-1:26379"}, RedisMasterName: "mymaster", RedisPasswordSecret: secret},
+			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-addrs", "sentinel-0:26379,sentinel-1:26379", "--redis-master-name", "mymaster"},
+			wantEnv: []corev1.EnvVar{{
+				Name:      "TOOLGATE_REDIS_PASSWORD",
+				ValueFrom: &corev1.EnvVarSource{SecretKeyRef: secret},
+			}},
+		},
+		{
 			name:     "extra arguments come last",
 			params:   Params{RedisURL: "redis://r:6379", ExtraArgs: []string{"--log-level", "debug"}},
 			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-url", "redis://r:6379", "--log-level", "debug"},

@@ -1,7 +1,9 @@
 package provision
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -37,14 +39,30 @@ type Params struct {
 	// ServiceType of the Service exposing the listeners: ClusterIP,
 	// NodePort or LoadBalancer. DefaultServiceType when empty.
 	ServiceType corev1.ServiceType
-	// RedisURL, when set, is passed to the proxies as --redis-url.
+	// RedisURL, when set, is passed to the proxies as --redis-url: one
+	// Redis server. Not together with RedisAddrs.
 	RedisURL string
+	// RedisAddrs, when set, are passed to the proxies as --redis-addrs: the
+	// HOST:PORT of Redis Cluster nodes, or of Sentinels when
+	// RedisMasterName is set. Not together with RedisURL.
+	RedisAddrs []string
+	// RedisMasterName, when set, is passed to the proxies as
+	// --redis-master-name: the Sentinel master the RedisAddrs watch.
+	RedisMasterName string
 	// RedisPasswordSecret, when set, names a key of a Secret in the
-	// Gateway's namespace holding the Redis password; the proxies read it
-	// from the environment variable RedisPasswordEnv.
+	// Gateway's namespace holding the Redis password (of the server, the
+	// Cluster nodes or the Sentinel master); the proxies read it from the
+	// environment variable RedisPasswordEnv.
 	RedisPasswordSecret *corev1.SecretKeySelector
 	// ExtraArgs are appended to the proxy's arguments.
 	ExtraArgs []string
+}
+
+// SharedStore reports whether the proxies share their token buckets through
+// Redis, by URL or by Cluster or Sentinel addresses. Without it each replica
+// keeps its own buckets.
+func (p Params) SharedStore() bool {
+	return p.RedisURL != "" || len(p.RedisAddrs) > 0
 }
 
 // WithDefaults returns p with its zero fields set to their defaults.
@@ -68,13 +86,29 @@ const (
 	KeyReplicas            = "replicas"
 	KeyServiceType         = "serviceType"
 	KeyRedisURL            = "redisURL"
+	KeyRedisAddrs          = "redisAddrs"
+	KeyRedisMasterName     = "redisMasterName"
 	KeyRedisPasswordSecret = "redisPasswordSecret"
 	KeyExtraArgs           = "extraArgs"
 )
 
 var configMapKeys = []string{
 	KeyImage, KeyImagePullPolicy, KeyReplicas, KeyServiceType,
-	KeyRedisURL, KeyRedisPasswordSecret, KeyExtraArgs,
+	KeyRedisURL, KeyRedisAddrs, KeyRedisMasterName, KeyRedisPasswordSecret, KeyExtraArgs,
+}
+
+// redisStoreKeys say where the shared store is. A ConfigMap that sets any of
+// them replaces the controller's store as a whole, so that a class can pick
+// Sentinel while the controller's flags name a URL.
+var redisStoreKeys = []string{KeyRedisURL, KeyRedisAddrs, KeyRedisMasterName}
+
+// controllerFlagKeys map the proxy flags the controller sets to the key that
+// sets each of them; extraArgs may not hold them.
+var controllerFlagKeys = map[string]string{
+	"gateway":           "",
+	"redis-url":         KeyRedisURL,
+	"redis-addrs":       KeyRedisAddrs,
+	"redis-master-name": KeyRedisMasterName,
 }
 
 // ParamsFromConfigMap overrides defaults with the keys of cm, the ConfigMap a
@@ -86,11 +120,16 @@ var configMapKeys = []string{
 //	replicas             proxy replicas, 1 or more
 //	serviceType          ClusterIP, NodePort or LoadBalancer
 //	redisURL             redis://, rediss:// or unix:// URL, without a password
+//	redisAddrs           HOST:PORT of Redis Cluster nodes or Sentinels, comma-separated
+//	redisMasterName      the Sentinel master's name (with redisAddrs of Sentinels)
 //	redisPasswordSecret  "name/key" of a Secret in each Gateway's namespace
 //	extraArgs            more proxy arguments, separated by spaces (no quoting)
 //
-// An unknown key or a bad value is an error that names every problem and says
-// what to change. A nil cm returns the defaults.
+// Setting any of redisURL, redisAddrs and redisMasterName replaces all three
+// of defaults; redisURL and redisAddrs may not both be set, and
+// redisMasterName needs redisAddrs. An unknown key or a bad value is an
+// error that names every problem and says what to change. A nil cm returns
+// the defaults.
 func ParamsFromConfigMap(cm *corev1.ConfigMap, defaults Params) (Params, error) {
 	p := defaults
 	if cm == nil {
@@ -102,10 +141,23 @@ func ParamsFromConfigMap(cm *corev1.ConfigMap, defaults Params) (Params, error) 
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	if slices.ContainsFunc(redisStoreKeys, func(k string) bool { _, set := cm.Data[k]; return set }) {
+		p.RedisURL, p.RedisAddrs, p.RedisMasterName = "", nil, ""
+	}
+	badRedisKey := false
 	for _, k := range keys {
 		if problem := p.set(k, cm.Data[k]); problem != "" {
 			problems = append(problems, fmt.Sprintf("key %q: %s", k, problem))
+			badRedisKey = badRedisKey || slices.Contains(redisStoreKeys, k)
 		}
+	}
+	switch {
+	case badRedisKey:
+		// The keys' combination is judged once each of them is right.
+	case p.RedisURL != "" && len(p.RedisAddrs) > 0:
+		problems = append(problems, fmt.Sprintf("keys %q and %q: set one Redis, by URL or by Cluster or Sentinel addresses; remove the other key", KeyRedisURL, KeyRedisAddrs))
+	case p.RedisMasterName != "" && len(p.RedisAddrs) == 0:
+		problems = append(problems, fmt.Sprintf("key %q: a Sentinel master name needs the Sentinels' HOST:PORT in %q", KeyRedisMasterName, KeyRedisAddrs))
 	}
 	binary := make([]string, 0, len(cm.BinaryData))
 	for k := range cm.BinaryData {
@@ -156,6 +208,17 @@ func (p *Params) set(key, raw string) string {
 			return problem
 		}
 		p.RedisURL = value
+	case KeyRedisAddrs:
+		addrs, err := ParseRedisAddrs(value)
+		if err != nil {
+			return err.Error()
+		}
+		p.RedisAddrs = addrs
+	case KeyRedisMasterName:
+		if value == "" || strings.ContainsAny(value, " \t\r\n") {
+			return fmt.Sprintf("%q is not a Sentinel master name: set it to the name the Sentinels monitor (sentinel monitor NAME ...), such as mymaster, or remove the key", raw)
+		}
+		p.RedisMasterName = value
 	case KeyRedisPasswordSecret:
 		sel, problem := parseSecretKey(value)
 		if problem != "" {
@@ -165,8 +228,17 @@ func (p *Params) set(key, raw string) string {
 	case KeyExtraArgs:
 		args := strings.Fields(value)
 		for _, a := range args {
-			if flag, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); strings.HasPrefix(a, "-") && (flag == "gateway" || flag == "redis-url") {
-				return fmt.Sprintf("%s is set by the controller: remove it (use the %s key for Redis)", a, KeyRedisURL)
+			if !strings.HasPrefix(a, "-") {
+				continue
+			}
+			flag, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			key, set := controllerFlagKeys[flag]
+			switch {
+			case !set:
+			case key == "":
+				return fmt.Sprintf("%s is set by the controller: remove it", a)
+			default:
+				return fmt.Sprintf("%s is set by the controller: remove it and use the %s key", a, key)
 			}
 		}
 		p.ExtraArgs = args
@@ -174,6 +246,39 @@ func (p *Params) set(key, raw string) string {
 		return "unknown key: the keys toolgate reads are " + strings.Join(configMapKeys, ", ")
 	}
 	return ""
+}
+
+// ParseRedisAddrs reads the comma-separated HOST:PORT addresses of Redis
+// Cluster nodes or Sentinels, as --redis-addrs and the redisAddrs key take
+// them. Spaces around an address are dropped; an empty address, one without
+// a host or a port in 1-65535, and a repeated address are errors that say
+// what to change.
+func ParseRedisAddrs(value string) ([]string, error) {
+	if strings.TrimSpace(value) == "" {
+		return nil, errors.New("no address: list HOST:PORT addresses separated by commas, such as redis-0.redis:6379,redis-1.redis:6379")
+	}
+	var addrs []string
+	for a := range strings.SplitSeq(value, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			return nil, fmt.Errorf("%q has an empty address: list HOST:PORT addresses separated by commas, such as redis-0.redis:6379,redis-1.redis:6379", value)
+		}
+		if strings.Contains(a, "://") {
+			return nil, fmt.Errorf("%q is a URL: list HOST:PORT without a scheme, or give one server by URL instead (key redisURL, flag --redis-url)", a)
+		}
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" || strings.ContainsAny(host, " \t") {
+			return nil, fmt.Errorf("%q is not HOST:PORT: write each address as a host and a port, such as redis-0.redis:6379 or [fd00::1]:6379", a)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return nil, fmt.Errorf("%q has no valid port: use a port from 1 to 65535, such as %s:6379", a, host)
+		}
+		if slices.Contains(addrs, a) {
+			return nil, fmt.Errorf("%q is listed twice: list each address once", a)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs, nil
 }
 
 func checkRedisURL(value string) string {

@@ -35,16 +35,82 @@ func TestWithDefaults(t *testing.T) {
 	}
 }
 
+func TestSharedStore(t *testing.T) {
+	tests := []struct {
+		name   string
+		params Params
+		want   bool
+	}{
+		{name: "no Redis keeps buckets in each replica", params: Params{}, want: false},
+		{name: "a password alone shares nothing", params: Params{RedisPasswordSecret: &corev1.SecretKeySelector{Key: "password"}}, want: false},
+		{name: "a Redis URL shares the buckets", params: Params{RedisURL: "redis://r:6379"}, want: true},
+		{name: "Cluster addresses share the buckets", params: Params{RedisAddrs: []string{"r-0:6379", "r-1:6379"}}, want: true},
+		{name: "Sentinel addresses share the buckets", params: Params{RedisAddrs: []string{"s-0:26379"}, RedisMasterName: "mymaster"}, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.params.SharedStore(); got != tt.want {
+				t.Errorf("SharedStore() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRedisAddrs(t *testing.T) {
+	tests := []struct {
+		name    string
+		value   string
+		want    []string
+		wantErr string // a substring of the error; empty means success
+	}{
+		{name: "one address", value: "redis:6379", want: []string{"redis:6379"}},
+		{name: "spaces around addresses are dropped", value: " r-0.redis:6379 , r-1.redis:6379 ", want: []string{"r-0.redis:6379", "r-1.redis:6379"}},
+		{name: "an IPv6 address in brackets", value: "[fd00::1]:26379,10.0.0.2:26379", want: []string{"[fd00::1]:26379", "10.0.0.2:26379"}},
+		{name: "an empty value", value: "  ", wantErr: "no address: list HOST:PORT addresses"},
+		{name: "an empty address between commas", value: "r-0:6379,,r-1:6379", wantErr: "has an empty address"},
+		{name: "a trailing comma", value: "r-0:6379,", wantErr: "has an empty address"},
+		{name: "an address without a port", value: "redis", wantErr: `"redis" is not HOST:PORT`},
+		{name: "an address without a host", value: ":6379", wantErr: `":6379" is not HOST:PORT`},
+		{name: "a bare IPv6 address", value: "fd00::1:6379", wantErr: "is not HOST:PORT"},
+		{name: "a port that is not a number", value: "redis:redis", wantErr: `"redis:redis" has no valid port: use a port from 1 to 65535, such as redis:6379`},
+		{name: "port zero", value: "redis:0", wantErr: "has no valid port"},
+		{name: "a port past 65535", value: "redis:65536", wantErr: "has no valid port"},
+		{name: "a URL", value: "redis://r-0:6379", wantErr: "is a URL: list HOST:PORT without a scheme"},
+		{name: "an address listed twice", value: "r-0:6379,r-0:6379", wantErr: `"r-0:6379" is listed twice`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseRedisAddrs(tt.value)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseRedisAddrs(%q) = %q, %v; want an error containing %q", tt.value, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseRedisAddrs(%q) error: %v", tt.value, err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ParseRedisAddrs(%q) (-want +got):\n%s", tt.value, diff)
+			}
+		})
+	}
+}
+
 func TestParamsFromConfigMap(t *testing.T) {
 	flags := Params{RedisURL: "redis://flags:6379", ImagePullPolicy: corev1.PullIfNotPresent}
+	sentinelFlags := Params{RedisAddrs: []string{"sentinel-0:26379", "sentinel-1:26379"}, RedisMasterName: "flags-master"}
+	passwordSecret := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis-auth"}, Key: "password"}
 	cm := func(data map[string]string) *corev1.ConfigMap {
 		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "params", Namespace: "toolgate-system"}, Data: data}
 	}
 	tests := []struct {
 		name     string
+		defaults *Params // the controller's flags; nil means flags
 		cm       *corev1.ConfigMap
 		want     Params
 		wantErrs []string // substrings of the error; none means success
+		notErrs  []string // substrings the error must not hold
 	}{
 		{
 			name: "a nil ConfigMap gives the defaults",
@@ -90,7 +156,78 @@ func TestParamsFromConfigMap(t *testing.T) {
 		{
 			name:     "an unknown key is an error that lists the known keys",
 			cm:       cm(map[string]string{"replica": "2"}),
-			wantErrs: []string{`key "replica": unknown key`, "image, imagePullPolicy, replicas, serviceType, redisURL, redisPasswordSecret, extraArgs"},
+			wantErrs: []string{`key "replica": unknown key`, "image, imagePullPolicy, replicas, serviceType, redisURL, redisAddrs, redisMasterName, redisPasswordSecret, extraArgs"},
+		},
+		{
+			name: "Cluster addresses replace the controller's Redis URL",
+			cm:   cm(map[string]string{"redisAddrs": "redis-0.redis:6379, redis-1.redis:6379,redis-2.redis:6379"}),
+			want: Params{Image: DefaultImage, ImagePullPolicy: corev1.PullIfNotPresent, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer,
+				RedisAddrs: []string{"redis-0.redis:6379", "redis-1.redis:6379", "redis-2.redis:6379"}},
+		},
+		{
+			name: "Sentinel addresses and a master name with a password Secret are accepted",
+			cm: cm(map[string]string{
+				"redisAddrs":          "sentinel-0:26379,sentinel-1:26379",
+				"redisMasterName":     " mymaster ",
+				"redisPasswordSecret": "redis-auth/password",
+			}),
+			want: Params{Image: DefaultImage, ImagePullPolicy: corev1.PullIfNotPresent, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer,
+				RedisAddrs: []string{"sentinel-0:26379", "sentinel-1:26379"}, RedisMasterName: "mymaster", RedisPasswordSecret: passwordSecret},
+		},
+		{
+			name:     "a Redis URL replaces the controller's Sentinel addresses and master name",
+			defaults: &sentinelFlags,
+			cm:       cm(map[string]string{"redisURL": "redis://redis:6379"}),
+			want:     Params{Image: DefaultImage, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer, RedisURL: "redis://redis:6379"},
+		},
+		{
+			name:     "Cluster addresses drop the controller's Sentinel master name",
+			defaults: &sentinelFlags,
+			cm:       cm(map[string]string{"redisAddrs": "redis-0:6379"}),
+			want:     Params{Image: DefaultImage, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer, RedisAddrs: []string{"redis-0:6379"}},
+		},
+		{
+			name:     "a password Secret alone keeps the controller's Sentinel setup",
+			defaults: &sentinelFlags,
+			cm:       cm(map[string]string{"redisPasswordSecret": "redis-auth/password"}),
+			want: Params{Image: DefaultImage, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer,
+				RedisAddrs: sentinelFlags.RedisAddrs, RedisMasterName: "flags-master", RedisPasswordSecret: passwordSecret},
+		},
+		{
+			name:     "a Redis URL and addresses together are an error",
+			cm:       cm(map[string]string{"redisURL": "redis://redis:6379", "redisAddrs": "redis-0:6379"}),
+			wantErrs: []string{`keys "redisURL" and "redisAddrs": set one Redis, by URL or by Cluster or Sentinel addresses; remove the other key`},
+		},
+		{
+			name:     "a master name without addresses is an error",
+			cm:       cm(map[string]string{"redisMasterName": "mymaster"}),
+			wantErrs: []string{`key "redisMasterName": a Sentinel master name needs the Sentinels' HOST:PORT in "redisAddrs"`},
+		},
+		{
+			name:     "a master name with a Redis URL is an error",
+			cm:       cm(map[string]string{"redisURL": "redis://redis:6379", "redisMasterName": "mymaster"}),
+			wantErrs: []string{`key "redisMasterName"`, `in "redisAddrs"`},
+		},
+		{
+			name:     "an empty master name is an error",
+			cm:       cm(map[string]string{"redisAddrs": "s-0:26379", "redisMasterName": " "}),
+			wantErrs: []string{`key "redisMasterName"`, "not a Sentinel master name", "remove the key"},
+		},
+		{
+			name:     "an address without a port is an error",
+			cm:       cm(map[string]string{"redisAddrs": "redis-0:6379,redis-1"}),
+			wantErrs: []string{`key "redisAddrs": "redis-1" is not HOST:PORT`},
+		},
+		{
+			name:     "a bad address is the only problem reported with a master name",
+			cm:       cm(map[string]string{"redisAddrs": "sentinel-0", "redisMasterName": "mymaster"}),
+			wantErrs: []string{`key "redisAddrs": "sentinel-0" is not HOST:PORT: write each address as a host and a port, such as redis-0.redis:6379 or [fd00::1]:6379`},
+			notErrs:  []string{"redisMasterName"},
+		},
+		{
+			name:     "a Redis URL in the addresses is an error",
+			cm:       cm(map[string]string{"redisAddrs": "redis://redis-0:6379"}),
+			wantErrs: []string{`key "redisAddrs"`, "is a URL", "key redisURL"},
 		},
 		{
 			name:     "binary data is an error",
@@ -173,6 +310,22 @@ func TestParamsFromConfigMap(t *testing.T) {
 			wantErrs: []string{`key "extraArgs"`, "use the redisURL key"},
 		},
 		{
+			name:     "extra arguments may not set the Redis addresses",
+			cm:       cm(map[string]string{"extraArgs": "--redis-addrs r-0:6379,r-1:6379"}),
+			wantErrs: []string{`key "extraArgs"`, "--redis-addrs is set by the controller: remove it and use the redisAddrs key"},
+		},
+		{
+			name:     "extra arguments may not set the Sentinel master name",
+			cm:       cm(map[string]string{"extraArgs": "--log-level debug --redis-master-name=mymaster"}),
+			wantErrs: []string{`key "extraArgs"`, "--redis-master-name=mymaster is set by the controller: remove it and use the redisMasterName key"},
+		},
+		{
+			name: "extra arguments may set other Redis flags",
+			cm:   cm(map[string]string{"extraArgs": "--store-timeout=50ms"}),
+			want: Params{Image: DefaultImage, ImagePullPolicy: corev1.PullIfNotPresent, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer,
+				RedisURL: "redis://flags:6379", ExtraArgs: []string{"--store-timeout=50ms"}},
+		},
+		{
 			name:     "every problem is reported at once",
 			cm:       cm(map[string]string{"replicas": "-1", "serviceType": "Ingress", "colour": "blue"}),
 			wantErrs: []string{`key "colour"`, `key "replicas"`, `key "serviceType"`},
@@ -180,7 +333,11 @@ func TestParamsFromConfigMap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParamsFromConfigMap(tt.cm, flags)
+			defaults := flags
+			if tt.defaults != nil {
+				defaults = *tt.defaults
+			}
+			got, err := ParamsFromConfigMap(tt.cm, defaults)
 			if len(tt.wantErrs) > 0 {
 				if err == nil {
 					t.Fatalf("ParamsFromConfigMap() = %+v, want an error", got)
@@ -188,6 +345,11 @@ func TestParamsFromConfigMap(t *testing.T) {
 				for _, want := range tt.wantErrs {
 					if !strings.Contains(err.Error(), want) {
 						t.Errorf("error %q does not contain %q", err, want)
+					}
+				}
+				for _, unwanted := range tt.notErrs {
+					if strings.Contains(err.Error(), unwanted) {
+						t.Errorf("error %q contains %q", err, unwanted)
 					}
 				}
 				return
