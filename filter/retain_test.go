@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/toolgate/toolgate/internal/testmetrics"
+
 	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/filter/limiter"
 )
@@ -17,21 +19,7 @@ import (
 // seriesOfServer counts the series of reg labelled with server.
 func seriesOfServer(t *testing.T, reg prometheus.Gatherer, server string) int {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	n := 0
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "server" && l.GetValue() == server {
-					n++
-				}
-			}
-		}
-	}
-	return n
+	return testmetrics.SeriesWithLabel(t, reg, "server", server)
 }
 
 // reloadFixture is one Shared that served servers team-a/kept and

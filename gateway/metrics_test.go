@@ -6,26 +6,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/toolgate/toolgate/internal/testmetrics"
 )
 
 // seriesOfRoute counts the series of reg labelled with route.
 func seriesOfRoute(t *testing.T, reg prometheus.Gatherer, route string) int {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	n := 0
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "route" && l.GetValue() == route {
-					n++
-				}
-			}
-		}
-	}
-	return n
+	return testmetrics.SeriesWithLabel(t, reg, "route", route)
 }
 
 // routesConfig is a config with one listener holding the named routes of

@@ -18,7 +18,7 @@ func TestA401LeadsAClientToTheIssuerOfItsTokens(t *testing.T) {
 	backend := startBackend(t)
 	r := startReplica(t, issuer, backend)
 
-	req, err := http.NewRequest(http.MethodPost, r.url, strings.NewReader(toolCall(1, "expensive_tool")))
+	req, err := http.NewRequest(http.MethodPost, r.URL, strings.NewReader(toolCall(1, "expensive_tool")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestA401LeadsAClientToTheIssuerOfItsTokens(t *testing.T) {
 	if res.StatusCode != http.StatusUnauthorized || m == nil {
 		t.Fatalf("status %d, WWW-Authenticate %q: want 401 with resource_metadata", res.StatusCode, challenge)
 	}
-	wantMetadata := strings.Replace(r.url, "/mcp", "/.well-known/oauth-protected-resource/mcp", 1)
+	wantMetadata := strings.Replace(r.URL, "/mcp", "/.well-known/oauth-protected-resource/mcp", 1)
 	if m[1] != wantMetadata {
 		t.Errorf("resource_metadata = %s, want %s", m[1], wantMetadata)
 	}
@@ -48,8 +48,8 @@ func TestA401LeadsAClientToTheIssuerOfItsTokens(t *testing.T) {
 	t.Logf("%s: %+v", m[1], metadata)
 	// RFC 9728 section 3.3: the resource is the URL the metadata URL was
 	// derived from.
-	if metadata.Resource != r.url {
-		t.Errorf("resource = %q, want %q", metadata.Resource, r.url)
+	if metadata.Resource != r.URL {
+		t.Errorf("resource = %q, want %q", metadata.Resource, r.URL)
 	}
 	if len(metadata.AuthorizationServers) != 1 || metadata.AuthorizationServers[0] != issuer.URL() {
 		t.Fatalf("authorization_servers = %v, want [%s]", metadata.AuthorizationServers, issuer.URL())
@@ -73,7 +73,7 @@ func TestA401LeadsAClientToTheIssuerOfItsTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := post(t, r.url, token, http.MethodPost, toolCall(2, "expensive_tool")); code != http.StatusOK {
+	if code := post(t, r.URL, token, http.MethodPost, toolCall(2, "expensive_tool")); code != http.StatusOK {
 		t.Errorf("a call with a token for the resource: status %d, want 200", code)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testissuer"
 	"github.com/toolgate/toolgate/internal/testproc"
 	"github.com/toolgate/toolgate/internal/testredis"
@@ -65,63 +65,10 @@ func startBackend(t *testing.T) *countingBackend {
 	return b
 }
 
-// gatewayConfig is a Gateway on port with one route, /mcp, through an
-// MCPServer named mcp whose Service is the backend at backendAddr on
-// loopback, with auth by issuer for audience and the rateLimiting given
-// (YAML under spec.rateLimiting, none when "").
-func gatewayConfig(port int, issuer *testissuer.Issuer, audience, backendAddr, rateLimiting string) string {
-	_, backendPort, _ := net.SplitHostPort(backendAddr)
-	if rateLimiting != "" {
-		rateLimiting = "  rateLimiting:\n" + rateLimiting
-	}
-	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: toolgate
-  listeners:
-  - {name: http, protocol: HTTP, port: %d}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: mcp}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /mcp}}]
-    filters:
-    - type: ExtensionRef
-      extensionRef: {group: toolgate.dev, kind: MCPServer, name: mcp}
-    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: mcp}]
----
-apiVersion: toolgate.dev/v1alpha1
-kind: MCPServer
-metadata: {name: mcp}
-spec:
-  serviceRef: {name: mcp, port: %s}
-  auth:
-    oidc: {issuer: '%s', jwksURL: '%s', audience: %s}
-%s---
-apiVersion: v1
-kind: Service
-metadata: {name: mcp}
-spec:
-  ports: [{name: mcp, port: %s}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: mcp
-  labels: {kubernetes.io/service-name: mcp}
-addressType: IPv4
-ports: [{name: mcp, port: %s}]
-endpoints: [{addresses: [127.0.0.1]}]
-`, port, backendPort, issuer.URL(), issuer.JWKSURL(), audience, rateLimiting, backendPort, backendPort)
-}
-
 // limits are the limits tests' buckets: each user may call expensive_tool
 // twice an hour and batch_tool 150 times.
-const limits = `    tools:
+const limits = `  rateLimiting:
+    tools:
     - name: expensive_tool
       perUser: {maxTokens: 2, refillPeriod: 1h}
     - name: batch_tool
@@ -129,37 +76,16 @@ const limits = `    tools:
 `
 
 // replica is one running toolgate standalone process.
-type replica struct {
-	url   string // the MCP endpoint
-	admin string // host:port of the admin listener
-	*testproc.Process
-}
+type replica = testgateway.Gateway
 
 // startReplica runs toolgate standalone on free ports with the limits
-// configuration and extra flags, and waits until it is ready.
+// configuration, users authenticated by issuer, and extra flags, and waits
+// until it is ready.
 func startReplica(t *testing.T, issuer *testissuer.Issuer, backend *countingBackend, flags ...string) *replica {
 	t.Helper()
-	return startGateway(t, func(port int) string { return gatewayConfig(port, issuer, "limits", backend.addr, limits) }, flags...)
-}
-
-// startGateway runs toolgate standalone on free ports with the
-// configuration config makes for its listener port, and extra flags, and
-// waits until it is ready.
-func startGateway(t *testing.T, config func(port int) string, flags ...string) *replica {
-	t.Helper()
-	port, adminPort := testproc.FreePort(t), testproc.FreePort(t)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(config(port)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := &replica{
-		url:   fmt.Sprintf("http://127.0.0.1:%d/mcp", port),
-		admin: fmt.Sprintf("127.0.0.1:%d", adminPort),
-	}
-	args := append([]string{"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", r.admin}, flags...)
-	r.Process = testproc.Start(t, "toolgate", testproc.Build(t, "."), args...)
-	r.WaitFor(t, "ready", testproc.AnswersOK("http://"+r.admin+"/readyz"))
-	return r
+	return testgateway.Start(t, func(port int) string {
+		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+limits)
+	}, flags...)
 }
 
 var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}, Timeout: 30 * time.Second}
@@ -266,7 +192,7 @@ func TestOneUsersConcurrentCallsAdmitExactlyHisLimit(t *testing.T) {
 			// With the default --store-timeout, a loaded machine sheds some
 			// decisions (503); none of them is ever admitted.
 			r := startReplica(t, issuer, backend, flags...)
-			codes := burst(t, r.url, alice, "expensive_tool", 400)
+			codes := burst(t, r.URL, alice, "expensive_tool", 400)
 			t.Logf("400 concurrent calls of one user, default store timeout: %v", codes)
 			if codes[http.StatusOK] > 2 || codes[http.StatusOK]+codes[http.StatusTooManyRequests]+codes[http.StatusServiceUnavailable] != 400 {
 				t.Errorf("statuses %v: want at most 2 admitted, the rest 429 or 503", codes)
@@ -275,14 +201,14 @@ func TestOneUsersConcurrentCallsAdmitExactlyHisLimit(t *testing.T) {
 				t.Errorf("the backend ran %d calls, %d were admitted", got, codes[http.StatusOK])
 			}
 			// Another user is not affected by alice's burst.
-			if code := post(t, r.url, carol, http.MethodPost, toolCall(1, "expensive_tool")); code != http.StatusOK {
+			if code := post(t, r.URL, carol, http.MethodPost, toolCall(1, "expensive_tool")); code != http.StatusOK {
 				t.Errorf("carol's first call: status %d, want 200", code)
 			}
 
 			// With time enough for every decision, exactly the limit passes.
 			backend.calls.Store(0)
 			r = startReplica(t, issuer, backend, append(flags, "--store-timeout", "10s")...)
-			codes = burst(t, r.url, bob, "expensive_tool", 400)
+			codes = burst(t, r.URL, bob, "expensive_tool", 400)
 			t.Logf("400 concurrent calls of one user, 10s store timeout: %v", codes)
 			if codes[http.StatusOK] != 2 || codes[http.StatusTooManyRequests] != 398 {
 				t.Errorf("statuses %v: want exactly 2 admitted and 398 refused with 429", codes)
@@ -293,10 +219,10 @@ func TestOneUsersConcurrentCallsAdmitExactlyHisLimit(t *testing.T) {
 			// A batch of 100 takes 100 tokens: of 150, a second batch of
 			// 100 no longer fits.
 			backend.calls.Store(0)
-			if code := post(t, r.url, bob, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusOK {
+			if code := post(t, r.URL, bob, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusOK {
 				t.Fatalf("a batch of 100: status %d, want 200", code)
 			}
-			if code := post(t, r.url, bob, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusTooManyRequests {
+			if code := post(t, r.URL, bob, http.MethodPost, batchOf(100, "batch_tool")); code != http.StatusTooManyRequests {
 				t.Errorf("a second batch of 100 with 50 tokens left: status %d, want 429", code)
 			}
 			if got := backend.calls.Load(); got != 100 {
@@ -312,7 +238,7 @@ func TestMethodsOtherThanMCPsNeverReachTheBackend(t *testing.T) {
 	r := startReplica(t, issuer, backend)
 	alice := token("alice")
 	for _, method := range []string{http.MethodPut, http.MethodPatch, "post", "FOO"} {
-		if code := post(t, r.url, alice, method, toolCall(1, "expensive_tool")); code != http.StatusMethodNotAllowed {
+		if code := post(t, r.URL, alice, method, toolCall(1, "expensive_tool")); code != http.StatusMethodNotAllowed {
 			t.Errorf("%s: status %d, want 405", method, code)
 		}
 	}
@@ -321,7 +247,10 @@ func TestMethodsOtherThanMCPsNeverReachTheBackend(t *testing.T) {
 	}
 }
 
-func TestRedisPausedCallsAreAnsweredSoonAndEachReplicaKeepsTheLimit(t *testing.T) {
+// twoReplicasOnRedis runs a Redis server and two replicas sharing their
+// buckets through it; token signs a token for a user.
+func twoReplicasOnRedis(t *testing.T) (srv *testredis.Server, replicas []*replica, token func(user string) string) {
+	t.Helper()
 	issuer, token := startIssuer(t)
 	backend := startBackend(t)
 	srv, err := testredis.Start()
@@ -329,13 +258,18 @@ func TestRedisPausedCallsAreAnsweredSoonAndEachReplicaKeepsTheLimit(t *testing.T
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	replicas := []*replica{
+	replicas = []*replica{
 		startReplica(t, issuer, backend, "--redis-url", srv.URL()),
 		startReplica(t, issuer, backend, "--redis-url", srv.URL()),
 	}
+	return srv, replicas, token
+}
+
+func TestRedisPausedCallsAreAnsweredSoonAndEachReplicaKeepsTheLimit(t *testing.T) {
+	srv, replicas, token := twoReplicasOnRedis(t)
 	alice := token("alice")
 	// One shared token is taken while Redis works.
-	if code := post(t, replicas[0].url, alice, http.MethodPost, toolCall(0, "expensive_tool")); code != http.StatusOK {
+	if code := post(t, replicas[0].URL, alice, http.MethodPost, toolCall(0, "expensive_tool")); code != http.StatusOK {
 		t.Fatalf("before the pause: status %d", code)
 	}
 
@@ -347,7 +281,7 @@ func TestRedisPausedCallsAreAnsweredSoonAndEachReplicaKeepsTheLimit(t *testing.T
 	for i := range 60 {
 		r := replicas[i%2]
 		start := time.Now()
-		code := post(t, r.url, alice, http.MethodPost, toolCall(i, "expensive_tool"))
+		code := post(t, r.URL, alice, http.MethodPost, toolCall(i, "expensive_tool"))
 		latencies = append(latencies, time.Since(start))
 		if code == http.StatusOK {
 			allowed[i%2]++
@@ -376,7 +310,7 @@ func TestRedisPausedCallsAreAnsweredSoonAndEachReplicaKeepsTheLimit(t *testing.T
 	waitForSharedStore(t, replicas)
 	total := 0
 	for i := range 6 {
-		if post(t, replicas[i%2].url, alice, http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
+		if post(t, replicas[i%2].URL, alice, http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
 			total++
 		}
 	}
@@ -387,7 +321,7 @@ func TestRedisPausedCallsAreAnsweredSoonAndEachReplicaKeepsTheLimit(t *testing.T
 	bob := token("bob")
 	total = 0
 	for i := range 6 {
-		if post(t, replicas[i%2].url, bob, http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
+		if post(t, replicas[i%2].URL, bob, http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
 			total++
 		}
 	}
@@ -397,17 +331,7 @@ func TestRedisPausedCallsAreAnsweredSoonAndEachReplicaKeepsTheLimit(t *testing.T
 }
 
 func TestRedisKilledAndRestartedSharedLimitsResumeWithoutARestart(t *testing.T) {
-	issuer, token := startIssuer(t)
-	backend := startBackend(t)
-	srv, err := testredis.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	replicas := []*replica{
-		startReplica(t, issuer, backend, "--redis-url", srv.URL()),
-		startReplica(t, issuer, backend, "--redis-url", srv.URL()),
-	}
+	srv, replicas, token := twoReplicasOnRedis(t)
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -421,11 +345,11 @@ func TestRedisKilledAndRestartedSharedLimitsResumeWithoutARestart(t *testing.T) 
 			if time.Now().After(deadline) {
 				t.Fatalf("replica %d did not find Redis gone within 30s", i)
 			}
-			if post(t, r.url, alice, http.MethodPost, toolCall(id, "expensive_tool")) == http.StatusOK {
+			if post(t, r.URL, alice, http.MethodPost, toolCall(id, "expensive_tool")) == http.StatusOK {
 				admitted++
 			}
 		}
-		codes := burst(t, r.url, alice, "expensive_tool", 20)
+		codes := burst(t, r.URL, alice, "expensive_tool", 20)
 		if admitted+codes[http.StatusOK] != 2 {
 			t.Errorf("replica %d admitted %d calls with Redis down, want exactly its own 2 (burst statuses %v)", i, admitted+codes[http.StatusOK], codes)
 		}
@@ -438,7 +362,7 @@ func TestRedisKilledAndRestartedSharedLimitsResumeWithoutARestart(t *testing.T) 
 	// both replicas together.
 	total := 0
 	for i := range 10 {
-		if post(t, replicas[i%2].url, token("bob"), http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
+		if post(t, replicas[i%2].URL, token("bob"), http.MethodPost, toolCall(i, "expensive_tool")) == http.StatusOK {
 			total++
 		}
 	}
@@ -470,7 +394,7 @@ func waitForSharedStore(t *testing.T, replicas []*replica) {
 // metric reads an unlabelled metric from a replica's /metrics.
 func metric(t *testing.T, r *replica, name string) float64 {
 	t.Helper()
-	res, err := http.Get("http://" + r.admin + "/metrics")
+	res, err := http.Get("http://" + r.Admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +453,7 @@ func TestSixteenHugeBatchesStayWithinTheStatedMemoryBound(t *testing.T) {
 	var wg sync.WaitGroup
 	codes := make([]int, 16)
 	for i := range codes {
-		wg.Go(func() { codes[i] = post(t, r.url, alice, http.MethodPost, body) })
+		wg.Go(func() { codes[i] = post(t, r.URL, alice, http.MethodPost, body) })
 	}
 	wg.Wait()
 	after := peakRSS(t, r.Pid())
@@ -551,7 +475,7 @@ func TestSlowBodiesGet408AndTheirConnectionsClose(t *testing.T) {
 	backend := startBackend(t)
 	r := startReplica(t, issuer, backend, "--body-timeout", "500ms")
 	alice := token("alice")
-	host := strings.TrimPrefix(strings.TrimSuffix(r.url, "/mcp"), "http://")
+	host := strings.TrimPrefix(strings.TrimSuffix(r.URL, "/mcp"), "http://")
 
 	const slow = 50
 	var wg sync.WaitGroup

@@ -24,6 +24,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
+	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testissuer"
 )
 
@@ -75,7 +76,9 @@ const oauthAudience = "toolgate-oauth-test"
 // returns its MCP endpoint once it is ready.
 func startOAuthGateway(t *testing.T, issuer *testissuer.Issuer, backend *echoBackend) string {
 	t.Helper()
-	return startGateway(t, func(port int) string { return gatewayConfig(port, issuer, oauthAudience, backend.addr, "") }).url
+	return testgateway.Start(t, func(port int) string {
+		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), oauthAudience))
+	}).URL
 }
 
 // exchange is one HTTP request a client made and what it got.

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testproc"
 )
 
@@ -89,68 +89,11 @@ type gatewayRoute struct {
 	policy  string // YAML lines under spec:, indented by two spaces
 }
 
-// config is a Gateway listening on port with one HTTPRoute that sends
-// /mcp through an ExtensionRef filter to the MCPServer "server", whose
-// Service's EndpointSlice is the backend.
-func (r gatewayRoute) config(port int) string {
-	_, backendPort, _ := net.SplitHostPort(r.backend)
-	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: interop}
-spec:
-  gatewayClassName: toolgate
-  listeners:
-  - {name: http, protocol: HTTP, port: %d}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: mcp}
-spec:
-  parentRefs: [{name: interop}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /mcp}}]
-    filters:
-    - type: ExtensionRef
-      extensionRef: {group: toolgate.dev, kind: MCPServer, name: server}
-    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: server}]
----
-apiVersion: toolgate.dev/v1alpha1
-kind: MCPServer
-metadata: {name: server}
-spec:
-  serviceRef: {name: server, port: %s}
-%s
----
-apiVersion: v1
-kind: Service
-metadata: {name: server}
-spec:
-  ports: [{name: mcp, port: %s}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: server
-  labels: {kubernetes.io/service-name: server}
-addressType: IPv4
-ports: [{name: mcp, port: %s}]
-endpoints: [{addresses: [127.0.0.1]}]
-`, port, backendPort, strings.TrimRight(r.policy, "\n"), backendPort, backendPort)
-}
-
 // startGateway runs toolgate standalone with route on free loopback ports,
 // waits until it is ready, and returns the URL of its MCP endpoint.
 func startGateway(t *testing.T, route gatewayRoute) string {
 	t.Helper()
-	port, admin := testproc.FreePort(t), fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t))
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "interop.yaml"), []byte(route.config(port)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := testproc.Start(t, "toolgate", testproc.Build(t, "../../cmd/toolgate"),
-		"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", admin)
-	p.WaitFor(t, "ready", testproc.AnswersOK("http://"+admin+"/readyz"))
-	return fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
+	return testgateway.Start(t, func(port int) string { return testgateway.Config(port, route.backend, route.policy) }).URL
 }
 
 // runNode runs script (a file in this package) with Node.js 22 from a

@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testissuer"
 )
 
@@ -109,12 +110,10 @@ func TestTypeScriptClientThroughTheGatewayIsRefusedAfterItsLimit(t *testing.T) {
 	}
 	url := startGateway(t, gatewayRoute{
 		backend: startToolsBackend(t),
-		policy: fmt.Sprintf(`  auth:
-    oidc: {issuer: '%s', jwksURL: '%s', audience: %s}
-  rateLimiting:
+		policy: testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), tsAudience) + fmt.Sprintf(`  rateLimiting:
     tools:
     - name: %s
-      perUser: {maxTokens: %d, refillPeriod: 1h}`, issuer.URL(), issuer.JWKSURL(), tsAudience, limitedTool, limitPerUser),
+      perUser: {maxTokens: %d, refillPeriod: 1h}`, limitedTool, limitPerUser),
 	})
 
 	out := runNode(t, []string{"TOOLGATE_TOKEN=" + token}, "ts-client.mjs", url, limitedTool, otherTool, "5")
