@@ -10,7 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -211,11 +210,12 @@ var _ = Describe("Gateway status and its data plane", func() {
 			return dep.Spec.Template.Spec.Containers[0].Image
 		}, wait, poll).Should(Equal(provision.DefaultImage))
 
-		By("removing the proxies' ClusterRoleBinding with the Gateway (the namespaced objects go with their owner through the garbage collector, which envtest does not run)")
-		binding := client.ObjectKey{Name: provision.Names(gw).ClusterRoleBinding}
-		Expect(k8sClient.Get(ctx, binding, &rbacv1.ClusterRoleBinding{})).To(Succeed())
-		Expect(k8sClient.Delete(ctx, gw)).To(Succeed())
-		Eventually(func() error { return k8sClient.Get(ctx, binding, &rbacv1.ClusterRoleBinding{}) }, wait, poll).ShouldNot(Succeed())
+		By("giving the proxies their client certificate in a Secret owned by the Gateway (the data plane goes with its owner through the garbage collector, which envtest does not run)")
+		var secret corev1.Secret
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: provision.ConfigClientSecretName(gw)}, &secret)).To(Succeed())
+		Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
+		Expect(secret.OwnerReferences).To(HaveLen(1))
+		Expect(secret.OwnerReferences[0].UID).To(Equal(gw.UID))
 	})
 
 	It("reports conflicting listeners and unsupported protocols on the listeners", func() {

@@ -1,7 +1,9 @@
 // Package controller runs toolgate's reconcilers: it reads Gateway API
 // objects, MCPServers and what they refer to, translates them (package
 // translate), writes the status of every object it owns, and provisions
-// each Gateway's data plane. The proxy mode reuses its input gathering.
+// each Gateway's data plane. Every replica also translates each Gateway's
+// snapshot and serves it to that Gateway's proxies over the config stream
+// (package configstream); the proxies never read the API server.
 package controller
 
 import (
@@ -11,7 +13,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -93,9 +94,7 @@ func pointers[T any](items []T) []*T {
 func CacheOptions() cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{provision.LabelManagedBy: provision.ManagedBy})}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&appsv1.Deployment{}:         managed,
-		&corev1.ServiceAccount{}:     managed,
-		&rbacv1.ClusterRole{}:        managed,
-		&rbacv1.ClusterRoleBinding{}: managed,
+		&appsv1.Deployment{}:     managed,
+		&corev1.ServiceAccount{}: managed,
 	}}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +18,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/toolgate/toolgate/controller/admission"
+	"github.com/toolgate/toolgate/controller/pki"
 	"github.com/toolgate/toolgate/controller/provision"
 	"github.com/toolgate/toolgate/controller/translate"
 )
@@ -39,6 +42,12 @@ type Options struct {
 	// Params are the data-plane defaults; a GatewayClass parametersRef to
 	// a ConfigMap overrides them.
 	Params provision.Params
+	// CA issues the proxies' client certificates for the config stream
+	// (provision.Options.CA); without it no data plane is provisioned.
+	CA *pki.CA
+	// Stream, when set, serves the proxies their snapshots, on every
+	// replica (see StreamOptions).
+	Stream *StreamOptions
 	// Logger receives the controller's logs.
 	Logger *slog.Logger
 }
@@ -71,7 +80,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 	r := &Reconciler{
 		client:      mgr.GetClient(),
-		provisioner: provision.New(mgr.GetClient(), mgr.GetScheme()),
+		provisioner: provision.New(mgr.GetClient(), mgr.GetScheme(), provision.Options{CA: opts.CA}),
 		admission:   validator,
 		status: &statusWriter{client: mgr.GetClient(), recorder: mgr.GetEventRecorder("toolgate-controller"), now: time.Now,
 			controllerName: opts.ControllerName},
@@ -82,11 +91,23 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return []reconcile.Request{everything}
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("toolgate")
-	for _, kind := range append(inputKinds(), provision.OwnedKinds()...) {
+	kinds := inputKinds()
+	for _, owned := range provision.OwnedKinds() {
+		if !slices.ContainsFunc(kinds, func(k client.Object) bool { return reflect.TypeOf(k) == reflect.TypeOf(owned) }) {
+			kinds = append(kinds, owned)
+		}
+	}
+	for _, kind := range kinds {
 		b = b.Watches(kind, all)
 	}
 	b = b.Watches(&corev1.ConfigMap{}, all)
-	return b.Complete(r)
+	if err := b.Complete(r); err != nil {
+		return err
+	}
+	if opts.Stream != nil {
+		return setupStream(mgr, opts)
+	}
+	return nil
 }
 
 // Reconcile translates the current state, provisions data planes and writes
@@ -110,7 +131,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		if !ok {
 			continue
 		}
-		// A Gateway of this controller keeps its proxies' permissions while
+		// A Gateway of this controller keeps its provisioning records while
 		// it exists, even while it is not accepted.
 		live = append(live, key)
 		if _, accepted := first.Gateways[key]; !accepted {

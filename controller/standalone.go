@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -13,9 +12,11 @@ import (
 	"github.com/fsnotify/fsnotify"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/toolgate/toolgate/controller/admission"
+	"github.com/toolgate/toolgate/controller/configstream"
 	"github.com/toolgate/toolgate/controller/load"
 	"github.com/toolgate/toolgate/controller/translate"
 	"github.com/toolgate/toolgate/filter"
@@ -29,9 +30,11 @@ type StandaloneOptions struct {
 	Dir string
 	// ListenAddress is the IP address the listeners bind.
 	ListenAddress string
-	// Server serves the snapshots.
+	// Server serves the snapshots. Its Options.Extensions must build the
+	// MCP filters, with MCPFilterBuilder on Filters.
 	Server *gateway.Server
-	// Filters is what the MCP filters share across reloads.
+	// Filters is what the MCP filters share across reloads; each reload
+	// keeps the metric series of the servers it serves only.
 	Filters *filter.Shared
 	// Out receives each object's status on start and on every reload.
 	Out io.Writer
@@ -108,7 +111,7 @@ func (s *standalone) reload() error {
 		return err
 	}
 	implicitGatewayClasses(res)
-	addresses := []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: s.opts.ListenAddress}}
+	addresses := []gwv1.GatewayStatusAddress{{Type: ptr.To(gwv1.IPAddressType), Value: s.opts.ListenAddress}}
 	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
 	for _, gw := range res.Gateways {
 		res.DataPlanes[nn(gw)] = translate.DataPlane{Ready: true, Addresses: addresses, Replicas: 1}
@@ -116,7 +119,7 @@ func (s *standalone) reload() error {
 	// The files are the operator's own and backends usually run beside
 	// the gateway: loopback endpoints are allowed.
 	out := translate.Translate(res, translate.Options{
-		Filters: s.opts.Filters, ListenAddress: s.opts.ListenAddress, Admission: s.admission,
+		ListenAddress: s.opts.ListenAddress, Admission: s.admission,
 		LoopbackEndpoints: true,
 	})
 	cfg := &gateway.Config{}
@@ -128,11 +131,23 @@ func (s *standalone) reload() error {
 	for _, k := range keys {
 		cfg.Listeners = append(cfg.Listeners, out.Gateways[k].Listeners...)
 	}
-	if err := s.opts.Server.Apply(cfg); err != nil {
+	// The snapshot takes the path it takes over the network to a proxy,
+	// through its wire form: nothing that cannot be sent can hide in it,
+	// and standalone mode serves exactly what a proxy would.
+	wire, err := gateway.EncodeConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("serve the configuration: %w", err)
+	}
+	applied, err := gateway.DecodeConfig(wire)
+	if err != nil {
+		return fmt.Errorf("serve the configuration: %w", err)
+	}
+	applied.Version = configstream.Version(wire)
+	if err := s.opts.Server.Apply(applied); err != nil {
 		return fmt.Errorf("serve the configuration: %w", err)
 	}
 	if s.opts.Filters != nil {
-		s.opts.Filters.Retain(maps.Values(out.Policies))
+		s.opts.Filters.Retain(applied.MCPServers())
 	}
 	fmt.Fprintf(s.opts.Out, "\nconfiguration loaded from %s at %s:\n", s.opts.Dir, time.Now().Format(time.TimeOnly))
 	printStatus(s.opts.Out, res, out, s.opts.Server)
@@ -211,4 +226,19 @@ func printConditions(w io.Writer, what string, conds []metav1.Condition) {
 
 func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n  ") }
 
-func ptr[T any](v T) *T { return &v }
+// MCPFilterBuilder is the gateway's ExtensionBuilder (Options.Extensions)
+// for the MCPServer references of toolgate's snapshots: it builds the MCP
+// policy filter of each reference's policy on shared, the state (bucket
+// store, key sets, metrics) that every filter of every snapshot shares.
+func MCPFilterBuilder(shared *filter.Shared) gateway.ExtensionBuilder {
+	return func(ref *gateway.ExtensionRef) (gateway.ExtensionFilter, error) {
+		if ref.MCPServer == nil {
+			return nil, fmt.Errorf("%s %q carries no MCPServer policy", ref.Kind, ref.Name)
+		}
+		f, err := filter.New(*ref.MCPServer, shared)
+		if err != nil {
+			return nil, err // not f: a nil *Filter is a non-nil ExtensionFilter
+		}
+		return f, nil
+	}
+}

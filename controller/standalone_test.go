@@ -97,7 +97,7 @@ func TestStandaloneServesReloadsAndKeepsTheLastGoodConfiguration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := gateway.New(gateway.Options{Logger: discard, SessionKey: bytes.Repeat([]byte{7}, 32)})
+	server, err := gateway.New(gateway.Options{Logger: discard, SessionKey: bytes.Repeat([]byte{7}, 32), Extensions: controller.MCPFilterBuilder(shared)})
 	if err != nil {
 		t.Fatal(err)
 	}

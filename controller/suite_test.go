@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -16,6 +17,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/toolgate/toolgate/controller"
+	"github.com/toolgate/toolgate/controller/pki"
+	"github.com/toolgate/toolgate/controller/provision"
 	"github.com/toolgate/toolgate/internal/testkube"
 )
 
@@ -51,7 +54,11 @@ var _ = BeforeSuite(func() {
 		HealthProbeBindAddress: "0",
 	})
 	Expect(err).NotTo(HaveOccurred())
+	ca, err := pki.NewCA(time.Now())
+	Expect(err).NotTo(HaveOccurred())
 	Expect(controller.Setup(mgr, controller.Options{
+		Params: provision.Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443"},
+		CA:     ca,
 		Logger: slog.New(slog.NewTextHandler(GinkgoWriter, nil)),
 	})).To(Succeed())
 	go func() {

@@ -13,45 +13,47 @@ import (
 
 // Policy is what one MCP server asks of the filter: who its callers are and
 // how many tool calls they may make. The translator builds it from an
-// MCPServer; nothing in it is Kubernetes-specific.
+// MCPServer; nothing in it is Kubernetes-specific. It is plain data with a
+// JSON form (lowerCamel names, as the MCPServer API spells them), so that it
+// travels to the proxies inside their Gateway's snapshot.
 type Policy struct {
 	// Server is "namespace/name". It names the server's buckets and is the
 	// namespace and server label of its metrics.
-	Server string
+	Server string `json:"server"`
 	// Auth, when set, requires every request to carry a valid bearer token
 	// and makes the token's user claim the caller. Without it every caller
 	// is anonymous.
-	Auth *OIDCConfig
+	Auth *OIDCConfig `json:"auth,omitempty"`
 	// ForwardAuthorization passes the caller's Authorization header, once
 	// checked, on to the backend. Off, the filter removes it: the MCP
 	// authorization spec forbids passing a token issued to the gateway
 	// through to another service.
-	ForwardAuthorization bool
+	ForwardAuthorization bool `json:"forwardAuthorization,omitempty"`
 	// ResourceURL is the URL clients use for the server, its resource
 	// identifier in RFC 9728 metadata and RFC 8707 token requests: a token
 	// whose aud names it is accepted as well as one for the Auth audience.
 	// Empty derives it from each request: the scheme, Host and path at
 	// which the request reached the gateway.
-	ResourceURL string
+	ResourceURL string `json:"resourceURL,omitempty"`
 	// Scopes are the OAuth scopes a client may ask for, advertised in the
 	// resource metadata; optional.
-	Scopes []string
+	Scopes []string `json:"scopes,omitempty"`
 	// Global is the bucket shared by every caller's tools/call requests.
-	Global *limiter.Limit
+	Global *limiter.Limit `json:"global,omitempty"`
 	// PerUser is each caller's own bucket for tools/call requests. It needs
 	// Auth.
-	PerUser *limiter.Limit
+	PerUser *limiter.Limit `json:"perUser,omitempty"`
 	// Tools holds limits for single tools, by tool name, on top of the
 	// server's.
-	Tools map[string]ToolLimits
+	Tools map[string]ToolLimits `json:"tools,omitempty"`
 }
 
 // ToolLimits are the buckets of one tool. At least one is set.
 type ToolLimits struct {
 	// Global is shared by every caller of the tool.
-	Global *limiter.Limit
+	Global *limiter.Limit `json:"global,omitempty"`
 	// PerUser is each caller's own bucket for the tool. It needs Auth.
-	PerUser *limiter.Limit
+	PerUser *limiter.Limit `json:"perUser,omitempty"`
 }
 
 // OIDCConfig says how to verify a caller's bearer token: a JWT signed by the
@@ -59,14 +61,35 @@ type ToolLimits struct {
 type OIDCConfig struct {
 	// Issuer must equal the token's iss claim. Without JWKSURL, its
 	// /.well-known/openid-configuration is fetched to find the keys.
-	Issuer string
+	Issuer string `json:"issuer"`
 	// Audience must be one of the token's aud claim.
-	Audience string
+	Audience string `json:"audience"`
 	// JWKSURL is where the issuer's signing keys are; optional.
-	JWKSURL string
+	JWKSURL string `json:"jwksURL,omitempty"`
 	// UserClaim is the claim naming the caller; DefaultUserClaim when empty.
 	// Its value must be a non-empty string.
-	UserClaim string
+	UserClaim string `json:"userClaim,omitempty"`
+}
+
+// Clone returns a deep copy of p, sharing nothing with it; nil for nil.
+func (p *Policy) Clone() *Policy {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	if p.Auth != nil {
+		auth := *p.Auth
+		c.Auth = &auth
+	}
+	c.Scopes = slices.Clone(p.Scopes)
+	c.Global, c.PerUser = clone(p.Global), clone(p.PerUser)
+	if p.Tools != nil {
+		c.Tools = make(map[string]ToolLimits, len(p.Tools))
+		for name, limits := range p.Tools {
+			c.Tools[name] = ToolLimits{Global: clone(limits.Global), PerUser: clone(limits.PerUser)}
+		}
+	}
+	return &c
 }
 
 // DefaultUserClaim is the claim that names the caller when the policy names

@@ -1,11 +1,10 @@
 package gateway
 
 import (
-	"crypto/x509"
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/netip"
-	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -15,11 +14,13 @@ import (
 // listeners:
 //
 //	GET /healthz  200 while the process serves
-//	GET /readyz   200 once a configuration is loaded, 503 before and
-//	              during shutdown
+//	GET /readyz   200 once a configuration is loaded, naming its version
+//	              (Config.Version) when it has one; 503 before and during
+//	              shutdown
 //	GET /metrics  Prometheus metrics
-//	GET /config   the current snapshot as JSON, read-only, without keys
-//	              and with header and query parameter values redacted;
+//	GET /config   the current snapshot in its wire form (EncodeConfig),
+//	              indented, of Config.Redacted: without private keys and
+//	              with header and query parameter values redacted;
 //	              loopback clients only unless Options.AllowRemoteConfig
 //
 // A fixed table of exact paths and methods is what gorilla/mux does well,
@@ -34,7 +35,11 @@ func (s *Server) AdminHandler() http.Handler {
 			writeError(w, http.StatusServiceUnavailable, "not ready: no configuration loaded or shutting down")
 			return
 		}
-		writeError(w, http.StatusOK, "ready")
+		msg := "ready"
+		if snap := s.snap.Load(); snap != nil && snap.config.Version != "" {
+			msg = "ready: configuration version " + snap.config.Version
+		}
+		writeError(w, http.StatusOK, msg)
 	}).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})).
 		Methods(http.MethodGet, http.MethodHead)
@@ -52,10 +57,17 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "no configuration loaded")
 		return
 	}
+	// The Config's wire form, redacted and indented for a reader.
+	data, err := EncodeConfig(snap.config.Redacted())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	var out bytes.Buffer
+	_ = json.Indent(&out, data, "", "  ") // data is valid JSON
+	out.WriteByte('\n')
 	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(newConfigView(snap.config))
+	_, _ = w.Write(out.Bytes())
 }
 
 // isLoopbackClient reports whether r came over a connection from a loopback
@@ -64,182 +76,4 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 func isLoopbackClient(r *http.Request) bool {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	return err == nil && ap.Addr().Unmap().IsLoopback()
-}
-
-// redacted replaces every header and query parameter value in /config:
-// a RequestHeaderModifier may inject a credential for the backend, and a
-// header or query parameter match may test for one.
-const redacted = "[redacted]"
-
-// The /config view mirrors Config with JSON names, leaving out private keys,
-// showing certificates by their names and expiry, and header and query
-// parameter values as [redacted] (their names are kept).
-type (
-	configView struct {
-		Listeners []listenerView `json:"listeners"`
-	}
-	listenerView struct {
-		Name         string            `json:"name"`
-		Address      string            `json:"address,omitempty"`
-		Port         int               `json:"port"`
-		Protocol     Protocol          `json:"protocol"`
-		Hostname     string            `json:"hostname,omitempty"`
-		Certificates []certificateView `json:"certificates,omitempty"`
-		VirtualHosts []virtualHostView `json:"virtualHosts"`
-	}
-	certificateView struct {
-		DNSNames []string  `json:"dnsNames,omitempty"`
-		NotAfter time.Time `json:"notAfter,omitzero"`
-	}
-	virtualHostView struct {
-		Hostnames []string    `json:"hostnames,omitempty"`
-		Routes    []routeView `json:"routes"`
-	}
-	routeView struct {
-		Namespace         string     `json:"namespace"`
-		Name              string     `json:"name"`
-		CreationTimestamp time.Time  `json:"creationTimestamp"`
-		Rules             []ruleView `json:"rules"`
-	}
-	ruleView struct {
-		Name     string        `json:"name,omitempty"`
-		Matches  []Match       `json:"matches,omitempty"`
-		Filters  []filterView  `json:"filters,omitempty"`
-		Backends []backendView `json:"backends,omitempty"`
-		Timeouts *timeoutsView `json:"timeouts,omitempty"`
-	}
-	timeoutsView struct {
-		Request        string `json:"request,omitempty"`
-		BackendRequest string `json:"backendRequest,omitempty"`
-	}
-	filterView struct {
-		Type                   FilterType        `json:"type"`
-		RequestHeaderModifier  *HeaderModifier   `json:"requestHeaderModifier,omitempty"`
-		ResponseHeaderModifier *HeaderModifier   `json:"responseHeaderModifier,omitempty"`
-		RequestRedirect        *Redirect         `json:"requestRedirect,omitempty"`
-		URLRewrite             *URLRewrite       `json:"urlRewrite,omitempty"`
-		ExtensionRef           *extensionRefView `json:"extensionRef,omitempty"`
-	}
-	extensionRefView struct {
-		Group    string `json:"group"`
-		Kind     string `json:"kind"`
-		Name     string `json:"name"`
-		Resolved bool   `json:"resolved"`
-	}
-	backendView struct {
-		Name                string       `json:"name"`
-		Weight              int32        `json:"weight"`
-		Scheme              string       `json:"scheme,omitempty"`
-		Endpoints           []string     `json:"endpoints"`
-		EndpointPath        string       `json:"endpointPath,omitempty"`
-		EndpointPathGETOnly bool         `json:"endpointPathGETOnly,omitempty"`
-		Invalid             bool         `json:"invalid,omitempty"`
-		Filters             []filterView `json:"filters,omitempty"`
-	}
-)
-
-func newConfigView(cfg *Config) configView {
-	v := configView{Listeners: []listenerView{}}
-	for _, l := range cfg.Listeners {
-		lv := listenerView{Name: l.Name, Address: l.Address, Port: l.Port, Protocol: l.Protocol, Hostname: l.Hostname, VirtualHosts: []virtualHostView{}}
-		for _, c := range l.Certificates {
-			lv.Certificates = append(lv.Certificates, newCertificateView(c.Leaf, c.Certificate))
-		}
-		for _, vh := range l.VirtualHosts {
-			vv := virtualHostView{Hostnames: vh.Hostnames, Routes: []routeView{}}
-			for _, r := range vh.Routes {
-				rv := routeView{Namespace: r.Namespace, Name: r.Name, CreationTimestamp: r.CreationTimestamp, Rules: []ruleView{}}
-				for _, rule := range r.Rules {
-					rv.Rules = append(rv.Rules, newRuleView(rule))
-				}
-				vv.Routes = append(vv.Routes, rv)
-			}
-			lv.VirtualHosts = append(lv.VirtualHosts, vv)
-		}
-		v.Listeners = append(v.Listeners, lv)
-	}
-	return v
-}
-
-func newCertificateView(leaf *x509.Certificate, chain [][]byte) certificateView {
-	if leaf == nil && len(chain) > 0 {
-		leaf, _ = x509.ParseCertificate(chain[0])
-	}
-	if leaf == nil {
-		return certificateView{}
-	}
-	return certificateView{DNSNames: leaf.DNSNames, NotAfter: leaf.NotAfter}
-}
-
-func newRuleView(rule Rule) ruleView {
-	rv := ruleView{Name: rule.Name, Matches: redactMatches(rule.Matches), Filters: newFilterViews(rule.Filters)}
-	for _, b := range rule.Backends {
-		rv.Backends = append(rv.Backends, backendView{
-			Name: b.Name, Weight: b.Weight, Scheme: b.Scheme, Endpoints: b.Endpoints,
-			EndpointPath: b.EndpointPath, EndpointPathGETOnly: b.EndpointPathGETOnly,
-			Invalid: b.Invalid, Filters: newFilterViews(b.Filters),
-		})
-	}
-	if t := rule.Timeouts; t.Request > 0 || t.BackendRequest > 0 {
-		rv.Timeouts = &timeoutsView{}
-		if t.Request > 0 {
-			rv.Timeouts.Request = t.Request.String()
-		}
-		if t.BackendRequest > 0 {
-			rv.Timeouts.BackendRequest = t.BackendRequest.String()
-		}
-	}
-	return rv
-}
-
-func newFilterViews(filters []Filter) []filterView {
-	var out []filterView
-	for _, f := range filters {
-		fv := filterView{
-			Type:                   f.Type,
-			RequestHeaderModifier:  redactHeaderModifier(f.RequestHeaderModifier),
-			ResponseHeaderModifier: redactHeaderModifier(f.ResponseHeaderModifier),
-			RequestRedirect:        f.RequestRedirect,
-			URLRewrite:             f.URLRewrite,
-		}
-		if ref := f.ExtensionRef; ref != nil {
-			fv.ExtensionRef = &extensionRefView{Group: ref.Group, Kind: ref.Kind, Name: ref.Name, Resolved: ref.Filter != nil}
-		}
-		out = append(out, fv)
-	}
-	return out
-}
-
-// redactMatches copies matches with their header and query parameter values
-// redacted.
-func redactMatches(matches []Match) []Match {
-	if matches == nil {
-		return nil
-	}
-	out := make([]Match, len(matches))
-	for i, m := range matches {
-		out[i] = Match{Path: m.Path, Method: m.Method}
-		for _, h := range m.Headers {
-			out[i].Headers = append(out[i].Headers, HeaderMatch{Type: h.Type, Name: h.Name, Value: redacted})
-		}
-		for _, q := range m.QueryParams {
-			out[i].QueryParams = append(out[i].QueryParams, QueryParamMatch{Type: q.Type, Name: q.Name, Value: redacted})
-		}
-	}
-	return out
-}
-
-// redactHeaderModifier copies a header modifier with its values redacted.
-func redactHeaderModifier(m *HeaderModifier) *HeaderModifier {
-	if m == nil {
-		return nil
-	}
-	out := &HeaderModifier{Remove: m.Remove}
-	for _, h := range m.Set {
-		out.Set = append(out.Set, Header{Name: h.Name, Value: redacted})
-	}
-	for _, h := range m.Add {
-		out.Add = append(out.Add, Header{Name: h.Name, Value: redacted})
-	}
-	return out
 }

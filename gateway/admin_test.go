@@ -16,7 +16,7 @@ import (
 
 func TestAdminEndpoints(t *testing.T) {
 	be := echoBackend(t, "b")
-	s := newServer(t, Options{AdminAddress: "127.0.0.1:0"})
+	s := newServer(t, Options{AdminAddress: "127.0.0.1:0", Extensions: fakeExtensions{"jira": extensionFunc(func(next http.Handler) http.Handler { return next })}.build})
 	admin := "http://" + s.AdminAddr().String()
 
 	if resp, _ := get(t, admin+"/healthz"); resp.StatusCode != http.StatusOK {
@@ -34,7 +34,12 @@ func TestAdminEndpoints(t *testing.T) {
 		Filters:  []Filter{{Type: FilterExtensionRef, ExtensionRef: &ExtensionRef{Group: "toolgate.dev", Kind: "MCPServer", Name: "github"}}},
 		Backends: []Backend{backendOf("team-a/github-mcp:8080", 1, be)},
 		Timeouts: Timeouts{Request: time.Minute},
+	}, Rule{
+		Matches:  []Match{{Path: prefix("/jira")}},
+		Filters:  []Filter{resolvedRef("jira")},
+		Backends: []Backend{backendOf("team-a/jira-mcp:8080", 1, be)},
 	})
+	cfg.Version = "v42"
 	https := Listener{Name: "tls", Address: "127.0.0.2", Protocol: ProtocolHTTPS, Hostname: "mcp.example.com", Certificates: testCertificates(t, "mcp.example.com")}
 	cfg.Listeners = append(cfg.Listeners, https)
 	mustApply(t, s, cfg)
@@ -60,22 +65,35 @@ func TestAdminEndpoints(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/config = %d", resp.StatusCode)
 	}
-	if bytes.Contains(body, []byte("PRIVATE")) || bytes.Contains(body, []byte(`"D"`)) {
+	if bytes.Contains(body, []byte("PRIVATE")) {
 		t.Error("/config exposes a private key")
 	}
-	var view configView
-	if err := json.Unmarshal(body, &view); err != nil {
-		t.Fatalf("/config is not JSON: %v", err)
+	// /config is the wire form, indented: it decodes as a Config.
+	view, err := DecodeConfig(body)
+	if err != nil {
+		t.Fatalf("/config is not a config: %v", err)
 	}
-	if len(view.Listeners) != 2 || view.Listeners[1].Certificates[0].DNSNames[0] != "mcp.example.com" {
-		t.Errorf("/config listeners: %+v", view.Listeners)
+	if view.Version != "v42" {
+		t.Errorf("/config version = %q, want v42", view.Version)
 	}
-	rule := view.Listeners[0].VirtualHosts[0].Routes[0].Rules[0]
-	if ref := rule.Filters[0].ExtensionRef; ref == nil || ref.Name != "github" || ref.Resolved {
+	if len(view.Listeners) != 2 || len(view.Listeners[1].Certificates) != 1 {
+		t.Fatalf("/config listeners: %+v", view.Listeners)
+	}
+	if c := view.Listeners[1].Certificates[0]; c.CertificatePEM != https.Certificates[0].CertificatePEM || c.PrivateKeyPEM != "[redacted]" {
+		t.Errorf("/config certificate = %+v, want the certificate PEM and the key redacted", c)
+	}
+	rules := view.Listeners[0].VirtualHosts[0].Routes[0].Rules
+	if ref := rules[0].Filters[0].ExtensionRef; ref == nil || ref.Name != "github" || ref.MCPServer != nil {
 		t.Errorf("/config extensionRef = %+v, want github, unresolved", ref)
 	}
-	if rule.Backends[0].Name != "team-a/github-mcp:8080" || rule.Timeouts.Request != "1m0s" || rule.Matches[1].Method != "GET" {
+	if ref := rules[1].Filters[0].ExtensionRef; ref == nil || ref.MCPServer == nil || ref.MCPServer.Server != "ns/jira" {
+		t.Errorf("/config extensionRef = %+v, want jira with its policy", ref)
+	}
+	if rule := rules[0]; rule.Backends[0].Name != "team-a/github-mcp:8080" || rule.Timeouts.Request != time.Minute || rule.Matches[1].Method != "GET" {
 		t.Errorf("/config rule = %+v", rule)
+	}
+	if !bytes.Contains(body, []byte(`"request": "1m0s"`)) {
+		t.Errorf("/config does not show timeouts as durations:\n%s", body)
 	}
 }
 
@@ -165,7 +183,7 @@ func TestHTTPSListenersChooseCertificatesBySNI(t *testing.T) {
 		return VirtualHost{Routes: []Route{{Namespace: "ns", Name: name, Rules: []Rule{{Backends: []Backend{backendOf("b", 1, be)}}}}}}
 	}
 	certA, certB := testCertificates(t, "a.example.com"), testCertificates(t, "x.b.example.com", "*.b.example.com")
-	listeners := func(a []tls.Certificate) *Config {
+	listeners := func(a []Certificate) *Config {
 		return &Config{Listeners: []Listener{
 			{Name: "a", Address: "127.0.0.1", Protocol: ProtocolHTTPS, Hostname: "a.example.com", Certificates: a, VirtualHosts: []VirtualHost{route("a")}},
 			{Name: "b", Address: "127.0.0.1", Protocol: ProtocolHTTPS, Hostname: "*.b.example.com", Certificates: certB, VirtualHosts: []VirtualHost{route("b")}},
@@ -177,9 +195,7 @@ func TestHTTPSListenersChooseCertificatesBySNI(t *testing.T) {
 	if s.Addr("b").String() != addr {
 		t.Fatal("listeners on one port got different sockets")
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(certA[0].Leaf)
-	pool.AddCert(certB[0].Leaf)
+	pool := certPool(t, certA[0], certB[0])
 
 	fetch := func(host string, roots *x509.CertPool) (*http.Response, echoed) {
 		t.Helper()
@@ -213,9 +229,7 @@ func TestHTTPSListenersChooseCertificatesBySNI(t *testing.T) {
 	if s.Addr("a").String() != addr {
 		t.Fatal("a certificate change reopened the socket")
 	}
-	onlyRotated := x509.NewCertPool()
-	onlyRotated.AddCert(rotated[0].Leaf)
-	fetch("a.example.com", onlyRotated)
+	fetch("a.example.com", certPool(t, rotated[0]))
 }
 
 func TestConfigShowsHeaderNamesButNotTheirValues(t *testing.T) {
@@ -253,8 +267,8 @@ func TestConfigShowsHeaderNamesButNotTheirValues(t *testing.T) {
 			t.Errorf("/config does not name %s", name)
 		}
 	}
-	var view configView
-	if err := json.Unmarshal(body, &view); err != nil {
+	view, err := DecodeConfig(body)
+	if err != nil {
 		t.Fatal(err)
 	}
 	rule := view.Listeners[0].VirtualHosts[0].Routes[0].Rules[0]

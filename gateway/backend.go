@@ -56,8 +56,9 @@ type backendSet struct {
 // the Weyl sequence frac(n/φ).
 const golden = 0x9E3779B97F4A7C15
 
-func newBackendSet(backends []Backend, proxy http.Handler, sessions *sessionSealer) (*backendSet, error) {
-	s := &backendSet{byEndpoint: map[string]*compiledBackend{}, sessions: sessions}
+// newBackendSet compiles a rule's backends, each behind its own filters.
+func (c *compiler) newBackendSet(backends []Backend) (*backendSet, error) {
+	s := &backendSet{byEndpoint: map[string]*compiledBackend{}, sessions: c.sessions}
 	for i, b := range backends {
 		if b.Weight < 0 {
 			return nil, fmt.Errorf("backend %d (%s): negative weight %d", i, b.Name, b.Weight)
@@ -78,7 +79,7 @@ func newBackendSet(backends []Backend, proxy http.Handler, sessions *sessionSeal
 		if b.EndpointPath != "" && !strings.HasPrefix(b.EndpointPath, "/") {
 			return nil, fmt.Errorf("backend %d (%s): endpoint path %q must start with /", i, b.Name, b.EndpointPath)
 		}
-		h, err := wrapFilters(b.Filters, proxy)
+		h, err := c.wrapFilters(b.Filters, c.proxy)
 		if err != nil {
 			return nil, fmt.Errorf("backend %d (%s): %w", i, b.Name, err)
 		}

@@ -32,7 +32,7 @@ func TestWeightedChoiceFollowsWeights(t *testing.T) {
 				backends = append(backends, Backend{Name: string(rune('a' + i)), Weight: w, Endpoints: []string{"127.0.0.1:1"}})
 				total += int64(w)
 			}
-			set, err := newBackendSet(backends, http.NotFoundHandler(), nil)
+			set, err := (&compiler{proxy: http.NotFoundHandler()}).newBackendSet(backends)
 			if err != nil {
 				t.Fatal(err)
 			}

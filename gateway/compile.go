@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // snapshot is a Config compiled for serving: matchers, precedence-ordered
@@ -124,17 +126,42 @@ func hostnameCovers(pattern, key string) bool {
 	}
 }
 
-// compile validates cfg and builds its snapshot. proxy is the final
-// handler of every backend.
-func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer) (*snapshot, error) {
+// compiler builds one snapshot. It lives for one compile, so the filters
+// it builds belong to the new snapshot alone.
+type compiler struct {
+	// proxy is the final handler of every backend.
+	proxy    http.Handler
+	sessions *sessionSealer
+	// extensions builds the filters of resolved ExtensionRefs.
+	extensions ExtensionBuilder
+	// built holds the filters built so far, by reference, so that every
+	// rule and backend referring to the same resolved ExtensionRef shares
+	// one filter within the snapshot.
+	built map[extensionKey][]builtExtension
+}
+
+type extensionKey struct{ group, kind, name string }
+
+// builtExtension is a filter and the policy it was built from: two
+// references to the same name may carry different policies while an
+// MCPServer changes, and each gets the filter of its own.
+type builtExtension struct {
+	policy *filter.Policy
+	filter ExtensionFilter
+}
+
+// compile validates cfg and builds its snapshot: matchers, handler chains,
+// extension filters (with extensions) and parsed certificates.
+func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer, extensions ExtensionBuilder) (*snapshot, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("config is nil")
 	}
+	c := &compiler{proxy: proxy, sessions: sessions, extensions: extensions, built: map[extensionKey][]builtExtension{}}
 	snap := &snapshot{config: cfg, ports: map[portKey]*portTable{}}
 	byPort := map[portKey]map[string]*listenerTable{}
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
-		lt, err := compileListener(l, proxy, sessions)
+		lt, err := c.compileListener(l)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 		}
@@ -160,7 +187,7 @@ func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer) (*snapsho
 	return snap, nil
 }
 
-func compileListener(l *Listener, proxy http.Handler, sessions *sessionSealer) (*listenerTable, error) {
+func (c *compiler) compileListener(l *Listener) (*listenerTable, error) {
 	if l.Port < 0 || l.Port > 65535 {
 		return nil, fmt.Errorf("port %d out of range", l.Port)
 	}
@@ -173,7 +200,11 @@ func compileListener(l *Listener, proxy http.Handler, sessions *sessionSealer) (
 	default:
 		return nil, fmt.Errorf("unsupported protocol %q", l.Protocol)
 	}
-	lt := &listenerTable{name: l.Name, port: l.Port, certificates: l.Certificates}
+	certificates, err := parseCertificates(l.Certificates)
+	if err != nil {
+		return nil, err
+	}
+	lt := &listenerTable{name: l.Name, port: l.Port, certificates: certificates}
 	entriesByHost := map[string][]*matchEntry{}
 	for _, vh := range l.VirtualHosts {
 		hostnames := vh.Hostnames
@@ -182,7 +213,7 @@ func compileListener(l *Listener, proxy http.Handler, sessions *sessionSealer) (
 		}
 		for ri := range vh.Routes {
 			route := &vh.Routes[ri]
-			entries, err := compileRoute(route, proxy, sessions)
+			entries, err := c.compileRoute(route)
 			if err != nil {
 				return nil, fmt.Errorf("route %s/%s: %w", route.Namespace, route.Name, err)
 			}
@@ -204,14 +235,27 @@ func compileListener(l *Listener, proxy http.Handler, sessions *sessionSealer) (
 	return lt, nil
 }
 
+// parseCertificates parses PEM certificate and key pairs.
+func parseCertificates(certs []Certificate) ([]tls.Certificate, error) {
+	var out []tls.Certificate
+	for i, c := range certs {
+		pair, err := tls.X509KeyPair([]byte(c.CertificatePEM), []byte(c.PrivateKeyPEM))
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", i, err)
+		}
+		out = append(out, pair)
+	}
+	return out, nil
+}
+
 // compileRoute builds the handler chain of every rule of a route and one
 // match entry per Match.
-func compileRoute(route *Route, proxy http.Handler, sessions *sessionSealer) ([]*matchEntry, error) {
+func (c *compiler) compileRoute(route *Route) ([]*matchEntry, error) {
 	cr := &compiledRoute{key: route.Namespace + "/" + route.Name}
 	var entries []*matchEntry
 	for i := range route.Rules {
 		rule := &route.Rules[i]
-		crule, err := compileRule(cr, i, rule, proxy, sessions)
+		crule, err := c.compileRule(cr, i, rule)
 		if err != nil {
 			return nil, fmt.Errorf("rule %d: %w", i, err)
 		}
@@ -234,27 +278,32 @@ func checkMatch(m Match) error {
 	return addMuxRoute(mux.NewRouter(), m, http.NotFoundHandler())
 }
 
-func compileRule(route *compiledRoute, index int, rule *Rule, proxy http.Handler, sessions *sessionSealer) (*compiledRule, error) {
+func (c *compiler) compileRule(route *compiledRoute, index int, rule *Rule) (*compiledRule, error) {
 	if rule.Timeouts.Request < 0 || rule.Timeouts.BackendRequest < 0 {
 		return nil, fmt.Errorf("negative timeout")
 	}
 	cr := &compiledRule{route: route, index: index, name: rule.Name, timeouts: rule.Timeouts}
+	backends, err := c.newBackendSet(rule.Backends)
+	if err != nil {
+		return nil, err
+	}
+	h, err := c.wrapFilters(rule.Filters, backends)
+	if err != nil {
+		return nil, err
+	}
 	for _, f := range rule.Filters {
-		if f.ExtensionRef == nil {
+		if f.Type != FilterExtensionRef || f.ExtensionRef == nil {
 			continue
 		}
-		if m, ok := f.ExtensionRef.Filter.(ResourceMetadataServer); ok {
+		// Built by wrapFilters above: this finds the same filter.
+		ext, err := c.extension(f.ExtensionRef)
+		if err != nil {
+			return nil, err
+		}
+		if m, ok := ext.(ResourceMetadataServer); ok {
 			cr.metadata = m
 			break
 		}
-	}
-	backends, err := newBackendSet(rule.Backends, proxy, sessions)
-	if err != nil {
-		return nil, err
-	}
-	h, err := wrapFilters(rule.Filters, backends)
-	if err != nil {
-		return nil, err
 	}
 	if d := rule.Timeouts.Request; d > 0 {
 		h = &requestTimeout{d: d, next: h}

@@ -5,8 +5,11 @@
 //
 // The package knows nothing of Kubernetes: a translator (in controller/)
 // turns Gateway API objects into a [Config], and [Server.Apply] swaps it in
-// atomically. Implementation-specific behaviour is documented where it is
-// decided; the main choices are:
+// atomically. A Config is plain data with one wire form ([EncodeConfig]), so
+// that it can travel from the controller to the proxies; Apply builds the
+// handlers, TLS pairs and ExtensionRef filters (with
+// [Options.Extensions]) from it. Implementation-specific behaviour is
+// documented where it is decided; the main choices are:
 //
 //   - Regular expressions (path, header and query parameter matches) are Go
 //     RE2 and must match the whole value.

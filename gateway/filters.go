@@ -3,12 +3,13 @@ package gateway
 import (
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 )
 
 // wrapFilters builds the handler chain of a filter list around next, once
 // per snapshot. Filters run in list order, as the spec recommends.
-func wrapFilters(filters []Filter, next http.Handler) (http.Handler, error) {
+func (c *compiler) wrapFilters(filters []Filter, next http.Handler) (http.Handler, error) {
 	rewrites, redirects := 0, 0
 	for _, f := range filters {
 		switch f.Type {
@@ -27,14 +28,14 @@ func wrapFilters(filters []Filter, next http.Handler) (http.Handler, error) {
 	h := next
 	for i := len(filters) - 1; i >= 0; i-- {
 		var err error
-		if h, err = wrapFilter(filters[i], h); err != nil {
+		if h, err = c.wrapFilter(filters[i], h); err != nil {
 			return nil, fmt.Errorf("filter %d (%s): %w", i, filters[i].Type, err)
 		}
 	}
 	return h, nil
 }
 
-func wrapFilter(f Filter, next http.Handler) (http.Handler, error) {
+func (c *compiler) wrapFilter(f Filter, next http.Handler) (http.Handler, error) {
 	switch f.Type {
 	case FilterRequestHeaderModifier:
 		if f.RequestHeaderModifier == nil {
@@ -64,11 +65,15 @@ func wrapFilter(f Filter, next http.Handler) (http.Handler, error) {
 		if ref == nil {
 			return nil, fmt.Errorf("extensionRef is not set")
 		}
-		if ref.Filter == nil {
+		ext, err := c.extension(ref)
+		if err != nil {
+			return nil, err
+		}
+		if ext == nil {
 			msg := fmt.Sprintf("filter %s/%s %q could not be resolved", ref.Group, ref.Kind, ref.Name)
 			return unresolvedFilter(msg), nil
 		}
-		h := ref.Filter.Wrap(next)
+		h := ext.Wrap(next)
 		if h == nil {
 			return nil, fmt.Errorf("filter %s/%s %q returned a nil handler", ref.Group, ref.Kind, ref.Name)
 		}
@@ -76,6 +81,34 @@ func wrapFilter(f Filter, next http.Handler) (http.Handler, error) {
 	default:
 		return nil, fmt.Errorf("unsupported filter type %q", f.Type)
 	}
+}
+
+// extension returns the filter of ref, built with the server's
+// ExtensionBuilder on first use in this snapshot and shared by every later
+// reference with the same group, kind, name and policy. It returns nil for
+// an unresolved reference (no policy).
+func (c *compiler) extension(ref *ExtensionRef) (ExtensionFilter, error) {
+	if ref.MCPServer == nil {
+		return nil, nil
+	}
+	key := extensionKey{ref.Group, ref.Kind, ref.Name}
+	for _, b := range c.built[key] {
+		if reflect.DeepEqual(b.policy, ref.MCPServer) {
+			return b.filter, nil
+		}
+	}
+	if c.extensions == nil {
+		return nil, fmt.Errorf("filter %s/%s %q: the gateway has no extension builder (Options.Extensions) to build it with", ref.Group, ref.Kind, ref.Name)
+	}
+	ext, err := c.extensions(ref)
+	if err != nil {
+		return nil, fmt.Errorf("filter %s/%s %q: %w", ref.Group, ref.Kind, ref.Name, err)
+	}
+	if ext == nil {
+		return nil, fmt.Errorf("filter %s/%s %q: the extension builder returned no filter", ref.Group, ref.Kind, ref.Name)
+	}
+	c.built[key] = append(c.built[key], builtExtension{policy: ref.MCPServer, filter: ext})
+	return ext, nil
 }
 
 // unresolvedFilter stands for an ExtensionRef whose target is missing: the

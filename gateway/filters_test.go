@@ -258,7 +258,7 @@ func TestExtensionRef(t *testing.T) {
 	cfg := oneRoute(
 		Rule{
 			Matches:  []Match{{Path: prefix("/resolved")}},
-			Filters:  []Filter{{Type: FilterExtensionRef, ExtensionRef: &ExtensionRef{Group: "toolgate.dev", Kind: "MCPServer", Name: "github", Filter: wraps}}},
+			Filters:  []Filter{resolvedRef("github")},
 			Backends: []Backend{backendOf("b", 1, beCounted)},
 		},
 		Rule{
@@ -270,12 +270,12 @@ func TestExtensionRef(t *testing.T) {
 			Matches: []Match{{Path: prefix("/ordered")}},
 			Filters: []Filter{
 				{Type: FilterRequestHeaderModifier, RequestHeaderModifier: &HeaderModifier{Set: []Header{{"X-Step", "header-modifier"}}}},
-				{Type: FilterExtensionRef, ExtensionRef: &ExtensionRef{Name: "order", Filter: recordOrder}},
+				resolvedRef("order"),
 			},
 			Backends: []Backend{backendOf("b", 1, beCounted)},
 		},
 	)
-	s := newServer(t, Options{})
+	s := newServer(t, Options{Extensions: fakeExtensions{"github": wraps, "order": recordOrder}.build})
 	mustApply(t, s, cfg)
 	base := gatewayURL(t, s, "web")
 

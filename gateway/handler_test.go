@@ -19,25 +19,26 @@ import (
 func TestUnansweredRequestsAreRecordedByWhyNothingWasAnswered(t *testing.T) {
 	cases := []struct {
 		name string
-		// setup returns the rule to serve and how the client behaves.
-		setup       func(t *testing.T) (rule Rule, send func(base string))
+		// setup returns the rule to serve, the filters its ExtensionRefs
+		// name and how the client behaves.
+		setup       func(t *testing.T) (rule Rule, filters fakeExtensions, send func(base string))
 		wantStatus  int
 		wantAborted bool
 	}{
 		{
 			name: "a client that sends part of its body and disconnects is recorded as 499",
-			setup: func(t *testing.T) (Rule, func(string)) {
+			setup: func(t *testing.T) (Rule, fakeExtensions, func(string)) {
 				// Like the MCP filter: a body that cannot be read because
 				// the client left gets no answer.
-				rule := Rule{Filters: []Filter{extensionFilter(func(http.Handler) http.Handler {
+				rule, filters := extensionRule(func(http.Handler) http.Handler {
 					return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 						if _, err := io.ReadAll(r.Body); err != nil && r.Context().Err() != nil {
 							return
 						}
 						writeError(w, http.StatusTeapot, "the whole body arrived")
 					})
-				})}}
-				return rule, func(base string) {
+				})
+				return rule, filters, func(base string) {
 					conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 					if err != nil {
 						t.Fatal(err)
@@ -54,13 +55,13 @@ func TestUnansweredRequestsAreRecordedByWhyNothingWasAnswered(t *testing.T) {
 		},
 		{
 			name: "a client that gives up while the backend has not answered is recorded as 499",
-			setup: func(t *testing.T) (Rule, func(string)) {
+			setup: func(t *testing.T) (Rule, fakeExtensions, func(string)) {
 				arrived := make(chan struct{})
 				be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					close(arrived)
 					<-r.Context().Done() // the gateway hangs up when its client does
 				}))
-				return Rule{Backends: []Backend{backendOf("slow", 1, be)}}, func(base string) {
+				return Rule{Backends: []Backend{backendOf("slow", 1, be)}}, nil, func(base string) {
 					ctx, cancel := context.WithCancel(context.Background())
 					defer cancel()
 					go func() { <-arrived; cancel() }()
@@ -75,11 +76,11 @@ func TestUnansweredRequestsAreRecordedByWhyNothingWasAnswered(t *testing.T) {
 		},
 		{
 			name: "a filter that panics before answering is recorded as 502 and aborted",
-			setup: func(t *testing.T) (Rule, func(string)) {
-				rule := Rule{Filters: []Filter{extensionFilter(func(http.Handler) http.Handler {
+			setup: func(t *testing.T) (Rule, fakeExtensions, func(string)) {
+				rule, filters := extensionRule(func(http.Handler) http.Handler {
 					return http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) })
-				})}}
-				return rule, func(base string) {
+				})
+				return rule, filters, func(base string) {
 					if resp, err := client.Get(base + "/"); err == nil {
 						resp.Body.Close()
 						t.Errorf("a panicking filter answered %d, want the connection cut", resp.StatusCode)
@@ -93,8 +94,8 @@ func TestUnansweredRequestsAreRecordedByWhyNothingWasAnswered(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			log := &accessLogBuffer{}
-			s := newServer(t, Options{AdminAddress: "127.0.0.1:0", AccessLog: slog.New(slog.NewJSONHandler(log, nil))})
-			rule, send := tc.setup(t)
+			rule, filters, send := tc.setup(t)
+			s := newServer(t, Options{AdminAddress: "127.0.0.1:0", AccessLog: slog.New(slog.NewJSONHandler(log, nil)), Extensions: filters.build})
 			mustApply(t, s, oneRoute(rule))
 			send(gatewayURL(t, s, "web"))
 
@@ -114,9 +115,10 @@ func TestUnansweredRequestsAreRecordedByWhyNothingWasAnswered(t *testing.T) {
 	}
 }
 
-// extensionFilter is an ExtensionRef filter that runs wrap.
-func extensionFilter(wrap func(next http.Handler) http.Handler) Filter {
-	return Filter{Type: FilterExtensionRef, ExtensionRef: &ExtensionRef{Group: "test", Kind: "Filter", Name: "f", Filter: extensionFunc(wrap)}}
+// extensionRule is a rule whose one ExtensionRef filter runs wrap, and the
+// fake filters that build it.
+func extensionRule(wrap func(next http.Handler) http.Handler) (Rule, fakeExtensions) {
+	return Rule{Filters: []Filter{resolvedRef("f")}}, fakeExtensions{"f": extensionFunc(wrap)}
 }
 
 // accessLogBuffer collects JSON access log records.

@@ -5,10 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -20,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // waitLong bounds every wait in these tests. It is generous on purpose:
@@ -215,8 +218,8 @@ func (c *wrapCounter) Wrap(next http.Handler) http.Handler {
 	})
 }
 
-// testCertificates returns a self-signed certificate for the names.
-func testCertificates(t *testing.T, names ...string) []tls.Certificate {
+// testCertificates returns a self-signed certificate for the names, as PEM.
+func testCertificates(t *testing.T, names ...string) []Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -235,9 +238,45 @@ func testCertificates(t *testing.T, names ...string) []tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := x509.ParseCertificate(der)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}
+	return []Certificate{{
+		CertificatePEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		PrivateKeyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
+	}}
+}
+
+// certPool trusts the leaf certificates of certs.
+func certPool(t *testing.T, certs ...Certificate) *x509.CertPool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		if !pool.AppendCertsFromPEM([]byte(c.CertificatePEM)) {
+			t.Fatalf("no certificate in %q", c.CertificatePEM)
+		}
+	}
+	return pool
+}
+
+// fakeExtensions is a test ExtensionBuilder: it returns the fake filter
+// registered under the reference's name.
+type fakeExtensions map[string]ExtensionFilter
+
+func (f fakeExtensions) build(ref *ExtensionRef) (ExtensionFilter, error) {
+	ext, ok := f[ref.Name]
+	if !ok {
+		return nil, fmt.Errorf("no fake filter is named %q", ref.Name)
+	}
+	return ext, nil
+}
+
+// resolvedRef is an ExtensionRef filter to the MCPServer name, resolved: it
+// carries a minimal policy, which is all the gateway needs to build it.
+func resolvedRef(name string) Filter {
+	return Filter{Type: FilterExtensionRef, ExtensionRef: &ExtensionRef{
+		Group: "toolgate.dev", Kind: "MCPServer", Name: name,
+		MCPServer: &filter.Policy{Server: "ns/" + name},
+	}}
 }

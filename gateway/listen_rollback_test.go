@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -30,7 +29,7 @@ func freePort(t *testing.T) int {
 }
 
 // portListener is a listener on 127.0.0.1:port with one route to be.
-func portListener(name string, port int, protocol Protocol, certs []tls.Certificate, be Backend) Listener {
+func portListener(name string, port int, protocol Protocol, certs []Certificate, be Backend) Listener {
 	l := httpListener(name, VirtualHost{Routes: []Route{{Namespace: "ns", Name: name, Rules: []Rule{{Backends: []Backend{be}}}}}})
 	l.Port = port
 	l.Protocol = protocol
@@ -43,14 +42,12 @@ func portListener(name string, port int, protocol Protocol, certs []tls.Certific
 
 // answers reports whether addr serves a request over protocol, with a
 // status or the error that says why not.
-func answers(t *testing.T, protocol Protocol, addr string, certs []tls.Certificate) (bool, string) {
+func answers(t *testing.T, protocol Protocol, addr string, certs []Certificate) (bool, string) {
 	t.Helper()
 	scheme, transport := "http", &http.Transport{}
 	if protocol == ProtocolHTTPS {
-		roots := x509.NewCertPool()
-		roots.AddCert(certs[0].Leaf)
 		scheme = "https"
-		transport.TLSClientConfig = &tls.Config{ServerName: rollbackHost, RootCAs: roots}
+		transport.TLSClientConfig = &tls.Config{ServerName: rollbackHost, RootCAs: certPool(t, certs[0])}
 	}
 	defer transport.CloseIdleConnections()
 	c := &http.Client{Timeout: waitLong, Transport: transport}

@@ -17,9 +17,12 @@ func (p protectedFilter) ServeResourceMetadata(w http.ResponseWriter, _ *http.Re
 	_, _ = w.Write([]byte(`{"filter":"` + p.name + `","resource":"` + resource + `"}`))
 }
 
-func protectedBy(name string) Filter {
-	return Filter{Type: FilterExtensionRef, ExtensionRef: &ExtensionRef{Group: "toolgate.dev", Kind: "MCPServer", Name: name, Filter: protectedFilter{name: name}}}
+// protectedFilters builds a protectedFilter for every reference.
+func protectedFilters(ref *ExtensionRef) (ExtensionFilter, error) {
+	return protectedFilter{name: ref.Name}, nil
 }
+
+func protectedBy(name string) Filter { return resolvedRef(name) }
 
 func TestResourceMetadataIsServedForTheRuleItsPathReaches(t *testing.T) {
 	backend := echoBackend(t, "b")
@@ -74,7 +77,7 @@ func TestResourceMetadataIsServedForTheRuleItsPathReaches(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newServer(t, Options{})
+			s := newServer(t, Options{Extensions: protectedFilters})
 			mustApply(t, s, oneRoute(tt.rules...))
 			base := gatewayURL(t, s, "web")
 			res, body := get(t, base+tt.path)

@@ -24,6 +24,12 @@ type Options struct {
 	// whichever replica serves it and across restarts. Empty means a random
 	// key for this process only.
 	SessionKey []byte
+	// Extensions builds the filter of each resolved ExtensionRef (one whose
+	// MCPServer policy is set) when Apply compiles a snapshot: once per
+	// distinct reference and policy in the snapshot, so rules naming the
+	// same MCPServer share one filter. An error fails Apply. Nil serves
+	// configs without resolved ExtensionRefs only; Apply refuses the others.
+	Extensions ExtensionBuilder
 	// Transport reaches the backends; nil uses a transport that never cuts
 	// a slow response or an event stream (timeouts come from the routes).
 	Transport http.RoundTripper
@@ -154,12 +160,15 @@ func New(opts Options) (*Server, error) {
 
 // Apply validates and compiles cfg and makes it the current snapshot in one
 // atomic swap: requests in flight finish on the snapshot they started with.
+// Compiling parses the listeners' certificates and builds the filters of
+// resolved ExtensionRefs with Options.Extensions; a pair that does not parse
+// or a filter that cannot be built fails Apply like any invalid config.
 // Sockets are opened for new address/port pairs and closed (after draining,
 // up to Options.DrainTimeout) for pairs no longer used; the others are kept
 // with their connections. On error nothing changes, unless a port this Apply
 // had to release could not be bound again: the error then says which.
 func (s *Server) Apply(cfg *Config) error {
-	snap, err := compile(cfg, s.proxy, s.sessions)
+	snap, err := compile(cfg, s.proxy, s.sessions, s.opts.Extensions)
 	if err != nil {
 		return fmt.Errorf("apply gateway config: %w", err)
 	}

@@ -1,23 +1,71 @@
 package gateway
 
 import (
-	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"iter"
 	"net/http"
 	"time"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // Config is one complete, immutable snapshot of what the data plane serves.
 // The translator builds a new Config for every change and hands it to
 // [Server.Apply]; nothing in a Config may be modified after that call.
 //
+// A Config is plain data: certificates are PEM, an MCP policy is its
+// [filter.Policy], and the server builds the handlers, filters and TLS
+// material it needs from them when it compiles the snapshot. That is what
+// lets the controller send each proxy its Gateway's Config over the network;
+// [EncodeConfig] and [DecodeConfig] are its one wire form, which /config and
+// the translator's golden files show too.
+//
 // Enumerations use the Gateway API's own spellings, so a translator converts
 // them with a plain string conversion.
 type Config struct {
+	// Version is the config's version as given by whoever produced it (the
+	// config stream sets it), for logs and /readyz; the gateway does not
+	// interpret it.
+	Version string `json:"version,omitempty"`
 	// Listeners are the Gateway's listeners. Listeners with the same Address
 	// and Port share one socket and must have the same Protocol; a request is
 	// served by the one whose Hostname matches best (exact, then the longest
 	// wildcard, then the listener without a hostname).
-	Listeners []Listener
+	Listeners []Listener `json:"listeners,omitempty"`
+}
+
+// MCPServers yields the policy of every resolved ExtensionRef in c, of
+// rules and backends alike (a server referred to twice comes twice): the MCP
+// servers c enforces, as [filter.Shared.Retain] wants them once c is
+// applied.
+func (c *Config) MCPServers() iter.Seq[*filter.Policy] {
+	return func(yield func(*filter.Policy) bool) {
+		each := func(filters []Filter) bool {
+			for _, f := range filters {
+				if f.ExtensionRef != nil && f.ExtensionRef.MCPServer != nil && !yield(f.ExtensionRef.MCPServer) {
+					return false
+				}
+			}
+			return true
+		}
+		for _, l := range c.Listeners {
+			for _, vh := range l.VirtualHosts {
+				for _, r := range vh.Routes {
+					for _, rule := range r.Rules {
+						if !each(rule.Filters) {
+							return
+						}
+						for _, b := range rule.Backends {
+							if !each(b.Filters) {
+								return
+							}
+						}
+					}
+				}
+			}
+		}
+	}
 }
 
 // Protocol is a listener's protocol.
@@ -33,23 +81,34 @@ const (
 type Listener struct {
 	// Name identifies the listener in logs, metrics and /config, for
 	// example "team-a/gw/https".
-	Name string
+	Name string `json:"name"`
 	// Address is the IP address to bind; empty binds every address.
-	Address string
+	Address string `json:"address,omitempty"`
 	// Port is the TCP port. Port 0 binds a free port (see [Server.Addr]); it
 	// is meant for tests.
-	Port int
+	Port int `json:"port"`
 	// Protocol is HTTP or HTTPS.
-	Protocol Protocol
+	Protocol Protocol `json:"protocol"`
 	// Hostname is the listener's hostname: empty (any host), a name, or a
 	// wildcard such as "*.example.com" (one or more labels before the
 	// suffix). It selects the listener among those sharing a port, by Host
 	// header and, for HTTPS, by SNI.
-	Hostname string
+	Hostname string `json:"hostname,omitempty"`
 	// Certificates serve HTTPS. The first one the client supports is used.
-	Certificates []tls.Certificate
+	Certificates []Certificate `json:"certificates,omitempty"`
 	// VirtualHosts hold the routes attached to this listener.
-	VirtualHosts []VirtualHost
+	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+}
+
+// Certificate is one certificate of an HTTPS listener with its private key,
+// both PEM, as a kubernetes.io/tls Secret holds them. The server parses them
+// when it compiles a snapshot: a pair that does not parse fails Apply.
+type Certificate struct {
+	// CertificatePEM is the certificate chain, leaf first.
+	CertificatePEM string `json:"certificatePEM"`
+	// PrivateKeyPEM is the leaf's private key. [Config.Redacted] replaces
+	// it with "[redacted]".
+	PrivateKeyPEM string `json:"privateKeyPEM,omitempty"`
 }
 
 // VirtualHost groups routes by the hostnames they serve on a listener.
@@ -61,36 +120,37 @@ type VirtualHost struct {
 	// listener's hostname and the route's hostnames, computed by the
 	// translator. Empty means every host the listener accepts. Names are
 	// lower case; a leading "*." is a wildcard label.
-	Hostnames []string
+	Hostnames []string `json:"hostnames,omitempty"`
 	// Routes are the HTTPRoutes serving these hostnames, in any order.
-	Routes []Route
+	Routes []Route `json:"routes,omitempty"`
 }
 
 // Route is one HTTPRoute as attached to a listener.
 type Route struct {
 	// Namespace and Name identify the route; "{namespace}/{name}" breaks
 	// precedence ties and labels metrics and logs.
-	Namespace string
-	Name      string
-	// CreationTimestamp breaks precedence ties: older routes win.
-	CreationTimestamp time.Time
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// CreationTimestamp breaks precedence ties: older routes win. In JSON
+	// it is RFC 3339 with nanoseconds, so that ties survive the wire.
+	CreationTimestamp time.Time `json:"creationTimestamp,omitzero"`
 	// Rules are in the route's list order, which breaks the last ties.
-	Rules []Rule
+	Rules []Rule `json:"rules,omitempty"`
 }
 
 // Rule is one HTTPRoute rule.
 type Rule struct {
 	// Name is the optional rule name (sectionName), for logs.
-	Name string
+	Name string `json:"name,omitempty"`
 	// Matches are ORed. No matches means one PathPrefix "/" match.
-	Matches []Match
+	Matches []Match `json:"matches,omitempty"`
 	// Filters run in list order before the request reaches a backend.
-	Filters []Filter
+	Filters []Filter `json:"filters,omitempty"`
 	// Backends are chosen by weight. A rule without backends (and without a
 	// RequestRedirect filter) answers 500.
-	Backends []Backend
+	Backends []Backend `json:"backends,omitempty"`
 	// Timeouts bound the request.
-	Timeouts Timeouts
+	Timeouts Timeouts `json:"timeouts,omitzero"`
 }
 
 // Timeouts are an HTTPRoute rule's timeouts. Zero means no timeout, which is
@@ -104,6 +164,58 @@ type Timeouts struct {
 	// BackendRequest bounds one request to a backend, from the moment it is
 	// sent until the full response has been received.
 	BackendRequest time.Duration
+}
+
+// timeoutsJSON is Timeouts' JSON form: Go duration strings, as the Gateway
+// API's Duration is written ("10s"), zero left out.
+type timeoutsJSON struct {
+	Request        string `json:"request,omitempty"`
+	BackendRequest string `json:"backendRequest,omitempty"`
+}
+
+// MarshalJSON encodes the timeouts as Go duration strings, leaving out
+// zero ones.
+func (t Timeouts) MarshalJSON() ([]byte, error) {
+	var v timeoutsJSON
+	if t.Request != 0 {
+		v.Request = t.Request.String()
+	}
+	if t.BackendRequest != 0 {
+		v.BackendRequest = t.BackendRequest.String()
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes; a missing timeout is
+// zero.
+func (t *Timeouts) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return nil // as encoding/json does for values it decodes itself
+	}
+	var v timeoutsJSON
+	if err := json.Unmarshal(data, &v); err != nil {
+		return fmt.Errorf("timeouts: %w", err)
+	}
+	var out Timeouts
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *time.Duration
+	}{
+		{"request", v.Request, &out.Request},
+		{"backendRequest", v.BackendRequest, &out.BackendRequest},
+	} {
+		if f.in == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f.in)
+		if err != nil {
+			return fmt.Errorf("timeouts: %s: %w", f.name, err)
+		}
+		*f.out = d
+	}
+	*t = out
+	return nil
 }
 
 // Match is one HTTPRouteMatch; its conditions are ANDed.
@@ -182,12 +294,12 @@ const (
 
 // Filter is one HTTPRoute filter; the field named by Type is set.
 type Filter struct {
-	Type                   FilterType
-	RequestHeaderModifier  *HeaderModifier
-	ResponseHeaderModifier *HeaderModifier
-	RequestRedirect        *Redirect
-	URLRewrite             *URLRewrite
-	ExtensionRef           *ExtensionRef
+	Type                   FilterType      `json:"type"`
+	RequestHeaderModifier  *HeaderModifier `json:"requestHeaderModifier,omitempty"`
+	ResponseHeaderModifier *HeaderModifier `json:"responseHeaderModifier,omitempty"`
+	RequestRedirect        *Redirect       `json:"requestRedirect,omitempty"`
+	URLRewrite             *URLRewrite     `json:"urlRewrite,omitempty"`
+	ExtensionRef           *ExtensionRef   `json:"extensionRef,omitempty"`
 }
 
 // HeaderModifier sets, adds and removes headers, in that order. Add appends
@@ -249,19 +361,26 @@ type PathModifier struct {
 	ReplacePrefixMatch string           `json:"replacePrefixMatch,omitempty"`
 }
 
-// ExtensionRef is an implementation-specific filter, such as the MCP policy
-// filter of an MCPServer.
+// ExtensionRef is an implementation-specific filter: the MCP policy filter
+// of an MCPServer. It carries the resolved policy, not a filter: the server
+// builds the filter with [Options.Extensions] when it compiles the snapshot.
 type ExtensionRef struct {
 	// Group, Kind and Name are the reference, for /config and error
 	// messages.
-	Group string
-	Kind  string
-	Name  string
-	// Filter is the resolved filter. Nil means the reference could not be
-	// resolved: matching requests get 500 (GEP-1364); the filter is never
-	// skipped.
-	Filter ExtensionFilter
+	Group string `json:"group"`
+	Kind  string `json:"kind"`
+	Name  string `json:"name"`
+	// MCPServer is the resolved policy of the referenced MCPServer. Nil
+	// means the reference could not be resolved: matching requests get 500
+	// (GEP-1364); the filter is never skipped.
+	MCPServer *filter.Policy `json:"mcpServer,omitempty"`
 }
+
+// ExtensionBuilder builds the filter of a resolved ExtensionRef (one whose
+// MCPServer is set), such as the MCP policy filter of its policy. The
+// server calls it while it compiles a snapshot, once per distinct
+// reference; an error fails Apply.
+type ExtensionBuilder func(ref *ExtensionRef) (ExtensionFilter, error)
 
 // ExtensionFilter is what an ExtensionRef filter implements, such as the
 // MCP policy filter. Wrap is called once per snapshot for every rule (or
@@ -291,27 +410,28 @@ type ResourceMetadataServer interface {
 type Backend struct {
 	// Name identifies the backend in logs and /config, for example
 	// "team-a/github-mcp:8080".
-	Name string
+	Name string `json:"name"`
 	// Weight is the backend's share: weight / sum of weights. Zero means the
 	// backend never receives traffic, including existing MCP sessions. The
-	// translator applies the spec's default of 1.
-	Weight int32
+	// translator applies the spec's default of 1. JSON always shows it:
+	// zero is meaningful.
+	Weight int32 `json:"weight"`
 	// Endpoints are the ready endpoints as "ip:port". None answers 503.
-	Endpoints []string
+	Endpoints []string `json:"endpoints,omitempty"`
 	// Scheme is "http" (the default when empty) or "https".
-	Scheme string
+	Scheme string `json:"scheme,omitempty"`
 	// Invalid marks a backendRef that could not be resolved; its share of
 	// requests answers 500.
-	Invalid bool
+	Invalid bool `json:"invalid,omitempty"`
 	// Filters run only for requests sent to this backend, after the rule's
 	// filters.
-	Filters []Filter
+	Filters []Filter `json:"filters,omitempty"`
 	// EndpointPath, when set, is the path every request sent to this
 	// backend goes to: the one endpoint of an MCP server (MCPServer
 	// spec.path), whatever path the client used. The query is kept.
-	EndpointPath string
+	EndpointPath string `json:"endpointPath,omitempty"`
 	// EndpointPathGETOnly sends only GET requests to EndpointPath: in the
 	// legacy HTTP+SSE transport GET opens the event stream there, and
 	// messages are POSTed to the path the server announced in it.
-	EndpointPathGETOnly bool
+	EndpointPathGETOnly bool `json:"endpointPathGETOnly,omitempty"`
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -27,8 +27,14 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		metricsAddress = fs.String("metrics-address", ":8080", "address of /metrics; 0 disables it")
 		healthAddress  = fs.String("health-address", ":8081", "address of /healthz and /readyz; 0 disables it")
 		leaderElect    = fs.Bool("leader-elect", true, "elect a leader so that only one replica writes")
-		leaderNS       = fs.String("leader-election-namespace", "", "namespace of the leader-election Lease; empty means the controller's own namespace")
+		leaderNS       = fs.String("leader-election-namespace", "", "namespace of the leader-election Lease; empty means the controller's own (--namespace)")
 		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
+		namespace      = fs.String("namespace", "", "the controller's own namespace, where the config stream's CA Secret lives; empty reads the pod's namespace, else "+defaultNamespace)
+		streamAddress  = fs.String("config-stream-address", ":9443", "address of the config stream the proxies read their snapshots from (HTTPS, client certificates required)")
+		streamURL      = fs.String("config-stream-url", "", "URL at which proxies reach the config stream; empty means https://"+controllerService+".NAMESPACE.svc:PORT")
+		streamNames    = fs.String("config-stream-names", "", "extra comma-separated DNS names or IPs of the stream's serving certificate, beside the host of --config-stream-url and the Service's names")
+		caSecret       = fs.String("config-ca-secret", "toolgate-config-ca", "Secret, in the controller's namespace, holding the CA of the config stream; created when missing")
+		devLocalhost   = fs.Bool("dev-localhost-endpoints", false, "let EndpointSlices point at the proxies' loopback: FQDN addresses under localhost become 127.0.0.1. For development and tests on one host, never in a cluster")
 		params         provision.Params
 		serviceType    string
 	)
@@ -67,11 +73,18 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if params.Replicas < 0 {
 		return fmt.Errorf("--proxy-replicas must be at least 1")
 	}
-	if *leaderElect && *leaderNS == "" {
-		if _, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err != nil {
-			return fmt.Errorf("outside a cluster, leader election needs --leader-election-namespace (or run one replica with --leader-elect=false)")
-		}
+	ns, err := controllerNamespace(*namespace)
+	if err != nil {
+		return err
 	}
+	if *leaderNS == "" {
+		*leaderNS = ns
+	}
+	stream, err := streamSettings(*streamAddress, *streamURL, *streamNames, ns)
+	if err != nil {
+		return err
+	}
+	params.ControllerURL = stream.url
 	cfg, err := restConfig(ctx, *kubeconfig)
 	if err != nil {
 		return err
@@ -101,10 +114,24 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	if err := controller.Setup(mgr, controller.Options{Params: params, Logger: logger}); err != nil {
+	ca, err := loadCA(ctx, cfg, scheme, types.NamespacedName{Namespace: ns, Name: *caSecret})
+	if err != nil {
 		return err
 	}
-	logger.Info("toolgate controller starting", "version", versionString())
+	if *devLocalhost {
+		logger.Warn("--dev-localhost-endpoints: EndpointSlices may point at the proxies' loopback; never use this in a cluster")
+	}
+	err = controller.Setup(mgr, controller.Options{
+		Params: params, Logger: logger, CA: ca,
+		Stream: &controller.StreamOptions{
+			Address: *streamAddress, CA: ca, DNSNames: stream.dnsNames, IPs: stream.ips,
+			LoopbackEndpoints: *devLocalhost,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	logger.Info("toolgate controller starting", "version", versionString(), "namespace", ns, "configStream", stream.url)
 	return mgr.Start(ctx)
 }
 

@@ -3,19 +3,16 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/go-logr/logr"
-
-	"github.com/toolgate/toolgate/controller"
+	"github.com/toolgate/toolgate/controller/configstream"
 	"github.com/toolgate/toolgate/gateway"
 )
 
@@ -25,16 +22,17 @@ const trustedHopsHelp = "number of proxies in front of the gateway (load balance
 	"0 replaces a client's X-Forwarded-For and X-Real-IP with its own address; N keeps X-Forwarded-For, appends the peer, and sets X-Real-IP to the Nth entry from the right"
 
 func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlagSet("proxy --gateway NAMESPACE/NAME", "Serve one Gateway's listeners, configured from the cluster (read-only).", stderr)
+	fs := newFlagSet("proxy --gateway NAMESPACE/NAME --controller URL", "Serve one Gateway's listeners, configured by the controller's config stream. The proxy never talks to the Kubernetes API.", stderr)
 	var (
-		gatewayName  = fs.String("gateway", "", "the Gateway to serve, as NAMESPACE/NAME (required)")
-		kubeconfig   = fs.String("kubeconfig", "", "kubeconfig file; empty uses the in-cluster configuration or $KUBECONFIG")
-		adminAddress = fs.String("admin-address", ":9901", "address of /healthz, /readyz, /metrics and /config (/config answers loopback clients only)")
-		listenAddr   = fs.String("listen-address", "", "IP address the Gateway's listeners bind; empty binds all")
-		trustedHops  = fs.Int("trusted-hops", 0, trustedHopsHelp)
-		devLocalhost = fs.Bool("dev-localhost-endpoints", false, "let EndpointSlices point at this host's loopback: FQDN addresses under localhost become 127.0.0.1. For development and tests on one host, never in a cluster")
-		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
-		store        storeFlags
+		gatewayName   = fs.String("gateway", "", "the Gateway to serve, as NAMESPACE/NAME (required)")
+		controllerURL = fs.String("controller", "", "URL of the controller's config stream, such as https://toolgate-controller.toolgate-system.svc:9443 (required)")
+		tlsDir        = fs.String("controller-tls-dir", "/etc/toolgate/config", "folder holding this Gateway's client certificate (tls.crt, tls.key) and the stream's CA (ca.crt), as the controller's Secret mounts them; re-read on every connection")
+		serverName    = fs.String("controller-server-name", "", "name to verify the controller's certificate against, when it is not the host of --controller")
+		adminAddress  = fs.String("admin-address", ":9901", "address of /healthz, /readyz, /metrics and /config (/config answers loopback clients only)")
+		listenAddr    = fs.String("listen-address", "", "IP address the Gateway's listeners bind; empty binds all")
+		trustedHops   = fs.Int("trusted-hops", 0, trustedHopsHelp)
+		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
+		store         storeFlags
 	)
 	store.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -48,18 +46,19 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		return fmt.Errorf("--gateway must be NAMESPACE/NAME, got %q", *gatewayName)
 	}
+	if *controllerURL == "" {
+		return fmt.Errorf("--controller is required: the URL of the controller's config stream")
+	}
 	if *trustedHops < 0 {
 		return fmt.Errorf("--trusted-hops %d: give the number of proxies in front of the gateway, 0 or more", *trustedHops)
+	}
+	if *listenAddr != "" && net.ParseIP(*listenAddr) == nil {
+		return fmt.Errorf("--listen-address %q: give an IP address", *listenAddr)
 	}
 	sessionKey, err := sessionKeyFromEnv()
 	if err != nil {
 		return err
 	}
-	cfg, err := restConfig(ctx, *kubeconfig)
-	if err != nil {
-		return err
-	}
-	log.SetLogger(logr.FromSlogHandler(logger.Handler()))
 
 	// The admin port listens on every interface for probes and Prometheus;
 	// /config stays answered to loopback clients only (the gateway's
@@ -70,33 +69,36 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *devLocalhost {
-		logger.Warn("--dev-localhost-endpoints: EndpointSlices may point at this host's loopback; never use this in a cluster")
-	}
-	scheme, err := controller.NewScheme()
+	stream, err := configstream.NewClient(configstream.ClientOptions{
+		URL:        *controllerURL,
+		Gateway:    types.NamespacedName{Namespace: ns, Name: name},
+		TLSDir:     *tlsDir,
+		ServerName: *serverName,
+		Logger:     logger,
+		Registerer: dp.registry,
+		Apply: func(version string, payload []byte) error {
+			cfg, err := gateway.DecodeConfig(payload)
+			if err != nil {
+				return err
+			}
+			cfg.Version = version
+			if *listenAddr != "" {
+				for i := range cfg.Listeners {
+					cfg.Listeners[i].Address = *listenAddr
+				}
+			}
+			return dp.apply(cfg)
+		},
+	})
 	if err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Logger:                 logr.FromSlogHandler(logger.Handler()),
-	})
-	if err != nil {
-		return fmt.Errorf("create the cluster cache: %w", err)
-	}
-	err = controller.SetupProxy(mgr, controller.ProxyOptions{
-		Gateway: types.NamespacedName{Namespace: ns, Name: name},
-		Server:  dp.server, Filters: dp.filters, ListenAddress: *listenAddr, Logger: logger,
-		LoopbackEndpoints: *devLocalhost,
-	})
-	if err != nil {
-		return err
-	}
-	logger.Info("toolgate proxy starting", "gateway", *gatewayName, "version", versionString(), "admin", *adminAddress)
-	runErr := mgr.Start(ctx)
+	logger.Info("toolgate proxy starting", "gateway", *gatewayName, "controller", *controllerURL, "version", versionString(), "admin", *adminAddress)
+	runErr := stream.Run(ctx)
 	dp.shutdown(logger)
+	if errors.Is(runErr, context.Canceled) {
+		runErr = nil
+	}
 	return runErr
 }
 

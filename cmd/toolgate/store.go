@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/toolgate/toolgate/controller"
 	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/filter/limiter"
 	"github.com/toolgate/toolgate/gateway"
@@ -45,13 +46,25 @@ func (s *storeFlags) register(fs *flag.FlagSet) {
 // dataPlane is what proxy and standalone modes serve with: the gateway
 // server and the filter state, on one metrics registry.
 type dataPlane struct {
-	server  *gateway.Server
-	filters *filter.Shared
+	server   *gateway.Server
+	filters  *filter.Shared
+	registry prometheus.Registerer
+}
+
+// apply serves cfg and forgets the filter state (metric series) of MCP
+// servers it no longer holds.
+func (d *dataPlane) apply(cfg *gateway.Config) error {
+	if err := d.server.Apply(cfg); err != nil {
+		return err
+	}
+	d.filters.Retain(cfg.MCPServers())
+	return nil
 }
 
 // newDataPlane builds the gateway server from gw (the mode's settings; its
-// Metrics and Logger are set here) and the filter state from the store
-// flags.
+// Metrics, Logger and Extensions are set here) and the filter state from the
+// store flags. The server builds the MCP filters of each snapshot on that
+// state.
 func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *slog.Logger) (*dataPlane, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -64,11 +77,12 @@ func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *
 		return nil, err
 	}
 	gw.Metrics, gw.Logger = metrics, log
+	gw.Extensions = controller.MCPFilterBuilder(filters)
 	server, err := gateway.New(gw)
 	if err != nil {
 		return nil, err
 	}
-	return &dataPlane{server: server, filters: filters}, nil
+	return &dataPlane{server: server, filters: filters, registry: reg}, nil
 }
 
 // shutdown stops serving, letting requests in flight finish.

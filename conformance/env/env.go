@@ -43,6 +43,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -94,8 +95,10 @@ type Env struct {
 
 	// Proxies are the replicas of the Gateway's data plane.
 	Proxies []*Proxy
-	// Controller is the controller process; nil when --controller=false.
+	// Controller is the controller process.
 	Controller *Process
+	// StreamURL is the controller's config stream, which the proxies read.
+	StreamURL string
 
 	Issuer  *Issuer
 	Backend *Backend
@@ -104,9 +107,15 @@ type Env struct {
 	// LogDir holds the processes' logs.
 	LogDir string
 
-	kube     *testkube.Env
-	scratch  string
-	progress io.Writer
+	// RESTConfig reaches the API server as an administrator.
+	RESTConfig *rest.Config
+
+	kube       *testkube.Env
+	scratch    string
+	progress   io.Writer
+	binary     string // the toolgate binary
+	sessionKey string // the proxies' $TOOLGATE_SESSION_KEY setting
+	tlsDir     string // the suite Gateway's client certificate files
 }
 
 // Proxy is one `toolgate proxy` replica.
@@ -162,26 +171,13 @@ func Start(ctx context.Context, f *Flags, progress io.Writer) (_ *Env, err error
 	if err := e.createGateway(ctx); err != nil {
 		return nil, err
 	}
-	if f.Controller {
-		e.logf("starting toolgate controller")
-		e.Controller, err = startProcess("controller", e.LogDir, binary, []string{
-			"controller",
-			"--kubeconfig", e.KubeconfigPath,
-			"--leader-elect=false",
-			"--metrics-address", "0",
-			"--health-address", "0",
-			"--redis-url", e.Redis.URL,
-			"--proxy-replicas", strconv.Itoa(len(proxyIPs)),
-			"--proxy-service-type", string(corev1.ServiceTypeClusterIP),
-		}, nil)
-		if err != nil {
-			return nil, err
-		}
+	if err := e.startController(ctx, binary); err != nil {
+		return nil, err
 	}
 	if err := e.startProxies(ctx, binary); err != nil {
 		return nil, err
 	}
-	if e.kube != nil && f.Controller {
+	if e.kube != nil {
 		if err := e.reportDataPlaneAvailable(ctx); err != nil {
 			// Not fatal: the Gateway then stays Programmed=False, which the
 			// status spec reports with the controller's own message.
@@ -230,6 +226,7 @@ func (e *Env) startKube(ctx context.Context, kubeconfig string) error {
 			return err
 		}
 		e.KubeconfigPath, e.KubectlPath = e.kube.KubeconfigPath, e.kube.KubectlPath
+		e.RESTConfig = e.kube.Config
 		e.Client, err = client.New(e.kube.Config, client.Options{Scheme: scheme})
 		return err
 	}
@@ -238,7 +235,7 @@ func (e *Env) startKube(ctx context.Context, kubeconfig string) error {
 	if err != nil {
 		return fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 	}
-	e.KubeconfigPath = kubeconfig
+	e.KubeconfigPath, e.RESTConfig = kubeconfig, cfg
 	if e.KubectlPath, err = exec.LookPath("kubectl"); err != nil {
 		if dir, assetsErr := testkube.AssetsDir(); assetsErr == nil {
 			e.KubectlPath, err = filepath.Join(dir, "kubectl"), nil
@@ -331,60 +328,92 @@ func (e *Env) startProxies(ctx context.Context, binary string) error {
 	if _, err := rand.Read(key); err != nil {
 		return err
 	}
-	sessionKey := "TOOLGATE_SESSION_KEY=" + base64.StdEncoding.EncodeToString(key)
-	for i, ip := range proxyIPs {
-		adminPort, err := freePortOn([]string{"127.0.0.1"})
-		if err != nil {
-			return err
-		}
-		name := "proxy-" + string(rune('a'+i))
-		e.logf("starting toolgate proxy %s on %s", name, ip)
-		admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
-		args := []string{
-			"proxy",
-			"--gateway", e.Gateway.String(),
-			"--kubeconfig", e.KubeconfigPath,
-			"--admin-address", admin,
-			"--listen-address", ip,
-			"--redis-url", e.Redis.URL,
-			"--store-timeout", storeTimeout,
-		}
-		if backend := net.ParseIP(e.Backend.IP); backend != nil && backend.IsLoopback() {
-			// The backend is named mcp-backend.localhost (EndpointSliceFor),
-			// which a proxy refuses unless told it runs beside its backends.
-			args = append(args, "--dev-localhost-endpoints")
-		}
-		p, err := startProcess(name, e.LogDir, binary, args, []string{sessionKey})
-		if err != nil {
-			return err
-		}
-		e.Proxies = append(e.Proxies, &Proxy{
-			Process:  p,
-			URL:      "http://" + net.JoinHostPort(ip, strconv.Itoa(e.ListenerPort)),
-			AdminURL: "http://" + admin,
-		})
+	e.binary = binary
+	e.sessionKey = "TOOLGATE_SESSION_KEY=" + base64.StdEncoding.EncodeToString(key)
+	tlsDir, err := e.ConfigClientFiles(ctx, e.Gateway)
+	if err != nil {
+		return err
 	}
-	deadline := time.Now().Add(startTimeout)
+	e.tlsDir = tlsDir
+	for i, ip := range proxyIPs {
+		p, err := e.launchProxy("proxy-"+string(rune('a'+i)), ip)
+		if err != nil {
+			return err
+		}
+		e.Proxies = append(e.Proxies, p)
+	}
 	for _, p := range e.Proxies {
-		for {
-			if err := p.errExited(); err != nil {
-				return err
-			}
-			if e.Controller != nil {
-				if err := e.Controller.errExited(); err != nil {
-					return err
-				}
-			}
-			if p.serving(ctx) {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s is not ready and serving %s after %s; its output:\n%s", p.Name, p.URL, startTimeout, p.LogSince(0, 8<<10))
-			}
-			time.Sleep(100 * time.Millisecond)
+		if err := e.waitServing(ctx, p); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// StartExtraProxy starts one more proxy of the suite's Gateway on ip (a
+// loopback address), beside Proxies, and waits until it serves. The
+// caller stops it.
+func (e *Env) StartExtraProxy(ctx context.Context, name, ip string) (*Proxy, error) {
+	p, err := e.launchProxy(name, ip)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.waitServing(ctx, p); err != nil {
+		_ = p.Stop(stopGrace)
+		return nil, err
+	}
+	return p, nil
+}
+
+// launchProxy starts a proxy of the suite's Gateway that binds ip. It has
+// no kubeconfig: its configuration comes from the controller's stream,
+// authenticated by the client certificate the controller provisioned.
+func (e *Env) launchProxy(name, ip string) (*Proxy, error) {
+	adminPort, err := freePortOn([]string{"127.0.0.1"})
+	if err != nil {
+		return nil, err
+	}
+	e.logf("starting toolgate proxy %s on %s", name, ip)
+	admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
+	args := []string{
+		"proxy",
+		"--gateway", e.Gateway.String(),
+		"--controller", e.StreamURL,
+		"--controller-tls-dir", e.tlsDir,
+		"--admin-address", admin,
+		"--listen-address", ip,
+		"--redis-url", e.Redis.URL,
+		"--store-timeout", storeTimeout,
+	}
+	p, err := startProcess(name, e.LogDir, e.binary, args, []string{e.sessionKey})
+	if err != nil {
+		return nil, err
+	}
+	return &Proxy{
+		Process:  p,
+		URL:      "http://" + net.JoinHostPort(ip, strconv.Itoa(e.ListenerPort)),
+		AdminURL: "http://" + admin,
+	}, nil
+}
+
+// waitServing waits until p is ready and its listener answers.
+func (e *Env) waitServing(ctx context.Context, p *Proxy) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if err := p.errExited(); err != nil {
+			return err
+		}
+		if err := e.Controller.errExited(); err != nil {
+			return err
+		}
+		if p.serving(ctx) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s is not ready and serving %s after %s; its output:\n%s", p.Name, p.URL, startTimeout, p.LogSince(0, 8<<10))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // serving reports whether the proxy is ready and its listener answers.

@@ -12,9 +12,6 @@ type Flags struct {
 	// suite cannot stop a Redis it did not start, so the Redis outage spec
 	// needs the suite's own.
 	RedisURL string
-	// Controller runs `toolgate controller`. Turn it off when the cluster
-	// already runs toolgate's controller.
-	Controller bool
 	// BackendAddress is the IP the MCP backend listens on; empty means
 	// 127.0.0.1 (see EndpointSliceFor).
 	BackendAddress string
@@ -37,7 +34,6 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	f.kubeconfig.Usage = "kubeconfig of an existing cluster with the Gateway API and toolgate CRDs installed; empty starts kube-apiserver and etcd through envtest ($KUBEBUILDER_ASSETS)"
 	fs.StringVar(&f.ToolgateBinary, "toolgate-binary", "", "toolgate binary to run; empty builds ./cmd/toolgate from this checkout")
 	fs.StringVar(&f.RedisURL, "redis-url", "", "Redis the proxies share buckets through; empty starts redis-server on a free loopback port (needed by the Redis outage spec)")
-	fs.BoolVar(&f.Controller, "controller", true, "run `toolgate controller`; set false when the cluster already runs it")
 	fs.StringVar(&f.BackendAddress, "backend-address", "", "IP address the MCP backend listens on, which its EndpointSlice points at; empty means 127.0.0.1, named in the slice as mcp-backend.localhost (the API server refuses loopback IPs in EndpointSlices). Give a routable address to run against a real cluster")
 	fs.StringVar(&f.LogDir, "log-dir", "", "folder for the processes' logs; empty uses a temporary folder, kept only when a spec fails")
 	return f

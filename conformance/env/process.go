@@ -25,6 +25,12 @@ type Process struct {
 	logPath string
 	logFile *os.File
 
+	binary         string
+	args, extraEnv []string
+
+	closeLog sync.Once // Stop may be called again on a stopped process
+	closeErr error
+
 	done chan struct{}
 	mu   sync.Mutex
 	err  error // the exit status, once done is closed
@@ -33,8 +39,17 @@ type Process struct {
 // startProcess starts binary with args and extra environment variables,
 // writing its output to <logDir>/<name>.log.
 func startProcess(name, logDir, binary string, args, extraEnv []string) (*Process, error) {
-	logPath := filepath.Join(logDir, name+".log")
-	logFile, err := os.Create(logPath)
+	return launch(name, filepath.Join(logDir, name+".log"), os.O_TRUNC, binary, args, extraEnv)
+}
+
+// restart starts a stopped process again with the same command, appending
+// to its log.
+func (p *Process) restart() (*Process, error) {
+	return launch(p.Name, p.logPath, os.O_APPEND, p.binary, p.args, p.extraEnv)
+}
+
+func launch(name, logPath string, mode int, binary string, args, extraEnv []string) (*Process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|mode, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create the log of %s: %w", name, err)
 	}
@@ -47,7 +62,10 @@ func startProcess(name, logDir, binary string, args, extraEnv []string) (*Proces
 		_ = logFile.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", name, binary, err)
 	}
-	p := &Process{Name: name, cmd: cmd, logPath: logPath, logFile: logFile, done: make(chan struct{})}
+	p := &Process{
+		Name: name, cmd: cmd, logPath: logPath, logFile: logFile, done: make(chan struct{}),
+		binary: binary, args: args, extraEnv: extraEnv,
+	}
 	go func() {
 		err := cmd.Wait()
 		p.mu.Lock()
@@ -82,8 +100,12 @@ func (p *Process) Stop(grace time.Duration) error {
 			<-p.done
 		}
 	}
-	return p.logFile.Close()
+	p.closeLog.Do(func() { p.closeErr = p.logFile.Close() })
+	return p.closeErr
 }
+
+// Args are the command-line arguments the process was started with.
+func (p *Process) Args() []string { return p.args }
 
 // LogPath is the file holding the process's output.
 func (p *Process) LogPath() string { return p.logPath }

@@ -36,9 +36,6 @@ type ResourceNames struct {
 	// the Gateway's namespace: toolgate-<gateway name>, shortened with a
 	// hash when it would not be a valid Service name.
 	Name string
-	// ClusterRoleBinding is the name of the proxies' ClusterRoleBinding,
-	// unique across namespaces: toolgate-<namespace>-<name>-<hash>.
-	ClusterRoleBinding string
 	// Labels are on every object and select the proxy pods.
 	Labels map[string]string
 }
@@ -50,9 +47,8 @@ func Names(gw *gwv1.Gateway) ResourceNames {
 
 func namesOf(gw types.NamespacedName) ResourceNames {
 	return ResourceNames{
-		Gateway:            gw,
-		Name:               boundedName("toolgate-"+gw.Name, gw.Name, false),
-		ClusterRoleBinding: boundedName("toolgate-"+gw.Namespace+"-"+gw.Name, gw.String(), true),
+		Gateway: gw,
+		Name:    boundedName("toolgate-"+gw.Name, gw.Name),
 		Labels: map[string]string{
 			LabelName:             ProxyName,
 			LabelManagedBy:        ManagedBy,
@@ -63,11 +59,11 @@ func namesOf(gw types.NamespacedName) ResourceNames {
 }
 
 // boundedName turns name into a DNS label of at most 63 characters. When
-// name had to change (dots, length), or always is set, a hash of key is
-// appended so that different keys keep different names.
-func boundedName(name, key string, always bool) string {
+// name had to change (dots, length), a hash of key is appended so that
+// different keys keep different names.
+func boundedName(name, key string) string {
 	clean := strings.ReplaceAll(strings.ToLower(name), ".", "-")
-	if clean == name && len(name) <= maxName && !always {
+	if clean == name && len(name) <= maxName {
 		return name
 	}
 	suffix := "-" + shortHash(key)

@@ -2,6 +2,8 @@ package provision
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"maps"
 	"slices"
 	"strconv"
@@ -9,7 +11,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -33,10 +34,20 @@ const (
 	RedisPasswordEnv = "TOOLGATE_REDIS_PASSWORD"
 	// ContainerName is the name of the proxy container.
 	ContainerName = "proxy"
+	// ConfigTLSDir is where the proxy finds the client certificate Secret
+	// (ConfigClientSecretName) it authenticates to the controller's
+	// configuration stream with: tls.crt, tls.key and ca.crt.
+	ConfigTLSDir = "/etc/toolgate/config"
+	// AnnotationCAHash, on the pod template, is a hash of the CA
+	// certificate that issued the proxies' client certificates.
+	AnnotationCAHash = "toolgate.dev/config-ca-hash"
 	// proxyUser is the unprivileged user the proxy runs as (distroless's
 	// nonroot).
 	proxyUser int64 = 65532
 )
+
+// configVolume is the pod's volume of the client certificate Secret.
+const configVolume = "config"
 
 // gatewayKind identifies the owner of the namespaced objects.
 var gatewayKind = schema.GroupVersion(gwv1.GroupVersion).WithKind("Gateway")
@@ -54,11 +65,14 @@ func objectMeta(gw *gwv1.Gateway, n ResourceNames) metav1.ObjectMeta {
 	}
 }
 
-// ServiceAccount is the identity of gw's proxies.
+// ServiceAccount is the identity of gw's proxies. It is bound to no role:
+// the proxies have no use for the Kubernetes API, since the controller
+// pushes them their configuration, so no token of it is mounted either.
 func ServiceAccount(gw *gwv1.Gateway) *corev1.ServiceAccount {
 	return &corev1.ServiceAccount{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
-		ObjectMeta: objectMeta(gw, Names(gw)),
+		TypeMeta:                     metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta:                   objectMeta(gw, Names(gw)),
+		AutomountServiceAccountToken: ptr.To(false),
 	}
 }
 
@@ -91,18 +105,33 @@ func listenerPorts(gw *gwv1.Gateway) []listenerPort {
 	return out
 }
 
-// Deployment runs gw's proxies: `toolgate proxy --gateway NAMESPACE/NAME`,
-// with the Redis of p (--redis-url, or --redis-addrs and --redis-master-name)
-// and its password, unprivileged and with a read-only root file system. The
-// proxy binds the listener ports itself; the pod lets an unprivileged
+// Deployment runs gw's proxies: `toolgate proxy --gateway NAMESPACE/NAME
+// --controller URL --controller-tls-dir DIR`, with the Redis of p
+// (--redis-url, or --redis-addrs and --redis-master-name) and its password,
+// unprivileged and with a read-only root file system.
+//
+// The proxies have no Kubernetes API access: no service account token is
+// mounted. They fetch their configuration from p.ControllerURL with the
+// client certificate of the Secret ConfigClientSecretName, mounted at
+// ConfigTLSDir, and get the session key and the Redis password from Secrets
+// through the kubelet (environment variables). caCertPEM is the certificate
+// of the CA that issued the client certificate: its hash, in the pod
+// template's annotation AnnotationCAHash, rolls the proxies when the CA
+// changes, since every client certificate changes with it and new pods
+// mount the re-issued one at once instead of waiting for the kubelet to
+// refresh the mounted files. A renewed certificate of the same CA needs no
+// restart: the proxy reads the files again for each connection.
+//
+// The proxy binds the listener ports itself; the pod lets an unprivileged
 // process bind ports below 1024 through the namespaced sysctl
 // net.ipv4.ip_unprivileged_port_start, which Kubernetes counts as safe,
 // rather than granting NET_BIND_SERVICE.
-func Deployment(gw *gwv1.Gateway, p Params) *appsv1.Deployment {
+func Deployment(gw *gwv1.Gateway, p Params, caCertPEM []byte) *appsv1.Deployment {
 	p = p.WithDefaults()
 	n := Names(gw)
 
-	args := []string{"proxy", "--gateway", n.Gateway.String()}
+	args := []string{"proxy", "--gateway", n.Gateway.String(),
+		"--controller", p.ControllerURL, "--controller-tls-dir", ConfigTLSDir}
 	if p.RedisURL != "" {
 		args = append(args, "--redis-url", p.RedisURL)
 	}
@@ -160,6 +189,7 @@ func Deployment(gw *gwv1.Gateway, p Params) *appsv1.Deployment {
 					Labels: maps.Clone(n.Labels),
 					Annotations: map[string]string{
 						AnnotationGateway:      n.Gateway.String(),
+						AnnotationCAHash:       caHash(caCertPEM),
 						"prometheus.io/scrape": "true",
 						"prometheus.io/port":   strconv.Itoa(int(AdminPort)),
 						"prometheus.io/path":   "/metrics",
@@ -167,11 +197,14 @@ func Deployment(gw *gwv1.Gateway, p Params) *appsv1.Deployment {
 				},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:           n.Name,
-					AutomountServiceAccountToken: ptr.To(true),
+					AutomountServiceAccountToken: ptr.To(false),
 					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To(proxyUser),
-						RunAsGroup:     ptr.To(proxyUser),
+						RunAsNonRoot: ptr.To(true),
+						RunAsUser:    ptr.To(proxyUser),
+						RunAsGroup:   ptr.To(proxyUser),
+						// The mounted Secret's files belong to root and
+						// this group, readable by the group only.
+						FSGroup:        ptr.To(proxyUser),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 						Sysctls:        []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}},
 					},
@@ -195,12 +228,24 @@ func Deployment(gw *gwv1.Gateway, p Params) *appsv1.Deployment {
 							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 						},
-						VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "tmp", MountPath: "/tmp"},
+							{Name: configVolume, MountPath: ConfigTLSDir, ReadOnly: true},
+						},
 					}},
-					Volumes: []corev1.Volume{{
-						Name:         "tmp",
-						VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
-					}},
+					Volumes: []corev1.Volume{
+						{
+							Name:         "tmp",
+							VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+						},
+						{
+							Name: configVolume,
+							VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+								SecretName:  ConfigClientSecretName(gw),
+								DefaultMode: ptr.To[int32](0o440),
+							}},
+						},
+					},
 				},
 			},
 		},
@@ -232,22 +277,8 @@ func Service(gw *gwv1.Gateway, p Params) *corev1.Service {
 	}
 }
 
-// ClusterRoleBinding grants gw's ServiceAccount the ClusterRole
-// ClusterRoleName. A cluster-scoped object cannot be owned by a namespaced
-// Gateway, so it carries the Gateway's labels and annotation instead, and
-// Provisioner.Cleanup deletes it once the Gateway is gone.
-func ClusterRoleBinding(gw *gwv1.Gateway) *rbacv1.ClusterRoleBinding {
-	n := Names(gw)
-	return &rbacv1.ClusterRoleBinding{
-		TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        n.ClusterRoleBinding,
-			Labels:      maps.Clone(n.Labels),
-			Annotations: map[string]string{AnnotationGateway: n.Gateway.String()},
-		},
-		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ClusterRoleName},
-		Subjects: []rbacv1.Subject{{
-			Kind: rbacv1.ServiceAccountKind, Name: n.Name, Namespace: gw.Namespace,
-		}},
-	}
+// caHash identifies a CA certificate in a pod template annotation.
+func caHash(certPEM []byte) string {
+	sum := sha256.Sum256(certPEM)
+	return hex.EncodeToString(sum[:])[:16]
 }

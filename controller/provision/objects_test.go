@@ -8,7 +8,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -35,6 +34,16 @@ func testGateway() *gwv1.Gateway {
 	}
 }
 
+// testControllerURL is where the proxies of the tests reach the controller.
+const testControllerURL = "https://toolgate-controller.toolgate-system.svc:9443"
+
+// testParams are the least parameters a Gateway is provisioned with.
+var testParams = Params{ControllerURL: testControllerURL}
+
+// testCAPEM stands for the certificate of the CA that issues the proxies'
+// client certificates: the builders only hash it.
+var testCAPEM = []byte("-----BEGIN CERTIFICATE-----\ntest CA\n-----END CERTIFICATE-----\n")
+
 func wantOwner() []metav1.OwnerReference {
 	return []metav1.OwnerReference{{
 		APIVersion: "gateway.networking.k8s.io/v1", Kind: "Gateway", Name: "web", UID: "gw-uid",
@@ -44,15 +53,21 @@ func wantOwner() []metav1.OwnerReference {
 
 func TestNamespacedObjectsAreOwnedByTheGateway(t *testing.T) {
 	gw := testGateway()
-	objects := map[string]metav1.Object{
-		"Deployment":     Deployment(gw, Params{}),
-		"Service":        Service(gw, Params{}),
-		"ServiceAccount": ServiceAccount(gw),
+	objects := []struct {
+		kind     string
+		o        metav1.Object
+		wantName string
+	}{
+		{"Deployment", Deployment(gw, testParams, testCAPEM), "toolgate-web"},
+		{"Service", Service(gw, testParams), "toolgate-web"},
+		{"ServiceAccount", ServiceAccount(gw), "toolgate-web"},
+		{"client certificate Secret", ConfigClientSecret(gw, []byte("ca"), []byte("crt"), []byte("key")), "toolgate-web-config"},
 	}
-	for kind, o := range objects {
+	for _, tt := range objects {
+		kind, o := tt.kind, tt.o
 		t.Run(kind, func(t *testing.T) {
-			if o.GetNamespace() != "team-a" || o.GetName() != "toolgate-web" {
-				t.Errorf("%s is %s/%s, want team-a/toolgate-web", kind, o.GetNamespace(), o.GetName())
+			if o.GetNamespace() != "team-a" || o.GetName() != tt.wantName {
+				t.Errorf("%s is %s/%s, want team-a/%s", kind, o.GetNamespace(), o.GetName(), tt.wantName)
 			}
 			if diff := cmp.Diff(wantOwner(), o.GetOwnerReferences()); diff != "" {
 				t.Errorf("owner references (-want +got):\n%s", diff)
@@ -75,6 +90,12 @@ func proxyContainer(t *testing.T, d *appsv1.Deployment) corev1.Container {
 	return d.Spec.Template.Spec.Containers[0]
 }
 
+// proxyArgs are the arguments of the proxy of testGateway, provisioned with
+// testControllerURL, followed by more.
+func proxyArgs(more ...string) []string {
+	return append([]string{"proxy", "--gateway", "team-a/web", "--controller", testControllerURL, "--controller-tls-dir", "/etc/toolgate/config"}, more...)
+}
+
 func TestDeploymentArguments(t *testing.T) {
 	secret := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis-auth"}, Key: "password"}
 	tests := []struct {
@@ -86,17 +107,17 @@ func TestDeploymentArguments(t *testing.T) {
 		{
 			name:     "the proxy serves its Gateway",
 			params:   Params{},
-			wantArgs: []string{"proxy", "--gateway", "team-a/web"},
+			wantArgs: proxyArgs(),
 		},
 		{
 			name:     "a Redis URL is passed as a flag",
 			params:   Params{RedisURL: "redis://redis.toolgate-system:6379"},
-			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-url", "redis://redis.toolgate-system:6379"},
+			wantArgs: proxyArgs("--redis-url", "redis://redis.toolgate-system:6379"),
 		},
 		{
 			name:     "the Redis password comes from the Secret through the environment",
 			params:   Params{RedisURL: "redis://r:6379", RedisPasswordSecret: secret},
-			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-url", "redis://r:6379"},
+			wantArgs: proxyArgs("--redis-url", "redis://r:6379"),
 			wantEnv: []corev1.EnvVar{{
 				Name:      "TOOLGATE_REDIS_PASSWORD",
 				ValueFrom: &corev1.EnvVarSource{SecretKeyRef: secret},
@@ -105,12 +126,12 @@ func TestDeploymentArguments(t *testing.T) {
 		{
 			name:     "Cluster addresses are passed as one comma-separated flag",
 			params:   Params{RedisAddrs: []string{"redis-0.redis:6379", "redis-1.redis:6379"}},
-			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-addrs", "redis-0.redis:6379,redis-1.redis:6379"},
+			wantArgs: proxyArgs("--redis-addrs", "redis-0.redis:6379,redis-1.redis:6379"),
 		},
 		{
 			name:     "Sentinel addresses come with the master name and the password from the Secret",
 			params:   Params{RedisAddrs: []string{"sentinel-0:26379", "sentinel-1:26379"}, RedisMasterName: "mymaster", RedisPasswordSecret: secret},
-			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-addrs", "sentinel-0:26379,sentinel-1:26379", "--redis-master-name", "mymaster"},
+			wantArgs: proxyArgs("--redis-addrs", "sentinel-0:26379,sentinel-1:26379", "--redis-master-name", "mymaster"),
 			wantEnv: []corev1.EnvVar{{
 				Name:      "TOOLGATE_REDIS_PASSWORD",
 				ValueFrom: &corev1.EnvVarSource{SecretKeyRef: secret},
@@ -119,7 +140,7 @@ func TestDeploymentArguments(t *testing.T) {
 		{
 			name:     "extra arguments come last",
 			params:   Params{RedisURL: "redis://r:6379", ExtraArgs: []string{"--log-level", "debug"}},
-			wantArgs: []string{"proxy", "--gateway", "team-a/web", "--redis-url", "redis://r:6379", "--log-level", "debug"},
+			wantArgs: proxyArgs("--redis-url", "redis://r:6379", "--log-level", "debug"),
 		},
 	}
 	sessionKey := corev1.EnvVar{
@@ -131,7 +152,8 @@ func TestDeploymentArguments(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.wantEnv = append([]corev1.EnvVar{sessionKey}, tt.wantEnv...)
-			c := proxyContainer(t, Deployment(testGateway(), tt.params))
+			tt.params.ControllerURL = testControllerURL
+			c := proxyContainer(t, Deployment(testGateway(), tt.params, testCAPEM))
 			if diff := cmp.Diff(tt.wantArgs, c.Args); diff != "" {
 				t.Errorf("args (-want +got):\n%s", diff)
 			}
@@ -164,7 +186,7 @@ func TestDeploymentParams(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Deployment(testGateway(), tt.params)
+			d := Deployment(testGateway(), tt.params, testCAPEM)
 			c := proxyContainer(t, d)
 			if c.Image != tt.wantImage || c.ImagePullPolicy != tt.wantPolicy {
 				t.Errorf("image %q pull %q, want %q pull %q", c.Image, c.ImagePullPolicy, tt.wantImage, tt.wantPolicy)
@@ -178,7 +200,7 @@ func TestDeploymentParams(t *testing.T) {
 
 func TestDeploymentPodShape(t *testing.T) {
 	gw := testGateway()
-	d := Deployment(gw, Params{})
+	d := Deployment(gw, testParams, testCAPEM)
 	pod := d.Spec.Template.Spec
 	c := proxyContainer(t, d)
 	labels := Names(gw).Labels
@@ -259,17 +281,86 @@ func TestDeploymentPodShape(t *testing.T) {
 			t.Errorf("requests = %v, want CPU and memory", r)
 		}
 	})
-	t.Run("a writable /tmp is mounted", func(t *testing.T) {
-		if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/tmp" || len(pod.Volumes) != 1 || pod.Volumes[0].EmptyDir == nil {
-			t.Errorf("mounts %+v volumes %+v, want an emptyDir on /tmp", c.VolumeMounts, pod.Volumes)
+	t.Run("a writable /tmp and the client certificate, read-only, are mounted", func(t *testing.T) {
+		wantMounts := []corev1.VolumeMount{
+			{Name: "tmp", MountPath: "/tmp"},
+			{Name: "config", MountPath: "/etc/toolgate/config", ReadOnly: true},
+		}
+		if diff := cmp.Diff(wantMounts, c.VolumeMounts); diff != "" {
+			t.Errorf("mounts (-want +got):\n%s", diff)
+		}
+		wantVolumes := []corev1.Volume{
+			{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "config", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: "toolgate-web-config", DefaultMode: ptr.To[int32](0o440),
+			}}},
+		}
+		if diff := cmp.Diff(wantVolumes, pod.Volumes); diff != "" {
+			t.Errorf("volumes (-want +got):\n%s", diff)
 		}
 	})
+	t.Run("the proxy's group may read the client certificate's files", func(t *testing.T) {
+		psc := pod.SecurityContext
+		if ptr.Deref(psc.FSGroup, 0) != 65532 || ptr.Deref(psc.RunAsGroup, 0) != 65532 {
+			t.Errorf("fsGroup %v runAsGroup %v, want both 65532: the Secret's files are readable by their group only", psc.FSGroup, psc.RunAsGroup)
+		}
+	})
+	t.Run("no service account token is mounted", func(t *testing.T) {
+		if ptr.Deref(pod.AutomountServiceAccountToken, true) {
+			t.Error("automountServiceAccountToken is not false: the proxies have no use for the Kubernetes API")
+		}
+		for _, m := range c.VolumeMounts {
+			if strings.HasPrefix(m.MountPath, "/var/run/secrets/kubernetes.io") {
+				t.Errorf("mount %+v carries Kubernetes credentials", m)
+			}
+		}
+		for _, v := range pod.Volumes {
+			if v.Projected != nil {
+				t.Errorf("volume %+v is projected: no token may reach the proxies", v)
+			}
+		}
+	})
+}
+
+func TestServiceAccountMountsNoToken(t *testing.T) {
+	sa := ServiceAccount(testGateway())
+	if ptr.Deref(sa.AutomountServiceAccountToken, true) {
+		t.Error("automountServiceAccountToken is not false")
+	}
+}
+
+func TestDeploymentRollsWithTheCA(t *testing.T) {
+	gw := testGateway()
+	hash := func(caPEM []byte) string {
+		return Deployment(gw, testParams, caPEM).Spec.Template.Annotations[AnnotationCAHash]
+	}
+	first, again, other := hash(testCAPEM), hash(testCAPEM), hash([]byte("another CA"))
+	if first == "" {
+		t.Fatalf("the pod template has no %s annotation", AnnotationCAHash)
+	}
+	if first != again {
+		t.Errorf("one CA gives two hashes, %q and %q: the proxies would roll for nothing", first, again)
+	}
+	if first == other {
+		t.Errorf("two CAs give one hash %q: a new CA would not roll the proxies", first)
+	}
+}
+
+func TestConfigClientSecret(t *testing.T) {
+	s := ConfigClientSecret(testGateway(), []byte("ca"), []byte("crt"), []byte("key"))
+	if s.Type != corev1.SecretTypeTLS {
+		t.Errorf("type = %s, want kubernetes.io/tls", s.Type)
+	}
+	want := map[string][]byte{"tls.crt": []byte("crt"), "tls.key": []byte("key"), "ca.crt": []byte("ca")}
+	if diff := cmp.Diff(want, s.Data); diff != "" {
+		t.Errorf("data (-want +got):\n%s", diff)
+	}
 }
 
 func TestDeploymentSkipsAListenerOnTheAdminPort(t *testing.T) {
 	gw := testGateway()
 	gw.Spec.Listeners = []gwv1.Listener{{Name: "odd", Protocol: gwv1.HTTPProtocolType, Port: 9901}}
-	c := proxyContainer(t, Deployment(gw, Params{}))
+	c := proxyContainer(t, Deployment(gw, testParams, testCAPEM))
 	want := []corev1.ContainerPort{{Name: "admin", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}}
 	if diff := cmp.Diff(want, c.Ports); diff != "" {
 		t.Errorf("ports (-want +got):\n%s", diff)
@@ -331,71 +422,10 @@ func TestService(t *testing.T) {
 	}
 }
 
-func TestClusterRoleBinding(t *testing.T) {
-	gw := testGateway()
-	crb := ClusterRoleBinding(gw)
-	n := Names(gw)
-	if crb.Name != n.ClusterRoleBinding || crb.Namespace != "" {
-		t.Errorf("name = %q in namespace %q, want %q, cluster-scoped", crb.Name, crb.Namespace, n.ClusterRoleBinding)
-	}
-	if len(crb.OwnerReferences) != 0 {
-		t.Errorf("owner references = %v, want none: a namespaced Gateway cannot own a cluster-scoped object", crb.OwnerReferences)
-	}
-	wantRef := rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "toolgate-proxy"}
-	if diff := cmp.Diff(wantRef, crb.RoleRef); diff != "" {
-		t.Errorf("roleRef (-want +got):\n%s", diff)
-	}
-	wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "toolgate-web", Namespace: "team-a"}}
-	if diff := cmp.Diff(wantSubjects, crb.Subjects); diff != "" {
-		t.Errorf("subjects (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(n.Labels, crb.Labels); diff != "" {
-		t.Errorf("labels (-want +got):\n%s", diff)
-	}
-	if crb.Annotations[AnnotationGateway] != "team-a/web" {
-		t.Errorf("annotations = %v, want the Gateway", crb.Annotations)
-	}
-}
-
-func TestClusterRoleIsReadOnly(t *testing.T) {
-	role := ClusterRole()
-	if role.Name != "toolgate-proxy" {
-		t.Errorf("name = %q, want toolgate-proxy", role.Name)
-	}
-	granted := map[string]bool{}
-	for _, rule := range role.Rules {
-		if !slices.Equal(rule.Verbs, []string{"get", "list", "watch"}) {
-			t.Errorf("rule %v grants %v, want get, list, watch only", rule.Resources, rule.Verbs)
-		}
-		if len(rule.ResourceNames) > 0 || len(rule.NonResourceURLs) > 0 {
-			t.Errorf("rule %v is narrowed or widened unexpectedly", rule)
-		}
-		for _, g := range rule.APIGroups {
-			for _, r := range rule.Resources {
-				granted[g+"/"+r] = true
-			}
-		}
-	}
-	want := []string{
-		"gateway.networking.k8s.io/gatewayclasses", "gateway.networking.k8s.io/gateways",
-		"gateway.networking.k8s.io/httproutes", "gateway.networking.k8s.io/referencegrants",
-		"toolgate.dev/mcpservers", "/services", "discovery.k8s.io/endpointslices",
-		"/secrets", "/namespaces", "/configmaps",
-	}
-	for _, w := range want {
-		if !granted[w] {
-			t.Errorf("the role does not grant %s", w)
-		}
-	}
-	if len(granted) != len(want) {
-		t.Errorf("the role grants %d resources, want %d", len(granted), len(want))
-	}
-}
-
 func TestApplyDocumentCarriesOnlyWhatToolgateSets(t *testing.T) {
-	p := New(nil, clientgoscheme.Scheme)
+	p := New(nil, clientgoscheme.Scheme, Options{})
 	gw := testGateway()
-	objects := []client.Object{Deployment(gw, Params{}), Service(gw, Params{}), ServiceAccount(gw), ClusterRoleBinding(gw), ClusterRole()}
+	objects := []client.Object{Deployment(gw, testParams, testCAPEM), Service(gw, testParams), ServiceAccount(gw)}
 	for _, o := range objects {
 		o.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{}) // the scheme fills it in
 		u, err := p.applyDocument(o)

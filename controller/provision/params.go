@@ -27,6 +27,11 @@ const (
 // flags, overridden per GatewayClass by the ConfigMap its parametersRef names
 // (see ParamsFromConfigMap). A zero field takes its default.
 type Params struct {
+	// ControllerURL is where the proxies reach the controller's
+	// configuration stream (https://...), passed to them as --controller.
+	// It is a setting of the controller, not of a GatewayClass: the
+	// ConfigMap cannot change it. Required: it has no default.
+	ControllerURL string
 	// Image is the toolgate image the proxies run; its entrypoint must be
 	// the toolgate binary. DefaultImage when empty.
 	Image string
@@ -105,10 +110,12 @@ var redisStoreKeys = []string{KeyRedisURL, KeyRedisAddrs, KeyRedisMasterName}
 // controllerFlagKeys map the proxy flags the controller sets to the key that
 // sets each of them; extraArgs may not hold them.
 var controllerFlagKeys = map[string]string{
-	"gateway":           "",
-	"redis-url":         KeyRedisURL,
-	"redis-addrs":       KeyRedisAddrs,
-	"redis-master-name": KeyRedisMasterName,
+	"gateway":            "",
+	"controller":         "",
+	"controller-tls-dir": "",
+	"redis-url":          KeyRedisURL,
+	"redis-addrs":        KeyRedisAddrs,
+	"redis-master-name":  KeyRedisMasterName,
 }
 
 // ParamsFromConfigMap overrides defaults with the keys of cm, the ConfigMap a

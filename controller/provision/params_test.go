@@ -21,6 +21,12 @@ func TestWithDefaults(t *testing.T) {
 			want: Params{Image: DefaultImage, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer},
 		},
 		{
+			name: "the controller URL is kept as is",
+			in:   Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443"},
+			want: Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443", Image: DefaultImage, Replicas: 1,
+				ServiceType: corev1.ServiceTypeLoadBalancer},
+		},
+		{
 			name: "set fields are kept",
 			in:   Params{Image: "example.com/tg:v1", Replicas: 3, ServiceType: corev1.ServiceTypeClusterIP, RedisURL: "redis://r:6379"},
 			want: Params{Image: "example.com/tg:v1", Replicas: 3, ServiceType: corev1.ServiceTypeClusterIP, RedisURL: "redis://r:6379"},
@@ -298,6 +304,28 @@ func TestParamsFromConfigMap(t *testing.T) {
 			name:     "a password Secret with an invalid key is an error",
 			cm:       cm(map[string]string{"redisPasswordSecret": "redis-auth/pass word"}),
 			wantErrs: []string{`key "redisPasswordSecret"`, `Secret key "pass word" is not valid`},
+		},
+		{
+			name:     "extra arguments may not set the controller URL",
+			cm:       cm(map[string]string{"extraArgs": "--controller https://elsewhere:9443"}),
+			wantErrs: []string{`key "extraArgs"`, "--controller is set by the controller: remove it"},
+		},
+		{
+			name:     "extra arguments may not set the client certificate directory",
+			cm:       cm(map[string]string{"extraArgs": "--controller-tls-dir=/tmp"}),
+			wantErrs: []string{`key "extraArgs"`, "--controller-tls-dir=/tmp is set by the controller: remove it"},
+		},
+		{
+			name:     "the controller URL is the controller's and no key sets it",
+			cm:       cm(map[string]string{"controllerURL": "https://elsewhere:9443"}),
+			wantErrs: []string{`key "controllerURL": unknown key`},
+		},
+		{
+			name:     "the controller URL of the controller's configuration is kept",
+			defaults: &Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443"},
+			cm:       cm(map[string]string{"replicas": "2"}),
+			want: Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443", Image: DefaultImage, Replicas: 2,
+				ServiceType: corev1.ServiceTypeLoadBalancer},
 		},
 		{
 			name:     "extra arguments may not set the Gateway",

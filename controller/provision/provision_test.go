@@ -1,12 +1,14 @@
 package provision_test
 
 import (
+	"crypto/tls"
 	"encoding/base64"
+	"time"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -15,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/toolgate/toolgate/controller/pki"
 	"github.com/toolgate/toolgate/controller/provision"
 )
 
@@ -69,8 +72,25 @@ func getService(gw *gwv1.Gateway) *corev1.Service {
 	return &s
 }
 
-func bindingKey(gw *gwv1.Gateway) types.NamespacedName {
-	return types.NamespacedName{Name: provision.Names(gw).ClusterRoleBinding}
+func configSecretKey(gw *gwv1.Gateway) types.NamespacedName {
+	return types.NamespacedName{Namespace: gw.Namespace, Name: provision.ConfigClientSecretName(gw)}
+}
+
+func getConfigSecret(gw *gwv1.Gateway) *corev1.Secret {
+	var s corev1.Secret
+	Expect(k8sClient.Get(ctx, configSecretKey(gw), &s)).To(Succeed())
+	return &s
+}
+
+func gatewayKey(gw *gwv1.Gateway) types.NamespacedName {
+	return types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+}
+
+// proxyArgs are the arguments of gw's proxy, provisioned with controllerURL,
+// followed by more.
+func proxyArgs(gw *gwv1.Gateway, more ...string) []string {
+	return append([]string{"proxy", "--gateway", gw.Namespace + "/" + gw.Name,
+		"--controller", controllerURL, "--controller-tls-dir", provision.ConfigTLSDir}, more...)
 }
 
 func ensure(gw *gwv1.Gateway, p provision.Params) provision.State {
@@ -103,13 +123,14 @@ func existingGateways() []types.NamespacedName {
 
 var _ = Describe("Ensure", func() {
 	redis := provision.Params{
-		RedisURL: "redis://redis.toolgate-system:6379",
+		ControllerURL: controllerURL,
+		RedisURL:      "redis://redis.toolgate-system:6379",
 		RedisPasswordSecret: &corev1.SecretKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "redis-auth"}, Key: "password",
 		},
 	}
 
-	It("creates the ServiceAccount, Deployment, Service and ClusterRoleBinding, owned by the Gateway", func() {
+	It("creates the ServiceAccount, Deployment and Service, owned by the Gateway, with no access to the Kubernetes API", func() {
 		gw := newGateway("web")
 		ensure(gw, redis)
 		names := provision.Names(gw)
@@ -119,6 +140,7 @@ var _ = Describe("Ensure", func() {
 		Expect(k8sClient.Get(ctx, dataPlaneKey(gw), &sa)).To(Succeed())
 		Expect(sa.OwnerReferences).To(ConsistOf(ownedBy(gw)))
 		Expect(sa.Labels).To(Equal(names.Labels))
+		Expect(sa.AutomountServiceAccountToken).To(HaveValue(BeFalse()))
 
 		By("the Deployment")
 		d := getDeployment(gw)
@@ -128,10 +150,17 @@ var _ = Describe("Ensure", func() {
 		Expect(d.Spec.Template.Labels).To(Equal(names.Labels))
 		pod := d.Spec.Template.Spec
 		Expect(pod.ServiceAccountName).To(Equal(names.Name))
+		Expect(pod.AutomountServiceAccountToken).To(HaveValue(BeFalse()))
 		Expect(pod.Containers).To(HaveLen(1))
 		c := pod.Containers[0]
 		Expect(c.Image).To(Equal(provision.DefaultImage))
-		Expect(c.Args).To(Equal([]string{"proxy", "--gateway", gw.Namespace + "/web", "--redis-url", "redis://redis.toolgate-system:6379"}))
+		Expect(c.Args).To(Equal(proxyArgs(gw, "--redis-url", "redis://redis.toolgate-system:6379")))
+		Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "config", MountPath: "/etc/toolgate/config", ReadOnly: true}))
+		Expect(pod.Volumes).To(ContainElement(corev1.Volume{Name: "config", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: provision.ConfigClientSecretName(gw), DefaultMode: ptr.To[int32](0o440),
+		}}}))
+		Expect(pod.SecurityContext.FSGroup).To(HaveValue(BeEquivalentTo(65532)))
+		Expect(d.Spec.Template.Annotations).To(HaveKey(provision.AnnotationCAHash))
 		Expect(c.Env).To(ConsistOf(corev1.EnvVar{
 			Name:      "TOOLGATE_REDIS_PASSWORD",
 			ValueFrom: &corev1.EnvVarSource{SecretKeyRef: redis.RedisPasswordSecret},
@@ -168,22 +197,8 @@ var _ = Describe("Ensure", func() {
 			Expect(svc.Spec.Ports[i].TargetPort).To(Equal(intstr.FromInt32(want.port)))
 		}
 
-		By("the ClusterRoleBinding, which no namespaced Gateway can own")
-		var crb rbacv1.ClusterRoleBinding
-		Expect(k8sClient.Get(ctx, bindingKey(gw), &crb)).To(Succeed())
-		Expect(crb.OwnerReferences).To(BeEmpty())
-		Expect(crb.Labels).To(Equal(names.Labels))
-		Expect(crb.Annotations).To(HaveKeyWithValue(provision.AnnotationGateway, gw.Namespace+"/web"))
-		Expect(crb.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "toolgate-proxy"}))
-		Expect(crb.Subjects).To(ConsistOf(rbacv1.Subject{Kind: "ServiceAccount", Name: names.Name, Namespace: gw.Namespace}))
-
-		By("the ClusterRole it binds")
-		var role rbacv1.ClusterRole
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "toolgate-proxy"}, &role)).To(Succeed())
-		Expect(role.Rules).To(Equal(provision.ClusterRole().Rules))
-
-		By("every object written by the toolgate-controller field manager")
-		for _, o := range []client.Object{&sa, d, svc, &crb} {
+		By("every applied object written by the toolgate-controller field manager")
+		for _, o := range []client.Object{&sa, d, svc} {
 			managers := []string{}
 			for _, m := range o.GetManagedFields() {
 				managers = append(managers, m.Manager+"/"+string(m.Operation))
@@ -192,16 +207,35 @@ var _ = Describe("Ensure", func() {
 		}
 	})
 
+	It("creates the client certificate Secret with a certificate the CA issued for the Gateway", func() {
+		gw := newGateway("certified")
+		ensure(gw, redis)
+		secret := getConfigSecret(gw)
+		Expect(secret.Name).To(Equal("toolgate-certified-config"))
+		Expect(secret.OwnerReferences).To(ConsistOf(ownedBy(gw)))
+		Expect(secret.Labels).To(Equal(provision.Names(gw).Labels))
+		Expect(secret.Annotations).To(HaveKeyWithValue(provision.AnnotationGateway, gw.Namespace+"/certified"))
+		Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
+		Expect(secret.Data).To(HaveLen(3))
+		Expect(secret.Data["ca.crt"]).To(Equal(ca.CertPEM()))
+		Expect(ca.ClientCertCurrent(secret.Data["tls.crt"], gatewayKey(gw), time.Now(), pki.ClientCertRenewBefore)).To(BeTrue(),
+			"tls.crt is not a current certificate of the CA for the Gateway")
+		Expect(ca.ClientCertCurrent(secret.Data["tls.crt"], types.NamespacedName{Namespace: gw.Namespace, Name: "other"}, time.Now(), 0)).To(BeFalse(),
+			"the certificate would do for another Gateway")
+		_, err := tls.X509KeyPair(secret.Data["tls.crt"], secret.Data["tls.key"])
+		Expect(err).NotTo(HaveOccurred(), "tls.key does not match tls.crt")
+	})
+
 	It("writes nothing when nothing changed", func() {
 		gw := newGateway("steady")
 		ensure(gw, redis)
-		var before [4]string
-		objects := func() [4]client.Object {
+		var before [5]string
+		objects := func() [5]client.Object {
 			var sa corev1.ServiceAccount
 			Expect(k8sClient.Get(ctx, dataPlaneKey(gw), &sa)).To(Succeed())
-			var crb rbacv1.ClusterRoleBinding
-			Expect(k8sClient.Get(ctx, bindingKey(gw), &crb)).To(Succeed())
-			return [4]client.Object{&sa, getDeployment(gw), getService(gw), &crb}
+			var session corev1.Secret
+			Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: provision.SessionKeySecretName(gw)}, &session)).To(Succeed())
+			return [5]client.Object{&sa, getDeployment(gw), getService(gw), getConfigSecret(gw), &session}
 		}
 		for i, o := range objects() {
 			before[i] = o.GetResourceVersion()
@@ -254,36 +288,39 @@ var _ = Describe("Ensure", func() {
 		d = getDeployment(gw)
 		Expect(d.Spec.Replicas).To(HaveValue(BeEquivalentTo(1)))
 		Expect(d.Spec.Template.Spec.Containers[0].Image).To(Equal(provision.DefaultImage))
-		Expect(d.Spec.Template.Spec.Containers[0].Args).To(Equal(
-			[]string{"proxy", "--gateway", gw.Namespace + "/edited", "--redis-url", "redis://redis.toolgate-system:6379"}))
+		Expect(d.Spec.Template.Spec.Containers[0].Args).To(Equal(proxyArgs(gw, "--redis-url", "redis://redis.toolgate-system:6379")))
 		Expect(d.Annotations).To(HaveKeyWithValue("example.com/owner", "team-a"))
 	})
 
-	It("recreates a deleted Service and a deleted ClusterRoleBinding", func() {
+	It("recreates a deleted Service and a deleted client certificate Secret", func() {
 		gw := newGateway("deleted")
-		ensure(gw, provision.Params{})
+		ensure(gw, defaultParams)
 		old := getService(gw)
+		oldSecret := getConfigSecret(gw)
 		Expect(k8sClient.Delete(ctx, old)).To(Succeed())
-		Expect(k8sClient.Delete(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: bindingKey(gw).Name}})).To(Succeed())
+		Expect(k8sClient.Delete(ctx, oldSecret)).To(Succeed())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, dataPlaneKey(gw), &corev1.Service{}))).To(BeTrue())
 
-		ensure(gw, provision.Params{})
+		ensure(gw, defaultParams)
 		svc := getService(gw)
 		Expect(svc.UID).NotTo(Equal(old.UID))
 		Expect(svc.OwnerReferences).To(ConsistOf(ownedBy(gw)))
 		Expect(svc.Spec.Ports).To(HaveLen(2))
-		Expect(k8sClient.Get(ctx, bindingKey(gw), &rbacv1.ClusterRoleBinding{})).To(Succeed())
+		secret := getConfigSecret(gw)
+		Expect(secret.UID).NotTo(Equal(oldSecret.UID))
+		Expect(secret.OwnerReferences).To(ConsistOf(ownedBy(gw)))
+		Expect(ca.ClientCertCurrent(secret.Data["tls.crt"], gatewayKey(gw), time.Now(), pki.ClientCertRenewBefore)).To(BeTrue())
 	})
 
 	It("follows changes of the listeners and of the Service type", func() {
 		gw := newGateway("changing")
-		ensure(gw, provision.Params{})
+		ensure(gw, defaultParams)
 		Expect(getService(gw).Spec.Ports[0].NodePort).NotTo(BeZero(), "a LoadBalancer Service has node ports")
 
 		gw.Spec.Listeners = gw.Spec.Listeners[:1]
 		gw.Spec.Listeners[0].Port = 8080
 		Expect(k8sClient.Update(ctx, gw)).To(Succeed())
-		st := ensure(gw, provision.Params{ServiceType: corev1.ServiceTypeClusterIP})
+		st := ensure(gw, provision.Params{ControllerURL: controllerURL, ServiceType: corev1.ServiceTypeClusterIP})
 
 		svc := getService(gw)
 		Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
@@ -300,7 +337,7 @@ var _ = Describe("Ensure", func() {
 
 	It("is Ready once the Deployment has an available replica", func() {
 		gw := newGateway("ready")
-		st := ensure(gw, provision.Params{})
+		st := ensure(gw, defaultParams)
 		Expect(st.Ready).To(BeFalse())
 		Expect(st.Message).To(ContainSubstring("no available replica"))
 
@@ -312,14 +349,14 @@ var _ = Describe("Ensure", func() {
 		}
 		Expect(k8sClient.Status().Update(ctx, d)).To(Succeed())
 
-		st = ensure(gw, provision.Params{})
+		st = ensure(gw, defaultParams)
 		Expect(st.Ready).To(BeTrue())
 		Expect(st.Message).NotTo(ContainSubstring("replica"))
 	})
 
 	It("takes the Gateway's addresses from the load balancer, and from the cluster IP while it is pending", func() {
 		gw := newGateway("addresses")
-		st := ensure(gw, provision.Params{})
+		st := ensure(gw, defaultParams)
 		svc := getService(gw)
 		Expect(svc.Spec.ClusterIP).NotTo(BeEmpty())
 		Expect(st.Addresses).To(ConsistOf(ipAddress(svc.Spec.ClusterIP)))
@@ -329,56 +366,25 @@ var _ = Describe("Ensure", func() {
 		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.10"}, {Hostname: "web.lb.example.com"}}
 		Expect(k8sClient.Status().Update(ctx, svc)).To(Succeed())
 
-		st = ensure(gw, provision.Params{})
+		st = ensure(gw, defaultParams)
 		Expect(st.Addresses).To(Equal([]gwv1.GatewayStatusAddress{ipAddress("203.0.113.10"), hostnameAddress("web.lb.example.com")}))
 		Expect(st.Message).NotTo(ContainSubstring("load balancer"))
 	})
 })
 
-var _ = Describe("EnsureClusterRole", func() {
-	It("repairs an edited ClusterRole", func() {
-		Expect(provisioner.EnsureClusterRole(ctx)).To(Succeed())
-		var role rbacv1.ClusterRole
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "toolgate-proxy"}, &role)).To(Succeed())
-		role.Rules = append(role.Rules[1:], rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"delete"}})
-		Expect(k8sClient.Update(ctx, &role, client.FieldOwner("kubectl-edit"))).To(Succeed())
-
-		Expect(provisioner.EnsureClusterRole(ctx)).To(Succeed())
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "toolgate-proxy"}, &role)).To(Succeed())
-		Expect(role.Rules).To(Equal(provision.ClusterRole().Rules))
-	})
-})
-
 var _ = Describe("Cleanup", func() {
-	It("removes the ClusterRoleBinding of a deleted Gateway and keeps the others", func() {
+	It("deletes nothing: the objects of a deleted Gateway are left to the garbage collector", func() {
 		gone, kept := newGateway("gone"), newGateway("kept")
-		ensure(gone, provision.Params{})
-		ensure(kept, provision.Params{})
+		ensure(gone, defaultParams)
+		ensure(kept, defaultParams)
 
-		// No garbage collector runs here: the namespaced objects of the
-		// deleted Gateway stay, and their owner references (checked when
-		// they are created) are what would remove them in a cluster.
+		// No garbage collector runs here: the objects of the deleted
+		// Gateway stay, and their owner references are what would remove
+		// them in a cluster.
 		Expect(k8sClient.Delete(ctx, gone)).To(Succeed())
+		Expect(provisioner.Cleanup(ctx, existingGateways())).To(Succeed())
 		Expect(getDeployment(gone).OwnerReferences).To(ConsistOf(ownedBy(gone)))
-
-		Expect(provisioner.Cleanup(ctx, existingGateways())).To(Succeed())
-		err := k8sClient.Get(ctx, bindingKey(gone), &rbacv1.ClusterRoleBinding{})
-		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the binding of the deleted Gateway is still there: %v", err)
-		Expect(k8sClient.Get(ctx, bindingKey(kept), &rbacv1.ClusterRoleBinding{})).To(Succeed())
-
-		By("running again with nothing to do")
-		Expect(provisioner.Cleanup(ctx, existingGateways())).To(Succeed())
-		Expect(k8sClient.Get(ctx, bindingKey(kept), &rbacv1.ClusterRoleBinding{})).To(Succeed())
-	})
-
-	It("leaves ClusterRoleBindings that toolgate did not make", func() {
-		other := &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "someone-elses-binding", Labels: map[string]string{"app.kubernetes.io/managed-by": "someone-else"}},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
-			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: "default"}},
-		}
-		Expect(k8sClient.Create(ctx, other)).To(Succeed())
-		Expect(provisioner.Cleanup(ctx, existingGateways())).To(Succeed())
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(other), &rbacv1.ClusterRoleBinding{})).To(Succeed())
+		Expect(getConfigSecret(gone).OwnerReferences).To(ConsistOf(ownedBy(gone)))
+		Expect(getDeployment(kept).OwnerReferences).To(ConsistOf(ownedBy(kept)))
 	})
 })

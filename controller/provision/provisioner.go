@@ -1,9 +1,12 @@
 // Package provision creates and keeps in shape the data plane of each
 // Gateway toolgate serves: a Deployment of `toolgate proxy`, the Service that
-// exposes its listeners, and the proxies' ServiceAccount and read-only RBAC.
+// exposes its listeners, the proxies' ServiceAccount (bound to no role: the
+// proxies never call the Kubernetes API), and the Secrets they get through
+// the kubelet: the session key, and the client certificate with which they
+// fetch their configuration from the controller.
 //
 // The desired objects come from pure builders (Deployment, Service,
-// ServiceAccount, ClusterRoleBinding, ClusterRole); the Provisioner applies
+// ServiceAccount, ConfigClientSecret); the Provisioner applies
 // them with server-side apply as the field manager FieldManager, forcing
 // ownership, so every field toolgate sets is reset on each reconcile while
 // fields others add (annotations from other tools, for example) are left
@@ -13,6 +16,8 @@
 // per object, the document it last applied and the resourceVersion the API
 // server answered with, and applies again only when the document changed or
 // the live object is not the one it left (edited, deleted or never written).
+// The Secrets are not applied but created, and the client certificate
+// re-issued, only when needed.
 package provision
 
 import (
@@ -21,14 +26,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -37,6 +43,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/controller/pki"
 )
 
 // FieldManager is the server-side apply field manager of everything the
@@ -47,6 +55,8 @@ const FieldManager = "toolgate-controller"
 type Provisioner struct {
 	client client.Client
 	scheme *runtime.Scheme
+	ca     *pki.CA
+	now    func() time.Time
 
 	mu sync.Mutex
 	// applied holds, per object, what the Provisioner last applied to it.
@@ -66,28 +76,41 @@ type lastApply struct {
 	document [sha256.Size]byte
 	// resourceVersion is the object's resourceVersion in the answer.
 	resourceVersion string
-	// gateway is the Gateway the object belongs to; zero for the
-	// ClusterRole, which all Gateways share.
+	// gateway is the Gateway the object belongs to.
 	gateway types.NamespacedName
 }
 
-// New returns a Provisioner writing through c. The scheme must know the core,
-// apps and rbac types.
+// Options configure a Provisioner.
+type Options struct {
+	// CA issues the client certificates with which the proxies
+	// authenticate to the controller's configuration stream; the stream
+	// must trust the same CA. Required: Ensure fails without it.
+	CA *pki.CA
+	// Now is the clock that dates the client certificates and decides
+	// when they are renewed; time.Now when nil.
+	Now func() time.Time
+}
+
+// New returns a Provisioner writing through c. The scheme must know the core
+// and apps types.
 //
-// The Provisioner reads each object through c before applying it, to skip
-// applies that would change nothing: give it a client that reads the kinds
+// The Provisioner reads each object through c before writing it, to skip
+// writes that would change nothing: give it a client that reads the kinds
 // of OwnedKinds from a cache, such as a manager's, so that the reads do not
 // reach the API server.
-func New(c client.Client, scheme *runtime.Scheme) *Provisioner {
-	return &Provisioner{client: c, scheme: scheme, applied: map[objectKey]lastApply{}}
+func New(c client.Client, scheme *runtime.Scheme, opts Options) *Provisioner {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Provisioner{client: c, scheme: scheme, ca: opts.CA, now: now, applied: map[objectKey]lastApply{}}
 }
 
 // OwnedKinds are the kinds the Provisioner writes; a controller watches them
 // so that an edit or a deletion is repaired on the next reconcile.
 func OwnedKinds() []client.Object {
 	return []client.Object{
-		&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{},
-		&rbacv1.ClusterRoleBinding{}, &rbacv1.ClusterRole{},
+		&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}, &corev1.Secret{},
 	}
 }
 
@@ -104,23 +127,20 @@ type State struct {
 	Addresses []gwv1.GatewayStatusAddress
 }
 
-// EnsureClusterRole creates or repairs the ClusterRole the proxies are bound
-// to. Ensure calls it too; call it alone to have the role in place before any
-// Gateway exists.
-func (p *Provisioner) EnsureClusterRole(ctx context.Context) error {
-	if err := p.apply(ctx, types.NamespacedName{}, ClusterRole()); err != nil {
-		return fmt.Errorf("apply ClusterRole %s: %w", ClusterRoleName, err)
-	}
-	return nil
-}
-
 // Ensure creates or repairs gw's data plane with the parameters params and
-// reports its state. It applies, in order, the ClusterRole, the
-// ServiceAccount, the ClusterRoleBinding, the Deployment and the Service; the
-// namespaced ones are owned by gw, so the garbage collector deletes them with
-// it.
+// reports its state. It applies the ServiceAccount, creates the session-key
+// Secret and the client certificate Secret (re-issuing the certificate when
+// it is due), then applies the Deployment, which mounts them, and the
+// Service. Every object is owned by gw, so the garbage collector deletes
+// them with it.
+//
+// params.ControllerURL must be an https URL, and the Provisioner must have a
+// CA (Options.CA).
 func (p *Provisioner) Ensure(ctx context.Context, gw *gwv1.Gateway, params Params) (State, error) {
-	if err := p.EnsureClusterRole(ctx); err != nil {
+	if p.ca == nil {
+		return State{}, errors.New("the provisioner has no CA to issue the proxies' client certificates: pass provision.Options.CA to provision.New")
+	}
+	if err := checkControllerURL(params.ControllerURL); err != nil {
 		return State{}, err
 	}
 	n := Names(gw)
@@ -129,14 +149,16 @@ func (p *Provisioner) Ensure(ctx context.Context, gw *gwv1.Gateway, params Param
 	if err := p.apply(ctx, owner, ServiceAccount(gw)); err != nil {
 		return State{}, fmt.Errorf("apply %s: %w", at("ServiceAccount"), err)
 	}
-	if err := p.apply(ctx, owner, ClusterRoleBinding(gw)); err != nil {
-		return State{}, fmt.Errorf("apply ClusterRoleBinding %s: %w", n.ClusterRoleBinding, err)
-	}
 	if err := p.ensureSessionKey(ctx, gw); err != nil {
 		return State{}, err
 	}
+	// Before the Deployment: a CA change rolls the proxies, and the new
+	// pods must mount the certificate of the new CA.
+	if err := p.ensureConfigClientSecret(ctx, gw, p.now()); err != nil {
+		return State{}, err
+	}
 	var dep appsv1.Deployment
-	if err := p.applyInto(ctx, owner, Deployment(gw, params), &dep); err != nil {
+	if err := p.applyInto(ctx, owner, Deployment(gw, params, p.ca.CertPEM()), &dep); err != nil {
 		return State{}, fmt.Errorf("apply %s: %w", at("Deployment"), err)
 	}
 	var svc corev1.Service
@@ -146,40 +168,31 @@ func (p *Provisioner) Ensure(ctx context.Context, gw *gwv1.Gateway, params Param
 	return stateOf(&dep, &svc), nil
 }
 
-// Cleanup deletes the ClusterRoleBindings of Gateways that are not in live.
-// ClusterRoleBindings are cluster-scoped, so the Gateway cannot own them and
-// the garbage collector does not remove them; the namespaced objects are
-// removed by the garbage collector through their owner references. Pass
-// every Gateway whose data plane should keep running.
-//
-// Cleanup also forgets what it applied for the Gateways not in live, so that
-// the records of applies stay as many as the live Gateways' objects.
-func (p *Provisioner) Cleanup(ctx context.Context, live []types.NamespacedName) error {
-	keep := map[string]bool{}
-	liveGateways := map[types.NamespacedName]bool{}
+// Cleanup forgets what the Provisioner applied for the Gateways that are
+// not in live, so that its records of applies stay as many as the live
+// Gateways' objects. Pass every Gateway whose data plane should keep
+// running. Cleanup deletes nothing: every data-plane object is owned by its
+// Gateway, and the garbage collector removes it with the Gateway.
+func (p *Provisioner) Cleanup(_ context.Context, live []types.NamespacedName) error {
+	liveGateways := make(map[types.NamespacedName]bool, len(live))
 	for _, gw := range live {
-		keep[namesOf(gw).ClusterRoleBinding] = true
 		liveGateways[gw] = true
 	}
 	p.forgetGatewaysExcept(liveGateways)
-	var list rbacv1.ClusterRoleBindingList
-	if err := p.client.List(ctx, &list,
-		client.MatchingLabels{LabelName: ProxyName, LabelManagedBy: ManagedBy},
-		client.HasLabels{LabelGatewayNamespace, LabelGatewayName},
-	); err != nil {
-		return fmt.Errorf("list the proxies' ClusterRoleBindings: %w", err)
+	return nil
+}
+
+// checkControllerURL says what is wrong with the URL the proxies are to
+// reach the controller at, if anything.
+func checkControllerURL(raw string) error {
+	if raw == "" {
+		return errors.New("no controller URL for the proxies to fetch their configuration from: set it in the controller's configuration (provision.Params.ControllerURL); it is not a GatewayClass parameter")
 	}
-	var errs []error
-	for i := range list.Items {
-		crb := &list.Items[i]
-		if keep[crb.Name] {
-			continue
-		}
-		if err := p.client.Delete(ctx, crb); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete ClusterRoleBinding %s of Gateway %s: %w", crb.Name, crb.Annotations[AnnotationGateway], err))
-		}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("controller URL %q is not an https://HOST[:PORT] URL: the proxies authenticate to the controller with TLS client certificates, so set an https URL the proxies can reach", raw)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // stateOf reads the data plane's state from the applied Deployment and
@@ -230,7 +243,7 @@ func stateOf(dep *appsv1.Deployment, svc *corev1.Service) State {
 }
 
 // apply makes the object obj describes match it, as applyInto does, for an
-// object that belongs to the Gateway gateway (zero for none).
+// object that belongs to the Gateway gateway.
 func (p *Provisioner) apply(ctx context.Context, gateway types.NamespacedName, obj client.Object) error {
 	gvk, err := apiutil.GVKForObject(obj, p.scheme)
 	if err != nil {
@@ -249,7 +262,7 @@ func (p *Provisioner) apply(ctx context.Context, gateway types.NamespacedName, o
 
 // applyInto sends obj as a server-side apply patch and decodes the API
 // server's answer into out, for an object that belongs to the Gateway
-// gateway (zero for none). When the live object is the one the last apply
+// gateway. When the live object is the one the last apply
 // of the same document answered with, nothing would change: applyInto then
 // sends nothing and out is the live object, read through the client.
 func (p *Provisioner) applyInto(ctx context.Context, gateway types.NamespacedName, obj, out client.Object) error {
@@ -310,12 +323,12 @@ func (p *Provisioner) forget(key objectKey) {
 }
 
 // forgetGatewaysExcept drops the records of the objects of every Gateway not
-// in live. The ClusterRole's record, which belongs to no Gateway, stays.
+// in live.
 func (p *Provisioner) forgetGatewaysExcept(live map[types.NamespacedName]bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for key, last := range p.applied {
-		if last.gateway != (types.NamespacedName{}) && !live[last.gateway] {
+		if !live[last.gateway] {
 			delete(p.applied, key)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/toolgate/toolgate/controller/pki"
 	"github.com/toolgate/toolgate/controller/provision"
 )
 
@@ -57,22 +58,25 @@ func rulesFromMarkers(path string) []rbacv1.PolicyRule {
 }
 
 var _ = Describe("The RBAC markers", func() {
-	It("let a controller holding nothing else provision, repair and clean up", func() {
+	It("grant nothing on RBAC objects: the proxies are bound to no role", func() {
+		for _, rule := range rulesFromMarkers("rbac.go") {
+			Expect(rule.APIGroups).NotTo(ContainElement(rbacv1.GroupName), "rule %v", rule)
+			Expect(rule.Verbs).NotTo(ContainElements("bind", "escalate"), "rule %v", rule)
+		}
+	})
+
+	It("let a controller holding nothing else provision, repair and re-issue", func() {
 		const user = "toolgate-least-privilege"
 		cfg := rest.CopyConfig(kube.Config)
 		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
 		limited, err := client.New(cfg, client.Options{Scheme: scheme})
 		Expect(err).NotTo(HaveOccurred())
-		p := provision.New(limited, scheme)
-
-		// Start without the proxies' ClusterRole, so that it is created
-		// through the limited client too.
-		err = k8sClient.Delete(ctx, provision.ClusterRole())
-		Expect(client.IgnoreNotFound(err)).To(Succeed())
+		now := time.Now()
+		p := provision.New(limited, scheme, provision.Options{CA: ca, Now: func() time.Time { return now }})
 		gw := newGateway("least-privilege")
 
 		By("being refused without the markers' permissions")
-		_, err = p.Ensure(ctx, gw, provision.Params{})
+		_, err = p.Ensure(ctx, gw, defaultParams)
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "Ensure without permissions: %v", err)
 
 		By("granting exactly the markers' permissions")
@@ -90,24 +94,27 @@ var _ = Describe("The RBAC markers", func() {
 		// The API server's authorizer learns of new bindings through an
 		// informer, so the first success may take a moment.
 		Eventually(func() error {
-			_, err := p.Ensure(ctx, gw, provision.Params{})
+			_, err := p.Ensure(ctx, gw, defaultParams)
 			return err
 		}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
 
-		By("repairing the ClusterRole, which the limited user does not hold itself")
-		var proxyRole rbacv1.ClusterRole
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: provision.ClusterRoleName}, &proxyRole)).To(Succeed())
-		proxyRole.Rules = proxyRole.Rules[:1]
-		Expect(k8sClient.Update(ctx, &proxyRole)).To(Succeed())
-		_, err = p.Ensure(ctx, gw, provision.Params{})
+		By("repairing a deleted Service")
+		Expect(k8sClient.Delete(ctx, getService(gw))).To(Succeed())
+		_, err = p.Ensure(ctx, gw, defaultParams)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: provision.ClusterRoleName}, &proxyRole)).To(Succeed())
-		Expect(proxyRole.Rules).To(Equal(provision.ClusterRole().Rules))
+		getService(gw)
+
+		By("re-issuing a client certificate that is due")
+		before := getConfigSecret(gw)
+		now = now.Add(pki.ClientCertLifetime - pki.ClientCertRenewBefore + 24*time.Hour)
+		_, err = p.Ensure(ctx, gw, defaultParams)
+		Expect(err).NotTo(HaveOccurred())
+		after := getConfigSecret(gw)
+		Expect(after.ResourceVersion).NotTo(Equal(before.ResourceVersion))
+		Expect(ca.ClientCertCurrent(after.Data["tls.crt"], gatewayKey(gw), now, pki.ClientCertRenewBefore)).To(BeTrue())
 
 		By("cleaning up after the Gateway is deleted")
 		Expect(k8sClient.Delete(ctx, gw)).To(Succeed())
 		Expect(p.Cleanup(ctx, existingGateways())).To(Succeed())
-		err = k8sClient.Get(ctx, bindingKey(gw), &rbacv1.ClusterRoleBinding{})
-		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the binding of the deleted Gateway is still there: %v", err)
 	})
 })

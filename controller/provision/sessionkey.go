@@ -14,7 +14,7 @@ import (
 
 // SessionKeySecretName names the Secret holding a Gateway's session key.
 func SessionKeySecretName(gw *gwv1.Gateway) string {
-	return boundedName(Names(gw).Name+"-session", gw.Namespace+"/"+gw.Name+"/session", false)
+	return boundedName(Names(gw).Name+"-session", gw.Namespace+"/"+gw.Name+"/session")
 }
 
 // ensureSessionKey creates, once, the Secret with the random key that every

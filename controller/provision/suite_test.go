@@ -3,6 +3,7 @@ package provision_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -11,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/toolgate/toolgate/controller/pki"
 	"github.com/toolgate/toolgate/controller/provision"
 	"github.com/toolgate/toolgate/internal/testkube"
 )
@@ -21,8 +23,7 @@ import (
 // and no garbage collector deletes what a deleted Gateway owned. The specs
 // write those statuses themselves through the status subresource, and for
 // deletion they check the owner references the garbage collector would
-// follow, and that Cleanup removes the cluster-scoped ClusterRoleBinding,
-// which no owner reference can cover.
+// follow.
 func TestProvisionAgainstTheAPIServer(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Data-plane provisioning against the real API server")
@@ -33,8 +34,17 @@ var (
 	scheme      *runtime.Scheme
 	k8sClient   client.Client
 	provisioner *provision.Provisioner
-	ctx         = context.Background()
+	// ca issues the client certificates of provisioner.
+	ca  *pki.CA
+	ctx = context.Background()
 )
+
+// controllerURL is where the specs' proxies would reach the controller.
+const controllerURL = "https://toolgate-controller.toolgate-system.svc:9443"
+
+// defaultParams are the least parameters of a data plane: every field but
+// the controller's URL takes its default.
+var defaultParams = provision.Params{ControllerURL: controllerURL}
 
 var _ = BeforeSuite(func() {
 	gatewayAPI, err := testkube.GatewayAPICRDDir()
@@ -47,7 +57,9 @@ var _ = BeforeSuite(func() {
 	Expect(gwv1.Install(scheme)).To(Succeed())
 	k8sClient, err = client.New(kube.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
-	provisioner = provision.New(k8sClient, scheme)
+	ca, err = pki.NewCA(time.Now())
+	Expect(err).NotTo(HaveOccurred())
+	provisioner = provision.New(k8sClient, scheme, provision.Options{CA: ca})
 })
 
 var _ = AfterSuite(func() {

@@ -105,9 +105,10 @@ func (t *translator) pathModifier(rs *routeState, p *gwv1.HTTPPathModifier, at s
 	}
 }
 
-// extensionRef resolves an ExtensionRef filter. An unresolved reference keeps
-// the route Accepted, sets ResolvedRefs=False and leaves the filter's
-// Filter nil, so matching requests get 500 (GEP-1364).
+// extensionRef resolves an ExtensionRef filter to a copy of the MCPServer's
+// policy, from which the data plane builds the filter. An unresolved
+// reference keeps the route Accepted, sets ResolvedRefs=False and leaves the
+// policy nil, so matching requests get 500 (GEP-1364).
 func (t *translator) extensionRef(rs *routeState, route *gwv1.HTTPRoute, ref *gwv1.LocalObjectReference, at string) gateway.Filter {
 	f := gateway.Filter{Type: gateway.FilterExtensionRef, ExtensionRef: &gateway.ExtensionRef{}}
 	if ref == nil {
@@ -129,8 +130,9 @@ func (t *translator) extensionRef(rs *routeState, route *gwv1.HTTPRoute, ref *gw
 	if !slices.Contains(rs.mcpServers, nn) {
 		rs.mcpServers = append(rs.mcpServers, nn)
 	}
-	f.ExtensionRef.Filter = t.filterFor(nn)
-	if f.ExtensionRef.Filter == nil {
+	// A copy: the snapshot must share nothing with Result.Policies.
+	f.ExtensionRef.MCPServer = t.out.Policies[nn].Clone()
+	if f.ExtensionRef.MCPServer == nil {
 		rs.unresolved(gwv1.RouteReasonBackendNotFound,
 			fmt.Sprintf("%s: ExtensionRef to MCPServer %q: the MCPServer is not valid, see its Accepted condition (matching requests get HTTP 500 until then)", at, ref.Name))
 	}

@@ -56,7 +56,7 @@ type listenerState struct {
 	resolvedRefs   metav1.Condition
 	conflicted     metav1.Condition
 	supportedKinds []gwv1.RouteGroupKind
-	certificates   []tls.Certificate
+	certificates   []gateway.Certificate
 	attachedRoutes int32
 	virtualHosts   []gateway.VirtualHost
 }
@@ -177,13 +177,15 @@ func (t *translator) resolveCertificates(gw *gwv1.Gateway, ls *listenerState) {
 			invalid(gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("tls.certificateRefs[%d]: Secret %s/%s not found", i, ns, ref.Name))
 			return
 		}
-		cert, err := tls.X509KeyPair(secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey])
-		if err != nil {
+		// Checked here so that the listener's status says what is wrong;
+		// the data plane parses the pair again from the snapshot's PEM.
+		certPEM, keyPEM := secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey]
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
 			invalid(gwv1.ListenerReasonInvalidCertificateRef,
 				fmt.Sprintf("tls.certificateRefs[%d]: Secret %s/%s does not hold a valid tls.crt and tls.key: %v", i, ns, ref.Name, err))
 			return
 		}
-		ls.certificates = append(ls.certificates, cert)
+		ls.certificates = append(ls.certificates, gateway.Certificate{CertificatePEM: string(certPEM), PrivateKeyPEM: string(keyPEM)})
 	}
 }
 

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-	"unicode"
 
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -19,6 +17,7 @@ import (
 	"github.com/toolgate/toolgate/controller/admission"
 	"github.com/toolgate/toolgate/controller/load"
 	"github.com/toolgate/toolgate/controller/translate"
+	"github.com/toolgate/toolgate/gateway"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.out.yaml from the translator's output")
@@ -102,18 +101,23 @@ func TestTranslate(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// dump renders a Result as YAML for a reader who knows the Gateway API:
-// lower-camel keys, durations as strings, zero values left out, resolved
-// ExtensionRefs shown as such and certificates counted.
+// dump renders a Result as YAML. Each Gateway is its snapshot's wire form
+// (gateway.EncodeConfig of the redacted Config), exactly what the config
+// stream and /config carry, private keys redacted; policies and status are
+// their JSON forms.
 func dump(t *testing.T, r *translate.Result) []byte {
 	t.Helper()
-	gateways := map[string]any{}
+	gateways := map[string]json.RawMessage{}
 	for nn, cfg := range r.Gateways {
-		gateways[nn.String()] = tidy(t, cfg)
+		data, err := gateway.EncodeConfig(cfg.Redacted())
+		if err != nil {
+			t.Fatalf("encode the snapshot of %s: %v", nn, err)
+		}
+		gateways[nn.String()] = data
 	}
 	policies := map[string]any{}
 	for nn, p := range r.Policies {
-		policies[nn.String()] = tidy(t, p)
+		policies[nn.String()] = p
 	}
 	routes := map[string]any{}
 	for nn, s := range r.Status.HTTPRoutes {
@@ -131,7 +135,7 @@ func dump(t *testing.T, r *translate.Result) []byte {
 	for name, s := range r.Status.GatewayClasses {
 		classes[name] = withoutNulls(t, s)
 	}
-	out, err := yaml.Marshal(map[string]any{
+	data, err := json.Marshal(map[string]any{
 		"gateways": gateways,
 		"policies": policies,
 		"status": map[string]any{
@@ -144,17 +148,16 @@ func dump(t *testing.T, r *translate.Result) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	out, err := yaml.JSONToYAML(data)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 
 // withoutNulls renders a status without its null fields (the translator
 // leaves lastTransitionTime to the status writer).
 func withoutNulls(t *testing.T, v any) any {
-	return dropNulls(generic(t, v))
-}
-
-// generic round-trips v through JSON into maps, slices and scalars.
-func generic(t *testing.T, v any) any {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +166,7 @@ func generic(t *testing.T, v any) any {
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return dropNulls(out)
 }
 
 func dropNulls(v any) any {
@@ -182,86 +185,6 @@ func dropNulls(v any) any {
 		}
 	}
 	return v
-}
-
-// tidy converts a value without JSON tags to a readable generic form.
-func tidy(t *testing.T, v any) any {
-	out, _ := walk(generic(t, v), "")
-	return out
-}
-
-var durationKeys = map[string]bool{"RefillPeriod": true, "Request": true, "BackendRequest": true}
-
-// walk rewrites a generic JSON value; keep is false for zero values.
-func walk(v any, key string) (any, bool) {
-	switch x := v.(type) {
-	case map[string]any:
-		if f, ok := x["Filter"]; ok && x["Kind"] != nil {
-			x["Filter"] = map[bool]string{true: "resolved", false: "unresolved (requests get HTTP 500)"}[f != nil]
-		}
-		out := map[string]any{}
-		for k, val := range x {
-			if k == "Certificates" {
-				if list, ok := val.([]any); ok && len(list) > 0 {
-					out["certificates"] = len(list)
-				}
-				continue
-			}
-			if n, ok := val.(float64); ok && durationKeys[k] {
-				if n != 0 {
-					out[lowerFirst(k)] = time.Duration(n).String()
-				}
-				continue
-			}
-			if s, ok := val.(string); ok && k == "CreationTimestamp" && strings.HasPrefix(s, "0001-01-01") {
-				continue
-			}
-			if k == "Weight" { // zero is meaningful: never chosen
-				out["weight"] = val
-				continue
-			}
-			if w, keep := walk(val, k); keep {
-				out[lowerFirst(k)] = w
-			}
-		}
-		return out, len(out) > 0
-	case []any:
-		out := make([]any, 0, len(x))
-		for _, e := range x {
-			w, keep := walk(e, key)
-			if !keep {
-				w = map[string]any{}
-			}
-			out = append(out, w)
-		}
-		return out, len(out) > 0
-	case string:
-		return x, x != ""
-	case float64:
-		return x, x != 0
-	case bool:
-		return x, x
-	case nil:
-		return nil, false
-	default:
-		return x, true
-	}
-}
-
-// lowerFirst lower-cases a Go field name's leading word or acronym:
-// "URLRewrite" becomes "urlRewrite", "Hostnames" "hostnames".
-func lowerFirst(s string) string {
-	r := []rune(s)
-	for i := range r {
-		if !unicode.IsUpper(r[i]) {
-			break
-		}
-		if i > 0 && i+1 < len(r) && unicode.IsLower(r[i+1]) {
-			break
-		}
-		r[i] = unicode.ToLower(r[i])
-	}
-	return string(r)
 }
 
 // diff shows the first lines where want and got differ.

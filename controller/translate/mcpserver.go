@@ -15,7 +15,6 @@ import (
 	"github.com/toolgate/toolgate/apis/v1alpha1"
 	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/filter/limiter"
-	"github.com/toolgate/toolgate/gateway"
 )
 
 // Reasons of the MCPServer conditions.
@@ -180,36 +179,4 @@ func limit(b *v1alpha1.Bucket) *limiter.Limit {
 		return nil
 	}
 	return &limiter.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod.Duration}
-}
-
-// filterFor returns the enforcing filter of an MCPServer, built once per
-// translation, or nil when the MCPServer is missing or invalid.
-func (t *translator) filterFor(nn types.NamespacedName) gateway.ExtensionFilter {
-	if f, ok := t.filters[nn]; ok {
-		return f
-	}
-	policy, ok := t.out.Policies[nn]
-	if !ok {
-		return nil
-	}
-	f, err := filter.New(*policy, t.shared())
-	if err != nil {
-		// Validated in translateMCPServers; the route answers 500 if not.
-		return nil
-	}
-	t.filters[nn] = f
-	return f
-}
-
-// shared is Options.Filters or, for translations made for status only, a
-// private in-memory one.
-func (t *translator) shared() *filter.Shared {
-	if t.opts.Filters == nil {
-		s, err := filter.NewShared(filter.SharedOptions{Store: limiter.NewMemory(limiter.MemoryOptions{})})
-		if err != nil {
-			panic(fmt.Sprintf("translate: status-only filter state: %v", err))
-		}
-		t.opts.Filters = s
-	}
-	return t.opts.Filters
 }

@@ -3,7 +3,9 @@
 // snapshot per Gateway, the MCP filter policies, and the status of every
 // object. It is a pure function: it never talks to the API server, so the
 // controller, the proxy and standalone mode all run the same code and the
-// tests compare fixtures with golden files.
+// tests compare fixtures with golden files. Its snapshots are plain data
+// (certificates as PEM, MCP policies inline): it builds no filter, the data
+// plane does.
 package translate
 
 import (
@@ -63,10 +65,6 @@ type Options struct {
 	// ControllerName selects the GatewayClasses to serve; ControllerName
 	// when empty.
 	ControllerName gwv1.GatewayController
-	// Filters holds what the MCP filters share across snapshots (bucket
-	// store, key sets, metrics). Without it the translation uses a private
-	// in-memory one, which suits status computation only.
-	Filters *filter.Shared
 	// ListenAddress is the IP address listeners bind; empty binds all.
 	ListenAddress string
 	// Admission re-checks MCPServers against the CRD's rules. Optional.
@@ -110,11 +108,10 @@ func Translate(res *Resources, opts Options) *Result {
 		opts.ControllerName = ControllerName
 	}
 	t := &translator{
-		res:     res,
-		opts:    opts,
-		idx:     newIndex(res),
-		filters: map[types.NamespacedName]gateway.ExtensionFilter{},
-		usedBy:  map[types.NamespacedName][]types.NamespacedName{},
+		res:    res,
+		opts:   opts,
+		idx:    newIndex(res),
+		usedBy: map[types.NamespacedName][]types.NamespacedName{},
 		out: &Result{
 			Gateways: map[types.NamespacedName]*gateway.Config{},
 			Policies: map[types.NamespacedName]*filter.Policy{},
@@ -140,8 +137,6 @@ type translator struct {
 	opts Options
 	idx  *index
 	out  *Result
-	// filters caches the filter built for each MCPServer in this run.
-	filters map[types.NamespacedName]gateway.ExtensionFilter
 	// valid are the MCPServers with a policy, oldest first.
 	valid []*v1alpha1.MCPServer
 	// usedBy lists, per MCPServer, the Gateways whose routes apply it.

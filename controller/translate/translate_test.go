@@ -2,6 +2,9 @@ package translate_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,8 @@ import (
 	"github.com/toolgate/toolgate/controller/admission"
 	"github.com/toolgate/toolgate/controller/load"
 	"github.com/toolgate/toolgate/controller/translate"
+	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/gateway"
 )
 
 // An MCPServer stored before the CRD refused perUser without auth (or
@@ -141,3 +146,57 @@ addressType: %s
 ports: [{name: http, port: 8000}]
 endpoints: [{addresses: ["%s"]}]
 `
+
+// The snapshot carries what the data plane needs to serve, secrets
+// included; only its redacted form (the golden files, /config) hides them.
+// Each ExtensionRef carries its own copy of the MCPServer's policy.
+func TestSnapshotsCarryKeysHeaderValuesAndPolicyCopies(t *testing.T) {
+	loader, err := load.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// snapshot translates a fixture and returns the snapshot of Gateway gw
+	// with the translation's policies.
+	snapshot := func(fixture string, gw types.NamespacedName) (*gateway.Config, map[types.NamespacedName]*filter.Policy) {
+		t.Helper()
+		f, err := os.Open(filepath.Join("testdata", fixture+".in.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		res, err := loader.Read(f, f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := translate.Translate(res, translate.Options{})
+		cfg := out.Gateways[gw]
+		if cfg == nil {
+			t.Fatalf("%s: no snapshot for Gateway %s", fixture, gw)
+		}
+		return cfg, out.Policies
+	}
+
+	cfg, _ := snapshot("https-certificates", types.NamespacedName{Namespace: "default", Name: "tls"})
+	if c := cfg.Listeners[0].Certificates; len(c) == 0 || !strings.Contains(c[0].PrivateKeyPEM, "PRIVATE KEY") || !strings.Contains(c[0].CertificatePEM, "BEGIN CERTIFICATE") {
+		t.Errorf("certificates = %+v, want the Secret's PEM certificate and key", c)
+	}
+
+	cfg, _ = snapshot("filters", types.NamespacedName{Namespace: "default", Name: "gw"})
+	rule := cfg.Listeners[0].VirtualHosts[0].Routes[0].Rules[0]
+	if m := rule.Filters[0].RequestHeaderModifier; m == nil || len(m.Set) == 0 || m.Set[0].Value != "toolgate" {
+		t.Errorf("requestHeaderModifier = %+v, want the value toolgate", m)
+	}
+	if h := rule.Matches[0].Headers; len(h) == 0 || h[0].Value != "a" {
+		t.Errorf("header matches = %+v, want the value a", h)
+	}
+
+	cfg, policies := snapshot("mcp-extensionref", types.NamespacedName{Namespace: "team-a", Name: "mcp"})
+	ref := cfg.Listeners[0].VirtualHosts[0].Routes[0].Rules[0].Filters[0].ExtensionRef
+	policy := policies[types.NamespacedName{Namespace: "team-a", Name: "github"}]
+	if ref == nil || ref.MCPServer == nil || policy == nil || !reflect.DeepEqual(ref.MCPServer, policy) {
+		t.Fatalf("extensionRef = %+v, want the policy %+v", ref, policy)
+	}
+	if ref.MCPServer == policy || ref.MCPServer.PerUser == policy.PerUser {
+		t.Error("the snapshot shares its policy with Result.Policies")
+	}
+}

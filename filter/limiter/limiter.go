@@ -5,6 +5,7 @@ package limiter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -12,9 +13,41 @@ import (
 
 // Limit is a token bucket's shape: it holds at most MaxTokens tokens and
 // refills continuously from empty to full in RefillPeriod.
+//
+// In JSON it is {"maxTokens": 100, "refillPeriod": "1m0s"}: the period is a
+// Go duration string, as the MCPServer API spells it.
 type Limit struct {
 	MaxTokens    int64
 	RefillPeriod time.Duration
+}
+
+// limitJSON is Limit's JSON form.
+type limitJSON struct {
+	MaxTokens    int64  `json:"maxTokens"`
+	RefillPeriod string `json:"refillPeriod"`
+}
+
+// MarshalJSON encodes the refill period as a Go duration string.
+func (l Limit) MarshalJSON() ([]byte, error) {
+	return json.Marshal(limitJSON{MaxTokens: l.MaxTokens, RefillPeriod: l.RefillPeriod.String()})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes. It checks the syntax
+// only; Validate says whether a store can enforce the limit.
+func (l *Limit) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return nil // as encoding/json does for values it decodes itself
+	}
+	var v limitJSON
+	if err := json.Unmarshal(data, &v); err != nil {
+		return fmt.Errorf("limit: %w", err)
+	}
+	period, err := time.ParseDuration(v.RefillPeriod)
+	if err != nil {
+		return fmt.Errorf("limit: refillPeriod: %w", err)
+	}
+	*l = Limit{MaxTokens: v.MaxTokens, RefillPeriod: period}
+	return nil
 }
 
 // Validate refuses limits a store cannot enforce, before they reach it.

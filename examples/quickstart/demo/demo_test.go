@@ -68,7 +68,7 @@ func TestTheQuickstartBehavesAsItsInstructionsSay(t *testing.T) {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	server, err := gateway.New(gateway.Options{Logger: quiet, SessionKey: bytes.Repeat([]byte{1}, 32)})
+	server, err := gateway.New(gateway.Options{Logger: quiet, SessionKey: bytes.Repeat([]byte{1}, 32), Extensions: controller.MCPFilterBuilder(shared)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,189 @@
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/controller/admission"
+	"github.com/toolgate/toolgate/controller/configstream"
+	"github.com/toolgate/toolgate/controller/pki"
+	"github.com/toolgate/toolgate/controller/translate"
+	"github.com/toolgate/toolgate/gateway"
+)
+
+// StreamOptions configure the config stream through which the controller
+// hands each Gateway's proxies their snapshot. Every replica serves it,
+// leader or not: each runs the translator on its own caches, and a
+// snapshot's version is the hash of its content, so a proxy that moves from
+// one replica to another sees no spurious change.
+type StreamOptions struct {
+	// Address is where the stream listens, such as ":9443".
+	Address string
+	// CA issues the serving certificate and the proxies' client
+	// certificates, and verifies the latter.
+	CA *pki.CA
+	// DNSNames and IPs are the serving certificate's names: those the
+	// proxies dial.
+	DNSNames []string
+	IPs      []net.IP
+	// LoopbackEndpoints lets EndpointSlices point at the proxies' own
+	// loopback (translate.Options.LoopbackEndpoints): for development and
+	// tests on one host only.
+	LoopbackEndpoints bool
+	// PollTimeout is the longest wait of one proxy request; zero picks the
+	// configstream default.
+	PollTimeout time.Duration
+}
+
+// serverCertLifetime is how long a serving certificate of the stream is
+// valid; it is issued again in memory once a third of that is left.
+const serverCertLifetime = 365 * 24 * time.Hour
+
+// setupStream registers, on every replica, the publisher that translates
+// each change into snapshots and the server that streams them.
+func setupStream(mgr ctrl.Manager, opts Options) error {
+	so := opts.Stream
+	if so.CA == nil {
+		return errors.New("the config stream needs a CA")
+	}
+	hub := configstream.NewHub()
+	certs := &servingCertificate{ca: so.CA, dnsNames: so.DNSNames, ips: so.IPs}
+	if _, err := certs.get(); err != nil {
+		return err
+	}
+	server, err := configstream.NewServer(configstream.ServerOptions{
+		Hub: hub, CA: so.CA, Certificate: certs.get, PollTimeout: so.PollTimeout, Logger: opts.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(&streamRunnable{server: server, address: so.Address, log: opts.Logger}); err != nil {
+		return err
+	}
+	validator, err := admission.New()
+	if err != nil {
+		return err
+	}
+	p := &publisher{
+		reader: mgr.GetCache(), admission: validator, hub: hub,
+		controllerName: opts.ControllerName, loopback: so.LoopbackEndpoints, log: opts.Logger,
+	}
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{everything}
+	})
+	b := ctrl.NewControllerManagedBy(mgr).Named("toolgate-config").
+		WithOptions(ctrlcontroller.Options{NeedLeaderElection: ptr.To(false)})
+	for _, kind := range inputKinds() {
+		b = b.Watches(kind, all)
+	}
+	return b.Complete(p)
+}
+
+// publisher translates the cluster and publishes one snapshot per Gateway
+// of this controller's classes.
+type publisher struct {
+	reader         client.Reader
+	admission      *admission.Validator
+	hub            *configstream.Hub
+	controllerName gwv1.GatewayController
+	loopback       bool
+	log            *slog.Logger
+}
+
+func (p *publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	res, err := ListResources(ctx, p.reader)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	out := translate.Translate(res, translate.Options{
+		ControllerName: p.controllerName, Admission: p.admission, LoopbackEndpoints: p.loopback,
+	})
+	ours := map[string]bool{}
+	for _, c := range res.GatewayClasses {
+		ours[c.Name] = c.Spec.ControllerName == p.controllerName
+	}
+	keep := map[types.NamespacedName]bool{}
+	for _, gw := range res.Gateways {
+		if !ours[string(gw.Spec.GatewayClassName)] {
+			continue
+		}
+		key := nn(gw)
+		// A Gateway that is not accepted gets an empty snapshot: its
+		// proxies serve no listeners until its status says what to fix.
+		cfg, ok := out.Gateways[key]
+		if !ok {
+			cfg = &gateway.Config{}
+		}
+		payload, err := gateway.EncodeConfig(cfg)
+		if err != nil {
+			return reconcile.Result{}, fmt.Errorf("encode the snapshot of Gateway %s: %w", key, err)
+		}
+		if version := p.hub.Publish(key, payload); version != "" {
+			p.log.Debug("snapshot published", "gateway", key, "version", version)
+		}
+		keep[key] = true
+	}
+	p.hub.Retain(keep)
+	p.hub.MarkSynced()
+	return reconcile.Result{}, nil
+}
+
+// streamRunnable serves the config stream on every replica.
+type streamRunnable struct {
+	server  *configstream.Server
+	address string
+	log     *slog.Logger
+}
+
+func (s *streamRunnable) Start(ctx context.Context) error {
+	l, err := net.Listen("tcp", s.address)
+	if err != nil {
+		return fmt.Errorf("config stream: listen on %s: %w", s.address, err)
+	}
+	s.log.Info("config stream serving", "address", l.Addr().String())
+	return s.server.Serve(ctx, l)
+}
+
+// NeedLeaderElection is false: every replica serves proxies.
+func (s *streamRunnable) NeedLeaderElection() bool { return false }
+
+// servingCertificate issues the stream's serving certificate from the CA,
+// and again in memory when a third of its lifetime is left.
+type servingCertificate struct {
+	ca       *pki.CA
+	dnsNames []string
+	ips      []net.IP
+
+	mu   sync.Mutex
+	cert *tls.Certificate
+}
+
+func (s *servingCertificate) get() (*tls.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.cert != nil && s.cert.Leaf != nil && now.Add(serverCertLifetime/3).Before(s.cert.Leaf.NotAfter) {
+		return s.cert, nil
+	}
+	cert, err := s.ca.IssueServer(s.dnsNames, s.ips, now, serverCertLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("issue the config stream's serving certificate: %w", err)
+	}
+	s.cert = &cert
+	return s.cert, nil
+}
