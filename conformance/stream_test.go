@@ -26,8 +26,11 @@ import (
 	"k8s.io/client-go/util/retry"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+
 	"github.com/toolgate/toolgate/apis/v1alpha1"
 	"github.com/toolgate/toolgate/conformance/env"
+	"github.com/toolgate/toolgate/controller/configstream"
 	"github.com/toolgate/toolgate/controller/pki"
 )
 
@@ -181,6 +184,40 @@ var _ = Describe("The config stream", func() {
 		AddReportEntry("controller restart to the missed edit served by every proxy", time.Since(start).Round(time.Millisecond).String())
 	})
 
+	It("is served by every controller replica, the leader or not", func(ctx SpecContext) {
+		if !world.Local() {
+			Skip("needs the suite's own API server: the spec takes the leader Lease of the controller's namespace")
+		}
+		// A Lease held by another replica keeps the new one from ever
+		// leading: it must serve the stream all the same.
+		create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: "toolgate-controller.toolgate.dev", Namespace: "toolgate-system"},
+			Spec: coordinationv1.LeaseSpec{
+				HolderIdentity:       ptrTo("another-replica"),
+				LeaseDurationSeconds: ptrTo[int32](3600),
+				AcquireTime:          &metav1.MicroTime{Time: time.Now()},
+				RenewTime:            &metav1.MicroTime{Time: time.Now()},
+			},
+		})
+		follower, followerURL, err := world.StartControllerReplica(ctx, "controller-follower")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { _ = follower.Stop(10 * time.Second) })
+		dir, err := world.ConfigClientFiles(ctx, world.Gateway)
+		Expect(err).NotTo(HaveOccurred())
+
+		Eventually(func(g Gomega) {
+			leader, err := streamRequest(ctx, world.StreamURL, dir, world.Gateway, true)
+			g.Expect(err).NotTo(HaveOccurred())
+			other, err := streamRequest(ctx, followerURL, dir, world.Gateway, true)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(other.status).To(Equal(http.StatusOK), "%s", other.body)
+			g.Expect(other.version).To(Equal(leader.version), "both replicas translate the same objects into the same snapshot")
+			g.Expect(other.body).To(Equal(leader.body))
+		}).WithContext(ctx).Should(Succeed())
+		Expect(follower.LogSince(0, 1<<20)).To(ContainSubstring("Attempting to acquire leader lease"))
+		Expect(follower.LogSince(0, 1<<20)).NotTo(ContainSubstring("successfully acquired lease"))
+	})
+
 	It("adds no API server watches per proxy", func(ctx SpecContext) {
 		before, err := world.APIServerWatches(ctx)
 		Expect(err).NotTo(HaveOccurred())
@@ -208,41 +245,50 @@ var _ = Describe("The config stream", func() {
 // readSnapshot asks the config stream for gw's snapshot with the client
 // certificate in dir, as a proxy does, and returns the answer.
 func readSnapshot(ctx context.Context, dir string, gw types.NamespacedName) (int, string, error) {
-	return streamRequest(ctx, dir, gw, true)
+	a, err := streamRequest(ctx, world.StreamURL, dir, gw, true)
+	return a.status, a.body, err
 }
 
 // readSnapshotWithout asks without a client certificate.
 func readSnapshotWithout(ctx context.Context, dir string, gw types.NamespacedName) (int, string, error) {
-	return streamRequest(ctx, dir, gw, false)
+	a, err := streamRequest(ctx, world.StreamURL, dir, gw, false)
+	return a.status, a.body, err
 }
 
-func streamRequest(ctx context.Context, dir string, gw types.NamespacedName, withCert bool) (int, string, error) {
+// streamAnswer is the config stream's answer to one request.
+type streamAnswer struct {
+	status  int
+	body    string
+	version string // the Toolgate-Config-Version header
+}
+
+func streamRequest(ctx context.Context, streamURL, dir string, gw types.NamespacedName, withCert bool) (streamAnswer, error) {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(mustRead(filepath.Join(dir, "ca.crt"))) {
-		return 0, "", fmt.Errorf("no CA in %s", dir)
+		return streamAnswer{}, fmt.Errorf("no CA in %s", dir)
 	}
 	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}
 	if withCert {
 		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, corev1.TLSCertKey), filepath.Join(dir, corev1.TLSPrivateKeyKey))
 		if err != nil {
-			return 0, "", err
+			return streamAnswer{}, err
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
-	url := fmt.Sprintf("%s/v1/gateways/%s/%s/config", world.StreamURL, gw.Namespace, gw.Name)
+	url := fmt.Sprintf("%s/v1/gateways/%s/%s/config", streamURL, gw.Namespace, gw.Name)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, "", err
+		return streamAnswer{}, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, "", err
+		return streamAnswer{}, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
+	return streamAnswer{status: resp.StatusCode, body: string(body), version: resp.Header.Get(configstream.VersionHeader)}, err
 }
 
 // selfSigned is a throwaway certificate and key for host, in PEM.

@@ -70,9 +70,35 @@ func (e *Env) startController(ctx context.Context, binary string) error {
 		// their backends.
 		args = append(args, "--dev-localhost-endpoints")
 	}
+	e.binary = binary
 	e.logf("starting toolgate controller (config stream on %s)", streamAddr)
 	e.Controller, err = startProcess("controller", e.LogDir, binary, args, nil)
 	return err
+}
+
+// StartControllerReplica starts another controller process beside
+// Controller, with leader election on and its own config stream, and
+// returns it with its stream's URL. The caller stops it.
+func (e *Env) StartControllerReplica(ctx context.Context, name string) (*Process, string, error) {
+	port, err := freePortOn([]string{"127.0.0.1"})
+	if err != nil {
+		return nil, "", err
+	}
+	streamAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	var args []string
+	for i := 0; i < len(e.Controller.args); i++ {
+		switch a := e.Controller.args[i]; a {
+		case "--leader-elect=false":
+			args = append(args, "--leader-elect=true")
+		case "--config-stream-address", "--config-stream-url":
+			args = append(args, a, map[string]string{"--config-stream-address": streamAddr, "--config-stream-url": "https://" + streamAddr}[a])
+			i++
+		default:
+			args = append(args, a)
+		}
+	}
+	p, err := startProcess(name, e.LogDir, e.binary, args, nil)
+	return p, "https://" + streamAddr, err
 }
 
 // RestartController stops the controller and starts it again with the same
