@@ -12,7 +12,11 @@
 // The proxies always run on this machine, on 127.0.0.1 and 127.0.0.2 with
 // one listener port, so that the suite can address each replica and read its
 // /metrics, and so that the backend on this machine is reachable through
-// EndpointSlices. The backend listens on a non-loopback address of this
+// EndpointSlices. They have no Kubernetes credentials: they read their
+// Gateway's snapshot from the controller's config stream with the client
+// certificate the controller provisions, whose Secret the suite copies into
+// a folder as the kubelet would mount it. With its own API server the suite
+// runs the controller as the ServiceAccount of config/rbac. The backend listens on a non-loopback address of this
 // machine (see HostIP): the API server refuses loopback addresses in
 // EndpointSlices. The controller provisions a Deployment for the Gateway as
 // it would in a cluster; envtest runs no kubelet, so with a local API server
