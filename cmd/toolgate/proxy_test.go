@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/toolgate/toolgate/controller/configstream"
+	"github.com/toolgate/toolgate/controller/pki"
+	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/internal/testproc"
+)
+
+// TestProxyServesWhatTheStreamSends runs the proxy binary against a config
+// stream that is not there yet: the proxy is alive but not ready, and says
+// why; once the stream serves its Gateway's snapshot, the proxy serves its
+// listener and names the snapshot's version in /readyz.
+func TestProxyServesWhatTheStreamSends(t *testing.T) {
+	gw := types.NamespacedName{Namespace: "team-a", Name: "edge"}
+	now := time.Now()
+	ca, err := pki.NewCA(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueClient(gw, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": ca.CertPEM()} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	streamPort, adminPort, listenerPort := testproc.FreePort(t), testproc.FreePort(t), testproc.FreePort(t)
+	streamAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(streamPort))
+	admin := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
+
+	proxy := testproc.Start(t, "toolgate proxy", testproc.Build(t, "github.com/toolgate/toolgate/cmd/toolgate"),
+		"proxy", "--gateway", gw.String(),
+		"--controller", "https://"+streamAddr, "--controller-tls-dir", dir,
+		"--admin-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort)),
+		"--listen-address", "127.0.0.1")
+	proxy.WaitFor(t, "alive", testproc.AnswersOK(admin+"/healthz"))
+	proxy.WaitFor(t, "the stream's absence logged", func() bool { return strings.Contains(proxy.Log.String(), "config stream unavailable") })
+	if status, body := get(t, admin+"/readyz"); status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz before any snapshot: %d %s, want 503", status, body)
+	}
+
+	// The controller comes up with one listener for the Gateway.
+	cfg := &gateway.Config{Listeners: []gateway.Listener{{
+		Name: "team-a/edge/http", Port: listenerPort, Protocol: gateway.ProtocolHTTP,
+		VirtualHosts: []gateway.VirtualHost{{Routes: []gateway.Route{{
+			Namespace: "team-a", Name: "r",
+			Rules: []gateway.Rule{{Filters: []gateway.Filter{{
+				Type: gateway.FilterRequestRedirect, RequestRedirect: &gateway.Redirect{Hostname: "example.com", StatusCode: 301},
+			}}}},
+		}}}},
+	}}}
+	payload, err := gateway.EncodeConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := configstream.NewHub()
+	version := hub.Publish(gw, payload)
+	hub.MarkSynced()
+	serving, err := ca.IssueServer(nil, []net.IP{net.ParseIP("127.0.0.1")}, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := configstream.NewServer(configstream.ServerOptions{
+		Hub: hub, CA: ca, Certificate: func() (*tls.Certificate, error) { return &serving, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", streamAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- server.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	proxy.WaitFor(t, "ready", testproc.AnswersOK(admin+"/readyz"))
+	if _, body := get(t, admin+"/readyz"); !strings.Contains(body, version) {
+		t.Errorf("/readyz %q does not name the version %s", body, version)
+	}
+	if _, body := get(t, admin+"/metrics"); !strings.Contains(body, `toolgate_config_version_info{version="`+version+`"} 1`) {
+		t.Errorf("/metrics has no toolgate_config_version_info for %s", version)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get("http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(listenerPort)) + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently || !strings.HasPrefix(resp.Header.Get("Location"), "http://example.com") {
+		t.Errorf("the listener answers %d Location %q, want the snapshot's redirect", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
