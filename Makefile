@@ -37,6 +37,17 @@ run: build ## Quickstart: a demo MCP server, a demo OIDC issuer and toolgate sta
 vet: ## Run go vet.
 	$(GO) vet ./...
 
+##@ A real cluster (root; see "A real cluster on this machine" in README.md)
+
+.PHONY: cluster-up
+cluster-up: ## Start a single-node Kubernetes cluster in a network namespace of its own, and deploy toolgate into it.
+	./hack/cluster up
+	./hack/cluster deploy
+
+.PHONY: cluster-down
+cluster-down: ## Stop that cluster and remove everything it made.
+	./hack/cluster down
+
 .PHONY: testbin
 testbin: ## Build kube-apiserver, etcd and kubectl from source into the cache (first run only).
 	./hack/testbin.sh

@@ -102,6 +102,11 @@ func (t *translator) translateListener(gw *gwv1.Gateway, l gwv1.Listener) *liste
 	default:
 		ls.accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
 			fmt.Sprintf("protocol %q is not supported: use HTTP or HTTPS", l.Protocol), gen)
+		// No route kind is served over a protocol toolgate does not speak:
+		// supportedKinds is empty (upstream conformance test
+		// GatewayListenerUnsupportedProtocol).
+		ls.supportedKinds = []gwv1.RouteGroupKind{}
+		return ls
 	}
 	ls.supportedKinds, ls.resolvedRefs = supportedKinds(l, ls.resolvedRefs, gen)
 	return ls
