@@ -44,6 +44,10 @@ cluster-up: ## Start a single-node Kubernetes cluster in a network namespace of 
 	./hack/cluster up
 	./hack/cluster deploy
 
+.PHONY: conformance
+conformance: ## Run the upstream Gateway API conformance suite against toolgate (the local cluster, or $$KUBECONFIG's).
+	./hack/conformance.sh
+
 .PHONY: cluster-down
 cluster-down: ## Stop that cluster and remove everything it made.
 	./hack/cluster down
