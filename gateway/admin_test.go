@@ -333,3 +333,51 @@ func TestConfigIsAnsweredToLoopbackClientsOnlyByDefault(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPSRequestsForAnotherListenerThanTheirServerNameGet421 follows the
+// Gateway API's misdirected-request rule: on one port, a request whose
+// Host selects another listener than its connection's TLS server name is
+// answered 421, whatever routes exist; same listener, normal routing.
+func TestHTTPSRequestsForAnotherListenerThanTheirServerNameGet421(t *testing.T) {
+	be := echoBackend(t, "b")
+	route := func(name string, hostnames ...string) VirtualHost {
+		return VirtualHost{Hostnames: hostnames, Routes: []Route{{Namespace: "ns", Name: name, Rules: []Rule{{Backends: []Backend{backendOf("b", 1, be)}}}}}}
+	}
+	any, exact, wild := testCertificates(t, "example.org"), testCertificates(t, "second.example.org"), testCertificates(t, "*.wildcard.org")
+	s := newServer(t, Options{})
+	mustApply(t, s, &Config{Listeners: []Listener{
+		{Name: "any", Address: "127.0.0.1", Protocol: ProtocolHTTPS, Certificates: any, VirtualHosts: []VirtualHost{route("any", "example.org")}},
+		{Name: "exact", Address: "127.0.0.1", Protocol: ProtocolHTTPS, Hostname: "second.example.org", Certificates: exact, VirtualHosts: []VirtualHost{route("exact")}},
+		{Name: "wild", Address: "127.0.0.1", Protocol: ProtocolHTTPS, Hostname: "*.wildcard.org", Certificates: wild, VirtualHosts: []VirtualHost{route("wild")}},
+	}})
+	addr := s.Addr("any").String()
+	tests := []struct {
+		serverName, host string
+		want             int
+	}{
+		{"example.org", "example.org", http.StatusOK},
+		{"example.org", "second.example.org", http.StatusMisdirectedRequest},
+		{"example.org", "unknown.org", http.StatusNotFound}, // same listener, no route
+		{"second.example.org", "second.example.org", http.StatusOK},
+		{"second.example.org", "example.org", http.StatusMisdirectedRequest},
+		{"a.wildcard.org", "b.wildcard.org", http.StatusOK}, // one wildcard listener
+		{"a.wildcard.org", "second.example.org", http.StatusMisdirectedRequest},
+		{"unknown.org", "example.org", http.StatusOK}, // both select the listener without hostname
+	}
+	for _, tt := range tests {
+		t.Run(tt.serverName+" "+tt.host, func(t *testing.T) {
+			c := &http.Client{Timeout: waitLong, Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: tt.serverName, InsecureSkipVerify: true}}} //nolint:gosec // the test checks routing, not certificates
+			defer c.CloseIdleConnections()
+			req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
+			req.Host = tt.host
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("server name %s, Host %s: %d, want %d", tt.serverName, tt.host, resp.StatusCode, tt.want)
+			}
+		})
+	}
+}

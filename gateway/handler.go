@@ -42,6 +42,10 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	l, e, r := snap.resolve(h.key, r)
 	x.listener = l
+	if l != nil && misdirected(snap, h.key, r, l) {
+		writeError(&x.rec, http.StatusMisdirectedRequest, "this connection's TLS server name selects another listener than the request's Host: open a new connection for that host")
+		return
+	}
 	if e == nil {
 		writeError(&x.rec, http.StatusNotFound, "no route matched")
 		return
@@ -128,6 +132,26 @@ func (snap *snapshot) resolve(key portKey, r *http.Request) (*listenerTable, *ma
 		r.URL = &u
 	}
 	return l, l.lookup(host, r), r
+}
+
+// misdirected reports whether an HTTPS request reached listener l by its
+// Host header while the TLS server name of its connection selects another
+// listener of the same port (or none). A client that reuses one connection
+// for several hosts (HTTP/2 connection coalescing) must not be served by a
+// listener whose certificate it never checked; 421 tells it to open a new
+// connection (RFC 9110 section 15.5.20, and the Gateway API's
+// GatewayHTTPSListenerDetectMisdirectedRequests). Without a server name
+// there is nothing to compare.
+func misdirected(snap *snapshot, key portKey, r *http.Request, l *listenerTable) bool {
+	if r.TLS == nil || r.TLS.ServerName == "" {
+		return false
+	}
+	pt := snap.ports[key]
+	if pt == nil {
+		return false
+	}
+	byName, ok := pt.listeners.first(requestHostname(r.TLS.ServerName))
+	return !ok || byName != l
 }
 
 // statusClientClosedRequest is recorded, as nginx does, for a request whose

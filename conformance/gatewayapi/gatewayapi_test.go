@@ -48,10 +48,7 @@ const defaultGatewayClass = "toolgate"
 // ListenerSet, frontend client certificate validation, BackendTLSPolicy,
 // HTTPRouteRequestMirror (and its variants), HTTPRouteCORS, HTTPRouteRetry
 // (and its variants), HTTPRouteBackendProtocolH2C (no h2c transport:
-// gateway/proxy.go), GatewayBackendClientCertificate, and
-// GatewayHTTPSListenerDetectMisdirectedRequests (an HTTPS request is routed
-// by its Host header alone, never answered 421 when its TLS server name
-// selected another listener: gateway/handler.go resolve).
+// gateway/proxy.go) and GatewayBackendClientCertificate.
 var supportedFeatures = []features.FeatureName{
 	// Listeners bind any port; the provisioned Service exposes each one
 	// (controller/provision/objects.go listenerPorts).
@@ -59,6 +56,9 @@ var supportedFeatures = []features.FeatureName{
 	// Listeners sharing a port: the most specific hostname alone serves a
 	// request (gateway/host.go hostIndex, gateway/compile.go lookup).
 	features.SupportGatewayHTTPListenerIsolation,
+	// 421 when an HTTPS request's Host selects another listener than its
+	// TLS server name: gateway/handler.go misdirected.
+	features.SupportGatewayHTTPSListenerDetectMisdirectedRequests,
 	// Matches (gateway/match.go addMuxRoute).
 	features.SupportHTTPRouteQueryParamMatching,
 	features.SupportHTTPRouteMethodMatching,
