@@ -44,6 +44,10 @@ cluster-up: ## Start a single-node Kubernetes cluster in a network namespace of 
 	./hack/cluster up
 	./hack/cluster deploy
 
+.PHONY: e2e
+e2e: ## Run the end-to-end suite (conformance/) against toolgate deployed in the local cluster, proxies as pods.
+	./hack/e2e.sh
+
 .PHONY: conformance
 conformance: ## Run the upstream Gateway API conformance suite against toolgate (the local cluster, or $$KUBECONFIG's).
 	./hack/conformance.sh

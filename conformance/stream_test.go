@@ -35,6 +35,12 @@ import (
 )
 
 var _ = Describe("The config stream", func() {
+	BeforeEach(func() {
+		if world.Pods() {
+			Skip("these specs stop, restart and add toolgate processes of their own; with --pods the cluster runs toolgate (pods_test.go covers its pods)")
+		}
+	})
+
 	It("carries every edit to the proxies, which never talk to the API server", func(ctx SpecContext) {
 		for _, p := range world.Proxies {
 			Expect(strings.Join(p.Args(), " ")).NotTo(ContainSubstring("kubeconfig"), "%s runs without API credentials", p.Name)

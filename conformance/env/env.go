@@ -117,6 +117,7 @@ type Env struct {
 	kube       *testkube.Env
 	scratch    string
 	progress   io.Writer
+	pods       bool   // toolgate runs in the cluster (--pods)
 	binary     string // the toolgate binary
 	sessionKey string // the proxies' $TOOLGATE_SESSION_KEY setting
 	tlsDir     string // the suite Gateway's client certificate files
@@ -156,21 +157,44 @@ func Start(ctx context.Context, f *Flags, progress io.Writer) (_ *Env, err error
 	if err := e.startRedis(f.RedisURL); err != nil {
 		return nil, err
 	}
-	binary := f.ToolgateBinary
-	if binary == "" {
-		if binary, err = e.buildToolgate(ctx); err != nil {
-			return nil, err
-		}
+	if f.Pods && e.kube != nil {
+		return nil, fmt.Errorf("--pods needs the --kubeconfig of a cluster that runs toolgate (hack/cluster deploy)")
 	}
-	if e.Issuer, err = StartIssuer(); err != nil {
-		return nil, err
+	e.pods = f.Pods
+	var binary string
+	if !f.Pods {
+		if binary = f.ToolgateBinary; binary == "" {
+			if binary, err = e.buildToolgate(ctx); err != nil {
+				return nil, err
+			}
+		}
 	}
 	backendIP := f.BackendAddress
 	if backendIP == "" {
 		backendIP = "127.0.0.1"
 	}
+	// With --pods the proxies fetch the issuer's keys from their pods: it
+	// listens where the backend does.
+	issuerIP := "127.0.0.1"
+	if f.Pods {
+		issuerIP = backendIP
+	}
+	if e.Issuer, err = StartIssuer(issuerIP); err != nil {
+		return nil, err
+	}
 	if e.Backend, err = StartBackend(backendIP); err != nil {
 		return nil, err
+	}
+	if f.Pods {
+		e.GatewayClass = f.GatewayClass
+		if err := e.createGateway(ctx); err != nil {
+			return nil, err
+		}
+		if err := e.findProxyPods(ctx); err != nil {
+			return nil, err
+		}
+		e.logf("environment ready: Gateway %s on port %d of its pods %s", e.Gateway, e.ListenerPort, e.proxyURLs())
+		return e, nil
 	}
 	if err := e.createGateway(ctx); err != nil {
 		return nil, err
@@ -295,15 +319,19 @@ func (e *Env) createGateway(ctx context.Context) error {
 	e.ListenerPort = port
 	suffix := RandomSuffix()
 	e.Namespace = "toolgate-conformance-" + suffix
-	e.GatewayClass = "toolgate-conformance-" + suffix
 	e.Gateway = types.NamespacedName{Namespace: e.Namespace, Name: "conformance"}
 	all := gwv1.NamespacesFromAll
-	objects := []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.Namespace}},
-		&gwv1.GatewayClass{
+	objects := []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.Namespace}}}
+	if !e.pods {
+		// The suite's own class; with --pods, the cluster's (its parameters
+		// say which image, Service type and Redis the proxies get).
+		e.GatewayClass = "toolgate-conformance-" + suffix
+		objects = append(objects, &gwv1.GatewayClass{
 			ObjectMeta: metav1.ObjectMeta{Name: e.GatewayClass},
 			Spec:       gwv1.GatewayClassSpec{ControllerName: ControllerName},
-		},
+		})
+	}
+	objects = append(objects,
 		&gwv1.Gateway{
 			ObjectMeta: metav1.ObjectMeta{Name: e.Gateway.Name, Namespace: e.Namespace},
 			Spec: gwv1.GatewaySpec{
@@ -315,8 +343,7 @@ func (e *Env) createGateway(ctx context.Context) error {
 					AllowedRoutes: &gwv1.AllowedRoutes{Namespaces: &gwv1.RouteNamespaces{From: &all}},
 				}},
 			},
-		},
-	}
+		})
 	for _, o := range objects {
 		if err := e.Client.Create(ctx, o); err != nil {
 			return fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
@@ -507,6 +534,9 @@ func (e *Env) Processes() []*Process {
 	if e.Controller != nil {
 		out = append(out, e.Controller)
 	}
+	if e.pods {
+		return out // the proxies are pods
+	}
 	for _, p := range e.Proxies {
 		out = append(out, p.Process)
 	}
@@ -533,10 +563,14 @@ func (e *Env) Stop(passed bool) {
 		// controller, still running, removes the data plane's
 		// cluster-scoped objects once the Gateway is gone.
 		_ = e.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.Namespace}})
-		_ = e.Client.Delete(ctx, &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: e.GatewayClass}})
+		if !e.pods {
+			_ = e.Client.Delete(ctx, &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: e.GatewayClass}})
+		}
 	}
 	for _, p := range e.Proxies {
-		_ = p.Stop(stopGrace)
+		if !e.pods {
+			_ = p.Stop(stopGrace)
+		}
 	}
 	if e.Controller != nil {
 		_ = e.Controller.Stop(stopGrace)

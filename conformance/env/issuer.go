@@ -33,8 +33,12 @@ type Issuer struct {
 	server *http.Server
 }
 
-// StartIssuer serves a new issuer on a free loopback port.
-func StartIssuer() (*Issuer, error) {
+// StartIssuer serves a new issuer on a free port of ip (127.0.0.1 when
+// empty).
+func StartIssuer(ip string) (*Issuer, error) {
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, fmt.Errorf("issuer key: %w", err)
@@ -45,7 +49,7 @@ func StartIssuer() (*Issuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer signer: %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return nil, fmt.Errorf("issuer listener: %w", err)
 	}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs toolgate's own end-to-end suite (conformance/, Ginkgo) against
+# toolgate deployed in a real cluster: the suite's Gateway is of the
+# cluster's GatewayClass "toolgate" and its proxies are pods (--pods).
+#
+# It uses the local cluster of hack/cluster: one that is up already is
+# reused and left up; otherwise one is brought up, toolgate deployed into
+# it, and taken down again at the end. The suite runs inside the cluster's
+# network namespace, where its MCP backend and OpenID issuer listen on the
+# node's address for the pods to reach. Extra arguments go to the suite,
+# e.g. -ginkgo.focus='Proxy pods'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+D=${TOOLGATE_CLUSTER_DIR:-/var/lib/toolgate-cluster}
+NODE_IP=10.200.0.10
+
+work=$(mktemp -d)
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+bin=$work/e2e.test
+go test -c -o "$bin" ./conformance
+assets=$(./hack/testbin.sh)
+
+if ./hack/cluster status >/dev/null 2>&1; then
+  echo "e2e: using the local cluster that is up" >&2
+  ./hack/cluster deploy
+else
+  trap 'cleanup; ./hack/cluster down' EXIT
+  ./hack/cluster up >/dev/null
+  ./hack/cluster deploy
+fi
+# The Redis outage spec stops the suite's own redis-server; the cluster's
+# Redis is not the suite's to stop.
+./hack/cluster exec env KUBEBUILDER_ASSETS="$assets" "$bin" -test.v -test.timeout 30m \
+  -kubeconfig "$D/kubeconfig/admin" -pods -backend-address "$NODE_IP" -redis-url "redis://$NODE_IP:6379" \
+  -ginkgo.label-filter='!redis-outage' "$@"
