@@ -29,6 +29,10 @@ build: ## Build every package and bin/toolgate.
 	$(GO) build ./...
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/toolgate ./cmd/toolgate
 
+.PHONY: image
+image: ## Build the toolgate container image into bin/toolgate.tar (no Docker, no registry; load it with docker load -i or ctr images import).
+	$(GO) run ./hack/images --only toolgate --out bin
+
 .PHONY: run
 run: build ## Quickstart: a demo MCP server, a demo OIDC issuer and toolgate standalone on 127.0.0.1:8080.
 	$(GO) run ./examples/quickstart/demo --toolgate bin/toolgate --config examples/quickstart

@@ -118,6 +118,7 @@ type Env struct {
 	scratch    string
 	progress   io.Writer
 	pods       bool   // toolgate runs in the cluster (--pods)
+	ownClass   bool   // the suite created GatewayClass
 	binary     string // the toolgate binary
 	sessionKey string // the proxies' $TOOLGATE_SESSION_KEY setting
 	tlsDir     string // the suite Gateway's client certificate files
@@ -154,7 +155,7 @@ func Start(ctx context.Context, f *Flags, progress io.Writer) (_ *Env, err error
 	if err := e.startKube(ctx, f.Kubeconfig()); err != nil {
 		return nil, err
 	}
-	if err := e.startRedis(f.RedisURL); err != nil {
+	if err := e.startRedis(f.RedisURL, redisIP(f)); err != nil {
 		return nil, err
 	}
 	if f.Pods && e.kube != nil {
@@ -282,14 +283,23 @@ func (e *Env) startKube(ctx context.Context, kubeconfig string) error {
 	return nil
 }
 
-func (e *Env) startRedis(url string) error {
+// redisIP is where the suite's own redis-server listens: loopback for
+// proxies on this machine, the backend's address for proxy pods.
+func redisIP(f *Flags) string {
+	if f.Pods && f.BackendAddress != "" {
+		return f.BackendAddress
+	}
+	return "127.0.0.1"
+}
+
+func (e *Env) startRedis(url, ip string) error {
 	if url != "" {
 		e.logf("using Redis at %s", url)
 		e.Redis = &Redis{URL: url}
 		return nil
 	}
 	e.logf("starting redis-server")
-	server, err := testredis.Start()
+	server, err := testredis.StartOn(ip)
 	if err != nil {
 		return err
 	}
@@ -322,14 +332,37 @@ func (e *Env) createGateway(ctx context.Context) error {
 	e.Gateway = types.NamespacedName{Namespace: e.Namespace, Name: "conformance"}
 	all := gwv1.NamespacesFromAll
 	objects := []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.Namespace}}}
-	if !e.pods {
-		// The suite's own class; with --pods, the cluster's (its parameters
-		// say which image, Service type and Redis the proxies get).
+	switch {
+	case !e.pods:
 		e.GatewayClass = "toolgate-conformance-" + suffix
 		objects = append(objects, &gwv1.GatewayClass{
 			ObjectMeta: metav1.ObjectMeta{Name: e.GatewayClass},
 			Spec:       gwv1.GatewayClassSpec{ControllerName: ControllerName},
 		})
+	case e.GatewayClass == "":
+		// A class of the suite's own whose proxies share the suite's Redis,
+		// which the Redis outage spec stops and starts; the rest of its
+		// parameters are what a local cluster needs (images never pulled,
+		// a ClusterIP Service).
+		e.GatewayClass = "toolgate-conformance-" + suffix
+		params := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: "proxy-parameters", Namespace: e.Namespace},
+			Data: map[string]string{
+				"imagePullPolicy": string(corev1.PullIfNotPresent),
+				"serviceType":     string(corev1.ServiceTypeClusterIP),
+				"replicas":        strconv.Itoa(len(proxyIPs)),
+				"redisURL":        e.Redis.URL,
+			},
+		}
+		ns := gwv1.Namespace(e.Namespace)
+		objects = append(objects, params, &gwv1.GatewayClass{
+			ObjectMeta: metav1.ObjectMeta{Name: e.GatewayClass},
+			Spec: gwv1.GatewayClassSpec{
+				ControllerName: ControllerName,
+				ParametersRef:  &gwv1.ParametersReference{Group: "", Kind: "ConfigMap", Name: params.Name, Namespace: &ns},
+			},
+		})
+		e.ownClass = true
 	}
 	objects = append(objects,
 		&gwv1.Gateway{
@@ -563,7 +596,7 @@ func (e *Env) Stop(passed bool) {
 		// controller, still running, removes the data plane's
 		// cluster-scoped objects once the Gateway is gone.
 		_ = e.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.Namespace}})
-		if !e.pods {
+		if !e.pods || e.ownClass {
 			_ = e.Client.Delete(ctx, &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: e.GatewayClass}})
 		}
 	}

@@ -23,7 +23,8 @@ type Flags struct {
 	// GatewayClass, and its proxies are that Gateway's pods, reached at
 	// their pod IPs.
 	Pods bool
-	// GatewayClass is the existing class used with Pods.
+	// GatewayClass is an existing class to use with Pods; empty creates
+	// one whose proxies share the suite's Redis.
 	GatewayClass string
 
 	kubeconfig *flag.Flag
@@ -43,7 +44,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.RedisURL, "redis-url", "", "Redis the proxies share buckets through; empty starts redis-server on a free loopback port (needed by the Redis outage spec)")
 	fs.StringVar(&f.BackendAddress, "backend-address", "", "IP address the MCP backend listens on, which its EndpointSlice points at; empty means 127.0.0.1, named in the slice as mcp-backend.localhost (the API server refuses loopback IPs in EndpointSlices). Give a routable address to run against a real cluster")
 	fs.BoolVar(&f.Pods, "pods", false, "toolgate runs in the cluster of --kubeconfig (hack/cluster deploy): the suite's Gateway uses --gateway-class and its proxies are pods, reached at their IPs; needs --backend-address reachable from pods")
-	fs.StringVar(&f.GatewayClass, "gateway-class", "toolgate", "with --pods: the GatewayClass of the suite's Gateway")
+	fs.StringVar(&f.GatewayClass, "gateway-class", "", "with --pods: an existing GatewayClass for the suite's Gateway; empty creates one whose proxies share the suite's Redis (needed by the Redis outage spec)")
 	fs.StringVar(&f.LogDir, "log-dir", "", "folder for the processes' logs; empty uses a temporary folder, kept only when a spec fails")
 	return f
 }

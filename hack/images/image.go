@@ -107,13 +107,14 @@ func layerTar(files []file) ([]byte, error) {
 
 // newImage builds a linux/amd64 image FROM scratch whose one layer holds
 // the base files and program as /binName, run as user with /binName as the
-// entrypoint. bindsLowPorts gives the binary cap_net_bind_service.
-func newImage(binName string, program []byte, user string, bindsLowPorts bool) (v1.Image, error) {
+// entrypoint. bindsLowPorts gives the binary cap_net_bind_service; extra
+// files go in the same layer, after the base files.
+func newImage(binName string, program []byte, user string, bindsLowPorts bool, extra ...file) (v1.Image, error) {
 	bin := file{path: binName, mode: 0o755, data: program}
 	if bindsLowPorts {
 		bin.xattrs = map[string]string{"security.capability": capNetBindService}
 	}
-	files := append(baseFiles(), bin)
+	files := append(append(baseFiles(), extra...), bin)
 	layerBytes, err := layerTar(files)
 	if err != nil {
 		return nil, err

@@ -37,15 +37,24 @@ type image struct {
 	// cap_net_bind_service, so that it can listen on ports below 1024 as
 	// a user other than root.
 	bindsLowPorts bool
+	// caBundle adds this machine's CA certificates (Debian's
+	// ca-certificates) as /etc/ssl/certs/ca-certificates.crt, where Go
+	// finds them: toolgate verifies OpenID issuers over HTTPS.
+	caBundle bool
 	// build writes the static binary into dir and returns its path and
 	// the tags of the image.
 	build func(ctx context.Context, b *builder, dir string) (bin string, tags []string, err error)
 }
 
+// caBundlePath is where Debian keeps its CA certificates, and where the
+// toolgate image keeps a copy.
+const caBundlePath = "/etc/ssl/certs/ca-certificates.crt"
+
 var images = []image{
 	{
-		name: "toolgate",
-		user: nonroot,
+		name:     "toolgate",
+		user:     nonroot,
+		caBundle: true,
 		build: func(ctx context.Context, b *builder, dir string) (string, []string, error) {
 			// The default proxy image of controller/provision/params.go and
 			// the image config/manager/manager.yaml names.
@@ -154,7 +163,18 @@ func buildImage(ctx context.Context, b *builder, img image, work, outDir string)
 	if err != nil {
 		return "", err
 	}
-	v1img, err := newImage(img.name, binary, img.user, img.bindsLowPorts)
+	var extra []file
+	if img.caBundle {
+		bundle, err := os.ReadFile(caBundlePath)
+		if err != nil {
+			return "", fmt.Errorf("the %s image needs this machine's CA certificates (apt-get install ca-certificates): %w", img.name, err)
+		}
+		extra = append(extra,
+			file{path: "etc/ssl", mode: 0o755, dir: true},
+			file{path: "etc/ssl/certs", mode: 0o755, dir: true},
+			file{path: "etc/ssl/certs/ca-certificates.crt", mode: 0o644, data: bundle})
+	}
+	v1img, err := newImage(img.name, binary, img.user, img.bindsLowPorts, extra...)
 	if err != nil {
 		return "", err
 	}

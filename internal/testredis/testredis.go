@@ -23,6 +23,7 @@ type Server struct {
 	port    int
 	dir     string
 	program string
+	ip      string // the address it listens on
 	args    []string
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd has exited
@@ -30,7 +31,12 @@ type Server struct {
 
 // Start starts redis-server on a free loopback port. It fails, never skips,
 // when redis-server is not installed: `make test` installs it.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return StartOn("127.0.0.1") }
+
+// StartOn starts redis-server on a free port of ip: an address of this
+// machine, or of a network namespace the test created, that the clients
+// reach (pods of a local cluster).
+func StartOn(ip string) (*Server, error) {
 	if err := lookPath("redis-server", "redis-server"); err != nil {
 		return nil, err
 	}
@@ -38,15 +44,22 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startServer("redis-server", ports[0], func(dir string) ([]string, error) {
-		return serverArgs(ports[0], dir), nil
-	})
+	more := []string{"--bind", ip}
+	if parsed := net.ParseIP(ip); parsed == nil || !parsed.IsLoopback() {
+		// Protected mode answers only loopback clients when there is no
+		// password; ip is where the clients are.
+		more = append(more, "--protected-mode", "no")
+	}
+	s, err := startServer("redis-server", ports[0], func(dir string) ([]string, error) {
+		return serverArgs(ports[0], dir, more...), nil
+	}, ip)
+	return s, err
 }
 
 // startServer makes a temporary directory, asks args for the program's
 // arguments (it may write files there) and starts the program. Nothing is
 // left behind when it fails.
-func startServer(program string, port int, args func(dir string) ([]string, error)) (*Server, error) {
+func startServer(program string, port int, args func(dir string) ([]string, error), ip ...string) (*Server, error) {
 	dir, err := os.MkdirTemp("", "toolgate-"+program+"-")
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", program, err)
@@ -56,7 +69,10 @@ func startServer(program string, port int, args func(dir string) ([]string, erro
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", program, err)
 	}
-	s := &Server{port: port, dir: dir, program: program, args: argv}
+	s := &Server{port: port, dir: dir, program: program, args: argv, ip: "127.0.0.1"}
+	if len(ip) > 0 {
+		s.ip = ip[0]
+	}
 	if err := s.Restart(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -90,7 +106,7 @@ func lookPath(program, debianPackage string) error {
 }
 
 // Addr is the server's host:port.
-func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+func (s *Server) Addr() string { return net.JoinHostPort(s.ip, strconv.Itoa(s.port)) }
 
 // URL is the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr() }
