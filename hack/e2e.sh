@@ -3,9 +3,13 @@
 # toolgate deployed in a real cluster: the suite's Gateway is of the
 # cluster's GatewayClass "toolgate" and its proxies are pods (--pods).
 #
-# It uses the local cluster of hack/cluster: one that is up already is
-# reused and left up; otherwise one is brought up, toolgate deployed into
-# it, and taken down again at the end. The suite runs inside the cluster's
+# With $KUBECONFIG set, it runs against that cluster (kind, a real one),
+# which must run toolgate with its image pullable there; set
+# E2E_BACKEND_ADDRESS to an IP address of this machine that the cluster's
+# pods reach: the suite's MCP backend, issuer and redis-server listen on it.
+# Otherwise it uses the local cluster of hack/cluster: one that is up
+# already is reused and left up; otherwise one is brought up, toolgate
+# deployed into it, and taken down again at the end. The suite runs inside the cluster's
 # network namespace, where its MCP backend and OpenID issuer listen on the
 # node's address for the pods to reach. Extra arguments go to the suite,
 # e.g. -ginkgo.focus='Proxy pods'.
@@ -21,6 +25,13 @@ trap cleanup EXIT
 bin=$work/e2e.test
 go test -c -o "$bin" ./conformance
 assets=$(./hack/testbin.sh)
+
+if [[ -n ${KUBECONFIG:-} ]]; then
+  [[ -n ${E2E_BACKEND_ADDRESS:-} ]] || { echo "e2e: with \$KUBECONFIG, set E2E_BACKEND_ADDRESS to an IP address of this machine that the cluster's pods reach" >&2; exit 1; }
+  KUBEBUILDER_ASSETS="$assets" "$bin" -test.v -test.timeout 30m \
+    -kubeconfig "$KUBECONFIG" -pods -backend-address "$E2E_BACKEND_ADDRESS" "$@"
+  exit
+fi
 
 if ./hack/cluster status >/dev/null 2>&1; then
   echo "e2e: using the local cluster that is up" >&2
