@@ -7,7 +7,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -29,16 +28,8 @@ var _ = Describe("Proxy pods", func() {
 		before := proxyPods(ctx)
 
 		alias := "/" + t.Namespace + "-alias/mcp"
-		prefix := gwv1.PathMatchPathPrefix
 		start := time.Now()
-		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			var route gwv1.HTTPRoute
-			if err := world.Client.Get(ctx, t.key(routeName), &route); err != nil {
-				return err
-			}
-			route.Spec.Rules[0].Matches = append(route.Spec.Rules[0].Matches, gwv1.HTTPRouteMatch{Path: &gwv1.HTTPPathMatch{Type: &prefix, Value: &alias}})
-			return world.Client.Update(ctx, &route)
-		})).To(Succeed())
+		t.addPath(ctx, alias)
 		for _, p := range world.Proxies {
 			Eventually(func(g Gomega) {
 				g.Expect(newRawClient(p.URL, alias, tokenFor("edit")).initialize(ctx)).To(Succeed())

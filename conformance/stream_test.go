@@ -54,18 +54,8 @@ var _ = Describe("The config stream", func() {
 
 		// An edit: a second path on the route, served at once.
 		alias := "/" + t.Namespace + "-alias/mcp"
-		prefix := gwv1.PathMatchPathPrefix
 		start = time.Now()
-		// The controller writes the route's status meanwhile: read again on
-		// a conflict.
-		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			var route gwv1.HTTPRoute
-			if err := world.Client.Get(ctx, t.key(routeName), &route); err != nil {
-				return err
-			}
-			route.Spec.Rules[0].Matches = append(route.Spec.Rules[0].Matches, gwv1.HTTPRouteMatch{Path: &gwv1.HTTPPathMatch{Type: &prefix, Value: &alias}})
-			return world.Client.Update(ctx, &route)
-		})).To(Succeed())
+		t.addPath(ctx, alias)
 		for _, p := range world.Proxies {
 			Eventually(func(g Gomega) {
 				g.Expect(newRawClient(p.URL, alias, tokenFor("edit")).initialize(ctx)).To(Succeed())
@@ -360,4 +350,19 @@ func httpStatus(ctx context.Context, url string) int {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// addPath adds a PathPrefix match for path to the tenant's route. The
+// controller writes the route's status meanwhile: read again on a conflict.
+func (t *tenant) addPath(ctx context.Context, path string) {
+	GinkgoHelper()
+	prefix := gwv1.PathMatchPathPrefix
+	Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var route gwv1.HTTPRoute
+		if err := world.Client.Get(ctx, t.key(routeName), &route); err != nil {
+			return err
+		}
+		route.Spec.Rules[0].Matches = append(route.Spec.Rules[0].Matches, gwv1.HTTPRouteMatch{Path: &gwv1.HTTPPathMatch{Type: &prefix, Value: &path}})
+		return world.Client.Update(ctx, &route)
+	})).To(Succeed())
 }
