@@ -19,7 +19,12 @@ var flags = env.RegisterFlags(flag.CommandLine)
 
 func TestConformance(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "toolgate conformance")
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	if suiteConfig.LabelFilter == "" {
+		suiteConfig.LabelFilter = defaultLabelFilter()
+	}
+	t.Logf("label filter: %s", suiteConfig.LabelFilter)
+	RunSpecs(t, "toolgate conformance", suiteConfig, reporterConfig)
 }
 
 // Waits. The proxies pick up a change within about a second; these bounds

@@ -15,12 +15,8 @@ import (
 )
 
 // Specs of proxies that run as pods of a real cluster (--pods, make e2e).
-var _ = Describe("Proxy pods", func() {
-	BeforeEach(func() {
-		if !world.Pods() {
-			Skip("needs toolgate deployed in a real cluster (--pods, make e2e): here the proxies are processes")
-		}
-	})
+var _ = Describe("Proxy pods", Label(labelPods), func() {
+	BeforeEach(func() { requirePods() })
 
 	It("apply a route edit without restarting", func(ctx SpecContext) {
 		t := newTenant(ctx, "pods-edit")

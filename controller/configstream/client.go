@@ -66,7 +66,8 @@ type ClientOptions struct {
 	ServerName string
 	// Apply is called with each new version, one call at a time. An error
 	// keeps the previous configuration: it is logged, and the client waits
-	// for the next version rather than retrying this one.
+	// for the next version rather than retrying this one. Version and Ready
+	// wait while Apply runs, so Apply must not call them.
 	Apply func(version string, payload []byte) error
 	// Logger receives the client's logs; slog.Default() when nil.
 	Logger *slog.Logger
@@ -172,7 +173,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-// Version returns the last applied version, "" before the first.
+// Version returns the last applied version, "" before the first. While a
+// version is being applied it waits for Apply to return, so that a version
+// in effect is never reported as the previous one.
 func (c *Client) Version() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -297,7 +300,14 @@ func (c *Client) poll(ctx context.Context) (retryAfter time.Duration, err error)
 }
 
 func (c *Client) apply(version string, payload []byte) {
-	if version == c.seen || version == c.Version() {
+	// The lock is held across Apply, so that whoever sees the new
+	// configuration in effect and then asks Version gets its version: a
+	// reader waits while a version is being applied, never reads the
+	// previous one after the new one took effect.
+	c.mu.Lock()
+	old := c.applied
+	if version == c.seen || version == old {
+		c.mu.Unlock()
 		// Nothing new: what was rejected stays rejected, what is applied
 		// need not be built again (a controller went back to it).
 		c.seen = version
@@ -305,12 +315,11 @@ func (c *Client) apply(version string, payload []byte) {
 	}
 	c.seen = version
 	if err := c.opts.Apply(version, payload); err != nil {
+		c.mu.Unlock()
 		c.metrics.updates.WithLabelValues("rejected").Inc()
-		c.opts.Logger.Error("configuration rejected, keeping the current one", "version", version, "current", c.Version(), "error", err)
+		c.opts.Logger.Error("configuration rejected, keeping the current one", "version", version, "current", old, "error", err)
 		return
 	}
-	c.mu.Lock()
-	old := c.applied
 	c.applied = version
 	c.mu.Unlock()
 	c.metrics.updates.WithLabelValues("applied").Inc()
