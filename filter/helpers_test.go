@@ -205,7 +205,7 @@ func newHarness(t testing.TB, policy filter.Policy, opts ...harnessOption) *harn
 	t.Helper()
 	h := &harness{reg: prometheus.NewRegistry(), clock: newClock(), backend: &backend{}}
 	h.store = limiter.NewMemory(limiter.MemoryOptions{Now: h.clock.Now})
-	so := filter.SharedOptions{Store: h.store, Registerer: h.reg, StoreTimeout: 5 * time.Second}
+	so := filter.SharedOptions{Store: h.store, Registerer: h.reg, StoreTimeout: 5 * time.Second, Now: h.clock.Now}
 	for _, o := range opts {
 		o(&so)
 	}

@@ -29,7 +29,7 @@ const (
 	// CodeRateLimited answers a tools/call refused by a token bucket in the
 	// session-based protocol (2025-11-25 and earlier), where JSON-RPC leaves
 	// -32000..-32099 to implementations. It is the code the product promises
-	// its users (see DESIGN.md).
+	// its users (README.md, "What a limited client sees").
 	CodeRateLimited = -32029
 	// CodeRateLimitedStateless answers the same refusal in the stateless
 	// protocol (2026-07-28 and later), which reserves -32020..-32099 for

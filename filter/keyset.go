@@ -41,6 +41,7 @@ type keySet struct {
 	url      string
 	client   *http.Client
 	interval time.Duration // the least time from the end of a fetch to the start of the next
+	now      func() time.Time // the clock the interval is measured by
 	logger   *slog.Logger
 
 	mu        sync.Mutex
@@ -51,8 +52,8 @@ type keySet struct {
 	fetching  chan struct{}     // closed when the fetch under way ends; nil when none is
 }
 
-func newKeySet(url string, client *http.Client, interval time.Duration, logger *slog.Logger) *keySet {
-	return &keySet{url: url, client: client, interval: interval, logger: logger}
+func newKeySet(url string, client *http.Client, interval time.Duration, now func() time.Time, logger *slog.Logger) *keySet {
+	return &keySet{url: url, client: client, interval: interval, now: now, logger: logger}
 }
 
 // VerifySignature returns the payload of jwt when one of the issuer's keys
@@ -103,7 +104,7 @@ func (k *keySet) newerThan(ctx context.Context, seen uint64) ([]jose.JSONWebKey,
 	done := k.fetching
 	if done == nil {
 		if seen > 0 {
-			if since := time.Since(k.fetchedAt); since < k.interval {
+			if since := k.now().Sub(k.fetchedAt); since < k.interval {
 				err := k.err
 				k.mu.Unlock()
 				if err == nil {
@@ -139,7 +140,7 @@ func (k *keySet) fetch(done chan struct{}) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.fetches++
-	k.fetchedAt = time.Now()
+	k.fetchedAt = k.now()
 	k.fetching = nil
 	if err != nil {
 		// The keys held stay: tokens signed with them keep working while

@@ -53,7 +53,7 @@ func signES256(t *testing.T, key *ecdsa.PrivateKey, kid string) string {
 }
 
 func newTestKeySet(url string, interval time.Duration) *keySet {
-	return newKeySet(url, &http.Client{Timeout: DefaultOIDCTimeout}, interval, slog.New(slog.DiscardHandler))
+	return newKeySet(url, &http.Client{Timeout: DefaultOIDCTimeout}, interval, time.Now, slog.New(slog.DiscardHandler))
 }
 
 func TestTheKeySetFetchesOnlyWhenItMayHaveNewKeys(t *testing.T) {

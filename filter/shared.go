@@ -87,6 +87,9 @@ type SharedOptions struct {
 	// hammer the issuer; a new key is accepted at most this long after the
 	// first token signed with it is refused.
 	KeyRefreshInterval time.Duration
+	// Now is the clock KeyRefreshInterval is measured by; time.Now when
+	// nil. Tests set it to move time.
+	Now func() time.Time
 }
 
 // Shared holds what outlives a configuration: the bucket store and its local
@@ -105,8 +108,9 @@ type Shared struct {
 	oidcCtx      context.Context // carries the HTTP client; never cancelled
 	tokens       *tokenCache
 
-	httpClient         *http.Client  // fetches key sets
-	keyRefreshInterval time.Duration // the least time between two fetches of a key set
+	httpClient         *http.Client     // fetches key sets
+	keyRefreshInterval time.Duration    // the least time between two fetches of a key set
+	now                func() time.Time // the clock of keyRefreshInterval
 
 	mu          sync.Mutex
 	keySets     map[string]*keySet    // by JWKS URL
@@ -143,6 +147,10 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 	s.oidcCtx = oidc.ClientContext(context.Background(), client)
 	s.httpClient = client
 	s.keyRefreshInterval = cmpOr(opts.KeyRefreshInterval, DefaultKeyRefreshInterval)
+	s.now = opts.Now
+	if s.now == nil {
+		s.now = time.Now
+	}
 	cache, err := lru.New[tokenKey, verifiedToken](cmpOr(opts.TokenCacheSize, DefaultTokenCacheSize))
 	if err != nil {
 		return nil, fmt.Errorf("filter: token cache: %w", err)
@@ -187,7 +195,7 @@ func (s *Shared) keySet(jwksURL string) *keySet {
 	defer s.mu.Unlock()
 	ks, ok := s.keySets[jwksURL]
 	if !ok {
-		ks = newKeySet(jwksURL, s.httpClient, s.keyRefreshInterval, s.logger)
+		ks = newKeySet(jwksURL, s.httpClient, s.keyRefreshInterval, s.now, s.logger)
 		s.keySets[jwksURL] = ks
 	}
 	return ks

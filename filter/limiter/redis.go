@@ -114,6 +114,10 @@ type Redis struct {
 	stop     chan struct{}
 	senders  chan struct{} // a slot per pipeline in flight
 	closing  sync.Once
+	// now, when set, is the clock the script decides by instead of the
+	// server's TIME. Only tests set it (export_test.go), so that the
+	// shared store suite is exact on Redis as on memory.
+	now func() time.Time
 }
 
 var _ Store = (*Redis)(nil)
@@ -122,6 +126,12 @@ var _ Store = (*Redis)(nil)
 // Sentinel or Cluster; see NewRedisClient) and starts its pipelines. It
 // panics when opts.Prefix contains '{' or '}'.
 func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
+	return newRedis(client, opts, nil)
+}
+
+// newRedis is NewRedis with the clock the script decides by: the server's
+// TIME when now is nil.
+func newRedis(client redis.UniversalClient, opts RedisOptions, now func() time.Time) *Redis {
 	prefix := cmp.Or(opts.Prefix, DefaultRedisPrefix)
 	if strings.ContainsAny(prefix, "{}") {
 		panic(fmt.Sprintf("limiter: redis key prefix %q must not contain '{' or '}'", prefix))
@@ -142,6 +152,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 		calls:    make(chan *call, max(2*pipelines*maxBatch, minQueue)),
 		stop:     make(chan struct{}),
 		senders:  make(chan struct{}, pipelines),
+		now:      now,
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -175,7 +186,9 @@ func (r *Redis) Available() bool { return r.health.available() }
 // redisTakeScript decides one Take, all or nothing, in one call.
 //
 // KEYS[i] is the key of demand i; ARGV[3i-2], ARGV[3i-1] and ARGV[3i] are its
-// MaxTokens, its RefillPeriod in µs (rounded up) and its Tokens. The reply is
+// MaxTokens, its RefillPeriod in µs (rounded up) and its Tokens. The clock
+// is the server's TIME; a test's clock may be given as one more argument,
+// the Unix time in µs (Redis.now). The reply is
 // {allowed (1 or 0), then for each demand: remaining, resetAfter µs,
 // retryAfter µs (0 when this demand's bucket held its tokens)}.
 //
@@ -184,11 +197,15 @@ func (r *Redis) Available() bool { return r.health.available() }
 // TTL of the time until it is full again.
 const redisTakeScript = `
 local n = #KEYS
-if #ARGV ~= 3 * n then
+local now
+if #ARGV == 3 * n + 1 then
+  now = tonumber(ARGV[#ARGV])
+elseif #ARGV == 3 * n then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+else
   return redis.error_reply('toolgate limiter: want 3 arguments per key')
 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 
 local function divmod(a, b)
   local q = math.floor(a / b)
@@ -295,7 +312,7 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{}, fmt.Errorf("limiter: take from redis: %w", err)
 	}
-	c := &call{demands: demands, keys: r.keys(demands), args: scriptArgs(demands), done: make(chan struct{})}
+	c := &call{demands: demands, keys: r.keys(demands), args: r.scriptArgs(demands), done: make(chan struct{})}
 	select {
 	case <-r.stop:
 		return Decision{}, ErrClosed
@@ -340,8 +357,8 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 }
 
 // scriptArgs are redisTakeScript's arguments for demands.
-func scriptArgs(demands []Demand) []any {
-	args := make([]any, 0, 3*len(demands))
+func (r *Redis) scriptArgs(demands []Demand) []any {
+	args := make([]any, 0, 3*len(demands)+1)
 	for i, d := range demands {
 		if i > 0 && d.Limit == demands[i-1].Limit {
 			// Boxing an int64 allocates: share the previous demand's.
@@ -349,6 +366,9 @@ func scriptArgs(demands []Demand) []any {
 			continue
 		}
 		args = append(args, d.Limit.MaxTokens, int64(micros(d.Limit.RefillPeriod)), d.Tokens)
+	}
+	if r.now != nil {
+		args = append(args, r.now().UnixMicro())
 	}
 	return args
 }

@@ -104,8 +104,33 @@ func commandsSince(ctx context.Context, c redis.UniversalClient, before map[stri
 func TestRedisStore(t *testing.T) {
 	client := newClient(t, sharedRedis.Addr())
 	runStoreSuite(t, func(t *testing.T) (limiter.Store, clock) {
-		return limiter.NewRedis(client, limiter.RedisOptions{Prefix: newPrefix()}), realClock{}
+		c := newFakeClock()
+		return limiter.NewRedisWithClock(client, limiter.RedisOptions{Prefix: newPrefix()}, c.Now), c
 	})
+}
+
+// Without a test's clock, the script decides by the server's TIME: one
+// decision reads it once, and a drained bucket fills as it passes.
+func TestRedisDecidesByTheServersClock(t *testing.T) {
+	s := limiter.NewRedis(newClient(t, sharedRedis.Addr()), limiter.RedisOptions{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	l := limiter.Limit{MaxTokens: 2, RefillPeriod: 100 * time.Millisecond}
+	dec := take(t, s, demand(alice, l, 1), demand(alice, l, 1))
+	wantAllowed(t, dec, true)
+	if got := dec.Buckets[1].ResetAfter; got != l.RefillPeriod {
+		t.Errorf("after both tokens in one decision, ResetAfter = %v, want %v", got, l.RefillPeriod)
+	}
+	dec = take(t, s, demand(alice, l, 1))
+	wantAllowed(t, dec, false)
+	if dec.RetryAfter <= 0 || dec.RetryAfter > l.RefillPeriod/2 {
+		t.Errorf("RetryAfter = %v, want in (0, %v]", dec.RetryAfter, l.RefillPeriod/2)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !take(t, s, demand(alice, l, 1)).Allowed; {
+		if time.Now().After(deadline) {
+			t.Fatal("the bucket did not refill as the server's clock went on")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // buckets are the four buckets of a tools/call with every limit set.

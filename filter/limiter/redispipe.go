@@ -164,7 +164,7 @@ var probeDemand = []Demand{{
 // a Redis that answers PING but cannot run or write (a replica, OOM, a lost
 // script it cannot reload) is not taken for a working one.
 func (r *Redis) probe(ctx context.Context) error {
-	reply, err := takeScript.Run(ctx, r.client, r.keys(probeDemand), scriptArgs(probeDemand)...).Result()
+	reply, err := takeScript.Run(ctx, r.client, r.keys(probeDemand), r.scriptArgs(probeDemand)...).Result()
 	if err != nil {
 		return err
 	}

@@ -11,12 +11,12 @@ import (
 	"github.com/toolgate/toolgate/filter/limiter"
 )
 
-// clock lets time pass for a store under test.
+// clock lets time pass for a store under test. Both stores decide by a
+// clock the test moves (MemoryOptions.Now, NewRedisWithClock), so that the
+// suite's arithmetic is exact on each.
 type clock interface {
-	// Advance lets d pass: an injected clock jumps, a real one is waited for.
+	// Advance lets d pass.
 	Advance(d time.Duration)
-	// Exact is true when no time passes unless Advance says so.
-	Exact() bool
 }
 
 // fakeClock is an injected clock that moves only when told to.
@@ -40,19 +40,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 }
-
-func (c *fakeClock) Exact() bool { return true }
-
-// realClock is the Redis server's clock, which tests can only wait for.
-type realClock struct{}
-
-func (realClock) Advance(d time.Duration) { time.Sleep(d) }
-func (realClock) Exact() bool             { return false }
-
-// realSlack is how much time a test on a real clock tolerates between a
-// decision and the previous one. It is generous: assertions on real clocks
-// use limits of a minute or more, where it is still precise enough.
-const realSlack = 10 * time.Second
 
 var (
 	server = "team-a/github"
@@ -88,18 +75,11 @@ func remaining(t *testing.T, s limiter.Store, b limiter.BucketID, l limiter.Limi
 	return dec.Buckets[0].Remaining
 }
 
-// near checks a duration measured from a decision: exactly want on an exact
-// clock; at most want, and not much less, on a real one.
-func near(t *testing.T, c clock, what string, got, want time.Duration) {
+// near checks a duration measured from a decision: exactly want.
+func near(t *testing.T, _ clock, what string, got, want time.Duration) {
 	t.Helper()
-	if c.Exact() {
-		if got != want {
-			t.Errorf("%s = %v, want %v", what, got, want)
-		}
-		return
-	}
-	if got > want || got <= want-realSlack {
-		t.Errorf("%s = %v, want in (%v, %v]", what, got, want-realSlack, want)
+	if got != want {
+		t.Errorf("%s = %v, want %v", what, got, want)
 	}
 }
 

@@ -64,8 +64,10 @@ func TestRedisCluster(t *testing.T) {
 
 	t.Run("the store suite passes", func(t *testing.T) {
 		runStoreSuite(t, func(t *testing.T) (limiter.Store, clock) {
-			s, _ := topologyStore(t, client)
-			return s, realClock{}
+			c := newFakeClock()
+			s := limiter.NewRedisWithClock(client, limiter.RedisOptions{Prefix: newPrefix(), Timeout: topologyTimeout}, c.Now)
+			t.Cleanup(func() { _ = s.Close() })
+			return s, c
 		})
 	})
 
