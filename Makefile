@@ -5,6 +5,8 @@ SHELL := /usr/bin/env bash
 
 GO ?= go
 CONTROLLER_GEN := $(GO) tool controller-gen
+# Tools kept out of the product's go.mod, in a module of their own.
+GOLANGCI_LINT := $(GO) tool -modfile=hack/tools/go.mod golangci-lint
 
 .PHONY: all
 all: build
@@ -40,6 +42,10 @@ run: build ## Quickstart: a demo MCP server, a demo OIDC issuer and toolgate sta
 .PHONY: vet
 vet: ## Run go vet.
 	$(GO) vet ./...
+
+.PHONY: lint
+lint: ## Run golangci-lint with .golangci.yml (CI fails on any finding).
+	$(GOLANGCI_LINT) run ./...
 
 ##@ A real cluster (root; see "A real cluster on this machine" in README.md)
 

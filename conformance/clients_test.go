@@ -240,7 +240,7 @@ func (rec *recorder) exchanges() []exchange {
 // connectSDK opens a go-sdk client session through the proxy at base, as
 // the user whose token is given. A non-nil rec sees every exchange.
 func connectSDK(ctx context.Context, base, path, token string, rec *recorder) (*mcp.ClientSession, error) {
-	var transport http.RoundTripper = http.DefaultTransport
+	transport := http.DefaultTransport
 	if rec != nil {
 		rec.next = transport
 		transport = rec

@@ -151,7 +151,7 @@ type streamRunnable struct {
 }
 
 func (s *streamRunnable) Start(ctx context.Context) error {
-	l, err := net.Listen("tcp", s.address)
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.address)
 	if err != nil {
 		return fmt.Errorf("config stream: listen on %s: %w", s.address, err)
 	}

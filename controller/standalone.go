@@ -68,7 +68,7 @@ func RunStandalone(ctx context.Context, opts StandaloneOptions) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", opts.Dir, err)
 	}
-	defer watcher.Close()
+	defer func() { _ = watcher.Close() }()
 	if err := watcher.Add(opts.Dir); err != nil {
 		return fmt.Errorf("watch %s: %w", opts.Dir, err)
 	}

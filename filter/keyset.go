@@ -116,7 +116,7 @@ func (k *keySet) newerThan(ctx context.Context, seen uint64) ([]jose.JSONWebKey,
 		}
 		done = make(chan struct{})
 		k.fetching = done
-		go k.fetch(done)
+		go k.fetch(done) //nolint:gosec // shared by every waiting request: not bound to this one's context (see fetch)
 	}
 	k.mu.Unlock()
 	select {

@@ -98,7 +98,7 @@ func TestARealMCPClientIsLimitedByTheFilter(t *testing.T) {
 			if err != nil {
 				t.Fatalf("connect: %v", err)
 			}
-			defer session.Close()
+			defer func() { _ = session.Close() }()
 
 			callTool := func(name string) error {
 				res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{}})

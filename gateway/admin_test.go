@@ -173,7 +173,7 @@ func TestActiveStreamsMetric(t *testing.T) {
 	}
 	waitFor(`toolgate_gateway_active_streams{route="ns/r"} 1`)
 	close(held.release)
-	events.next()
+	_, _ = events.next() // the end of the stream, its error or EOF
 	waitFor(`toolgate_gateway_active_streams{route="ns/r"} 0`)
 }
 

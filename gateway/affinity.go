@@ -80,7 +80,7 @@ func (s *sessionSealer) seal(endpoint, id string) string {
 		return id
 	}
 	payload := make([]byte, 0, 1+len(endpoint)+len(id))
-	payload = append(payload, byte(len(endpoint)))
+	payload = append(payload, byte(len(endpoint))) //nolint:gosec // at most 255, checked above
 	payload = append(payload, endpoint...)
 	payload = append(payload, id...)
 	return sessionTokenPrefix + b64.EncodeToString(payload) + "." + b64.EncodeToString(s.tag(payload))

@@ -49,7 +49,7 @@ func BenchmarkProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Shutdown(b.Context())
+	defer func() { _ = s.Shutdown(b.Context()) }()
 	if err := s.Apply(oneRoute(Rule{
 		Matches:  []Match{{Path: prefix("/mcp")}},
 		Backends: []Backend{{Name: "bench", Weight: 1, Endpoints: []string{strings.TrimPrefix(backend.URL, "http://")}}},
@@ -169,7 +169,7 @@ func BenchmarkGatewayHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Shutdown(b.Context())
+	defer func() { _ = s.Shutdown(b.Context()) }()
 	if err := s.Apply(oneRoute(Rule{
 		Matches:  []Match{{Path: prefix("/mcp")}},
 		Backends: []Backend{{Name: "bench", Weight: 1, Endpoints: []string{"127.0.0.1:9"}}},

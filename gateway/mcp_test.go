@@ -438,9 +438,9 @@ func TestEndpointEventRewriting(t *testing.T) {
 		r := &endpointEventRewriter{src: pr, seal: seal}
 		go func() {
 			for _, part := range []string{"event: end", "point\ndata: /m?sessionId=a", "bc\n", "\n", "event: endpoint\ndata: /m?sessionId=abc\n\n"} {
-				pw.Write([]byte(part))
+				_, _ = pw.Write([]byte(part))
 			}
-			pw.Close()
+			_ = pw.Close()
 		}()
 		var out strings.Builder
 		buf := make([]byte, 7)

@@ -63,7 +63,7 @@ func TestReloadUnderLoad(t *testing.T) {
 					firstFailure.CompareAndSwap(nil, fmt.Sprintf("worker %d: %v", w, err))
 					continue
 				}
-				io.Copy(io.Discard, resp.Body)
+				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
 					failed.Add(1)

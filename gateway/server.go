@@ -148,7 +148,8 @@ func New(opts Options) (*Server, error) {
 		s.opts.IdleTimeout = 2 * time.Minute
 	}
 	if opts.AdminAddress != "" {
-		ln, err := net.Listen("tcp", opts.AdminAddress)
+		// Binding is immediate: there is nothing to cancel.
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", opts.AdminAddress)
 		if err != nil {
 			return nil, fmt.Errorf("admin listener %s: %w", opts.AdminAddress, err)
 		}
@@ -289,7 +290,9 @@ func (s *Server) listen(key portKey, protocol Protocol, addr string) (*socket, e
 func (s *Server) bind(addr string) (net.Listener, error) {
 	bindTCP := s.bindTCP
 	if bindTCP == nil {
-		bindTCP = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+		bindTCP = func(addr string) (net.Listener, error) {
+			return (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+		}
 	}
 	ln, err := bindTCP(addr)
 	if err != nil {

@@ -26,7 +26,7 @@ func (h *heldStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprint(w, "id: 1\nevent: message\ndata: first\n\n")
-	http.NewResponseController(w).Flush()
+	_ = http.NewResponseController(w).Flush()
 	h.started <- struct{}{}
 	select {
 	case <-h.release:
@@ -144,7 +144,7 @@ func TestALongStreamIsNotCut(t *testing.T) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		for i := range events {
 			fmt.Fprintf(w, "data: %d\n\n", i)
-			http.NewResponseController(w).Flush()
+			_ = http.NewResponseController(w).Flush()
 			time.Sleep(25 * time.Millisecond) // makes the stream outlast the server timeouts
 		}
 	}))

@@ -219,7 +219,7 @@ func TestGoSDKsOAuthClientLogsInThroughTheGatewayByItself(t *testing.T) {
 		logExchanges(t, exchanges)
 		t.Fatalf("connect to %s: %v", mcpURL, err)
 	}
-	defer session.Close()
+	defer func() { _ = session.Close() }()
 	tools, err := session.ListTools(ctx, nil)
 	if err != nil {
 		t.Fatalf("list tools: %v", err)

@@ -91,7 +91,12 @@ func TestProxyServesWhatTheStreamSends(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Serve(ctx, l) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("config stream server: %v", err)
+		}
+	})
 
 	proxy.WaitFor(t, "ready", testproc.AnswersOK(admin+"/readyz"))
 	if _, body := get(t, admin+"/readyz"); !strings.Contains(body, version) {

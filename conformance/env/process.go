@@ -126,7 +126,7 @@ func (p *Process) LogSince(offset int64, maxBytes int64) string {
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", p.logPath, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	info, err := f.Stat()
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", p.logPath, err)

@@ -198,7 +198,7 @@ func TestConformanceSuiteSeesTheSameServerThroughTheGateway(t *testing.T) {
 					fmt.Fprintf(&failures, "  %s: %s\n", name, strings.Join(d.failing, ", "))
 				}
 			}
-			w.Flush()
+			_ = w.Flush() // into a strings.Builder, which cannot fail
 			t.Logf("MCP conformance, %s: %d of %d scenarios pass directly, %d through toolgate\n%s",
 				rev.name, passedDirect, len(names), passedThrough, table.String())
 			if failures.Len() > 0 {

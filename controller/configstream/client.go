@@ -235,7 +235,7 @@ func (c *Client) backoff(failures int) time.Duration {
 			ceiling *= 2
 		}
 	}
-	return rand.N(ceiling)
+	return rand.N(ceiling) //nolint:gosec // jitter, not a secret
 }
 
 // setState logs when the stream connects or is lost, once per change

@@ -372,7 +372,7 @@ func TestAStalledControllerDoesNotHangTheClient(t *testing.T) {
 	go stalled.ServeTLS(l, "", "") //nolint:errcheck // stopped below
 	t.Cleanup(func() {
 		close(release)
-		stalled.Close()
+		_ = stalled.Close()
 	})
 
 	a := newApplier("")

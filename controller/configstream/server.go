@@ -152,9 +152,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		// Still busy after the grace period: cut the rest off.
-		srv.Close()
+		_ = srv.Close()
 	}
-	<-done
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve config stream on %s: %w", l.Addr(), err)
+	}
 	return nil
 }
 

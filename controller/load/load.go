@@ -62,7 +62,7 @@ func (l *Loader) Dir(dir string) (*translate.Resources, error) {
 			continue
 		}
 		errs = append(errs, l.read(res, f, path))
-		f.Close()
+		_ = f.Close() // read only
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -31,7 +31,7 @@ const (
 	// SessionKeySecretKey is the key of the session-key Secret's data.
 	SessionKeySecretKey = "sessionKey"
 	// RedisPasswordEnv carries the Redis password into the proxy.
-	RedisPasswordEnv = "TOOLGATE_REDIS_PASSWORD"
+	RedisPasswordEnv = "TOOLGATE_REDIS_PASSWORD" //nolint:gosec // the variable's name, not a password
 	// ContainerName is the name of the proxy container.
 	ContainerName = "proxy"
 	// ConfigTLSDir is where the proxy finds the client certificate Secret

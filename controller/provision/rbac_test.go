@@ -24,7 +24,7 @@ func rulesFromMarkers(path string) []rbacv1.PolicyRule {
 	GinkgoHelper()
 	f, err := os.Open(path)
 	Expect(err).NotTo(HaveOccurred())
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var rules []rbacv1.PolicyRule
 	scan := bufio.NewScanner(f)
 	for scan.Scan() {

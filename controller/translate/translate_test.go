@@ -163,7 +163,7 @@ func TestSnapshotsCarryKeysHeaderValuesAndPolicyCopies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		res, err := loader.Read(f, f.Name())
 		if err != nil {
 			t.Fatal(err)

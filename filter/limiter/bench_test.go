@@ -209,11 +209,11 @@ func BenchmarkConcurrentDecisions(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				defer client.Close()
+				defer func() { _ = client.Close() }()
 				trips := &roundTrips{}
 				client.AddHook(trips)
 				s := limiter.NewRedis(client, st.opts)
-				defer s.Close()
+				defer func() { _ = s.Close() }()
 				demands := make([][]limiter.Demand, callers)
 				for c := range demands {
 					demands[c] = benchDemands(1, "user-"+strconv.Itoa(c))

@@ -168,7 +168,7 @@ func writeTarball(path string, img v1.Image, tags []string) error {
 	}
 	defer os.Remove(tmp.Name())
 	if err := tarball.MultiRefWrite(refs, tmp); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the write failed already
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {

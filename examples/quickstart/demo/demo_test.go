@@ -74,7 +74,7 @@ func TestTheQuickstartBehavesAsItsInstructionsSay(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	defer server.Shutdown(context.Background())
+	defer func() { _ = server.Shutdown(context.Background()) }()
 	var out bytes.Buffer
 	started := make(chan error, 1)
 	go func() {

@@ -80,7 +80,7 @@ func run(toolgate, config string) error {
 	fmt.Printf(instructions, alice, bob)
 	select {
 	case <-ctx.Done():
-		<-exited
+		<-exited //nolint:errcheck // interrupted: however toolgate exits, the demo is over
 		return nil
 	case err := <-exited:
 		return fmt.Errorf("toolgate exited: %v", err)
@@ -115,7 +115,8 @@ func serve(addr string, h http.Handler) error {
 	if err != nil {
 		return err
 	}
-	go func() { _ = http.Serve(ln, h) }()
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
 	return nil
 }
 
