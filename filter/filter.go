@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"os"
 	"slices"
@@ -123,13 +124,27 @@ const allowedMethods = "GET, POST, DELETE, OPTIONS"
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := h.filter
+	if wantsUpgrade(r.Header) {
+		// An upgraded connection carries bytes the filter never reads: MCP's
+		// transports never upgrade.
+		f.refuse(w, http.StatusBadRequest, reasonUpgrade, nil, CodeInvalidRequest,
+			"Invalid Request: an MCP endpoint does not upgrade connections")
+		return
+	}
+	// What the backend will get is what the filter inspects: the headers
+	// that Connection names stop at this hop, so they go before anything
+	// reads them.
+	removeConnectionHeaders(r.Header)
 	switch r.Method {
 	case http.MethodPost, http.MethodGet, http.MethodDelete:
 	case http.MethodOptions:
 		if isCORSPreflight(r) {
 			// Browsers send preflights without credentials and act on
 			// nothing but the answer's CORS headers; the backend gives
-			// those.
+			// those. A token sent anyway is not the backend's.
+			if f.auth != nil && !f.forwardAuthorization {
+				r.Header.Del("Authorization")
+			}
 			h.next.ServeHTTP(w, r)
 			return
 		}
@@ -168,11 +183,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
-		// An MCP message is always JSON; forwarding anything else would let
-		// a lenient backend read a tool call the filter never saw.
+	if problem := unreadableBody(r.Header); problem != "" {
+		// An MCP message is always JSON in UTF-8, sent as it is; forwarding
+		// anything else would let a lenient backend read a tool call the
+		// filter never saw.
 		f.refuse(w, http.StatusUnsupportedMediaType, reasonUnsupportedMediaType, nil, CodeInvalidRequest,
-			"Invalid Request: Content-Type must be application/json")
+			"Invalid Request: "+problem)
 		return
 	}
 	body, err := f.shared.readBody(w, r)
@@ -424,11 +440,62 @@ func isCORSPreflight(r *http.Request) bool {
 		r.Header.Get("Access-Control-Request-Method") != "" && !hasBody(r)
 }
 
-// isJSON reports whether a Content-Type is application/json, whatever its
-// parameters and case.
-func isJSON(contentType string) bool {
-	mediaType, _, _ := strings.Cut(contentType, ";")
-	return strings.EqualFold(strings.TrimSpace(mediaType), "application/json")
+// unreadableBody says why a POST's body is not one the filter reads as the
+// backend would, "" when it is: JSON (application/json, whatever its case)
+// in UTF-8 (RFC 8259 section 8.1: no other charset), with no
+// Content-Encoding but identity. The filter decodes neither charsets nor
+// compression, and a body it checked as one thing must not reach the
+// backend labelled as another.
+func unreadableBody(h http.Header) string {
+	for _, v := range h.Values("Content-Encoding") {
+		for coding := range strings.SplitSeq(v, ",") {
+			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+				return fmt.Sprintf("Content-Encoding %q is not accepted: send the body uncompressed", c)
+			}
+		}
+	}
+	types := h.Values("Content-Type")
+	if len(types) != 1 {
+		return "Content-Type must be application/json, once"
+	}
+	mediaType, params, err := mime.ParseMediaType(types[0])
+	if err != nil || mediaType != "application/json" {
+		return "Content-Type must be application/json"
+	}
+	for name, value := range params {
+		if name == "charset" && !strings.EqualFold(value, "utf-8") {
+			return fmt.Sprintf("charset %q is not accepted: MCP messages are UTF-8", value)
+		}
+	}
+	return ""
+}
+
+// wantsUpgrade reports whether a request asks to switch protocols
+// (RFC 9110 section 7.8).
+func wantsUpgrade(h http.Header) bool {
+	if len(h.Values("Upgrade")) > 0 {
+		return true
+	}
+	for _, v := range h.Values("Connection") {
+		for token := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(token), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// removeConnectionHeaders deletes the header fields that the Connection
+// field names (RFC 9110 section 7.6.1), as a proxy does before forwarding.
+func removeConnectionHeaders(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for token := range strings.SplitSeq(v, ",") {
+			if name := strings.TrimSpace(token); name != "" && !strings.EqualFold(name, "Connection") {
+				h.Del(name)
+			}
+		}
+	}
 }
 
 var errBodyTooLarge = errors.New("request body too large")

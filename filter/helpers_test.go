@@ -157,6 +157,7 @@ type backend struct {
 	mu     sync.Mutex
 	bodies [][]byte
 	auths  []string // the Authorization header of each request, "" when absent
+	heads  []http.Header
 	hits   atomic.Int64
 }
 
@@ -174,9 +175,20 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	b.bodies = append(b.bodies, body)
 	b.auths = append(b.auths, r.Header.Get("Authorization"))
+	b.heads = append(b.heads, r.Header.Clone())
 	b.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+}
+
+// lastHeader is the header of the last request that reached the backend.
+func (b *backend) lastHeader() http.Header {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.heads) == 0 {
+		return nil
+	}
+	return b.heads[len(b.heads)-1]
 }
 
 func (b *backend) last() []byte {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -347,6 +348,10 @@ func (s *scanner) scanMessage(m *message, depth int) {
 			s.refuse("tools/call params.name is missing")
 		case !p.isString:
 			s.refuse("tools/call params.name must be a string")
+		case hasControl(p.name):
+			// A backend may trim or ignore them and run the tool, while
+			// the name would escape the tool's own bucket.
+			s.refuse("tools/call params.name must not contain control characters")
 		default:
 			m.name = p.name
 		}
@@ -646,4 +651,15 @@ func (s *scanner) digits() bool {
 		s.pos++
 	}
 	return s.pos > start
+}
+
+// hasControl reports whether b, UTF-8, holds a control character (Unicode
+// category Cc: U+0000 to U+001F and U+007F to U+009F).
+func hasControl(b []byte) bool {
+	for _, r := range string(b) {
+		if unicode.IsControl(r) {
+			return true
+		}
+	}
+	return false
 }

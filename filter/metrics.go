@@ -100,6 +100,7 @@ const (
 	reasonRateLimited
 	reasonOverloaded
 	reasonMethodNotAllowed
+	reasonUpgrade
 	numReasons
 )
 
@@ -115,6 +116,7 @@ var reasonNames = [numReasons]string{
 	reasonRateLimited:          "rate_limited",
 	reasonOverloaded:           "overloaded",
 	reasonMethodNotAllowed:     "method_not_allowed",
+	reasonUpgrade:              "upgrade",
 }
 
 // metrics are the filter's collectors, shared by every server.
