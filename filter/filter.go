@@ -157,10 +157,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var user string
 	if f.auth != nil {
-		resource := f.resource(r)
-		u, failure := f.auth.identify(r.Context(), r, resource)
+		u, failure := f.auth.identify(r.Context(), r, f.resourceURL)
 		if failure != nil {
-			f.refuseIdentity(w, failure, resource)
+			// The challenge may point at the URL the client used: it only
+			// says where the metadata is, and accepts nothing.
+			f.refuseIdentity(w, failure, f.resource(r))
 			return
 		}
 		user = u

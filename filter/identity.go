@@ -73,8 +73,11 @@ type authFailure struct {
 // identify returns the caller's user, from the request's bearer token.
 // Only the Authorization header is read.
 //
-// The token's aud must hold the configured audience or resource, the URL of
-// the protected resource (RFC 8707, as MCP clients ask for it).
+// The token's aud must hold the configured audience, or resource when it is
+// not "": the configured URL of the protected resource (RFC 8707, as MCP
+// clients ask for it). Both come from configuration, never from the
+// request: a Host the client chose would let it pick the audience, and
+// present a token minted for another service.
 func (a *authenticator) identify(ctx context.Context, r *http.Request, resource string) (string, *authFailure) {
 	values := r.Header["Authorization"]
 	if len(values) == 0 {
@@ -115,8 +118,12 @@ func (a *authenticator) identify(ctx context.Context, r *http.Request, resource 
 		}
 		return "", invalidToken("the token is not valid for this server", err)
 	}
-	if !slices.Contains(idToken.Audience, a.config.Audience) && !slices.Contains(idToken.Audience, resource) {
-		return "", invalidToken("the token is not for this server: its aud names neither "+quotable(a.config.Audience)+" nor "+quotable(resource), nil)
+	if !slices.Contains(idToken.Audience, a.config.Audience) && (resource == "" || !slices.Contains(idToken.Audience, resource)) {
+		want := quotable(a.config.Audience)
+		if resource != "" {
+			want += " or " + quotable(resource)
+		}
+		return "", invalidToken("the token is not for this server: its aud must name "+want, nil)
 	}
 	user, err := a.user(idToken)
 	if err != nil {

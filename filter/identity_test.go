@@ -34,7 +34,7 @@ func TestTokensThatCannotBeTrustedGet401(t *testing.T) {
 			c["exp"] = time.Now().Add(-time.Minute).Unix()
 			c["iat"] = time.Now().Add(-time.Hour).Unix()
 		}), invalid("the token has expired")},
-		{"a token for another audience", "Bearer " + iss.token(t, "alice", func(c claims) { c["aud"] = "another-server" }), invalid("the token is not for this server: its aud names neither toolgate nor http://example.com/mcp")},
+		{"a token for another audience", "Bearer " + iss.token(t, "alice", func(c claims) { c["aud"] = "another-server" }), invalid("the token is not for this server: its aud must name toolgate")},
 		{"a token from another issuer", "Bearer " + iss.token(t, "alice", func(c claims) { c["iss"] = "https://evil.example" }), invalid("the token is not valid for this server")},
 		{"a token signed by another key under a trusted key id", "Bearer " + sign(t, jose.RS256, otherRSA, "rsa", iss.claims("alice")), invalid("the token is not valid for this server")},
 		{"a token signed by a key the issuer does not publish", "Bearer " + sign(t, jose.RS256, otherRSA, "unknown", iss.claims("alice")), invalid("the token is not valid for this server")},

@@ -72,6 +72,9 @@ func TestTheMetadataNamesTheIssuerOfTokensForTheResource(t *testing.T) {
 	}
 }
 
+// Accepted audiences come from the policy only: the audience, and the
+// resource URL when it names one. The URL a request reached the gateway at
+// (its Host, which the client chooses) is never accepted.
 func TestATokenForTheResourceURLIsAcceptedAsOneForTheAudience(t *testing.T) {
 	iss := newIssuer(t)
 	const resource = "https://mcp.example.com/github/mcp"
@@ -83,7 +86,7 @@ func TestATokenForTheResourceURLIsAcceptedAsOneForTheAudience(t *testing.T) {
 		wantHint string // in WWW-Authenticate
 	}{
 		{name: "the audience", aud: "toolgate", want: http.StatusOK},
-		{name: "the resource URL the gateway derived", aud: "http://example.com/mcp", want: http.StatusOK},
+		{name: "the URL the request reached, with no resource URL set", aud: "http://example.com/mcp", want: http.StatusUnauthorized, wantHint: `resource_metadata="http://example.com/.well-known/oauth-protected-resource/mcp"`},
 		{name: "the policy's resource URL", resource: resource, aud: resource, want: http.StatusOK},
 		{name: "the derived URL when the policy names another", resource: resource, aud: "http://example.com/mcp", want: http.StatusUnauthorized},
 		{name: "another resource", aud: "http://example.com/other", want: http.StatusUnauthorized, wantHint: `resource_metadata="http://example.com/.well-known/oauth-protected-resource/mcp"`},
@@ -114,5 +117,26 @@ func TestAPolicyResourceURLMustBeAnAbsoluteURL(t *testing.T) {
 	}
 	if err := (filter.Policy{Server: testServer, ResourceURL: "https://mcp.example.com/x"}).Validate(); err == nil {
 		t.Error("a ResourceURL without auth was accepted")
+	}
+}
+
+// A token the same issuer minted for another service is refused whatever
+// Host the client sends with it.
+func TestATokenForAnotherServiceIsRefusedWhateverTheHost(t *testing.T) {
+	iss := newIssuer(t)
+	for _, resourceURL := range []string{"", "https://mcp.example.com/github/mcp"} {
+		h := newHarness(t, filter.Policy{Server: testServer, Auth: iss.auth(), ResourceURL: resourceURL, PerUser: limit(10, time.Hour)})
+		token := iss.token(t, "alice", func(c claims) { c["aud"] = "https://other.example/mcp" })
+		for _, host := range []string{"other.example", "other.example:443", "mcp.example.com"} {
+			r := httptest.NewRequest(http.MethodPost, "https://"+host+"/mcp", strings.NewReader(call(1, "t")))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Authorization", "Bearer "+token)
+			if w := h.serve(r); w.Code != http.StatusUnauthorized {
+				t.Errorf("resourceURL %q, Host %s: status %d, want 401", resourceURL, host, w.Code)
+			}
+		}
+		if got := h.backend.hits.Load(); got != 0 {
+			t.Errorf("resourceURL %q: the backend saw %d requests", resourceURL, got)
+		}
 	}
 }

@@ -99,9 +99,11 @@ type Auth struct {
 	// identifier in the OAuth protected resource metadata (RFC 9728) that
 	// the gateway serves, and the RFC 8707 resource that clients ask tokens
 	// for. A token whose aud names it is accepted, as is one for
-	// oidc.audience. Set it when a proxy or load balancer in front of the
-	// gateway changes the scheme, host or path; by default it is the URL at
-	// which each request reaches the gateway.
+	// oidc.audience. Without it the metadata names the URL at which each
+	// request reached the gateway, but tokens for that URL are not accepted:
+	// the request's Host is the client's choice, and accepted audiences
+	// come from configuration only. Set it whenever clients ask tokens for
+	// the resource (as MCP clients do).
 	//
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != '' && url(self).getQuery().size() == 0 && !self.contains('#')",message="resourceURL must be an absolute https:// (or http://) URL without query or fragment, for example https://mcp.example.com/github/mcp"

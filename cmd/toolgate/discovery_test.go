@@ -11,8 +11,8 @@ import (
 var resourceMetadataParam = regexp.MustCompile(`resource_metadata="([^"]+)"`)
 
 // A client that knows only the gateway's URL finds, from the 401, the
-// resource metadata, the issuer in it and the issuer's configuration, and
-// with a token for the resource its calls pass.
+// resource metadata, the issuer in it and the issuer's configuration; its
+// calls pass with a token for an audience the MCPServer accepts.
 func TestA401LeadsAClientToTheIssuerOfItsTokens(t *testing.T) {
 	issuer, _ := startIssuer(t)
 	backend := startBackend(t)
@@ -67,14 +67,23 @@ func TestA401LeadsAClientToTheIssuerOfItsTokens(t *testing.T) {
 		t.Errorf("the authorization server's configuration names issuer %q, want %q", configuration.Issuer, issuer.URL())
 	}
 
-	// A token issued for the resource (RFC 8707), not the configured
-	// audience, is accepted.
-	token, err := issuer.Token("alice", metadata.Resource)
+	// The MCPServer names no resourceURL: the URL in the metadata is the
+	// one the client used (its Host), which it could have chosen to match
+	// a token minted for another service. Only the configured audience is
+	// accepted (the OAuth test accepts the resource, once configured).
+	forResource, err := issuer.Token("alice", metadata.Resource)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := post(t, r.URL, token, http.MethodPost, toolCall(2, "expensive_tool")); code != http.StatusOK {
-		t.Errorf("a call with a token for the resource: status %d, want 200", code)
+	if code := post(t, r.URL, forResource, http.MethodPost, toolCall(2, "expensive_tool")); code != http.StatusUnauthorized {
+		t.Errorf("a call with a token for the URL the client used: status %d, want 401", code)
+	}
+	forAudience, err := issuer.Token("alice", "limits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := post(t, r.URL, forAudience, http.MethodPost, toolCall(3, "expensive_tool")); code != http.StatusOK {
+		t.Errorf("a call with a token for the configured audience: status %d, want 200", code)
 	}
 }
 

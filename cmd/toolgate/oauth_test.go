@@ -77,7 +77,11 @@ const oauthAudience = "toolgate-oauth-test"
 func startOAuthGateway(t *testing.T, issuer *testissuer.Issuer, backend *echoBackend) string {
 	t.Helper()
 	return testgateway.Start(t, func(port int) string {
-		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), oauthAudience))
+		// Clients ask the issuer for tokens whose aud is the resource
+		// (RFC 8707); the gateway accepts that audience only because the
+		// MCPServer names its URL.
+		resourceURL := fmt.Sprintf("    resourceURL: 'http://127.0.0.1:%d/mcp'\n", port)
+		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), oauthAudience)+resourceURL)
 	}).URL
 }
 

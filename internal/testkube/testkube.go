@@ -29,6 +29,10 @@ type Env struct {
 	KubeconfigPath string
 	// KubectlPath is the kubectl binary built with the API server.
 	KubectlPath string
+	// AuditLogPath is the API server's audit log: one JSON event per line
+	// (audit.k8s.io/v1) for every request of a ServiceAccount, at the
+	// Metadata level, when its response starts and when it ends.
+	AuditLogPath string
 
 	env *envtest.Environment
 	dir string
@@ -89,24 +93,50 @@ func Start(crdDirs ...string) (*Env, error) {
 	if len(crdDirs) == 0 {
 		crdDirs = []string{CRDDir()}
 	}
+	dir, err := os.MkdirTemp("", "toolgate-testkube-")
+	if err != nil {
+		return nil, err
+	}
+	policy := filepath.Join(dir, "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     crdDirs,
 		ErrorIfCRDPathMissing: true,
 	}
+	auditLog := filepath.Join(dir, "audit.log")
+	env.ControlPlane.GetAPIServer().Configure().
+		Set("audit-policy-file", policy).
+		Set("audit-log-path", auditLog).
+		Set("audit-log-mode", "blocking")
 	cfg, err := env.Start()
 	if err != nil {
 		// Start leaves the processes running when, say, a CRD is refused.
 		_ = env.Stop()
+		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start the API server and etcd from %s: %w", assets, err)
 	}
-	e := &Env{Config: cfg, KubectlPath: filepath.Join(assets, "kubectl"), env: env}
+	e := &Env{Config: cfg, KubectlPath: filepath.Join(assets, "kubectl"), AuditLogPath: auditLog, env: env, dir: dir}
 	if err := e.writeKubeconfig(); err != nil {
-		_ = env.Stop()
+		_ = e.Stop()
 		return nil, err
 	}
 	return e, nil
 }
+
+// auditPolicy logs the requests of ServiceAccounts (the controller's),
+// without their bodies, and nothing else.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+`
 
 func (e *Env) writeKubeconfig() error {
 	user, err := e.env.AddUser(envtest.User{Name: "toolgate-test-admin", Groups: []string{"system:masters"}}, nil)
@@ -116,10 +146,6 @@ func (e *Env) writeKubeconfig() error {
 	kubeconfig, err := user.KubeConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig for the test user: %w", err)
-	}
-	e.dir, err = os.MkdirTemp("", "toolgate-testkube-")
-	if err != nil {
-		return err
 	}
 	e.KubeconfigPath = filepath.Join(e.dir, "kubeconfig")
 	return os.WriteFile(e.KubeconfigPath, kubeconfig, 0o600)
