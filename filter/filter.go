@@ -165,6 +165,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		user = u
+		// The gateway binds MCP sessions to their user (Caller).
+		r = r.WithContext(WithCaller(r.Context(), u))
 		if !f.forwardAuthorization {
 			// The token was issued to the gateway (the MCP authorization
 			// spec forbids passing it through); the backend gets no
@@ -226,6 +228,23 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
 	h.next.ServeHTTP(w, r)
+}
+
+// callerKey is the context key of the verified caller.
+type callerKey struct{}
+
+// WithCaller returns ctx carrying user as the verified caller of its
+// request, as the filter passes it on.
+func WithCaller(ctx context.Context, user string) context.Context {
+	return context.WithValue(ctx, callerKey{}, user)
+}
+
+// Caller returns the user the filter verified for the request of ctx: the
+// verified token's user claim, and true; "", false when no filter with
+// authentication passed it on.
+func Caller(ctx context.Context) (string, bool) {
+	user, ok := ctx.Value(callerKey{}).(string)
+	return user, ok
 }
 
 // refuseBody answers a request whose body could not be read.

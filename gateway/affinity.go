@@ -2,17 +2,24 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"fmt"
 	"hash"
 	"io"
 	"net/url"
 	"strings"
 	"sync"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// MCP session affinity without shared state.
+// MCP session affinity without shared state, and sessions bound to their
+// user.
 //
 // A session-based MCP server (protocol 2025-06-18 and earlier) keeps its
 // sessions in memory, so every request of a session must reach the endpoint
@@ -20,96 +27,131 @@ import (
 // restarts. The gateway seals the endpoint into the session id the client
 // sees:
 //
-//	tg1.<base64url(len(endpoint) | endpoint | backend session id)>.<base64url(tag)>
+//	tg2.<base64url(nonce | XChaCha20-Poly1305(len(endpoint) | endpoint | backend session id))>
 //
-// where tag is the first 16 bytes of HMAC-SHA256 under Options.SessionKey,
-// which all replicas share. On the way in the gateway verifies the tag,
-// sends the request to that endpoint if it still belongs to the rule's
-// backends, and restores the backend's own id. A client cannot steer its
-// requests to another endpoint without the key. The endpoint address is
-// authenticated, not encrypted: a client can read it.
-//
-// Ids that are not ours or fail verification are forwarded unchanged and
-// balanced normally; the backend then answers 404 and the client starts a
-// new session, as the MCP specification says. A verified id whose endpoint
-// has left the backend is restored and balanced normally too, which serves
-// backends that share session state.
+// under a key derived (HKDF-SHA256) from Options.SessionKey, which all
+// replicas share, with the caller the MCP filter verified (filter.Caller;
+// none on a route without authentication) as associated data. The nonce is
+// synthetic, HMAC-SHA256 of the associated data and the plaintext under a
+// second derived key (as in SIV modes), so that one session keeps one id
+// across responses; it reveals only that two ids are the same. On the way in
+// the gateway opens the id with the caller of that request, sends the
+// request to that endpoint if it still belongs to the rule's backends, and
+// restores the backend's own id. A client learns nothing from the id (the
+// endpoint is encrypted), cannot steer its requests to another endpoint,
+// and cannot use another user's session. On a route whose MCP filter
+// authenticates callers, an id that does not open for the caller, whether
+// forged, tampered with, sealed for another user or under another key, or
+// the backend's own id, never reaches a backend: it is answered 404 as an
+// unknown session, after which the MCP specification has the client start
+// a new one. Where nobody is authenticated there is no identity to borrow,
+// and such ids are forwarded unchanged and balanced normally (the backend
+// answers 404 for what it does not know). A verified id whose endpoint has
+// left the backend is restored and balanced normally, which serves backends
+// that share session state.
 //
 // The legacy HTTP+SSE transport (2024-11-05) carries the session in the
 // "endpoint" event of its GET stream, as a query parameter of the URL the
 // client then POSTs to (sessionId, sessionid or session_id depending on the
 // SDK). The gateway seals that parameter in the first event of GET event
-// streams and restores it on the POSTs, with the same token format.
+// streams and opens it on the POSTs, the same way.
 //
 // Stateless requests (protocol 2026-07-28) carry no session id and are
 // balanced freely.
 
 const (
 	sessionHeader      = "Mcp-Session-Id"
-	sessionTokenPrefix = "tg1."
-	sessionTagSize     = 16
-	sessionMACDomain   = "toolgate mcp session v1\x00"
+	sessionTokenPrefix = "tg2."
+	// sessionKeyInfo and sessionNonceKeyInfo derive the sealing key and
+	// the nonce key from Options.SessionKey.
+	sessionKeyInfo      = "toolgate mcp session v2"
+	sessionNonceKeyInfo = "toolgate mcp session v2 nonce"
+	// sessionAADDomain starts the associated data, the caller follows.
+	sessionAADDomain = "toolgate mcp session v2\x00"
 )
 
 var b64 = base64.RawURLEncoding
 
-// sessionSealer seals and opens session ids.
+// sessionSealer seals and opens session ids. It is safe for concurrent use.
 type sessionSealer struct {
-	macs sync.Pool // of hash.Hash, keyed HMAC-SHA256
+	aead   cipher.AEAD
+	nonces sync.Pool // of hash.Hash: HMAC-SHA256 under the nonce key
 }
 
 func newSessionSealer(key []byte) *sessionSealer {
-	key = bytes.Clone(key)
-	return &sessionSealer{macs: sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
+	derive := func(info string) []byte {
+		k, err := hkdf.Key(sha256.New, key, nil, info, chacha20poly1305.KeySize)
+		if err != nil {
+			panic(fmt.Sprintf("gateway: derive a session key: %v", err)) // only for lengths HKDF cannot give
+		}
+		return k
+	}
+	aead, err := chacha20poly1305.NewX(derive(sessionKeyInfo))
+	if err != nil {
+		panic(fmt.Sprintf("gateway: session cipher: %v", err)) // only for a key of the wrong size
+	}
+	nonceKey := derive(sessionNonceKeyInfo)
+	return &sessionSealer{aead: aead, nonces: sync.Pool{New: func() any { return hmac.New(sha256.New, nonceKey) }}}
 }
 
-func (s *sessionSealer) tag(payload []byte) []byte {
-	h := s.macs.Get().(hash.Hash)
+// nonce is the synthetic nonce of plaintext under aad.
+func (s *sessionSealer) nonce(dst, aad, plain []byte) []byte {
+	h := s.nonces.Get().(hash.Hash)
 	h.Reset()
-	h.Write([]byte(sessionMACDomain))
-	h.Write(payload)
-	sum := h.Sum(make([]byte, 0, sha256.Size))
-	s.macs.Put(h)
-	return sum[:sessionTagSize]
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(aad)))
+	h.Write(n[:])
+	h.Write(aad)
+	h.Write(plain)
+	dst = h.Sum(dst)
+	s.nonces.Put(h)
+	return dst
+}
+
+func sessionAAD(user string) []byte {
+	return append([]byte(sessionAADDomain), user...)
 }
 
 // seal returns the id the client sees for a backend session id created on
-// endpoint.
-func (s *sessionSealer) seal(endpoint, id string) string {
-	if len(endpoint) > 255 || endpoint == "" {
-		return id
+// endpoint for user ("" when the route authenticates nobody). An endpoint
+// too long to seal is left out: the session is then balanced normally.
+func (s *sessionSealer) seal(endpoint, id, user string) string {
+	if len(endpoint) > 255 {
+		endpoint = ""
 	}
-	payload := make([]byte, 0, 1+len(endpoint)+len(id))
-	payload = append(payload, byte(len(endpoint))) //nolint:gosec // at most 255, checked above
-	payload = append(payload, endpoint...)
-	payload = append(payload, id...)
-	return sessionTokenPrefix + b64.EncodeToString(payload) + "." + b64.EncodeToString(s.tag(payload))
+	ns := s.aead.NonceSize()
+	plain := make([]byte, 0, 1+len(endpoint)+len(id))
+	plain = append(plain, byte(len(endpoint))) //nolint:gosec // at most 255, checked above
+	plain = append(plain, endpoint...)
+	plain = append(plain, id...)
+	aad := sessionAAD(user)
+	out := s.nonce(make([]byte, 0, sha256.Size+len(plain)+s.aead.Overhead()), aad, plain)[:ns]
+	out = s.aead.Seal(out, out, plain, aad)
+	return sessionTokenPrefix + b64.EncodeToString(out)
 }
 
-// open verifies a token and returns the endpoint and the backend's session
-// id. ok is false for anything the gateway did not seal with its key.
-func (s *sessionSealer) open(token string) (endpoint, id string, ok bool) {
-	rest, found := strings.CutPrefix(token, sessionTokenPrefix)
+// open returns the endpoint ("" when none was sealed) and the backend's
+// session id of a token sealed for user. ok is false for anything the
+// gateway did not seal with its key for this user.
+func (s *sessionSealer) open(token, user string) (endpoint, id string, ok bool) {
+	body, found := strings.CutPrefix(token, sessionTokenPrefix)
 	if !found {
 		return "", "", false
 	}
-	body, tag, found := strings.Cut(rest, ".")
-	if !found {
+	sealed, err := b64.DecodeString(body)
+	ns := s.aead.NonceSize()
+	if err != nil || len(sealed) < ns+s.aead.Overhead()+1 {
 		return "", "", false
 	}
-	payload, err := b64.DecodeString(body)
-	if err != nil || len(payload) < 2 {
+	plain, err := s.aead.Open(nil, sealed[:ns], sealed[ns:], sessionAAD(user))
+	if err != nil {
 		return "", "", false
 	}
-	got, err := b64.DecodeString(tag)
-	if err != nil || !hmac.Equal(got, s.tag(payload)) {
+	n := int(plain[0])
+	if len(plain) < 1+n {
 		return "", "", false
 	}
-	n := int(payload[0])
-	if len(payload) < 1+n {
-		return "", "", false
-	}
-	return string(payload[1 : 1+n]), string(payload[1+n:]), true
+	return string(plain[1 : 1+n]), string(plain[1+n:]), true
 }
 
 // isSessionParam reports whether a query parameter name is the legacy SSE

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // compiledBackend is a Backend ready to serve.
@@ -120,31 +122,40 @@ func (s *backendSet) pick() *compiledBackend {
 	return s.backends[i]
 }
 
+// session is what a request says of its MCP session.
+type session int
+
+const (
+	sessionNone      session = iota // no session id: a new session, or none
+	sessionHere                     // ours, for this caller, its endpoint still here
+	sessionElsewhere                // ours, for this caller, its endpoint gone
+	sessionUnknown                  // not one the gateway sealed for this caller
+)
+
 // sticky returns the endpoint that owns the request's MCP session, and
-// records on x the backend's own session id to restore. ok is false when
-// the request has no session of ours, or its endpoint is no longer here.
-func (s *backendSet) sticky(r *http.Request, x *exchange) (*compiledBackend, string, bool) {
+// records on x the backend's own session id to restore.
+func (s *backendSet) sticky(r *http.Request, x *exchange) (*compiledBackend, string, session) {
 	if s.sessions == nil {
-		return nil, "", false
+		return nil, "", sessionNone
 	}
-	var endpoint string
-	if token := r.Header.Get(sessionHeader); token != "" {
-		ep, id, ok := s.sessions.open(token)
-		if !ok {
-			return nil, "", false
+	user, _ := filter.Caller(r.Context())
+	var token, param string
+	if token = r.Header.Get(sessionHeader); token == "" {
+		var ok bool
+		if param, token, ok = legacySessionParam(r.URL.RawQuery); !ok {
+			return nil, "", sessionNone
 		}
-		endpoint, x.sessionID, x.sessionParam = ep, id, ""
-	} else if name, token, ok := legacySessionParam(r.URL.RawQuery); ok {
-		ep, id, ok := s.sessions.open(token)
-		if !ok {
-			return nil, "", false
-		}
-		endpoint, x.sessionID, x.sessionParam = ep, id, name
-	} else {
-		return nil, "", false
 	}
+	endpoint, id, ok := s.sessions.open(token, user)
+	if !ok {
+		return nil, "", sessionUnknown
+	}
+	x.sessionID, x.sessionParam = id, param
 	b, ok := s.byEndpoint[endpoint]
-	return b, endpoint, ok
+	if !ok {
+		return nil, "", sessionElsewhere
+	}
+	return b, endpoint, sessionHere
 }
 
 // ServeHTTP sends the request to the session's endpoint or to a weighted
@@ -156,10 +167,23 @@ func (s *backendSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "request did not enter through the gateway")
 		return
 	}
-	if b, ep, ok := s.sticky(r, x); ok {
+	switch b, ep, sess := s.sticky(r, x); sess {
+	case sessionHere:
 		x.backend, x.endpoint = b, ep
 		b.handler.ServeHTTP(w, r)
 		return
+	case sessionUnknown:
+		if _, authenticated := filter.Caller(r.Context()); authenticated {
+			// Not a session of this caller's: another user's, tampered
+			// with, or the backend's own id. It never reaches the backend,
+			// and gets the MCP specification's answer to a session the
+			// server does not know: the client starts a new one.
+			writeError(w, http.StatusNotFound, "session not found: start a new session")
+			return
+		}
+		// Where nobody is authenticated there is no identity to borrow:
+		// an id that is not ours is forwarded unchanged and balanced
+		// normally, and the backend says whether it knows it.
 	}
 	b := s.pick()
 	if b == nil {

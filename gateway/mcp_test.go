@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // Real MCP traffic: go-sdk clients talk through the gateway to go-sdk
@@ -339,36 +341,90 @@ func TestMCPStatelessRequestsAreBalancedFreely(t *testing.T) {
 	}
 }
 
-func TestMCPUnknownOrTamperedSessionsAreBalancedNormally(t *testing.T) {
+// On a route whose filter authenticates callers, a session belongs to the
+// user who created it: another user, a tampered id or the backend's own id
+// gets 404 from the gateway, and the backend never sees them. On a route
+// that authenticates nobody, ids that are not ours pass unchanged.
+func TestMCPSessionsAreBoundToTheirUser(t *testing.T) {
 	log := &sessionLog{}
 	be := streamableBackend(t, "stateful", nil, log)
-	s := mcpGateway(t, Options{SessionKey: []byte("0123456789abcdef0123456789abcdef")}, be)
-	url := gatewayURL(t, s, "web") + "/mcp"
+	// The stand-in for the MCP filter: the caller is the test's header.
+	authenticate := extensionFunc(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r.WithContext(filter.WithCaller(r.Context(), r.Header.Get("X-Test-User"))))
+		})
+	})
+	s := newServer(t, Options{SessionKey: []byte("0123456789abcdef0123456789abcdef"), Extensions: fakeExtensions{"auth": authenticate}.build})
+	mustApply(t, s, oneRoute(
+		Rule{Matches: []Match{{Path: prefix("/mcp")}}, Filters: []Filter{resolvedRef("auth")}, Backends: []Backend{backendOf("mcp", 1, be)}},
+		Rule{Matches: []Match{{Path: prefix("/open")}}, Backends: []Backend{backendOf("open", 1, be)}},
+	))
+	base := gatewayURL(t, s, "web")
 
-	post := func(sessionID, body string) (*http.Response, []byte) {
-		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	post := func(path, user, sessionID, body string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+		if user != "" {
+			req.Header.Set("X-Test-User", user)
+		}
 		if sessionID != "" {
 			req.Header.Set("Mcp-Session-Id", sessionID)
 		}
 		return do(t, req)
 	}
-	resp, body := post("", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+	const listTools = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	resp, body := post("/mcp", "alice", "", initialize)
 	sealed := resp.Header.Get("Mcp-Session-Id")
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(sealed, sessionTokenPrefix) {
 		t.Fatalf("initialize: status %d, session %q, body %s", resp.StatusCode, sealed, body)
 	}
-	tampered := sealed[:len(sealed)-2] + "AA"
-	if tampered == sealed {
-		tampered = sealed[:len(sealed)-2] + "BB"
+	if resp, body := post("/mcp", "alice", sealed, listTools); resp.StatusCode != http.StatusOK {
+		t.Fatalf("alice in her session: status %d: %s", resp.StatusCode, body)
 	}
-	listTools := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	entries := log.entries()
+	backendID := strings.TrimPrefix(entries[len(entries)-1], "POST ")
+	if backendID == "" || backendID == sealed {
+		t.Fatalf("the backend saw session %q, want its own id", backendID)
+	}
+	raw, _ := b64.DecodeString(strings.TrimPrefix(sealed, sessionTokenPrefix))
+	raw[len(raw)-1] ^= 1
+	tampered := sessionTokenPrefix + b64.EncodeToString(raw)
+
+	before := len(log.entries())
+	for _, tc := range []struct{ name, user, id string }{
+		{"bob with alice's session", "bob", sealed},
+		{"no user with alice's session", "", sealed},
+		{"alice with a tampered id", "alice", tampered},
+		{"alice with the backend's own id", "alice", backendID},
+		{"alice with an id from elsewhere", "alice", "not-from-this-gateway"},
+	} {
+		for _, method := range []string{http.MethodPost, http.MethodGet, http.MethodDelete} {
+			req, _ := http.NewRequest(method, base+"/mcp", nil)
+			if method == http.MethodPost {
+				req.Body = io.NopCloser(strings.NewReader(listTools))
+				req.Header.Set("Content-Type", "application/json")
+			}
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("X-Test-User", tc.user)
+			req.Header.Set("Mcp-Session-Id", tc.id)
+			if resp, body := do(t, req); resp.StatusCode != http.StatusNotFound {
+				t.Errorf("%s, %s: status %d (%s), want 404", tc.name, method, resp.StatusCode, body)
+			}
+		}
+	}
+	if after := log.entries(); len(after) != before {
+		t.Errorf("the backend received %v, want none of those sessions", after[before:])
+	}
+
+	// Where nobody is authenticated, an id that is not ours reaches the
+	// backend unchanged, which does not know it.
 	for _, id := range []string{tampered, "not-from-this-gateway"} {
-		resp, body := post(id, listTools)
+		resp, body := post("/open", "", id, listTools)
 		if resp.StatusCode != http.StatusNotFound {
-			t.Errorf("session %q: status %d (%s), want the backend's 404", id, resp.StatusCode, body)
+			t.Errorf("session %q on an open route: status %d (%s), want the backend's 404", id, resp.StatusCode, body)
 		}
 		entries := log.entries()
 		if last := entries[len(entries)-1]; last != "POST "+id {
@@ -380,40 +436,53 @@ func TestMCPUnknownOrTamperedSessionsAreBalancedNormally(t *testing.T) {
 func TestSessionSealing(t *testing.T) {
 	a := newSessionSealer([]byte("key a"))
 	b := newSessionSealer([]byte("key b"))
-	token := a.seal("10.0.0.7:8080", "backend-session-id")
-	if ep, id, ok := a.open(token); !ok || ep != "10.0.0.7:8080" || id != "backend-session-id" {
+	const endpoint, backendID = "10.0.0.7:8080", "backend-session-id"
+	token := a.seal(endpoint, backendID, "alice")
+	if ep, id, ok := a.open(token, "alice"); !ok || ep != endpoint || id != backendID {
 		t.Fatalf("open(seal) = %q, %q, %v", ep, id, ok)
 	}
-	if token != a.seal("10.0.0.7:8080", "backend-session-id") {
+	if token != a.seal(endpoint, backendID, "alice") {
 		t.Error("sealing is not deterministic: a session's id would change between responses")
 	}
-	body, tag, _ := strings.Cut(strings.TrimPrefix(token, sessionTokenPrefix), ".")
-	payload, _ := b64.DecodeString(body)
-	forged := append([]byte(nil), payload...)
-	copy(forged[1:], "10.0.0.8:8080")
-	cases := map[string]string{
-		"another key":        "",
-		"a forged endpoint":  sessionTokenPrefix + b64.EncodeToString(forged) + "." + tag,
-		"no tag":             sessionTokenPrefix + body,
-		"a plain id":         "backend-session-id",
-		"a truncated tag":    token[:len(token)-1],
-		"an empty payload":   sessionTokenPrefix + "." + tag,
-		"not base64 payload": sessionTokenPrefix + "!!!." + tag,
+	if a.seal(endpoint, backendID, "bob") == token || a.seal(endpoint, "another-id", "alice") == token {
+		t.Error("two sessions, or one session's id for two users, share an id")
 	}
-	for name, tok := range cases {
-		sealer := a
-		if name == "another key" {
-			sealer, tok = b, token
+	if strings.Contains(token, "10.0.0.7") || strings.Contains(token, backendID) {
+		t.Errorf("the id %q shows the endpoint or the backend's id", token)
+	}
+	sealed, _ := b64.DecodeString(strings.TrimPrefix(token, sessionTokenPrefix))
+	flipped := append([]byte(nil), sealed...)
+	flipped[len(flipped)-20] ^= 1
+	cases := []struct {
+		name        string
+		sealer      *sessionSealer
+		token, user string
+	}{
+		{"another key", b, token, "alice"},
+		{"another user", a, token, "bob"},
+		{"no user (a route without auth)", a, token, ""},
+		{"a flipped bit", a, sessionTokenPrefix + b64.EncodeToString(flipped), "alice"},
+		{"the backend's own id", a, backendID, "alice"},
+		{"truncated", a, token[:len(token)-1], "alice"},
+		{"an empty body", a, sessionTokenPrefix, "alice"},
+		{"not base64", a, sessionTokenPrefix + "!!!", "alice"},
+		{"the first version's format", a, "tg1." + strings.TrimPrefix(token, sessionTokenPrefix), "alice"},
+	}
+	for _, tc := range cases {
+		if _, _, ok := tc.sealer.open(tc.token, tc.user); ok {
+			t.Errorf("%s: open accepted %q", tc.name, tc.token)
 		}
-		if _, _, ok := sealer.open(tok); ok {
-			t.Errorf("%s: open accepted %q", name, tok)
-		}
+	}
+	// Without a user (no authentication on the route) a session still
+	// opens for no user.
+	if _, id, ok := a.open(a.seal(endpoint, backendID, ""), ""); !ok || id != backendID {
+		t.Errorf("a session sealed for no user does not open for no user")
 	}
 }
 
 func TestEndpointEventRewriting(t *testing.T) {
 	s := newSessionSealer([]byte("k"))
-	seal := func(id string) string { return s.seal("10.0.0.1:80", id) }
+	seal := func(id string) string { return s.seal("10.0.0.1:80", id, "") }
 	sealed := seal("abc")
 	cases := []struct {
 		name, in, want string

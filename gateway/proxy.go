@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // proxy forwards a request to the endpoint chosen for it (exchange.endpoint)
@@ -173,15 +175,16 @@ func (p *proxy) modifyResponse(res *http.Response) error {
 	if x == nil || p.sessions == nil {
 		return nil
 	}
+	user, _ := filter.Caller(res.Request.Context())
 	if id := res.Header.Get(sessionHeader); id != "" {
-		res.Header.Set(sessionHeader, p.sessions.seal(x.endpoint, id))
+		res.Header.Set(sessionHeader, p.sessions.seal(x.endpoint, id, user))
 	}
 	if res.Request.Method == http.MethodGet && res.StatusCode == http.StatusOK &&
 		isEventStream(res.Header.Get("Content-Type")) {
 		endpoint := x.endpoint
 		res.Body = &endpointEventRewriter{
 			src:  res.Body,
-			seal: func(id string) string { return p.sessions.seal(endpoint, id) },
+			seal: func(id string) string { return p.sessions.seal(endpoint, id, user) },
 		}
 	}
 	return nil
