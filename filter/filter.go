@@ -194,6 +194,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"Invalid Request: "+problem)
 		return
 	}
+	if r.ContentLength > f.shared.maxBodyBytes {
+		f.refuseBody(w, r, errBodyTooLarge)
+		return
+	}
+	reservation := f.shared.reserveBody(r)
+	if reservation == nil {
+		// Before a byte is read: a client cannot make the proxy hold more
+		// body bytes than its budget, however many it sends at once.
+		w.Header().Set(headerRetryAfter, "1")
+		f.refuse(w, http.StatusServiceUnavailable, reasonBodyBudget, nil, CodeInternalError,
+			"Service Unavailable: too many request bodies are being received; retry shortly")
+		return
+	}
+	defer reservation.release()
 	body, err := f.shared.readBody(w, r)
 	if err != nil {
 		f.refuseBody(w, r, err)
@@ -222,7 +236,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	br := new(bodyReader)
+	br := &bodyReader{done: reservation.release}
 	br.Reset(body)
 	r.Body = br
 	r.ContentLength = int64(len(body))
@@ -551,7 +565,32 @@ func hasBody(r *http.Request) bool {
 	return r.ContentLength != 0 || len(r.TransferEncoding) > 0
 }
 
-// bodyReader hands the body that was read on to the next handler.
-type bodyReader struct{ bytes.Reader }
+// bodyReader hands the body that was read on to the next handler. Once it
+// has been read to its end it lets go of the bytes and calls done, which
+// gives them back to the budget while the response may go on.
+type bodyReader struct {
+	bytes.Reader
+	done func()
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err == io.EOF {
+		b.Reset(nil)
+		b.done()
+	}
+	return n, err
+}
+
+// WriteTo serves io.Copy, which would otherwise use the embedded reader's
+// and never tell done.
+func (b *bodyReader) WriteTo(w io.Writer) (int64, error) {
+	n, err := b.Reader.WriteTo(w)
+	if err == nil {
+		b.Reset(nil)
+		b.done()
+	}
+	return n, err
+}
 
 func (*bodyReader) Close() error { return nil }

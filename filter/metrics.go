@@ -101,6 +101,7 @@ const (
 	reasonOverloaded
 	reasonMethodNotAllowed
 	reasonUpgrade
+	reasonBodyBudget
 	numReasons
 )
 
@@ -117,6 +118,7 @@ var reasonNames = [numReasons]string{
 	reasonOverloaded:           "overloaded",
 	reasonMethodNotAllowed:     "method_not_allowed",
 	reasonUpgrade:              "upgrade",
+	reasonBodyBudget:           "body_budget",
 }
 
 // metrics are the filter's collectors, shared by every server.

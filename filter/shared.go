@@ -26,6 +26,12 @@ const (
 	// DefaultMaxBodyBytes bounds an MCP request body; a larger one gets 413.
 	// It matches the MCP Go SDK's own default request limit.
 	DefaultMaxBodyBytes = 4 << 20
+	// DefaultMaxBodyBytesInFlight bounds the bytes of MCP request bodies
+	// the process holds at once: 16 bodies of the largest size.
+	DefaultMaxBodyBytesInFlight = 64 << 20
+	// DefaultMaxBodyBytesPerConnection bounds the bytes of request bodies
+	// one client connection holds at once: two of the largest size.
+	DefaultMaxBodyBytesPerConnection = 2 * DefaultMaxBodyBytes
 	// DefaultMaxBatch bounds how many messages one JSON-RPC batch may hold;
 	// a larger one gets 400.
 	DefaultMaxBatch = 128
@@ -67,6 +73,14 @@ type SharedOptions struct {
 	StoreTimeout time.Duration
 	// MaxBodyBytes bounds an MCP request body (DefaultMaxBodyBytes).
 	MaxBodyBytes int64
+	// MaxBodyBytesInFlight bounds the bytes of request bodies held at once
+	// across the process (DefaultMaxBodyBytesInFlight); a body that would
+	// pass it gets 503 before it is read. At least MaxBodyBytes.
+	MaxBodyBytesInFlight int64
+	// MaxBodyBytesPerConnection bounds them per client connection
+	// (DefaultMaxBodyBytesPerConnection, or MaxBodyBytes when that is
+	// larger), for connections whose context came from WithConnection.
+	MaxBodyBytesPerConnection int64
 	// MaxBatch bounds the messages of one JSON-RPC batch (DefaultMaxBatch).
 	MaxBatch int
 	// BodyTimeout bounds how long a request body may take to arrive
@@ -101,6 +115,10 @@ type Shared struct {
 	fallback     *limiter.Memory // decides while store is unavailable
 	storeTimeout time.Duration
 	maxBodyBytes int64
+	// bodyBudget bounds the bytes of bodies held at once;
+	// maxBodyBytesPerConnection, those of one connection.
+	bodyBudget                *byteBudget
+	maxBodyBytesPerConnection int64
 	maxBatch     int
 	bodyTimeout  time.Duration
 	logger       *slog.Logger
@@ -120,6 +138,7 @@ type Shared struct {
 // NewShared builds the long-lived part of the filter.
 func NewShared(opts SharedOptions) (*Shared, error) {
 	if opts.StoreTimeout < 0 || opts.MaxBodyBytes < 0 || opts.MaxBatch < 0 || opts.BodyTimeout < 0 ||
+		opts.MaxBodyBytesInFlight < 0 || opts.MaxBodyBytesPerConnection < 0 ||
 		opts.TokenCacheSize < 0 || opts.TokenCacheMaxAge < 0 || opts.KeyRefreshInterval < 0 {
 		return nil, errors.New("filter: SharedOptions durations and sizes must not be negative (zero picks the default)")
 	}
@@ -136,6 +155,15 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 	}
 	if s.store == nil {
 		s.store = limiter.NewMemory(limiter.MemoryOptions{})
+	}
+	inFlight := cmpOr(opts.MaxBodyBytesInFlight, DefaultMaxBodyBytesInFlight)
+	if inFlight < s.maxBodyBytes {
+		return nil, fmt.Errorf("filter: MaxBodyBytesInFlight %d is below MaxBodyBytes %d: no body of the largest size could be read", inFlight, s.maxBodyBytes)
+	}
+	s.bodyBudget = &byteBudget{limit: inFlight}
+	s.maxBodyBytesPerConnection = cmpOr(opts.MaxBodyBytesPerConnection, max(DefaultMaxBodyBytesPerConnection, s.maxBodyBytes))
+	if s.maxBodyBytesPerConnection < s.maxBodyBytes {
+		return nil, fmt.Errorf("filter: MaxBodyBytesPerConnection %d is below MaxBodyBytes %d: no body of the largest size could be read", s.maxBodyBytesPerConnection, s.maxBodyBytes)
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)

@@ -38,6 +38,16 @@ type exchange struct {
 
 type exchangeKey struct{}
 
+// connState is what the gateway keeps per client connection.
+type connState struct {
+	// writeDeadline says the last response on an HTTP/1 connection left a
+	// write deadline, which the next request clears before its own
+	// (possibly streamed) response.
+	writeDeadline bool
+}
+
+type connStateKey struct{}
+
 // exchangeOf returns the exchange of a request served by the gateway, or nil.
 func exchangeOf(r *http.Request) *exchange {
 	x, _ := r.Context().Value(exchangeKey{}).(*exchange)
@@ -67,6 +77,23 @@ type recorder struct {
 	stream      bool
 	metrics     *Metrics  // counts active streams
 	owner       *exchange // labels them
+
+	// writeTimeout, when positive, bounds each write of a response that
+	// is not an event stream (Options.WriteTimeout); deadlineSet says a
+	// write deadline was set on the connection.
+	writeTimeout time.Duration
+	deadlineSet  bool
+}
+
+// extendWriteDeadline gives the next write writeTimeout to make progress,
+// unless the response is an event stream.
+func (w *recorder) extendWriteDeadline() {
+	if w.writeTimeout <= 0 || w.stream {
+		return
+	}
+	if http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout)) == nil {
+		w.deadlineSet = true
+	}
 }
 
 func (w *recorder) WriteHeader(code int) {
@@ -92,6 +119,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.extendWriteDeadline()
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
@@ -101,6 +129,7 @@ func (w *recorder) FlushError() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.extendWriteDeadline()
 	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 

@@ -21,8 +21,19 @@ type entryHandler struct {
 func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.server
 	x := &exchange{start: time.Now(), host: r.Host}
-	x.rec = recorder{ResponseWriter: w, metrics: s.metrics, owner: x}
+	x.rec = recorder{ResponseWriter: w, metrics: s.metrics, owner: x, writeTimeout: s.opts.WriteTimeout}
+	// On HTTP/1 a write deadline outlives the response that set it (it
+	// bounds the last flush, after the handler): clear it for this one.
+	// HTTP/2 deadlines are per stream.
+	cs, _ := r.Context().Value(connStateKey{}).(*connState)
+	if cs != nil && r.ProtoMajor == 1 && cs.writeDeadline {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		cs.writeDeadline = false
+	}
 	defer func() {
+		if cs != nil && r.ProtoMajor == 1 && x.rec.deadlineSet {
+			cs.writeDeadline = true
+		}
 		p := recover()
 		s.finish(x, r, p != nil)
 		if p != nil {

@@ -65,7 +65,20 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections; zero means 2 minutes.
 	IdleTimeout time.Duration
+	// WriteTimeout bounds how long writing a response may make no
+	// progress, for responses that are not event streams: a client that
+	// stops reading is disconnected. Event streams are left to their own
+	// rules (a route's timeouts, the client). Zero means
+	// DefaultWriteTimeout; negative, none.
+	WriteTimeout time.Duration
+	// ConnContext, when set, derives the context of each client connection
+	// (http.Server.ConnContext); the MCP filter keeps a connection's share
+	// of the request body budget there (filter.Shared.WithConnection).
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
 }
+
+// DefaultWriteTimeout is Options.WriteTimeout's default.
+const DefaultWriteTimeout = 30 * time.Second
 
 // ErrServerClosed is returned by Apply after Shutdown.
 var ErrServerClosed = errors.New("gateway: server closed")
@@ -146,6 +159,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.opts.IdleTimeout <= 0 {
 		s.opts.IdleTimeout = 2 * time.Minute
+	}
+	if s.opts.WriteTimeout == 0 {
+		s.opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.AdminAddress != "" {
 		// Binding is immediate: there is nothing to cancel.
@@ -307,6 +323,12 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if s.opts.ConnContext != nil {
+				ctx = s.opts.ConnContext(ctx, c)
+			}
+			return context.WithValue(ctx, connStateKey{}, &connState{})
+		},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -30,6 +31,10 @@ type storeFlags struct {
 	maxBatch     int
 	bodyTimeout  time.Duration
 	keyRefresh   time.Duration
+
+	bodyBytesInFlight      int64
+	bodyBytesPerConnection int64
+	writeTimeout           time.Duration
 }
 
 func (s *storeFlags) register(fs *flag.FlagSet) {
@@ -40,6 +45,9 @@ func (s *storeFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&s.maxBody, "max-body-bytes", filter.DefaultMaxBodyBytes, "largest MCP request body accepted (413 past it)")
 	fs.IntVar(&s.maxBatch, "max-batch", filter.DefaultMaxBatch, "most JSON-RPC messages in one batch (400 past it)")
 	fs.DurationVar(&s.bodyTimeout, "body-timeout", filter.DefaultBodyTimeout, "longest time an MCP request body may take to arrive (408 past it, and the connection closes)")
+	fs.Int64Var(&s.bodyBytesInFlight, "max-body-bytes-in-flight", filter.DefaultMaxBodyBytesInFlight, "most bytes of MCP request bodies held at once by the process; a body past it gets 503 before it is read")
+	fs.Int64Var(&s.bodyBytesPerConnection, "max-body-bytes-per-connection", filter.DefaultMaxBodyBytesPerConnection, "most bytes of MCP request bodies held at once for one client connection (HTTP/2 carries many requests); 503 past it")
+	fs.DurationVar(&s.writeTimeout, "write-timeout", gateway.DefaultWriteTimeout, "longest time writing a response that is not an event stream may make no progress; a client that stops reading is disconnected (0 disables)")
 	fs.DurationVar(&s.keyRefresh, "jwks-refresh-interval", filter.DefaultKeyRefreshInterval, "least time between two fetches of an issuer's signing keys; a token with an unknown key id waits for the next one")
 }
 
@@ -78,6 +86,11 @@ func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *
 	}
 	gw.Metrics, gw.Logger = metrics, log
 	gw.Extensions = controller.MCPFilterBuilder(filters)
+	gw.WriteTimeout = s.writeTimeout
+	if s.writeTimeout == 0 {
+		gw.WriteTimeout = -1 // the flag's 0 disables it
+	}
+	gw.ConnContext = func(ctx context.Context, _ net.Conn) context.Context { return filters.WithConnection(ctx) }
 	server, err := gateway.New(gw)
 	if err != nil {
 		return nil, err
@@ -137,6 +150,9 @@ func (s *storeFlags) shared(ctx context.Context, reg prometheus.Registerer, log 
 		MaxBatch:           s.maxBatch,
 		BodyTimeout:        s.bodyTimeout,
 		KeyRefreshInterval: s.keyRefresh,
+
+		MaxBodyBytesInFlight:      s.bodyBytesInFlight,
+		MaxBodyBytesPerConnection: max(s.bodyBytesPerConnection, s.maxBody),
 	})
 }
 
