@@ -13,3 +13,6 @@ func (i *Inspector) Inspect(body []byte) int {
 	}
 	return err.code
 }
+
+// IssuerState counts the key sets and discovery results s holds.
+func (s *Shared) IssuerState() (keySets, discoveries int) { return s.issuerState() }

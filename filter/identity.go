@@ -33,7 +33,13 @@ type authenticator struct {
 	// cacheScope makes a token verified for one issuer, audience and claim
 	// unusable from the cache by a server that checks another.
 	cacheScope string
-	verifier   atomic.Pointer[oidc.IDTokenVerifier] // nil until the key set is known
+	verifier   atomic.Pointer[verifier] // nil until the key set is known
+}
+
+// verifier checks tokens against one key set.
+type verifier struct {
+	keys *keySet
+	*oidc.IDTokenVerifier
 }
 
 func newAuthenticator(shared *Shared, config OIDCConfig) *authenticator {
@@ -51,13 +57,32 @@ func newAuthenticator(shared *Shared, config OIDCConfig) *authenticator {
 	return a
 }
 
-func (a *authenticator) newVerifier(keys oidc.KeySet) *oidc.IDTokenVerifier {
-	return oidc.NewVerifier(a.config.Issuer, keys, &oidc.Config{
+func (a *authenticator) newVerifier(keys *keySet) *verifier {
+	return &verifier{keys: keys, IDTokenVerifier: oidc.NewVerifier(a.config.Issuer, keys, &oidc.Config{
 		// The audience is checked in identify: the MCPServer's audience or
 		// the resource's URL (RFC 8707) will do.
 		SkipClientIDCheck:    true,
 		SupportedSigningAlgs: signingAlgs,
-	})
+	})}
+}
+
+// currentVerifier returns the verifier of the issuer's key set: the
+// configured JWKS URL's, or the one discovery found last (discovery is
+// looked up again now and then, and may move the key set).
+func (a *authenticator) currentVerifier(ctx context.Context) (*verifier, error) {
+	v := a.verifier.Load()
+	if a.config.JWKSURL != "" {
+		return v, nil
+	}
+	keys, err := a.shared.discoveredKeySet(ctx, a.config.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	if v == nil || v.keys != keys {
+		v = a.newVerifier(keys)
+		a.verifier.Store(v)
+	}
+	return v, nil
 }
 
 // authFailure says why a request has no identity.
@@ -102,14 +127,9 @@ func (a *authenticator) identify(ctx context.Context, r *http.Request, resource 
 		return user, nil
 	}
 
-	verifier := a.verifier.Load()
-	if verifier == nil {
-		keys, err := a.shared.discoveredKeySet(ctx, a.config.Issuer)
-		if err != nil {
-			return "", &authFailure{status: http.StatusServiceUnavailable, description: "the token issuer cannot be reached", err: err}
-		}
-		verifier = a.newVerifier(keys)
-		a.verifier.Store(verifier)
+	verifier, err := a.currentVerifier(ctx)
+	if err != nil {
+		return "", &authFailure{status: http.StatusServiceUnavailable, description: "the token issuer cannot be reached", err: err}
 	}
 	idToken, err := verifier.Verify(ctx, token)
 	if err != nil {

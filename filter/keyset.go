@@ -196,6 +196,11 @@ func parseKeySet(doc []byte) ([]jose.JSONWebKey, error) {
 	if len(set.Keys) == 0 {
 		return nil, errors.New("the key set holds no keys")
 	}
+	if len(set.Keys) > maxKeysPerSet {
+		// Every key may be tried against a token without a key ID: a set
+		// this large is a mistake or an attack, not a rotation.
+		return nil, fmt.Errorf("the key set holds %d keys, more than %d", len(set.Keys), maxKeysPerSet)
+	}
 	var keys []jose.JSONWebKey
 	var skipped []error
 	for i, raw := range set.Keys {
@@ -250,4 +255,23 @@ func verifyWith(jws *jose.JSONWebSignature, keys []jose.JSONWebKey) ([]byte, boo
 		}
 	}
 	return nil, false
+}
+
+// maxKeysPerSet bounds the keys of one key set. Issuers publish a few (the
+// current key and those being rotated in or out).
+const maxKeysPerSet = 64
+
+// sameOriginRedirects is the CheckRedirect of the client that fetches
+// discovery documents and key sets: a redirect may change the path, never
+// the scheme, host or port, so that an issuer's documents cannot send the
+// gateway to plain HTTP or to another host (an address inside the cluster).
+func sameOriginRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("stopped after 5 redirects")
+	}
+	first := via[0].URL
+	if req.URL.Scheme != first.Scheme || req.URL.Host != first.Host {
+		return fmt.Errorf("redirected from %s://%s to another origin, %s://%s", first.Scheme, first.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }

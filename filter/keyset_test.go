@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -333,5 +334,29 @@ func checkErr(t *testing.T, err error, want string) {
 		t.Errorf("no error, want one containing %q", want)
 	case want != "" && !strings.Contains(err.Error(), want):
 		t.Errorf("error %v\nwant one containing %q", err, want)
+	}
+}
+
+func TestAKeySetOfTooManyKeysIsRefused(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(n int) []byte {
+		keys := make([]jose.JSONWebKey, n)
+		for i := range keys {
+			keys[i] = jose.JSONWebKey{Key: &key.PublicKey, KeyID: fmt.Sprint(i), Algorithm: string(jose.ES256), Use: "sig"}
+		}
+		doc, err := json.Marshal(jose.JSONWebKeySet{Keys: keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return doc
+	}
+	if keys, err := parseKeySet(set(maxKeysPerSet)); err != nil || len(keys) != maxKeysPerSet {
+		t.Errorf("%d keys: %d parsed, error %v", maxKeysPerSet, len(keys), err)
+	}
+	if _, err := parseKeySet(set(maxKeysPerSet + 1)); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("%d keys: error %v, want the set refused", maxKeysPerSet+1, err)
 	}
 }

@@ -50,6 +50,12 @@ const (
 	DefaultKeyRefreshInterval = 10 * time.Second
 )
 
+// discoveryRefreshInterval is how long a successful OIDC discovery is used
+// before the next request looks the issuer up again (in the background,
+// keeping the key set found meanwhile), so that a moved jwks_uri is
+// followed without a restart.
+const discoveryRefreshInterval = time.Hour
+
 // discoveryRetryDelay is how long a failed OIDC discovery is remembered
 // before the next request tries again, so that an unreachable issuer is not
 // asked once per request.
@@ -86,8 +92,9 @@ type SharedOptions struct {
 	// BodyTimeout bounds how long a request body may take to arrive
 	// (DefaultBodyTimeout).
 	BodyTimeout time.Duration
-	// HTTPClient fetches OIDC discovery documents and key sets; a client
-	// with DefaultOIDCTimeout when nil.
+	// HTTPClient fetches OIDC discovery documents and key sets; when nil, a
+	// client with DefaultOIDCTimeout that follows redirects within one
+	// origin only.
 	HTTPClient *http.Client
 	// TokenCacheSize bounds the verified-token cache (DefaultTokenCacheSize).
 	TokenCacheSize int
@@ -119,12 +126,12 @@ type Shared struct {
 	// maxBodyBytesPerConnection, those of one connection.
 	bodyBudget                *byteBudget
 	maxBodyBytesPerConnection int64
-	maxBatch     int
-	bodyTimeout  time.Duration
-	logger       *slog.Logger
-	metrics      *metrics
-	oidcCtx      context.Context // carries the HTTP client; never cancelled
-	tokens       *tokenCache
+	maxBatch                  int
+	bodyTimeout               time.Duration
+	logger                    *slog.Logger
+	metrics                   *metrics
+	oidcCtx                   context.Context // carries the HTTP client; never cancelled
+	tokens                    *tokenCache
 
 	httpClient         *http.Client     // fetches key sets
 	keyRefreshInterval time.Duration    // the least time between two fetches of a key set
@@ -170,7 +177,7 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 	}
 	client := opts.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: DefaultOIDCTimeout}
+		client = &http.Client{Timeout: DefaultOIDCTimeout, CheckRedirect: sameOriginRedirects}
 	}
 	s.oidcCtx = oidc.ClientContext(context.Background(), client)
 	s.httpClient = client
@@ -190,22 +197,58 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 	return s, nil
 }
 
-// Retain deletes the metric series of every MCP server that policies, the
-// policies of the configuration now served, do not name, so that servers
-// removed by reloads leave no series behind. Call it after each
-// configuration is applied, from the one place that applies them.
+// Retain deletes what policies, the policies of the configuration now
+// served, no longer use: the metric series of MCP servers they do not name,
+// so that servers removed by reloads leave no series behind, and the key
+// sets and discovery results of issuers none of them trusts. Call it after
+// each configuration is applied, from the one place that applies them.
 //
 // A Filter of an earlier configuration may still serve in-flight requests
 // for a removed server; it keeps counting into series that are no longer
-// exported, which is harmless, and a server that comes back starts new ones.
+// exported, and verifying with the key set it holds, which is harmless; a
+// server or issuer that comes back starts afresh.
 func (s *Shared) Retain(policies iter.Seq[*Policy]) {
 	keep := map[serverLabels]bool{}
+	jwksURLs, issuers := map[string]bool{}, map[string]bool{}
 	for p := range policies {
 		if namespace, name, ok := strings.Cut(p.Server, "/"); ok {
 			keep[serverLabels{namespace, name}] = true
 		}
+		switch {
+		case p.Auth == nil:
+		case p.Auth.JWKSURL != "":
+			jwksURLs[p.Auth.JWKSURL] = true
+		default:
+			issuers[p.Auth.Issuer] = true
+		}
 	}
 	s.metrics.retain(keep)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for issuer, d := range s.discoveries {
+		if !issuers[issuer] {
+			delete(s.discoveries, issuer)
+			continue
+		}
+		d.mu.Lock()
+		if d.keys != nil {
+			jwksURLs[d.keys.url] = true
+		}
+		d.mu.Unlock()
+	}
+	for url := range s.keySets {
+		if !jwksURLs[url] {
+			delete(s.keySets, url)
+		}
+	}
+}
+
+// issuerState counts the key sets and discovery results held, for tests.
+func (s *Shared) issuerState() (keySets, discoveries int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.keySets), len(s.discoveries)
 }
 
 func cmpOr[T comparable](v, def T) T {
@@ -235,6 +278,7 @@ type discovery struct {
 
 	mu      sync.Mutex
 	keys    *keySet       // set once discovery succeeded
+	foundAt time.Time     // when keys was found
 	err     error         // the last failure
 	retryAt time.Time     // no new attempt before this after a failure
 	running chan struct{} // closed when the attempt under way ends
@@ -254,12 +298,19 @@ func (s *Shared) discoveredKeySet(ctx context.Context, issuer string) (*keySet, 
 	for {
 		d.mu.Lock()
 		if d.keys != nil {
+			if d.running == nil && s.now().Sub(d.foundAt) >= discoveryRefreshInterval && !s.now().Before(d.retryAt) {
+				// Look again in the background; this request and those
+				// meanwhile use the keys found before.
+				d.running = make(chan struct{})
+				go s.discover(d, d.running)
+			}
+			keys := d.keys
 			d.mu.Unlock()
-			return d.keys, nil
+			return keys, nil
 		}
 		running := d.running
 		if running == nil {
-			if d.err != nil && time.Now().Before(d.retryAt) {
+			if d.err != nil && s.now().Before(d.retryAt) {
 				err := d.err
 				d.mu.Unlock()
 				return nil, err
@@ -302,10 +353,15 @@ func (s *Shared) discover(d *discovery, done chan struct{}) {
 	close(done)
 	if err != nil {
 		d.err = fmt.Errorf("discover OIDC issuer %s: %w", d.issuer, err)
-		d.retryAt = time.Now().Add(discoveryRetryDelay)
+		d.retryAt = s.now().Add(discoveryRetryDelay)
+		if d.keys != nil {
+			s.logger.Warn("OIDC rediscovery failed; the key set found before stays in use",
+				"issuer", d.issuer, "error", err, "retryIn", discoveryRetryDelay)
+			return
+		}
 		s.logger.Warn("OIDC discovery failed; requests to servers using this issuer get 503 until it succeeds",
 			"issuer", d.issuer, "error", err, "retryIn", discoveryRetryDelay)
 		return
 	}
-	d.keys, d.err = keys, nil
+	d.keys, d.err, d.foundAt = keys, nil, s.now()
 }
