@@ -5,6 +5,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,9 @@ type exchange struct {
 	sessionParam string
 
 	upstreamErr error
+	// clientBodyErr is why reading the request body failed on its way to
+	// the backend; the transport reads it on a goroutine of its own.
+	clientBodyErr atomic.Pointer[error]
 
 	rec recorder
 }

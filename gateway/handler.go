@@ -22,6 +22,16 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.server
 	x := &exchange{start: time.Now(), host: r.Host}
 	x.rec = recorder{ResponseWriter: w, metrics: s.metrics, owner: x, writeTimeout: s.opts.WriteTimeout}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// RFC 9112 section 6.3: a request with both Transfer-Encoding and
+		// Content-Length must not leave its connection open, since a
+		// front proxy that framed it by Content-Length disagrees with us
+		// on where the next request starts. net/http drops the
+		// Content-Length before a handler sees it, so every connection
+		// that carried a request framed by Transfer-Encoding is closed
+		// after the response.
+		w.Header().Set("Connection", "close")
+	}
 	// On HTTP/1 a write deadline outlives the response that set it (it
 	// bounds the last flush, after the handler): clear it for this one.
 	// HTTP/2 deadlines are per stream.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -100,6 +101,9 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Path, pr.Out.URL.RawPath = b.path, ""
 	}
 	pr.Out.Host = pr.In.Host
+	if pr.Out.Body != nil && pr.Out.Body != http.NoBody {
+		pr.Out.Body = &clientBody{ReadCloser: pr.Out.Body, x: x}
+	}
 
 	realIP := clientAddress(pr.In, p.trustedHops)
 	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 && p.trustedHops > 0 {
@@ -195,6 +199,22 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	if x != nil {
 		x.upstreamErr = err
 	}
+	if x != nil {
+		if bodyErr := x.clientBodyErr.Load(); bodyErr != nil {
+			// The request's own body broke (bad chunk framing, a client
+			// that went away mid-body): the client's fault, not the
+			// backend's, and the connection cannot carry another request.
+			if r.Context().Err() == nil {
+				p.log.LogAttrs(r.Context(), slog.LevelInfo, "client error",
+					slog.String("route", x.routeLabel()),
+					slog.Int("status", http.StatusBadRequest),
+					slog.String("error", (*bodyErr).Error()))
+				w.Header().Set("Connection", "close")
+				writeError(w, http.StatusBadRequest, "the request body could not be read")
+			}
+			return
+		}
+	}
 	code, msg := upstreamErrorStatus(r, err)
 	if code == 0 {
 		return // the client went away: nobody to answer
@@ -248,4 +268,20 @@ func (b *bufferPool) Put(buf []byte) {
 	if cap(buf) >= copyBufferSize {
 		b.pool.Put((*[copyBufferSize]byte)(buf[:copyBufferSize]))
 	}
+}
+
+// clientBody is a request body on its way to the backend. It notes on the
+// exchange why reading it failed, so that a client's malformed body is not
+// taken for the backend's failure.
+type clientBody struct {
+	io.ReadCloser
+	x *exchange
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.x.clientBodyErr.CompareAndSwap(nil, &err)
+	}
+	return n, err
 }

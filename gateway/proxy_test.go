@@ -1,9 +1,16 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // The test client reaches the gateway from 127.0.0.1, its peer address.
@@ -97,5 +104,76 @@ func TestForwardingHeadersNameTheClientAsFarAsTrusted(t *testing.T) {
 func TestNewRefusesNegativeTrustedHops(t *testing.T) {
 	if _, err := New(Options{TrustedHops: -1, Logger: quiet}); err == nil || !strings.Contains(err.Error(), "TrustedHops") {
 		t.Errorf("New with TrustedHops -1: err = %v, want an error naming TrustedHops", err)
+	}
+}
+
+// A request body that breaks on its way in (here a chunk line ended by a
+// bare LF) is the client's error: 400, logged as such, not as an upstream
+// failure.
+func TestAMalformedRequestBodyIsAClientError(t *testing.T) {
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	s := newServer(t, Options{Logger: slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &logs}, nil))})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("echo", 1, echoBackend(t, "echo"))}}))
+	host := strings.TrimPrefix(gatewayURL(t, s, "web"), "http://")
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	_ = conn.SetDeadline(time.Now().Add(waitLong))
+	_, _ = io.WriteString(conn, "POST /upload HTTP/1.1\r\nHost: "+host+"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\nworld\r\n0\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest {
+		t.Errorf("status %d, want 400", res.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logs.String(), "upstream error") || !strings.Contains(logs.String(), "client error") {
+		t.Errorf("logged as:\n%s\nwant a client error", logs.String())
+	}
+}
+
+// A request framed by Transfer-Encoding, with or without a Content-Length
+// beside it, closes its connection after the response (RFC 9112 section
+// 6.3), so that no second request can hide in its body.
+func TestAConnectionThatCarriedTransferEncodingIsClosed(t *testing.T) {
+	s := newServer(t, Options{})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("echo", 1, echoBackend(t, "echo"))}}))
+	host := strings.TrimPrefix(gatewayURL(t, s, "web"), "http://")
+	for _, framing := range []string{
+		"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+		"Transfer-Encoding: chunked\r\n",
+	} {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(waitLong))
+		// A second request follows at once on the same connection.
+		_, _ = io.WriteString(conn, "POST /a HTTP/1.1\r\nHost: "+host+"\r\n"+framing+"\r\n5\r\nhello\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		br := bufio.NewReader(conn)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: no response: %v", framing, err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK || !res.Close {
+			t.Errorf("%q: status %d, Connection %q; want 200 and close", framing, res.StatusCode, res.Header.Get("Connection"))
+		}
+		if _, err := http.ReadResponse(br, nil); err == nil {
+			t.Errorf("%q: the connection answered a second request", framing)
+		}
+		_ = conn.Close()
+	}
+	// Content-Length alone keeps the connection.
+	res, _ := get(t, gatewayURL(t, s, "web")+"/c")
+	if res.Close {
+		t.Error("a request without a body closed its connection")
 	}
 }
