@@ -298,6 +298,47 @@ var _ = Describe("HTTPRoute status", func() {
 		}, wait, poll).Should(Equal(int32(1)))
 	})
 
+	It("says a route that reaches an MCPServer's Service without its filter bypasses its policy, with a Warning Event", func() {
+		ns := newNamespace()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
+		newMCPServer(ns, "github", 5)
+		Expect(k8sClient.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "mcp", Namespace: ns},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+		})).To(Succeed())
+		guarded := newRoute(ns, gw.Name, "github", "mcp", 80)
+		bypass := &gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("bypass"), Namespace: ns},
+			Spec: gwv1.HTTPRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gw.Name)}}},
+				Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
+					Name: "mcp", Port: ptr(gwv1.PortNumber(80)),
+				}}}}}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, bypass)).To(Succeed())
+
+		Eventually(routeParentConditions(client.ObjectKeyFromObject(bypass)), wait, poll).Should(
+			Satisfy(haveCondition(translate.ConditionMCPPolicyEnforced, metav1.ConditionFalse, translate.ReasonBypassesMCPServerPolicy)))
+		message := conditionOf(routeParentConditions(client.ObjectKeyFromObject(bypass))(), translate.ConditionMCPPolicyEnforced).Message
+		Expect(message).To(ContainSubstring("MCPServer " + ns + "/github"))
+		Expect(message).To(ContainSubstring("without its ExtensionRef filter"))
+		Eventually(routeParentConditions(client.ObjectKeyFromObject(guarded)), wait, poll).Should(
+			Satisfy(haveCondition(translate.ConditionMCPPolicyEnforced, metav1.ConditionTrue, translate.ReasonPolicyEnforced)))
+
+		Eventually(func() []string {
+			var list eventsv1.EventList
+			Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			var notes []string
+			for _, e := range list.Items {
+				if e.Regarding.Kind == "HTTPRoute" && e.Regarding.Name == bypass.Name && e.Type == corev1.EventTypeWarning && e.Reason == translate.ReasonBypassesMCPServerPolicy {
+					notes = append(notes, e.Note)
+				}
+			}
+			return notes
+		}, wait, poll).Should(ContainElement(ContainSubstring("MCPServer " + ns + "/github")))
+	})
+
 	It("sets ResolvedRefs False with InvalidKind for an ExtensionRef of an unknown kind", func() {
 		ns := newNamespace()
 		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)

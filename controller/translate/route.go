@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/toolgate/toolgate/apis/v1alpha1"
 	"github.com/toolgate/toolgate/gateway"
 )
 
@@ -29,6 +30,87 @@ type routeState struct {
 	mcpServers []types.NamespacedName
 	accepted   *routeProblem // Accepted=False for every parent
 	refs       *routeProblem // ResolvedRefs=False for every parent
+	// reachesMCP is set when a backend of the route is an MCPServer or its
+	// Service; bypasses lists the backends that reach one without its
+	// ExtensionRef filter (ConditionMCPPolicyEnforced).
+	reachesMCP bool
+	bypasses   []string
+}
+
+// ConditionMCPPolicyEnforced is the route parent condition, set on routes
+// that reach an MCPServer, that says whether every such backend is behind
+// that MCPServer's ExtensionRef filter. False means requests reach the
+// server uninspected: unauthenticated, unlimited.
+const ConditionMCPPolicyEnforced = "toolgate.dev/MCPPolicyEnforced"
+
+// Reasons of ConditionMCPPolicyEnforced.
+const (
+	ReasonPolicyEnforced          = "Enforced"
+	ReasonBypassesMCPServerPolicy = "BypassesMCPServerPolicy" //nolint:gosec // a condition reason, no credential
+)
+
+func (t *translator) mcpPolicyCondition(rs *routeState) (metav1.Condition, bool) {
+	if !rs.reachesMCP {
+		return metav1.Condition{}, false
+	}
+	if len(rs.bypasses) > 0 {
+		return condition(ConditionMCPPolicyEnforced, false, ReasonBypassesMCPServerPolicy, strings.Join(rs.bypasses, "; "), rs.route.Generation), true
+	}
+	return condition(ConditionMCPPolicyEnforced, true, ReasonPolicyEnforced, "every backend that is an MCP server is behind its MCPServer's ExtensionRef filter", rs.route.Generation), true
+}
+
+// checkMCPPolicy notes whether backend ref, of a rule whose filters are
+// ruleFilters, reaches an MCP server without that server's ExtensionRef
+// filter (on the rule or the backendRef): a backendRef of kind MCPServer,
+// or one to the Service an MCPServer names (its serviceRef, on that port).
+func (t *translator) checkMCPPolicy(rs *routeState, route *gwv1.HTTPRoute, ruleFilters []gwv1.HTTPRouteFilter, br gwv1.HTTPBackendRef, at string) {
+	group, kind := "", kindService
+	if br.Group != nil {
+		group = string(*br.Group)
+	}
+	if br.Kind != nil {
+		kind = string(*br.Kind)
+	}
+	ns := route.Namespace
+	if br.Namespace != nil && *br.Namespace != "" {
+		ns = string(*br.Namespace)
+	}
+	var servers []*v1alpha1.MCPServer
+	switch {
+	case group == v1alpha1.GroupVersion.Group && kind == "MCPServer":
+		if m, ok := t.idx.mcpServers[types.NamespacedName{Namespace: ns, Name: string(br.Name)}]; ok {
+			servers = append(servers, m)
+		}
+	case group == "" && kind == kindService:
+		for _, m := range sortedByAge(t.res.MCPServers) {
+			if m.Namespace == ns && m.Spec.ServiceRef.Name == string(br.Name) && (br.Port == nil || int32(*br.Port) == m.Spec.ServiceRef.Port) {
+				servers = append(servers, m)
+			}
+		}
+	}
+	if len(servers) == 0 {
+		return
+	}
+	rs.reachesMCP = true
+	applied := func(m *v1alpha1.MCPServer) bool {
+		for _, filters := range [][]gwv1.HTTPRouteFilter{ruleFilters, br.Filters} {
+			for _, f := range filters {
+				if f.Type == gwv1.HTTPRouteFilterExtensionRef && f.ExtensionRef != nil &&
+					string(f.ExtensionRef.Group) == v1alpha1.GroupVersion.Group && f.ExtensionRef.Kind == "MCPServer" &&
+					string(f.ExtensionRef.Name) == m.Name && route.Namespace == m.Namespace {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, m := range servers {
+		if !applied(m) {
+			rs.bypasses = append(rs.bypasses, fmt.Sprintf(
+				"%s sends requests to MCPServer %s/%s (Service %s, port %d) without its ExtensionRef filter: they reach the MCP server uninspected, unauthenticated and unlimited; add the filter (extensionRef: {group: %s, kind: MCPServer, name: %s}) to the rule",
+				at, m.Namespace, m.Name, m.Spec.ServiceRef.Name, m.Spec.ServiceRef.Port, v1alpha1.GroupVersion.Group, m.Name))
+		}
+	}
 }
 
 func (rs *routeState) unsupported(msg string) {
@@ -147,6 +229,9 @@ func (t *translator) attach(rs *routeState, gs *gatewayState, ref gwv1.ParentRef
 		condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "the route is attached", gen),
 		t.resolvedRefsCondition(rs),
 	}
+	if c, ok := t.mcpPolicyCondition(rs); ok {
+		status.Conditions = append(status.Conditions, c)
+	}
 	return status
 }
 
@@ -240,6 +325,7 @@ func (t *translator) translateRules(route *gwv1.HTTPRoute) *routeState {
 			r.Timeouts.BackendRequest = parseDuration(rs, rule.Timeouts.BackendRequest, where+".timeouts.backendRequest")
 		}
 		for j, br := range rule.BackendRefs {
+			t.checkMCPPolicy(rs, route, rule.Filters, br, fmt.Sprintf("%s.backendRefs[%d]", where, j))
 			b := t.translateBackend(rs, route, br.BackendRef, fmt.Sprintf("%s.backendRefs[%d]", where, j))
 			b.Filters = t.translateFilters(rs, route, br.Filters, fmt.Sprintf("%s.backendRefs[%d].filters", where, j), hasPrefixOnly)
 			if rewritesPath(r.Filters) || rewritesPath(b.Filters) {
