@@ -34,7 +34,7 @@ var _ = Describe("MCPServer admission", func() {
 		Expect(err).NotTo(HaveOccurred())
 		var fixed v1alpha1.MCPServer
 		Expect(yaml.Unmarshal(raw, &fixed)).To(Succeed())
-		fixed.Spec.Auth = &v1alpha1.Auth{OIDC: &v1alpha1.OIDC{Issuer: world.Issuer.URL, Audience: env.Audience}}
+		fixed.Spec.Auth = &v1alpha1.Auth{OIDC: &v1alpha1.OIDC{Issuer: world.Issuer.URL, Audience: env.Audience, AllowInsecureHTTP: true}}
 		raw, err = yaml.Marshal(&fixed)
 		Expect(err).NotTo(HaveOccurred())
 		fixedPath := filepath.Join(GinkgoT().TempDir(), "mcpserver-peruser-with-auth.yaml")

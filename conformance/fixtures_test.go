@@ -84,6 +84,9 @@ func (t *tenant) mcpServer(name string, limits *v1alpha1.RateLimiting) *v1alpha1
 				Issuer:   world.Issuer.URL,
 				JWKSURL:  world.Issuer.JWKSURL,
 				Audience: env.Audience,
+				// The suite's issuer serves plain HTTP on loopback or the
+				// node's address.
+				AllowInsecureHTTP: true,
 			}},
 			RateLimiting: limits,
 		},

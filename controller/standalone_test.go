@@ -60,7 +60,7 @@ metadata: {name: tools}
 spec:
   serviceRef: {name: mcp, port: 80}
   auth:
-    oidc: {issuer: %q, jwksURL: %q, audience: toolgate}
+    oidc: {issuer: %q, jwksURL: %q, audience: toolgate, allowInsecureHTTP: true}
   rateLimiting:
     perUser: {maxTokens: %d, refillPeriod: 1h}
 `

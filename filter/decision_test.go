@@ -361,6 +361,8 @@ func TestNewRefusesAPolicyItCannotEnforce(t *testing.T) {
 		{"auth without an audience", filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: "https://issuer.example"}}, "audience is required"},
 		{"auth with a relative issuer", filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: "issuer", Audience: "a"}}, "issuer must be an absolute http(s) URL"},
 		{"auth with a bad JWKS URL", filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: "https://i", Audience: "a", JWKSURL: "ftp://keys"}}, "jwksURL must be an absolute http(s) URL"},
+		{"a plain http issuer", filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: "http://i", Audience: "a"}}, "issuer must be an https:// URL"},
+		{"a plain http JWKS URL", filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: "https://i", Audience: "a", JWKSURL: "http://i/keys"}}, "jwksURL must be an https:// URL"},
 	}
 	shared, err := filter.NewShared(filter.SharedOptions{})
 	if err != nil {

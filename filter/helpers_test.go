@@ -91,7 +91,7 @@ func (i *testIssuer) JWKSURL() string { return i.server.URL + "/jwks" }
 // auth is the OIDC configuration of a server trusting this issuer through
 // its JWKS URL.
 func (i *testIssuer) auth() *filter.OIDCConfig {
-	return &filter.OIDCConfig{Issuer: i.URL(), Audience: testAudience, JWKSURL: i.JWKSURL()}
+	return &filter.OIDCConfig{Issuer: i.URL(), Audience: testAudience, JWKSURL: i.JWKSURL(), AllowInsecureHTTP: true}
 }
 
 type claims map[string]any

@@ -84,7 +84,7 @@ func TestAValidTokenNamesTheCaller(t *testing.T) {
 			return iss.token(t, "alice", func(c claims) { c["aud"] = []string{"other", testAudience} })
 		}, "alice"},
 		{"a token through discovery", func() *filter.OIDCConfig {
-			return &filter.OIDCConfig{Issuer: iss.URL(), Audience: testAudience}
+			return &filter.OIDCConfig{Issuer: iss.URL(), Audience: testAudience, AllowInsecureHTTP: true}
 		}, func(t *testing.T) string { return sign(t, jose.ES256, ecKey, "ec", iss.claims("alice")) }, "alice"},
 		{"a configured user claim", func() *filter.OIDCConfig {
 			a := iss.auth()
@@ -150,12 +150,12 @@ func TestNoHeaderButAuthorizationChoosesTheUser(t *testing.T) {
 
 func TestDiscoveryIsSharedAcrossReloads(t *testing.T) {
 	iss := newIssuer(t)
-	h := newHarness(t, filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: iss.URL(), Audience: testAudience}})
+	h := newHarness(t, filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: iss.URL(), Audience: testAudience, AllowInsecureHTTP: true}})
 	if w := h.post(iss.token(t, "alice"), call(1, "t")); w.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
 	// A reload builds a new filter from the same Shared.
-	f, err := filter.New(filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: iss.URL(), Audience: testAudience}}, h.shared)
+	f, err := filter.New(filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: iss.URL(), Audience: testAudience, AllowInsecureHTTP: true}}, h.shared)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestDiscoveryIsSharedAcrossReloads(t *testing.T) {
 func TestAnIssuerThatCannotBeReachedGets503(t *testing.T) {
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
-	h := newHarness(t, filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: down.URL, Audience: testAudience}})
+	h := newHarness(t, filter.Policy{Server: testServer, Auth: &filter.OIDCConfig{Issuer: down.URL, Audience: testAudience, AllowInsecureHTTP: true}})
 	w := h.post("some.jwt.token", call(1, "t"))
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503: %s", w.Code, w.Body)

@@ -134,7 +134,7 @@ func startTestIssuer(t *testing.T) *testissuer.Issuer {
 // jwksAuth is the OIDC configuration of a server trusting iss through its
 // JWKS URL.
 func jwksAuth(iss *testissuer.Issuer) *filter.OIDCConfig {
-	return &filter.OIDCConfig{Issuer: iss.URL(), Audience: testAudience, JWKSURL: iss.JWKSURL()}
+	return &filter.OIDCConfig{Issuer: iss.URL(), Audience: testAudience, JWKSURL: iss.JWKSURL(), AllowInsecureHTTP: true}
 }
 
 // issuerToken is a token of iss for user and this server's audience, signed

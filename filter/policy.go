@@ -69,6 +69,9 @@ type OIDCConfig struct {
 	// UserClaim is the claim naming the caller; DefaultUserClaim when empty.
 	// Its value must be a non-empty string.
 	UserClaim string `json:"userClaim,omitempty"`
+	// AllowInsecureHTTP lets Issuer and JWKSURL be plain http:// URLs (a
+	// test issuer); by default both must be https://.
+	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
 }
 
 // Clone returns a deep copy of p, sharing nothing with it; nil for nil.
@@ -173,21 +176,21 @@ func validateLimit(field string, l *limiter.Limit) error {
 
 func (c *OIDCConfig) validate() error {
 	var errs []error
-	if err := validateURL("issuer", c.Issuer); err != nil {
+	if err := c.validateURL("issuer", c.Issuer); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Audience == "" {
 		errs = append(errs, errors.New("audience is required: set it to the aud claim the issuer puts in tokens for this server"))
 	}
 	if c.JWKSURL != "" {
-		if err := validateURL("jwksURL", c.JWKSURL); err != nil {
+		if err := c.validateURL("jwksURL", c.JWKSURL); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func validateURL(field, raw string) error {
+func (c *OIDCConfig) validateURL(field, raw string) error {
 	if raw == "" {
 		return fmt.Errorf("%s is required", field)
 	}
@@ -195,8 +198,11 @@ func validateURL(field, raw string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", field, err)
 	}
-	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	switch {
+	case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 		return fmt.Errorf("%s must be an absolute http(s) URL, got %q", field, raw)
+	case u.Scheme == "http" && !c.AllowInsecureHTTP:
+		return fmt.Errorf("%s must be an https:// URL, got %q: signing keys fetched over plain HTTP can be replaced by anyone on the path (allowInsecureHTTP lets a test issuer use http)", field, raw)
 	}
 	return nil
 }

@@ -345,6 +345,9 @@ func (s *Shared) discover(d *discovery, done chan struct{}) {
 		if meta.JWKSURI == "" {
 			return nil, errors.New("the discovery document has no jwks_uri")
 		}
+		if strings.HasPrefix(strings.ToLower(d.issuer), "https://") && !strings.HasPrefix(strings.ToLower(meta.JWKSURI), "https://") {
+			return nil, fmt.Errorf("the discovery document's jwks_uri %q is not https://, as the issuer is", meta.JWKSURI)
+		}
 		return s.keySet(meta.JWKSURI), nil
 	}()
 	d.mu.Lock()

@@ -122,13 +122,17 @@ type Auth struct {
 }
 
 // OIDC verifies JWT bearer tokens issued by an OpenID Connect provider.
+//
+// +kubebuilder:validation:XValidation:rule="self.issuer.lowerAscii().startsWith('https://') || (has(self.allowInsecureHTTP) && self.allowInsecureHTTP)",message="issuer must be an https:// URL: signing keys fetched over plain HTTP can be replaced by anyone on the network path. For a test issuer on a network you trust, set allowInsecureHTTP: true",fieldPath=".issuer"
+// +kubebuilder:validation:XValidation:rule="!has(self.jwksURL) || self.jwksURL.lowerAscii().startsWith('https://') || (has(self.allowInsecureHTTP) && self.allowInsecureHTTP)",message="jwksURL must be an https:// URL: signing keys fetched over plain HTTP can be replaced by anyone on the network path. For a test issuer on a network you trust, set allowInsecureHTTP: true",fieldPath=".jwksURL"
 type OIDC struct {
 	// Issuer is the token issuer (the iss claim). Unless JWKSURL is set, the
 	// signing keys are discovered from Issuer + /.well-known/openid-configuration.
+	// It must be https:// unless AllowInsecureHTTP is set.
 	//
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="issuer must be an absolute https:// (or http://) URL, for example https://issuer.example.com"
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="issuer must be an absolute https:// URL, for example https://issuer.example.com"
 	Issuer string `json:"issuer"`
 
 	// Audience is the value the token's aud claim must contain.
@@ -141,7 +145,7 @@ type OIDC struct {
 	// are discovered from the issuer.
 	//
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="jwksURL must be an absolute https:// (or http://) URL"
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="jwksURL must be an absolute https:// URL"
 	// +optional
 	JWKSURL string `json:"jwksURL,omitempty"`
 
@@ -153,6 +157,14 @@ type OIDC struct {
 	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	UserClaim string `json:"userClaim,omitempty"`
+
+	// AllowInsecureHTTP lets Issuer and JWKSURL be plain http:// URLs, for
+	// a test issuer on a network you trust: anyone on the path could
+	// replace the signing keys and forge every token. The MCPServer's
+	// IssuerSecure condition is False while it is used.
+	//
+	// +optional
+	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
 }
 
 // RateLimiting configures the token buckets a tools/call must pass. A call
@@ -228,6 +240,11 @@ const (
 	// ConditionRateLimitingConfigValid says whether spec.rateLimiting can be
 	// enforced as written.
 	ConditionRateLimitingConfigValid = "RateLimitingConfigValid"
+	// ConditionIssuerSecure says whether the signing keys of
+	// spec.auth.oidc are fetched over HTTPS; False while
+	// allowInsecureHTTP lets them come over plain HTTP. Set only with
+	// spec.auth.oidc.
+	ConditionIssuerSecure = "IssuerSecure"
 )
 
 // MCPServerStatus is the observed state of an MCPServer.

@@ -13,7 +13,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/testgateway"
+	"github.com/toolgate/toolgate/internal/testproc"
 )
 
 // rawBackend answers every request itself: POSTs with a JSON-RPC result of
@@ -382,5 +385,29 @@ func TestAClientThatNeverReadsIsDisconnected(t *testing.T) {
 	}
 	if n >= 64<<20 {
 		t.Errorf("the whole response (%d bytes) was written to a client that did not read", n)
+	}
+}
+
+// An issuer over plain HTTP is refused unless the MCPServer opts in:
+// standalone mode validates the manifests as the API server does, and says
+// why and what to set.
+func TestAPlainHTTPIssuerIsRefusedWithoutTheOptIn(t *testing.T) {
+	issuer, _ := startIssuer(t)
+	dir := t.TempDir()
+	policy := fmt.Sprintf("  auth:\n    oidc: {issuer: '%s', jwksURL: '%s', audience: limits}\n", issuer.URL(), issuer.JWKSURL())
+	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(testgateway.Config(testproc.FreePort(t), "127.0.0.1:9", policy)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, testproc.Build(t, "github.com/toolgate/toolgate/cmd/toolgate"),
+		"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", "127.0.0.1:0").CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("standalone with an http:// issuer: %v, want it refused at once:\n%s", err, out)
+	}
+	for _, want := range []string{"spec.auth.oidc.issuer", "issuer must be an https:// URL", "spec.auth.oidc.jwksURL", "allowInsecureHTTP: true"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, out)
+		}
 	}
 }

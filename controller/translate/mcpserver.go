@@ -65,12 +65,42 @@ func (t *translator) translateMCPServers() {
 // apply them.
 func (t *translator) finishMCPServers() {
 	for _, m := range t.valid {
-		t.out.Status.MCPServers[key(m)].Conditions = []metav1.Condition{
+		conditions := []metav1.Condition{
 			condition(v1alpha1.ConditionAccepted, true, ReasonAccepted, "the MCPServer is valid; apply it to an HTTPRoute rule with an ExtensionRef filter", m.Generation),
 			t.rateLimitingCondition(m),
 			t.serviceRefCondition(m),
 		}
+		if c, ok := issuerCondition(m); ok {
+			conditions = append(conditions, c)
+		}
+		t.out.Status.MCPServers[key(m)].Conditions = conditions
 	}
+}
+
+// Reasons of the IssuerSecure condition.
+const (
+	ReasonHTTPS               = "HTTPS"
+	ReasonInsecureHTTPAllowed = "InsecureHTTPAllowed"
+)
+
+// issuerCondition says how the signing keys of an MCPServer with auth are
+// fetched; false when it has no auth.
+func issuerCondition(m *v1alpha1.MCPServer) (metav1.Condition, bool) {
+	a := m.Spec.Auth
+	if a == nil || a.OIDC == nil {
+		return metav1.Condition{}, false
+	}
+	var plain []string
+	for _, u := range []string{a.OIDC.Issuer, a.OIDC.JWKSURL} {
+		if strings.HasPrefix(strings.ToLower(u), "http://") {
+			plain = append(plain, u)
+		}
+	}
+	if len(plain) > 0 {
+		return condition(v1alpha1.ConditionIssuerSecure, false, ReasonInsecureHTTPAllowed,
+			fmt.Sprintf("allowInsecureHTTP: the signing keys come over plain HTTP (%s), so anyone on the network path can replace them and forge every token; use an https:// issuer outside tests", strings.Join(plain, ", ")), m.Generation), true
+	}
+	return condition(v1alpha1.ConditionIssuerSecure, true, ReasonHTTPS, "the issuer's signing keys are fetched over HTTPS", m.Generation), true
 }
 
 // use records that gw applies the MCPServer nn through an attached route.
@@ -156,6 +186,8 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 			Audience:  a.OIDC.Audience,
 			JWKSURL:   a.OIDC.JWKSURL,
 			UserClaim: a.OIDC.UserClaim,
+
+			AllowInsecureHTTP: a.OIDC.AllowInsecureHTTP,
 		}
 		p.ForwardAuthorization = a.ForwardAuthorization
 		p.ResourceURL = a.ResourceURL

@@ -70,7 +70,7 @@ endpoints: [{addresses: [127.0.0.1]}]
 // OIDC is the spec lines of an MCPServer whose callers prove who they are
 // with tokens of issuer for audience, for Config's policy.
 func OIDC(issuer, jwksURL, audience string) string {
-	return fmt.Sprintf("  auth:\n    oidc: {issuer: '%s', jwksURL: '%s', audience: %s}\n", issuer, jwksURL, audience)
+	return fmt.Sprintf("  auth:\n    oidc: {issuer: '%s', jwksURL: '%s', audience: %s, allowInsecureHTTP: true}\n", issuer, jwksURL, audience)
 }
 
 // Gateway is a running toolgate standalone process.
