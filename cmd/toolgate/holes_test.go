@@ -411,3 +411,38 @@ func TestAPlainHTTPIssuerIsRefusedWithoutTheOptIn(t *testing.T) {
 		}
 	}
 }
+
+// A token the same issuer minted for another service is refused, whatever
+// Host the client sends with it: accepted audiences come from the
+// MCPServer only.
+func TestATokenForAnotherServiceIsRefusedWhateverTheHost(t *testing.T) {
+	backend := startRawBackend(t, 100)
+	issuer, _ := startIssuer(t)
+	g := testgateway.Start(t, func(port int) string {
+		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits"))
+	})
+	other, err := issuer.Token("mallory", "https://other.example/mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"other.example", "other.example:443", "127.0.0.1"} {
+		req, err := http.NewRequest(http.MethodPost, g.URL, strings.NewReader(toolCall(1, "other_tool")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+other)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("Host %s: status %d, want 401", host, res.StatusCode)
+		}
+	}
+	if seen := backend.seen(); len(seen) != 0 {
+		t.Errorf("the backend saw %d requests", len(seen))
+	}
+}
