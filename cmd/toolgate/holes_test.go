@@ -64,14 +64,7 @@ func startRawBackend(t *testing.T, respondBytes int) *rawBackend {
 		pad := strings.Repeat("x", max(b.respondBytes-64, 0))
 		_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":1,"result":{"pad":%q}}`, pad)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	b.addr = ln.Addr().String()
+	b.addr = serveOnLoopback(t, handler)
 	return b
 }
 
@@ -221,17 +214,24 @@ func startStatefulBackend(t *testing.T) (addr string, requests *atomic.Int64) {
 	})
 	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
 	requests = &atomic.Int64{}
+	return serveOnLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		sdk.ServeHTTP(w, r)
+	})), requests
+}
+
+// serveOnLoopback serves h on a free loopback port until the test ends and
+// returns its address.
+func serveOnLoopback(t *testing.T, h http.Handler) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
-		sdk.ServeHTTP(w, r)
-	}), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String(), requests
+	return ln.Addr().String()
 }
 
 func TestASessionCannotBeUsedWithAnotherUsersToken(t *testing.T) {

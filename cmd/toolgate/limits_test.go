@@ -55,14 +55,7 @@ func startBackend(t *testing.T) *countingBackend {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		sdk.ServeHTTP(w, r)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	b.addr = ln.Addr().String()
+	b.addr = serveOnLoopback(t, handler)
 	return b
 }
 

@@ -30,17 +30,7 @@ func (t *translator) translateBackend(rs *routeState, route *gwv1.HTTPRoute, ref
 	if ref.Weight != nil {
 		weight = *ref.Weight
 	}
-	group, kind := "", kindService
-	if ref.Group != nil {
-		group = string(*ref.Group)
-	}
-	if ref.Kind != nil {
-		kind = string(*ref.Kind)
-	}
-	ns := route.Namespace
-	if ref.Namespace != nil && *ref.Namespace != "" {
-		ns = string(*ref.Namespace)
-	}
+	group, kind, ns := backendTarget(route, ref.BackendObjectReference)
 	b := gateway.Backend{Name: fmt.Sprintf("%s/%s", ns, ref.Name), Weight: weight}
 	invalid := func(reason gwv1.RouteConditionReason, msg string) gateway.Backend {
 		rs.unresolved(reason, at+": "+msg)
@@ -90,6 +80,22 @@ func (t *translator) translateBackend(rs *routeState, route *gwv1.HTTPRoute, ref
 	}
 	b.Endpoints = t.endpoints(svcName, svcPort)
 	return b
+}
+
+// backendTarget is the group, kind and namespace a backendRef names, with
+// the defaults filled in: a core Service in the route's namespace.
+func backendTarget(route *gwv1.HTTPRoute, ref gwv1.BackendObjectReference) (group, kind, ns string) {
+	group, kind, ns = "", kindService, route.Namespace
+	if ref.Group != nil {
+		group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	return group, kind, ns
 }
 
 func servicePort(svc *corev1.Service, port int32) (corev1.ServicePort, bool) {

@@ -64,17 +64,7 @@ func (t *translator) mcpPolicyCondition(rs *routeState) (metav1.Condition, bool)
 // filter (on the rule or the backendRef): a backendRef of kind MCPServer,
 // or one to the Service an MCPServer names (its serviceRef, on that port).
 func (t *translator) checkMCPPolicy(rs *routeState, route *gwv1.HTTPRoute, ruleFilters []gwv1.HTTPRouteFilter, br gwv1.HTTPBackendRef, at string) {
-	group, kind := "", kindService
-	if br.Group != nil {
-		group = string(*br.Group)
-	}
-	if br.Kind != nil {
-		kind = string(*br.Kind)
-	}
-	ns := route.Namespace
-	if br.Namespace != nil && *br.Namespace != "" {
-		ns = string(*br.Namespace)
-	}
+	group, kind, ns := backendTarget(route, br.BackendObjectReference)
 	var servers []*v1alpha1.MCPServer
 	switch {
 	case group == v1alpha1.GroupVersion.Group && kind == "MCPServer":
