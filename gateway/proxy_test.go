@@ -177,3 +177,28 @@ func TestAConnectionThatCarriedTransferEncodingIsClosed(t *testing.T) {
 		t.Error("a request without a body closed its connection")
 	}
 }
+
+// A backend that answers 101 to a request that asked for no upgrade (the
+// only kind an MCP route lets through) gets no tunnel: the client gets 502.
+func TestABackendsUnaskedSwitchOfProtocolIsNeverRelayed(t *testing.T) {
+	switcher := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer func() { _ = conn.Close() }()
+		_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\ntunnelled bytes")
+		_ = rw.Flush()
+	}))
+	s := newServer(t, Options{})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("switcher", 1, switcher)}}))
+	req, err := http.NewRequest(http.MethodPost, gatewayURL(t, s, "web")+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, body := do(t, req)
+	if res.StatusCode != http.StatusBadGateway || strings.Contains(string(body), "tunnelled") {
+		t.Errorf("status %d, body %q: want 502 and nothing of the backend's", res.StatusCode, body)
+	}
+}

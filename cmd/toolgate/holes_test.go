@@ -446,3 +446,32 @@ func TestATokenForAnotherServiceIsRefusedWhateverTheHost(t *testing.T) {
 		t.Errorf("the backend saw %d requests", len(seen))
 	}
 }
+
+// A route that sends traffic to the MCPServer's Service without its filter
+// is reported, by name, with what to add: standalone prints the status.
+func TestARouteThatBypassesTheMCPServerIsReported(t *testing.T) {
+	backend := startRawBackend(t, 100)
+	g := testgateway.Start(t, func(port int) string {
+		_, backendPort, _ := net.SplitHostPort(backend.addr)
+		return testgateway.Config(port, backend.addr, "  rateLimiting:\n    global: {maxTokens: 1, refillPeriod: 1h}\n") + fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bypass}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /raw}}]
+    backendRefs: [{name: mcp, port: %s}]
+`, backendPort)
+	})
+	log := g.Log.String()
+	for _, want := range []string{
+		"HTTPRoute default/bypass (parent gw): Accepted=True ResolvedRefs=True toolgate.dev/MCPPolicyEnforced=False",
+		"toolgate.dev/MCPPolicyEnforced BypassesMCPServerPolicy: rules[0].backendRefs[0] sends requests to MCPServer default/mcp",
+		"HTTPRoute default/mcp (parent gw): Accepted=True ResolvedRefs=True toolgate.dev/MCPPolicyEnforced=True",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the status printed lacks %q:\n%s", want, log)
+		}
+	}
+}
