@@ -68,6 +68,7 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 		return nil, fmt.Errorf("parse the token: %w", err)
 	}
 	keys, seen := k.cached()
+	k.refreshIfStale()
 	if payload, ok := verifyWith(jws, keys); ok {
 		return payload, nil
 	}
@@ -80,6 +81,24 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 		return payload, nil
 	}
 	return nil, fmt.Errorf("no key published at %s verifies the token (key ID %q)", k.url, keyID)
+}
+
+// keySetMaxAge is how long keys fetched once are used before the set is
+// fetched again in the background, so that a key the issuer withdrew (a
+// compromised one) stops verifying within it.
+const keySetMaxAge = time.Hour
+
+// refreshIfStale starts a fetch in the background when the keys held are
+// older than keySetMaxAge; they keep verifying meanwhile, and after a
+// failed fetch (see fetch).
+func (k *keySet) refreshIfStale() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.fetches == 0 || k.fetching != nil || k.now().Sub(k.fetchedAt) < keySetMaxAge {
+		return
+	}
+	k.fetching = make(chan struct{})
+	go k.fetch(k.fetching) //nolint:gosec // not bound to the request that noticed: see fetch
 }
 
 // cached returns the keys held and how many fetches have ended.

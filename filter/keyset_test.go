@@ -360,3 +360,76 @@ func TestAKeySetOfTooManyKeysIsRefused(t *testing.T) {
 		t.Errorf("%d keys: error %v, want the set refused", maxKeysPerSet+1, err)
 	}
 }
+
+// Keys fetched an hour ago are fetched again in the background: a key the
+// issuer withdrew stops verifying, without a token with an unknown key ID
+// to set it off.
+func TestAWithdrawnKeyStopsVerifyingWithinAnHour(t *testing.T) {
+	key := forgingKey()
+	withKey, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "ec", Algorithm: string(jose.ES256), Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withoutKey, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &other.PublicKey, KeyID: "next", Algorithm: string(jose.ES256), Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withdrawn atomic.Bool
+	var fetches atomic.Int64
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		defer fetches.Add(1)
+		if withdrawn.Load() {
+			_, _ = w.Write(withoutKey)
+			return
+		}
+		_, _ = w.Write(withKey)
+	}))
+	t.Cleanup(server.Close)
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	keys := newKeySet(server.URL, &http.Client{Timeout: DefaultOIDCTimeout}, time.Minute, clock, slog.New(slog.DiscardHandler))
+
+	token := signES256(t, key, "ec")
+	if _, err := keys.VerifySignature(t.Context(), token); err != nil {
+		t.Fatal(err)
+	}
+	withdrawn.Store(true)
+	mu.Lock()
+	now = now.Add(keySetMaxAge - time.Second)
+	mu.Unlock()
+	if _, err := keys.VerifySignature(t.Context(), token); err != nil || fetches.Load() != 1 {
+		t.Fatalf("within the hour: %v, %d fetches; want the held key and 1 fetch", err, fetches.Load())
+	}
+	mu.Lock()
+	now = now.Add(time.Second)
+	mu.Unlock()
+	// The request that finds the keys stale is served with them, and
+	// starts a fetch.
+	if _, err := keys.VerifySignature(t.Context(), token); err != nil {
+		t.Fatalf("the request that sets off the refresh: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); fetches.Load() != 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fetches after the hour, want 2", fetches.Load())
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		keys.mu.Lock()
+		done := keys.fetching == nil
+		keys.mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refresh did not end")
+		}
+	}
+	if _, err := keys.VerifySignature(t.Context(), token); err == nil {
+		t.Error("a withdrawn key still verifies after the refresh")
+	}
+}
