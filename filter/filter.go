@@ -481,6 +481,9 @@ func isCORSPreflight(r *http.Request) bool {
 // compression, and a body it checked as one thing must not reach the
 // backend labelled as another.
 func unreadableBody(h http.Header) string {
+	if types := h["Content-Type"]; len(types) == 1 && types[0] == "application/json" && len(h["Content-Encoding"]) == 0 {
+		return "" // what MCP clients send: nothing to parse
+	}
 	for _, v := range h.Values("Content-Encoding") {
 		for coding := range strings.SplitSeq(v, ",") {
 			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
