@@ -51,31 +51,30 @@ type bodyReservation struct {
 	released   atomic.Bool
 }
 
-// reserveBody reserves what r's body may grow to, from the process's budget
-// and its connection's. It returns nil when either is spent.
-func (s *Shared) reserveBody(r *http.Request) *bodyReservation {
+// reserveBody reserves into res what r's body may grow to, from the
+// process's budget and its connection's, and reports whether both had room.
+func (s *Shared) reserveBody(r *http.Request, res *bodyReservation) bool {
 	n := s.maxBodyBytes
 	if r.ContentLength >= 0 && r.ContentLength < n {
 		n = r.ContentLength
 	}
-	res := &bodyReservation{n: n, global: s.bodyBudget}
 	conn, _ := r.Context().Value(connectionBudgetKey{}).(*byteBudget)
 	if conn != nil && !conn.reserve(n) {
-		return nil
+		return false
 	}
-	if !res.global.reserve(n) {
+	if !s.bodyBudget.reserve(n) {
 		if conn != nil {
 			conn.release(n)
 		}
-		return nil
+		return false
 	}
-	res.connection = conn
-	return res
+	res.n, res.global, res.connection = n, s.bodyBudget, conn
+	return true
 }
 
 // release gives the bytes back, once however often it is called.
 func (res *bodyReservation) release() {
-	if res == nil || !res.released.CompareAndSwap(false, true) {
+	if res.global == nil || !res.released.CompareAndSwap(false, true) {
 		return
 	}
 	res.global.release(res.n)

@@ -198,8 +198,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.refuseBody(w, r, errBodyTooLarge)
 		return
 	}
-	reservation := f.shared.reserveBody(r)
-	if reservation == nil {
+	// The reader that hands the body on holds its reservation: one
+	// allocation for both.
+	br := new(bodyReader)
+	if !f.shared.reserveBody(r, &br.reservation) {
 		// Before a byte is read: a client cannot make the proxy hold more
 		// body bytes than its budget, however many it sends at once.
 		w.Header().Set(headerRetryAfter, "1")
@@ -207,7 +209,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"Service Unavailable: too many request bodies are being received; retry shortly")
 		return
 	}
-	defer reservation.release()
+	defer br.reservation.release()
 	body, err := f.shared.readBody(w, r)
 	if err != nil {
 		f.refuseBody(w, r, err)
@@ -236,7 +238,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	br := &bodyReader{done: reservation.release}
 	br.Reset(body)
 	r.Body = br
 	r.ContentLength = int64(len(body))
@@ -569,29 +570,29 @@ func hasBody(r *http.Request) bool {
 }
 
 // bodyReader hands the body that was read on to the next handler. Once it
-// has been read to its end it lets go of the bytes and calls done, which
-// gives them back to the budget while the response may go on.
+// has been read to its end it lets go of the bytes and gives them back to
+// the budget, while the response may go on.
 type bodyReader struct {
 	bytes.Reader
-	done func()
+	reservation bodyReservation
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.Reader.Read(p)
 	if err == io.EOF {
 		b.Reset(nil)
-		b.done()
+		b.reservation.release()
 	}
 	return n, err
 }
 
 // WriteTo serves io.Copy, which would otherwise use the embedded reader's
-// and never tell done.
+// and never give the bytes back before the request ends.
 func (b *bodyReader) WriteTo(w io.Writer) (int64, error) {
 	n, err := b.Reader.WriteTo(w)
 	if err == nil {
 		b.Reset(nil)
-		b.done()
+		b.reservation.release()
 	}
 	return n, err
 }
