@@ -19,7 +19,7 @@ func fullConfig(t *testing.T) *Config {
 	certs := testCertificates(t, "mcp.example.com")
 	policy := &filter.Policy{
 		Server:               "team-a/github",
-		Auth:                 &filter.OIDCConfig{Issuer: "https://issuer.example.com", Audience: "toolgate", JWKSURL: "https://issuer.example.com/jwks", UserClaim: "email"},
+		Auth:                 &filter.OIDCConfig{Issuer: "https://issuer.example.com", Audience: "toolgate", JWKSURL: "https://issuer.example.com/jwks", UserClaim: "email", AllowInsecureHTTP: true},
 		ForwardAuthorization: true,
 		ResourceURL:          "https://mcp.example.com/github",
 		Scopes:               []string{"tools"},
