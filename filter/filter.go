@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/toolgate/toolgate/filter/authz"
 	"github.com/toolgate/toolgate/filter/limiter"
 )
 
@@ -38,6 +40,9 @@ type Filter struct {
 	// each request.
 	resourceURL string
 	scopes      []string
+	// authz decides which tools a caller may call; nil lets everyone call
+	// every tool.
+	authz *authz.Authorizer
 }
 
 // toolPolicy is one tool's limits, with the tool's name kept as the policy
@@ -72,6 +77,11 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 	}
 	if policy.Auth != nil {
 		f.auth = newAuthenticator(shared, *policy.Auth)
+	}
+	if policy.Authorization != nil {
+		if f.authz, err = authz.Compile(*policy.Authorization); err != nil {
+			return nil, fmt.Errorf("filter: %w", err) // validate compiled it already
+		}
 	}
 	for tool, limits := range policy.Tools {
 		f.tools[tool] = &toolPolicy{name: tool, global: clone(limits.Global), perUser: clone(limits.PerUser)}
@@ -155,18 +165,23 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"Method Not Allowed: an MCP endpoint takes POST, GET and DELETE")
 		return
 	}
-	var user string
+	var who caller
 	if f.auth != nil {
-		u, failure := f.auth.identify(r.Context(), r, f.resourceURL)
+		c, failure := f.auth.identify(r.Context(), r, f.resourceURL)
 		if failure != nil {
 			// The challenge may point at the URL the client used: it only
 			// says where the metadata is, and accepts nothing.
 			f.refuseIdentity(w, failure, f.resource(r))
 			return
 		}
-		user = u
+		who = c
+		if missing := authz.MissingScopes(f.scopes, who.claims); len(missing) > 0 {
+			// spec.auth.scopes are required of every request.
+			f.refuseScopes(w, r, missing, nil)
+			return
+		}
 		// The gateway binds MCP sessions to their user (Caller).
-		r = r.WithContext(WithCaller(r.Context(), u))
+		r = r.WithContext(WithCaller(r.Context(), who.user))
 		if !f.forwardAuthorization {
 			// The token was issued to the gateway (the MCP authorization
 			// spec forbids passing it through); the backend gets no
@@ -225,7 +240,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rerr.failed():
 		f.refuse(w, http.StatusBadRequest, reasonInvalidRequest, nil, rerr.code, rerr.message)
 	default:
-		allowed = f.check(w, r, in, user, sc)
+		allowed = f.check(w, r, in, who, sc)
 	}
 	clear(in.messages) // drop the references into the body
 	if cap(in.messages) <= f.shared.maxBatch {
@@ -287,11 +302,15 @@ func (f *Filter) refuseBody(w http.ResponseWriter, r *http.Request, err error) {
 
 // check applies the headers rule and the buckets to a well-formed request.
 // It answers the request itself and returns false when it may not pass.
-func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, user string, sc *scratch) bool {
+func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, who caller, sc *scratch) bool {
 	if mismatch, id := headersDisagree(r.Header, in); mismatch != "" {
 		f.refuse(w, http.StatusBadRequest, reasonHeaderMismatch, id, CodeHeaderMismatch, "Header mismatch: "+mismatch)
 		return false
 	}
+	if f.authz != nil && !f.authorize(w, r, in, who) {
+		return false
+	}
+	user := who.user
 	demands, scopes := sc.demands[:0], sc.scopes[:0]
 	for i := range in.messages {
 		m := &in.messages[i]
@@ -321,6 +340,42 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, us
 		return true
 	}
 	return f.decide(w, r, in, demands, scopes)
+}
+
+// authorize applies the authorization rules to every tools/call of the
+// request, before any token is taken: a batch with one call refused is
+// refused whole. A call no rule allows gets the answer a server gives for a
+// tool it does not have; one that a rule would allow with more scopes gets
+// 403 insufficient_scope, for the client to step up.
+func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection, who caller) bool {
+	scopes := authz.Scopes(who.claims)
+	for i := range in.messages {
+		m := &in.messages[i]
+		if !m.isToolCall() {
+			continue
+		}
+		req := authz.Request{User: who.user, Claims: who.claims, Method: methodToolsCall, Name: string(m.name), Scopes: scopes}
+		if len(m.arguments) > 0 && string(m.arguments) != "null" {
+			// Arguments that are not an object leave the variable empty;
+			// the backend refuses such a call itself.
+			_ = json.Unmarshal(m.arguments, &req.Arguments)
+		}
+		d := f.authz.Decide(req)
+		for _, err := range d.Errors {
+			f.shared.logger.Warn("an authorization condition could not be evaluated; it counts as false",
+				"server", f.server, "user", who.user, "tool", req.Name, "error", err)
+		}
+		switch {
+		case d.Allowed:
+			continue
+		case len(d.MissingScopes) > 0:
+			f.refuseScopes(w, r, d.MissingScopes, m.id)
+		default:
+			f.refuse(w, http.StatusOK, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown tool: "+req.Name)
+		}
+		return false
+	}
+	return true
 }
 
 // demand adds one token to the bucket id, merging the demands of a batch on

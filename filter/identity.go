@@ -3,7 +3,6 @@ package filter
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -95,82 +94,84 @@ type authFailure struct {
 	err         error  // the underlying error, for the log
 }
 
-// identify returns the caller's user, from the request's bearer token.
-// Only the Authorization header is read.
+// caller is who a verified token names: the user (the configured claim)
+// and all the token's claims, for authorization.
+type caller struct {
+	user   string
+	claims map[string]any
+}
+
+// identify returns the caller, from the request's bearer token. Only the
+// Authorization header is read.
 //
 // The token's aud must hold the configured audience, or resource when it is
 // not "": the configured URL of the protected resource (RFC 8707, as MCP
 // clients ask for it). Both come from configuration, never from the
 // request: a Host the client chose would let it pick the audience, and
 // present a token minted for another service.
-func (a *authenticator) identify(ctx context.Context, r *http.Request, resource string) (string, *authFailure) {
+func (a *authenticator) identify(ctx context.Context, r *http.Request, resource string) (caller, *authFailure) {
 	values := r.Header["Authorization"]
 	if len(values) == 0 {
-		return "", &authFailure{status: http.StatusUnauthorized, description: "a bearer token is required"}
+		return caller{}, &authFailure{status: http.StatusUnauthorized, description: "a bearer token is required"}
 	}
 	if len(values) > 1 {
-		return "", invalidToken("more than one Authorization header", nil)
+		return caller{}, invalidToken("more than one Authorization header", nil)
 	}
 	scheme, token, ok := strings.Cut(values[0], " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		// RFC 6750 section 3.1: no error code for an unsupported scheme.
-		return "", &authFailure{status: http.StatusUnauthorized, description: "a bearer token is required"}
+		return caller{}, &authFailure{status: http.StatusUnauthorized, description: "a bearer token is required"}
 	}
 	token = strings.Trim(token, " ")
 	if token == "" {
-		return "", invalidToken("the bearer token is empty", nil)
+		return caller{}, invalidToken("the bearer token is empty", nil)
 	}
 
 	key := tokenKey{scope: a.cacheScope, resource: resource, sum: sha256.Sum256([]byte(token))}
 	now := time.Now()
-	if user, ok := a.shared.tokens.get(key, now); ok {
-		return user, nil
+	if c, ok := a.shared.tokens.get(key, now); ok {
+		return c, nil
 	}
 
 	verifier, err := a.currentVerifier(ctx)
 	if err != nil {
-		return "", &authFailure{status: http.StatusServiceUnavailable, description: "the token issuer cannot be reached", err: err}
+		return caller{}, &authFailure{status: http.StatusServiceUnavailable, description: "the token issuer cannot be reached", err: err}
 	}
 	idToken, err := verifier.Verify(ctx, token)
 	if err != nil {
 		if _, expired := errors.AsType[*oidc.TokenExpiredError](err); expired {
-			return "", invalidToken("the token has expired", err)
+			return caller{}, invalidToken("the token has expired", err)
 		}
-		return "", invalidToken("the token is not valid for this server", err)
+		return caller{}, invalidToken("the token is not valid for this server", err)
 	}
 	if !slices.Contains(idToken.Audience, a.config.Audience) && (resource == "" || !slices.Contains(idToken.Audience, resource)) {
 		want := quotable(a.config.Audience)
 		if resource != "" {
 			want += " or " + quotable(resource)
 		}
-		return "", invalidToken("the token is not for this server: its aud must name "+want, nil)
+		return caller{}, invalidToken("the token is not for this server: its aud must name "+want, nil)
 	}
-	user, err := a.user(idToken)
+	var claims map[string]any
+	if err := idToken.Claims(&claims); err != nil {
+		return caller{}, invalidToken("the token's claims cannot be read", err)
+	}
+	user, err := a.user(claims)
 	if err != nil {
-		return "", invalidToken("the token does not name a user in claim "+quotable(a.config.UserClaim), err)
+		return caller{}, invalidToken("the token does not name a user in claim "+quotable(a.config.UserClaim), err)
 	}
-	a.shared.tokens.add(key, user, idToken.Expiry, now)
-	return user, nil
+	c := caller{user: user, claims: claims}
+	a.shared.tokens.add(key, c, idToken.Expiry, now)
+	return c, nil
 }
 
-// user returns the configured claim of a verified token.
-func (a *authenticator) user(t *oidc.IDToken) (string, error) {
-	if a.config.UserClaim == "sub" {
-		if t.Subject == "" {
-			return "", errors.New("claim sub is empty or missing")
-		}
-		return t.Subject, nil
-	}
-	var claims map[string]json.RawMessage
-	if err := t.Claims(&claims); err != nil {
-		return "", err
-	}
-	raw, ok := claims[a.config.UserClaim]
+// user returns the configured claim of a verified token's claims.
+func (a *authenticator) user(claims map[string]any) (string, error) {
+	v, ok := claims[a.config.UserClaim]
 	if !ok {
 		return "", fmt.Errorf("claim %s is missing", a.config.UserClaim)
 	}
-	var user string
-	if err := json.Unmarshal(raw, &user); err != nil || user == "" {
+	user, ok := v.(string)
+	if !ok || user == "" {
 		return "", fmt.Errorf("claim %s is not a non-empty string", a.config.UserClaim)
 	}
 	return user, nil
@@ -200,7 +201,7 @@ type tokenKey struct {
 }
 
 type verifiedToken struct {
-	user     string
+	caller   caller
 	notAfter time.Time // the earlier of the token's expiry and the cache's max age
 }
 
@@ -213,19 +214,19 @@ type tokenCache struct {
 	maxAge  time.Duration
 }
 
-func (c *tokenCache) get(key tokenKey, now time.Time) (string, bool) {
+func (c *tokenCache) get(key tokenKey, now time.Time) (caller, bool) {
 	v, ok := c.entries.Get(key)
 	if !ok {
-		return "", false
+		return caller{}, false
 	}
 	if !now.Before(v.notAfter) {
 		c.entries.Remove(key)
-		return "", false
+		return caller{}, false
 	}
-	return v.user, true
+	return v.caller, true
 }
 
-func (c *tokenCache) add(key tokenKey, user string, expiry, now time.Time) {
+func (c *tokenCache) add(key tokenKey, who caller, expiry, now time.Time) {
 	notAfter := now.Add(c.maxAge)
 	if expiry.Before(notAfter) {
 		notAfter = expiry
@@ -233,5 +234,5 @@ func (c *tokenCache) add(key tokenKey, user string, expiry, now time.Time) {
 	if !now.Before(notAfter) {
 		return
 	}
-	c.entries.Add(key, verifiedToken{user: user, notAfter: notAfter})
+	c.entries.Add(key, verifiedToken{caller: who, notAfter: notAfter})
 }

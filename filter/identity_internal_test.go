@@ -14,9 +14,9 @@ func TestAVerifiedTokenIsNeverCachedPastItsExpiry(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	key := tokenKey{scope: "issuer", sum: [32]byte{1}}
 
-	cache.add(key, "alice", now.Add(time.Minute), now)
-	if user, ok := cache.get(key, now.Add(59*time.Second)); !ok || user != "alice" {
-		t.Fatalf("before expiry: got %q, %v; want alice, true", user, ok)
+	cache.add(key, caller{user: "alice"}, now.Add(time.Minute), now)
+	if who, ok := cache.get(key, now.Add(59*time.Second)); !ok || who.user != "alice" {
+		t.Fatalf("before expiry: got %q, %v; want alice, true", who.user, ok)
 	}
 	if _, ok := cache.get(key, now.Add(time.Minute)); ok {
 		t.Errorf("at expiry the token is still cached")
@@ -34,7 +34,7 @@ func TestAVerifiedTokenIsCachedNoLongerThanTheMaxAge(t *testing.T) {
 	cache := shared.tokens
 	now := time.Unix(1_700_000_000, 0)
 	key := tokenKey{scope: "issuer", sum: [32]byte{2}}
-	cache.add(key, "alice", now.Add(24*time.Hour), now)
+	cache.add(key, caller{user: "alice"}, now.Add(24*time.Hour), now)
 	if _, ok := cache.get(key, now.Add(time.Minute)); ok {
 		t.Errorf("the token outlived the cache's max age")
 	}
@@ -59,7 +59,7 @@ func TestTheCacheIsBounded(t *testing.T) {
 	}
 	now := time.Unix(1_700_000_000, 0)
 	for i := range 3 {
-		shared.tokens.add(tokenKey{sum: [32]byte{byte(i)}}, "u", now.Add(time.Hour), now)
+		shared.tokens.add(tokenKey{sum: [32]byte{byte(i)}}, caller{user: "u"}, now.Add(time.Hour), now)
 	}
 	if got := shared.tokens.entries.Len(); got != 2 {
 		t.Errorf("the cache holds %d tokens, want 2", got)

@@ -19,6 +19,15 @@ const (
 	// CodeInternalError answers a request the filter could not check for a
 	// reason of its own, such as an OIDC issuer it cannot reach (JSON-RPC 2.0).
 	CodeInternalError = -32603
+	// CodeInvalidParams answers a tools/call of a tool the caller may not
+	// use, as an MCP server answers one of a tool it does not have
+	// (JSON-RPC 2.0 invalid params), so that a hidden tool is not revealed.
+	CodeInvalidParams = -32602
+	// CodeInsufficientScope answers a request whose token lacks scopes the
+	// server requires (HTTP 403); like CodeUnauthenticated it is outside
+	// the range MCP 2026-07-28 reserves, and the HTTP status is what
+	// clients act on.
+	CodeInsufficientScope = -32003
 	// CodeHeaderMismatch answers Mcp-Method or Mcp-Name headers that disagree
 	// with the body (MCP 2026-07-28, SEP-2243).
 	CodeHeaderMismatch = -32020
@@ -72,6 +81,9 @@ type message struct {
 	method []byte
 	// name is the decoded params.name of a tools/call; nil otherwise.
 	name []byte
+	// arguments is the raw JSON of a tools/call's params.arguments; nil
+	// when it has none.
+	arguments []byte
 	// version is the protocol version in params._meta, when it names one.
 	version   []byte
 	hasMethod bool
@@ -242,8 +254,12 @@ var topLevelKeys = [...]string{memberJSONRPC: "jsonrpc", memberID: "id", memberM
 // topLevelKeyBytes holds topLevelKeys as bytes, for case-folding comparisons.
 var topLevelKeyBytes = [...][]byte{memberJSONRPC: []byte("jsonrpc"), memberID: []byte("id"), memberMethod: []byte("method"), memberParams: []byte("params")}
 
-// nameKey is the params key naming the tool of a tools/call.
-var nameKey = []byte("name")
+// nameKey is the params key naming the tool of a tools/call;
+// argumentsKey, the key of its arguments.
+var (
+	nameKey      = []byte("name")
+	argumentsKey = []byte("arguments")
+)
 
 // classify names a decoded message key. A key that matches one the filter
 // reads only under encoding/json's case folding (bytes.EqualFold, which
@@ -353,7 +369,7 @@ func (s *scanner) scanMessage(m *message, depth int) {
 			// the name would escape the tool's own bucket.
 			s.refuse("tools/call params.name must not contain control characters")
 		default:
-			m.name = p.name
+			m.name, m.arguments = p.name, p.arguments
 		}
 	}
 	m.version = p.version
@@ -366,6 +382,10 @@ type paramsScan struct {
 	name     []byte
 	conflict string // why the name key is ambiguous, "" when it is not
 	version  []byte // _meta's protocol version, when a string
+	// arguments is the raw JSON of the arguments key; argumentsSeen says
+	// the key was there.
+	arguments     []byte
+	argumentsSeen bool
 }
 
 // scanParams reads the params object at s.pos, noting its name key.
@@ -395,6 +415,22 @@ func (s *scanner) scanParams(p *paramsScan, depth int) {
 		case bytes.EqualFold(key, nameKey):
 			if p.conflict == "" {
 				p.conflict = "a key in params differs only in case from \"name\""
+			}
+			s.skipValue(depth + 1)
+		case string(key) == "arguments":
+			if p.argumentsSeen && p.conflict == "" {
+				p.conflict = "duplicate \"arguments\" key in params"
+			}
+			p.argumentsSeen = true
+			s.skipSpace()
+			start := s.pos
+			s.skipValue(depth + 1)
+			p.arguments = s.data[start:s.pos]
+		case bytes.EqualFold(key, argumentsKey):
+			// Decoders that match keys without regard to case (Go's
+			// encoding/json) would read this as the arguments.
+			if p.conflict == "" {
+				p.conflict = "a key in params differs only in case from \"arguments\""
 			}
 			s.skipValue(depth + 1)
 		case string(key) == "_meta" && s.peek() == '{':

@@ -40,7 +40,7 @@ var signingAlgorithms = func() []jose.SignatureAlgorithm {
 type keySet struct {
 	url      string
 	client   *http.Client
-	interval time.Duration // the least time from the end of a fetch to the start of the next
+	interval time.Duration    // the least time from the end of a fetch to the start of the next
 	now      func() time.Time // the clock the interval is measured by
 	logger   *slog.Logger
 

@@ -102,6 +102,8 @@ const (
 	reasonMethodNotAllowed
 	reasonUpgrade
 	reasonBodyBudget
+	reasonForbidden
+	reasonNotAllowed
 	numReasons
 )
 
@@ -119,6 +121,8 @@ var reasonNames = [numReasons]string{
 	reasonMethodNotAllowed:     "method_not_allowed",
 	reasonUpgrade:              "upgrade",
 	reasonBodyBudget:           "body_budget",
+	reasonForbidden:            "insufficient_scope",
+	reasonNotAllowed:           "not_allowed",
 }
 
 // metrics are the filter's collectors, shared by every server.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/toolgate/toolgate/filter/authz"
 	"github.com/toolgate/toolgate/filter/limiter"
 )
 
@@ -46,6 +47,10 @@ type Policy struct {
 	// Tools holds limits for single tools, by tool name, on top of the
 	// server's.
 	Tools map[string]ToolLimits `json:"tools,omitempty"`
+	// Authorization, when set, decides which tools each caller may call;
+	// what no rule allows is refused. Nil lets every caller call every
+	// tool.
+	Authorization *authz.Policy `json:"authorization,omitempty"`
 }
 
 // ToolLimits are the buckets of one tool. At least one is set.
@@ -85,6 +90,13 @@ func (p *Policy) Clone() *Policy {
 		c.Auth = &auth
 	}
 	c.Scopes = slices.Clone(p.Scopes)
+	if p.Authorization != nil {
+		a := authz.Policy{Rules: make([]authz.Rule, len(p.Authorization.Rules))}
+		for i, r := range p.Authorization.Rules {
+			a.Rules[i] = authz.Rule{Name: r.Name, Tools: slices.Clone(r.Tools), When: r.When, Scopes: slices.Clone(r.Scopes)}
+		}
+		c.Authorization = &a
+	}
 	c.Global, c.PerUser = clone(p.Global), clone(p.PerUser)
 	if p.Tools != nil {
 		c.Tools = make(map[string]ToolLimits, len(p.Tools))
@@ -135,6 +147,19 @@ func (p *Policy) validate() (namespace, name string, err error) {
 	}
 	if err := validateLimit("perUser", p.PerUser); err != nil {
 		errs = append(errs, err)
+	}
+	if p.Authorization != nil {
+		if _, err := authz.Compile(*p.Authorization); err != nil {
+			errs = append(errs, err)
+		}
+		for _, r := range p.Authorization.Rules {
+			if len(r.Scopes) > 0 && p.Auth == nil {
+				errs = append(errs, fmt.Errorf("authorization.rules[%s].scopes need auth: scopes are read from the caller's token", r.Name))
+			}
+		}
+	}
+	if len(p.Scopes) > 0 && p.Auth == nil {
+		errs = append(errs, errors.New("scopes are required of every call's token: they need auth"))
 	}
 	if p.PerUser != nil && p.Auth == nil {
 		errs = append(errs, errors.New("perUser needs auth: without it every caller is anonymous; configure auth or use global"))

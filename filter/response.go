@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/toolgate/toolgate/filter/limiter"
@@ -54,6 +55,16 @@ func (f *Filter) refuseIdentity(w http.ResponseWriter, failure *authFailure, res
 			"server", f.server, "reason", failure.description, "error", failure.err)
 	}
 	f.refuse(w, failure.status, reasonUnauthenticated, nil, CodeUnauthenticated, "Unauthorized: "+failure.description)
+}
+
+// refuseScopes answers a request whose token lacks scopes: 403 with an RFC
+// 6750 insufficient_scope challenge naming them, so that an MCP client can
+// ask its authorization server for them (step-up authorization).
+func (f *Filter) refuseScopes(w http.ResponseWriter, r *http.Request, missing []string, id []byte) {
+	scope := quotable(strings.Join(missing, " "))
+	w.Header().Set(headerWWWAuthenticate, `Bearer realm="toolgate", error="insufficient_scope", scope="`+scope+
+		`", resource_metadata="`+quotable(metadataURL(f.resource(r)))+`", error_description="the token lacks scopes this call needs"`)
+	f.refuse(w, http.StatusForbidden, reasonForbidden, id, CodeInsufficientScope, "Forbidden: the token lacks the scopes "+scope)
 }
 
 // appendErrorObject appends a JSON-RPC error response. A nil id is null.

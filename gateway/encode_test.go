@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/authz"
 	"github.com/toolgate/toolgate/filter/limiter"
 )
 
@@ -23,8 +24,11 @@ func fullConfig(t *testing.T) *Config {
 		ForwardAuthorization: true,
 		ResourceURL:          "https://mcp.example.com/github",
 		Scopes:               []string{"tools"},
-		Global:               &limiter.Limit{MaxTokens: 1000, RefillPeriod: time.Minute},
-		PerUser:              &limiter.Limit{MaxTokens: 100, RefillPeriod: 1500 * time.Millisecond},
+		Authorization: &authz.Policy{Rules: []authz.Rule{
+			{Name: "engineers", Tools: []string{"search_*"}, When: "'engineering' in claims.groups", Scopes: []string{"repo:read"}},
+		}},
+		Global:  &limiter.Limit{MaxTokens: 1000, RefillPeriod: time.Minute},
+		PerUser: &limiter.Limit{MaxTokens: 100, RefillPeriod: 1500 * time.Millisecond},
 		Tools: map[string]filter.ToolLimits{
 			"expensive_tool": {Global: &limiter.Limit{MaxTokens: 50, RefillPeriod: time.Hour}, PerUser: &limiter.Limit{MaxTokens: 10, RefillPeriod: time.Minute}},
 			"other_tool":     {PerUser: &limiter.Limit{MaxTokens: 5, RefillPeriod: time.Second}},

@@ -23,6 +23,7 @@ const MaxTools = 128
 // on its callers.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
+// +kubebuilder:validation:XValidation:rule="!has(self.authorization) || !self.authorization.rules.exists(r, has(r.scopes) && size(r.scopes) > 0) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".authorization.rules",reason="FieldValueForbidden",message="authorization.rules[].scopes need spec.auth.oidc: scopes are read from the caller's verified token"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",message="rateLimiting.tools[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers"
 type MCPServerSpec struct {
 	// ServiceRef is the Service in the MCPServer's namespace that runs the
@@ -61,6 +62,72 @@ type MCPServerSpec struct {
 	//
 	// +optional
 	RateLimiting *RateLimiting `json:"rateLimiting,omitempty"`
+
+	// Authorization decides which tools each caller may call. Without it
+	// every authenticated caller may call every tool; with it, a tools/call
+	// that no rule allows is answered as a call of a tool that does not
+	// exist. Prompts and resources are not governed by it yet.
+	//
+	// +optional
+	Authorization *Authorization `json:"authorization,omitempty"`
+}
+
+// Authorization is an ordered list of rules that allow tool calls.
+type Authorization struct {
+	// Rules are tried in order: a tools/call is allowed by the first rule
+	// that names the tool, whose condition holds and whose scopes the
+	// caller's token holds. When a rule would allow the call but for its
+	// scopes, and none allows it, the caller gets 403 insufficient_scope
+	// naming them, to step up.
+	//
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	Rules []AuthorizationRule `json:"rules"`
+}
+
+// AuthorizationRule allows calls of some tools, to callers who meet its
+// condition and hold its scopes.
+type AuthorizationRule struct {
+	// Name names the rule in status and logs.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// Tools are tool names, or glob patterns: * matches any run of
+	// characters, ? one character, [abc] one of a class.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=128
+	Tools []string `json:"tools"`
+
+	// When is a CEL expression that must be true for the rule to allow a
+	// call. It reads claims (the verified token's claims, a map), user (the
+	// caller, from oidc.userClaim) and request (request.method,
+	// request.name, and request.arguments, the call's arguments). For
+	// example 'engineering' in claims.groups, or
+	// request.arguments.repo.startsWith('team-a/'). A condition that
+	// cannot be evaluated (a missing claim or argument) counts as false.
+	// The controller compiles it and reports errors in AuthorizationValid.
+	//
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	When string `json:"when,omitempty"`
+
+	// Scopes are OAuth scopes the caller's token must hold (its scope or
+	// scp claim), all of them. Needs spec.auth.oidc.
+	//
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^[^\s"\\]+$`
+	// +optional
+	Scopes []string `json:"scopes,omitempty"`
 }
 
 // ServiceReference names a Service port in the MCPServer's namespace.
@@ -245,6 +312,9 @@ const (
 	// allowInsecureHTTP lets them come over plain HTTP. Set only with
 	// spec.auth.oidc.
 	ConditionIssuerSecure = "IssuerSecure"
+	// ConditionAuthorizationValid says whether spec.authorization compiles;
+	// set only with spec.authorization.
+	ConditionAuthorizationValid = "AuthorizationValid"
 )
 
 // MCPServerStatus is the observed state of an MCPServer.

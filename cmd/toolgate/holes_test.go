@@ -465,6 +465,13 @@ spec:
     backendRefs: [{name: mcp, port: %s}]
 `, backendPort)
 	})
+	// The status is printed as the configuration loads, which readiness
+	// does not wait for: wait for its last line.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(g.Log.String(), "MCPServer default/mcp:"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no status printed after 30s:\n%s", g.Log.String())
+		}
+	}
 	log := g.Log.String()
 	for _, want := range []string{
 		"HTTPRoute default/bypass (parent gw): Accepted=True ResolvedRefs=True toolgate.dev/MCPPolicyEnforced=False",

@@ -14,6 +14,7 @@ import (
 
 	"github.com/toolgate/toolgate/apis/v1alpha1"
 	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/authz"
 	"github.com/toolgate/toolgate/filter/limiter"
 )
 
@@ -53,6 +54,12 @@ func (t *translator) translateMCPServers() {
 				condition(v1alpha1.ConditionAccepted, false, ReasonInvalid, err.Error(), gen),
 				condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonInvalid, err.Error(), gen),
 			}
+			if policy.Authorization != nil {
+				if _, aerr := authz.Compile(*policy.Authorization); aerr != nil {
+					status.Conditions = append(status.Conditions, condition(v1alpha1.ConditionAuthorizationValid, false, ReasonInvalid,
+						aerr.Error()+": fix the expression; until then the MCPServer serves nothing (its routes answer 500)", gen))
+				}
+			}
 			continue
 		}
 		t.out.Policies[nn] = policy
@@ -72,6 +79,10 @@ func (t *translator) finishMCPServers() {
 		}
 		if c, ok := issuerCondition(m); ok {
 			conditions = append(conditions, c)
+		}
+		if a := m.Spec.Authorization; a != nil {
+			conditions = append(conditions, condition(v1alpha1.ConditionAuthorizationValid, true, ReasonValid,
+				fmt.Sprintf("%d rule(s) compiled: a tools/call that none allows is refused", len(a.Rules)), m.Generation))
 		}
 		t.out.Status.MCPServers[key(m)].Conditions = conditions
 	}
@@ -192,6 +203,12 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		p.ForwardAuthorization = a.ForwardAuthorization
 		p.ResourceURL = a.ResourceURL
 		p.Scopes = a.Scopes
+	}
+	if a := m.Spec.Authorization; a != nil {
+		p.Authorization = &authz.Policy{Rules: make([]authz.Rule, len(a.Rules))}
+		for i, r := range a.Rules {
+			p.Authorization.Rules[i] = authz.Rule{Name: r.Name, Tools: slices.Clone(r.Tools), When: r.When, Scopes: slices.Clone(r.Scopes)}
+		}
 	}
 	if rl := m.Spec.RateLimiting; rl != nil {
 		p.Global = limit(rl.Global)

@@ -151,6 +151,15 @@ func (i *Issuer) Token(user, audience string) (string, error) {
 	return i.SignedToken(key, kid, user, audience)
 }
 
+// TokenWithClaims signs a token like Token, with extra claims beside the
+// registered ones (groups, scope, ...).
+func (i *Issuer) TokenWithClaims(user, audience string, extra map[string]any) (string, error) {
+	i.mu.Lock()
+	key, kid := i.key, i.keyID
+	i.mu.Unlock()
+	return i.signWith(key, kid, user, audience, extra)
+}
+
 // SignedToken signs a token like Token, but with key (the newest key when
 // nil) and kid in its header (no kid when ""), whether or not the issuer
 // publishes them: tests forge tokens with it.
@@ -166,6 +175,16 @@ func (i *Issuer) SignedToken(key *rsa.PrivateKey, kid, user, audience string) (s
 // sign signs a token for user and audience, valid for an hour, with key and
 // kid (none when ""), and a scope claim unless scope is "".
 func (i *Issuer) sign(key *rsa.PrivateKey, kid, user, audience, scope string) (string, error) {
+	var extra map[string]any
+	if scope != "" {
+		extra = map[string]any{"scope": scope}
+	}
+	return i.signWith(key, kid, user, audience, extra)
+}
+
+// signWith signs a token for user and audience, valid for an hour, with key
+// and kid (none when ""), and the extra claims.
+func (i *Issuer) signWith(key *rsa.PrivateKey, kid, user, audience string, extra map[string]any) (string, error) {
 	opts := (&jose.SignerOptions{}).WithType("JWT")
 	if kid != "" {
 		opts = opts.WithHeader("kid", kid)
@@ -179,8 +198,8 @@ func (i *Issuer) sign(key *rsa.PrivateKey, kid, user, audience, scope string) (s
 		Issuer: i.URL(), Subject: user, Audience: jwt.Audience{audience},
 		IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(time.Hour)),
 	})
-	if scope != "" {
-		builder = builder.Claims(map[string]any{"scope": scope})
+	if len(extra) > 0 {
+		builder = builder.Claims(extra)
 	}
 	return builder.Serialize()
 }

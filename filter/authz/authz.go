@@ -1,0 +1,285 @@
+// Package authz decides which tools a caller may call: ordered rules that
+// name tools (exact names or glob patterns), with an optional CEL condition
+// over the caller's verified claims and the MCP request, and the OAuth
+// scopes the caller's token must hold. It knows nothing of HTTP or
+// Kubernetes; the filter applies it, the translator builds it from an
+// MCPServer.
+package authz
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/ext"
+)
+
+// Limits of a Policy, which the CRD states too.
+const (
+	MaxRules         = 64
+	MaxToolsPerRule  = 64
+	MaxScopesPerRule = 16
+	MaxWhenLength    = 2048
+	// CostLimit bounds the evaluation of one condition, in CEL's cost
+	// units (about one per operation and per element visited): past it
+	// the condition counts as false.
+	CostLimit = 100_000
+)
+
+// Policy is the authorization of one MCP server: plain data, in the JSON
+// form the MCPServer API spells.
+type Policy struct {
+	// Rules are tried in order. A tools/call is allowed when a rule names
+	// the tool, its condition holds and the token holds its scopes; what no
+	// rule allows is refused.
+	Rules []Rule `json:"rules"`
+}
+
+// Rule allows calls of some tools.
+type Rule struct {
+	// Name names the rule in logs and status; unique in a Policy.
+	Name string `json:"name"`
+	// Tools are tool names, or glob patterns (* any run of characters,
+	// ? one character, [...] a class; path.Match syntax, where / is a
+	// character like another here).
+	Tools []string `json:"tools"`
+	// When is a CEL expression that must be true: see Variables.
+	When string `json:"when,omitempty"`
+	// Scopes are OAuth scopes the caller's token must hold, all of them.
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// The variables a condition may read.
+const (
+	// VarClaims is the verified token's claims (map(string, dyn)).
+	VarClaims = "claims"
+	// VarUser is the caller, the configured user claim (string).
+	VarUser = "user"
+	// VarRequest is the MCP request: request.method, request.name and,
+	// for tools/call, request.arguments (map(string, dyn)).
+	VarRequest = "request"
+)
+
+var env = func() *cel.Env {
+	e, err := cel.NewEnv(
+		cel.Variable(VarClaims, cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable(VarUser, cel.StringType),
+		cel.Variable(VarRequest, cel.MapType(cel.StringType, cel.DynType)),
+		ext.Strings(),
+	)
+	if err != nil {
+		panic(fmt.Sprintf("authz: CEL environment: %v", err))
+	}
+	return e
+}()
+
+// Authorizer is a compiled Policy. It is immutable and safe for concurrent
+// use.
+type Authorizer struct {
+	rules []compiledRule
+}
+
+type compiledRule struct {
+	Rule
+	when cel.Program // nil when the rule has no condition
+}
+
+// Compile checks p and compiles its conditions. The error names each rule
+// and field at fault and what to change.
+func Compile(p Policy) (*Authorizer, error) {
+	var errs []error
+	if len(p.Rules) == 0 {
+		errs = append(errs, errors.New("authorization.rules is empty: every call would be refused; add a rule, or remove authorization"))
+	}
+	if len(p.Rules) > MaxRules {
+		errs = append(errs, fmt.Errorf("authorization.rules holds %d rules, at most %d", len(p.Rules), MaxRules))
+	}
+	a := &Authorizer{}
+	seen := map[string]bool{}
+	for i, r := range p.Rules {
+		at := fmt.Sprintf("authorization.rules[%d]", i)
+		if r.Name != "" {
+			at = fmt.Sprintf("authorization.rules[%s]", r.Name)
+		}
+		switch {
+		case r.Name == "":
+			errs = append(errs, fmt.Errorf("%s: name is required", at))
+		case seen[r.Name]:
+			errs = append(errs, fmt.Errorf("%s: another rule has this name", at))
+		}
+		seen[r.Name] = true
+		if len(r.Tools) == 0 || len(r.Tools) > MaxToolsPerRule {
+			errs = append(errs, fmt.Errorf("%s.tools: name 1 to %d tools or patterns", at, MaxToolsPerRule))
+		}
+		for _, t := range r.Tools {
+			if _, err := path.Match(t, ""); t == "" || err != nil {
+				errs = append(errs, fmt.Errorf("%s.tools: %q is not a tool name or a valid glob pattern", at, t))
+			}
+		}
+		if len(r.Scopes) > MaxScopesPerRule || slices.Contains(r.Scopes, "") || strings.ContainsAny(strings.Join(r.Scopes, ""), " \"\\") {
+			errs = append(errs, fmt.Errorf("%s.scopes: at most %d scopes, each non-empty, without spaces, quotes or backslashes", at, MaxScopesPerRule))
+		}
+		cr := compiledRule{Rule: r}
+		if r.When != "" {
+			prg, err := compileWhen(r.When)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s.when: %w", at, err))
+			}
+			cr.when = prg
+		}
+		a.rules = append(a.rules, cr)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// compileWhen parses and type-checks a condition, which must be a bool.
+func compileWhen(expr string) (cel.Program, error) {
+	if len(expr) > MaxWhenLength {
+		return nil, fmt.Errorf("the expression is %d characters long, at most %d", len(expr), MaxWhenLength)
+	}
+	ast, issues := env.Compile(expr)
+	if issues != nil && issues.Err() != nil {
+		return nil, fmt.Errorf("%s (variables: claims, user, request.method, request.name, request.arguments)", strings.ReplaceAll(issues.Err().Error(), "\n", " "))
+	}
+	if !ast.OutputType().IsExactType(cel.BoolType) {
+		return nil, fmt.Errorf("the expression gives %s, not bool", ast.OutputType())
+	}
+	prg, err := env.Program(ast, cel.CostLimit(CostLimit))
+	if err != nil {
+		return nil, err
+	}
+	return prg, nil
+}
+
+// Request is what a decision reads.
+type Request struct {
+	User      string
+	Claims    map[string]any
+	Method    string
+	Name      string
+	Arguments map[string]any // a tools/call's arguments; nil when none
+	// Scopes are the scopes the caller's token holds.
+	Scopes []string
+}
+
+// Decision is the outcome for one request.
+type Decision struct {
+	// Allowed is true when a rule allows the request; Rule names it.
+	Allowed bool
+	Rule    string
+	// MissingScopes, when not allowed, are the scopes that would let a rule
+	// allow it (the first such rule's): the caller may step up to them.
+	// Empty means no rule would: the request is refused as if the tool
+	// did not exist.
+	MissingScopes []string
+	// Errors are conditions that could not be evaluated (they count as
+	// false), for the log.
+	Errors []error
+}
+
+// Decide applies the rules to one tools/call.
+func (a *Authorizer) Decide(r Request) Decision {
+	var d Decision
+	var activation map[string]any
+	for _, rule := range a.rules {
+		if !matchesAny(rule.Tools, r.Name) {
+			continue
+		}
+		if rule.when != nil {
+			if activation == nil {
+				activation = map[string]any{
+					VarClaims:  nonNil(r.Claims),
+					VarUser:    r.User,
+					VarRequest: map[string]any{"method": r.Method, "name": r.Name, "arguments": nonNil(r.Arguments)},
+				}
+			}
+			out, _, err := rule.when.Eval(activation)
+			if err != nil {
+				d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", rule.Name, err))
+				continue
+			}
+			if ok, isBool := out.Value().(bool); !isBool || !ok {
+				continue
+			}
+		}
+		if missing := missingScopes(rule.Scopes, r.Scopes); len(missing) > 0 {
+			if d.MissingScopes == nil {
+				d.MissingScopes = missing
+			}
+			continue
+		}
+		d.Allowed, d.Rule, d.MissingScopes = true, rule.Name, nil
+		return d
+	}
+	return d
+}
+
+func nonNil(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}
+
+// matchesAny reports whether name is one of patterns, or matches one. A
+// '/' in a tool name is a character like another: * matches it too.
+func matchesAny(patterns []string, name string) bool {
+	const slash = "\x00"
+	escaped := ""
+	for _, p := range patterns {
+		if p == name {
+			return true
+		}
+		if escaped == "" {
+			escaped = strings.ReplaceAll(name, "/", slash)
+		}
+		if ok, _ := path.Match(strings.ReplaceAll(p, "/", slash), escaped); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// missingScopes returns the scopes of want that have lacks.
+func missingScopes(want, have []string) []string {
+	var missing []string
+	for _, s := range want {
+		if !slices.Contains(have, s) {
+			missing = append(missing, s)
+		}
+	}
+	return missing
+}
+
+// Scopes returns the scopes a token's claims grant: the space-separated
+// "scope" claim (RFC 9068, RFC 8693), or the "scp" claim as a list or a
+// string, as some issuers send it.
+func Scopes(claims map[string]any) []string {
+	var scopes []string
+	add := func(v any) {
+		switch v := v.(type) {
+		case string:
+			scopes = append(scopes, strings.Fields(v)...)
+		case []any:
+			for _, e := range v {
+				if s, ok := e.(string); ok && s != "" {
+					scopes = append(scopes, s)
+				}
+			}
+		}
+	}
+	add(claims["scope"])
+	add(claims["scp"])
+	return scopes
+}
+
+// MissingScopes returns the scopes of want that the claims do not grant.
+func MissingScopes(want []string, claims map[string]any) []string {
+	return missingScopes(want, Scopes(claims))
+}

@@ -1,0 +1,104 @@
+package authz_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/toolgate/toolgate/filter/authz"
+)
+
+func TestCompileRefusesWhatCannotBeEnforced(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy authz.Policy
+		want   string
+	}{
+		{"no rules", authz.Policy{}, "authorization.rules is empty"},
+		{"a rule without a name", authz.Policy{Rules: []authz.Rule{{Tools: []string{"t"}}}}, "name is required"},
+		{"two rules of one name", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}}, {Name: "a", Tools: []string{"u"}}}}, "another rule has this name"},
+		{"no tools", authz.Policy{Rules: []authz.Rule{{Name: "a"}}}, "tools: name 1 to 64"},
+		{"a bad pattern", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"search_["}}}}, `"search_[" is not a tool name or a valid glob pattern`},
+		{"a syntax error", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}, When: "claims.groups.exists(g, g == "}}}, "authorization.rules[a].when: ERROR"},
+		{"an unknown variable", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}, When: "token.sub == 'x'"}}}, "undeclared reference to 'token'"},
+		{"not a bool", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}, When: "user + '!'"}}}, "gives string, not bool"},
+		{"a scope with a space", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}, Scopes: []string{"a b"}}}}, "without spaces"},
+		{"too long a condition", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}, When: "user == '" + strings.Repeat("x", authz.MaxWhenLength) + "'"}}}, "at most 2048"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := authz.Compile(tt.policy)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Compile: %v, want an error with %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecide(t *testing.T) {
+	a, err := authz.Compile(authz.Policy{Rules: []authz.Rule{
+		{Name: "readers", Tools: []string{"search_*", "get_issue"}, When: "'engineering' in claims.groups"},
+		{Name: "team-a-repos", Tools: []string{"create_issue"}, When: "request.arguments.repo.startsWith('team-a/')"},
+		{Name: "admins", Tools: []string{"delete_*"}, Scopes: []string{"repo:admin"}},
+		{Name: "namespaced", Tools: []string{"github/*"}},
+		{Name: "by-user", Tools: []string{"whoami"}, When: "user == claims.sub && request.method == 'tools/call' && request.name == 'whoami'"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engineer := map[string]any{"sub": "alice", "groups": []any{"engineering"}, "scope": "repo:read repo:admin"}
+	sales := map[string]any{"sub": "bob", "groups": []any{"sales"}, "scp": []any{"repo:read"}}
+	tests := []struct {
+		name        string
+		claims      map[string]any
+		tool        string
+		arguments   map[string]any
+		wantRule    string   // "" when refused
+		wantMissing []string // the scopes a refusal asks for
+	}{
+		{"a glob, by group", engineer, "search_code", nil, "readers", nil},
+		{"an exact name, by group", engineer, "get_issue", nil, "readers", nil},
+		{"another group", sales, "search_code", nil, "", nil},
+		{"no claim at all", map[string]any{"sub": "carol"}, "search_code", nil, "", nil},
+		{"an argument allowed", sales, "create_issue", map[string]any{"repo": "team-a/api"}, "team-a-repos", nil},
+		{"an argument refused", sales, "create_issue", map[string]any{"repo": "team-b/api"}, "", nil},
+		{"a missing argument counts as false", sales, "create_issue", nil, "", nil},
+		{"a scope held (scope claim)", engineer, "delete_repo", nil, "admins", nil},
+		{"a scope missing (scp claim): step up", sales, "delete_repo", nil, "", []string{"repo:admin"}},
+		{"a slash in the name", sales, "github/list_prs", nil, "namespaced", nil},
+		{"no rule names the tool", engineer, "launch_missiles", nil, "", nil},
+		{"user and request", sales, "whoami", nil, "by-user", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := a.Decide(authz.Request{
+				User: tt.claims["sub"].(string), Claims: tt.claims, Method: "tools/call", Name: tt.tool,
+				Arguments: tt.arguments, Scopes: authz.Scopes(tt.claims),
+			})
+			if d.Allowed != (tt.wantRule != "") || d.Rule != tt.wantRule {
+				t.Errorf("Decide = allowed %v by %q, want %q (errors %v)", d.Allowed, d.Rule, tt.wantRule, d.Errors)
+			}
+			if strings.Join(d.MissingScopes, " ") != strings.Join(tt.wantMissing, " ") {
+				t.Errorf("MissingScopes = %v, want %v", d.MissingScopes, tt.wantMissing)
+			}
+		})
+	}
+}
+
+// A condition that runs past the cost limit counts as false, and says so.
+func TestAConditionPastItsCostLimitIsFalse(t *testing.T) {
+	a, err := authz.Compile(authz.Policy{Rules: []authz.Rule{{
+		Name: "expensive", Tools: []string{"t"},
+		When: "claims.items.all(x, claims.items.all(y, claims.items.all(z, x + y + z >= 0)))",
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]any, 200)
+	for i := range items {
+		items[i] = int64(i)
+	}
+	d := a.Decide(authz.Request{User: "u", Claims: map[string]any{"items": items}, Method: "tools/call", Name: "t"})
+	if d.Allowed || len(d.Errors) != 1 || !strings.Contains(d.Errors[0].Error(), "cost") {
+		t.Errorf("Decide = %+v, want refused with a cost error", d)
+	}
+}
