@@ -177,12 +177,15 @@ type Auth struct {
 	// +optional
 	ResourceURL string `json:"resourceURL,omitempty"`
 
-	// Scopes are the OAuth scopes clients may request for this server,
-	// listed in its protected resource metadata (scopes_supported).
+	// Scopes are the OAuth scopes every request's token must hold (its
+	// scope or scp claim), all of them: a token without them gets 403
+	// insufficient_scope naming them. They are listed in the protected
+	// resource metadata (scopes_supported) for clients to ask for.
 	//
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:Pattern=`^[^\s"\\]+$`
 	// +listType=set
 	// +optional
 	Scopes []string `json:"scopes,omitempty"`
