@@ -20,6 +20,8 @@ func TestAuthorizationDecidesWhoMayCallWhichTool(t *testing.T) {
 			{Name: "engineers", Tools: []string{"search_*"}, When: "'engineering' in claims.groups"},
 			{Name: "team-a", Tools: []string{"create_issue"}, When: "request.arguments.repo.startsWith('team-a/')"},
 			{Name: "admins", Tools: []string{"delete_repo"}, Scopes: []string{"repo:admin"}},
+			{Name: "go-reviews", Prompts: []string{"review_*"}, When: "request.arguments.lang == 'go'"},
+			{Name: "docs", Resources: []string{"file:///docs/*"}},
 		}},
 	}
 	engineer := iss.token(t, "alice", func(c claims) { c["groups"] = []string{"engineering"} })
@@ -41,6 +43,12 @@ func TestAuthorizationDecidesWhoMayCallWhichTool(t *testing.T) {
 		{"a tool no rule names", engineer, call(7, "launch"), http.StatusOK, filter.CodeInvalidParams},
 		{"a batch with one refused call is refused whole", engineer, "[" + call(8, "search_code") + "," + call(9, "launch") + "]", http.StatusOK, filter.CodeInvalidParams},
 		{"other methods pass", sales, `{"jsonrpc":"2.0","id":10,"method":"tools/list"}`, http.StatusOK, 0},
+		{"a prompt allowed by its arguments", sales, `{"jsonrpc":"2.0","id":12,"method":"prompts/get","params":{"name":"review_code","arguments":{"lang":"go"}}}`, http.StatusOK, 0},
+		{"a prompt refused: unknown prompt", sales, `{"jsonrpc":"2.0","id":13,"method":"prompts/get","params":{"name":"review_code","arguments":{"lang":"rust"}}}`, http.StatusOK, filter.CodeInvalidParams},
+		{"a resource allowed", sales, `{"jsonrpc":"2.0","id":14,"method":"resources/read","params":{"uri":"file:///docs/guide.md"}}`, http.StatusOK, 0},
+		{"a resource refused: not found", sales, `{"jsonrpc":"2.0","id":15,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}`, http.StatusOK, filter.CodeResourceNotFound},
+		{"a subscription refused", sales, `{"jsonrpc":"2.0","id":16,"method":"resources/subscribe","params":{"uri":"file:///etc/passwd"}}`, http.StatusOK, filter.CodeResourceNotFound},
+		{"a uri spelled twice is refused", sales, `{"jsonrpc":"2.0","id":17,"method":"resources/read","params":{"uri":"file:///docs/a","URI":"file:///etc/passwd"}}`, http.StatusBadRequest, filter.CodeInvalidRequest},
 		{"arguments spelled twice are refused", sales, `{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"create_issue","arguments":{"repo":"team-a/x"},"Arguments":{"repo":"team-b/x"}}}`, http.StatusBadRequest, filter.CodeInvalidRequest},
 	}
 	for _, tt := range tests {

@@ -342,19 +342,20 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 	return f.decide(w, r, in, demands, scopes)
 }
 
-// authorize applies the authorization rules to every tools/call of the
-// request, before any token is taken: a batch with one call refused is
-// refused whole. A call no rule allows gets the answer a server gives for a
-// tool it does not have; one that a rule would allow with more scopes gets
-// 403 insufficient_scope, for the client to step up.
+// authorize applies the authorization rules to every tools/call,
+// prompts/get, resources/read and resources/subscribe of the request,
+// before any token is taken: a batch with one refused is refused whole. A
+// request no rule allows gets the answer a server gives for a tool, prompt
+// or resource it does not have; one that a rule would allow with more
+// scopes gets 403 insufficient_scope, for the client to step up.
 func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection, who caller) bool {
 	scopes := authz.Scopes(who.claims)
 	for i := range in.messages {
 		m := &in.messages[i]
-		if !m.isToolCall() {
+		if !m.hasMethod || !authz.Governs(string(m.method)) {
 			continue
 		}
-		req := authz.Request{User: who.user, Claims: who.claims, Method: methodToolsCall, Name: string(m.name), Scopes: scopes}
+		req := authz.Request{User: who.user, Claims: who.claims, Method: string(m.method), Name: string(m.name), Scopes: scopes}
 		if len(m.arguments) > 0 && string(m.arguments) != "null" {
 			// Arguments that are not an object leave the variable empty;
 			// the backend refuses such a call itself.
@@ -370,8 +371,13 @@ func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection
 			continue
 		case len(d.MissingScopes) > 0:
 			f.refuseScopes(w, r, d.MissingScopes, m.id)
-		default:
+		case req.Method == methodPromptsGet:
+			f.refuse(w, http.StatusOK, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown prompt: "+req.Name)
+		case req.Method == methodToolsCall:
 			f.refuse(w, http.StatusOK, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown tool: "+req.Name)
+		default:
+			// MCP's code for a resource that does not exist.
+			f.refuse(w, http.StatusOK, reasonNotAllowed, m.id, CodeResourceNotFound, "Resource not found: "+req.Name)
 		}
 		return false
 	}

@@ -28,6 +28,10 @@ const (
 	// the range MCP 2026-07-28 reserves, and the HTTP status is what
 	// clients act on.
 	CodeInsufficientScope = -32003
+	// CodeResourceNotFound answers a resources/read or resources/subscribe
+	// of a resource the caller may not use, with the code MCP gives a
+	// resource that does not exist.
+	CodeResourceNotFound = -32002
 	// CodeHeaderMismatch answers Mcp-Method or Mcp-Name headers that disagree
 	// with the body (MCP 2026-07-28, SEP-2243).
 	CodeHeaderMismatch = -32020
@@ -63,8 +67,14 @@ func isStatelessVersion(v []byte) bool {
 // request names its protocol version (SEP-2575).
 var metaProtocolVersionKey = []byte("io.modelcontextprotocol/protocolVersion")
 
-// methodToolsCall is the one method the filter limits.
-const methodToolsCall = "tools/call"
+// methodToolsCall is the one method the filter limits. It, and the other
+// methods here, are those authorization rules govern (authz.Governs).
+const (
+	methodToolsCall          = "tools/call"
+	methodPromptsGet         = "prompts/get"
+	methodResourcesRead      = "resources/read"
+	methodResourcesSubscribe = "resources/subscribe"
+)
 
 // maxNestingDepth bounds how deeply arrays and objects may nest, the same
 // bound encoding/json applies, so that both agree on which bodies are JSON.
@@ -79,7 +89,8 @@ type message struct {
 	id []byte
 	// method is the decoded method; nil for a response.
 	method []byte
-	// name is the decoded params.name of a tools/call; nil otherwise.
+	// name is the decoded params.name of a tools/call or prompts/get, or
+	// params.uri of resources/read and resources/subscribe; nil otherwise.
 	name []byte
 	// arguments is the raw JSON of a tools/call's params.arguments; nil
 	// when it has none.
@@ -259,6 +270,7 @@ var topLevelKeyBytes = [...][]byte{memberJSONRPC: []byte("jsonrpc"), memberID: [
 var (
 	nameKey      = []byte("name")
 	argumentsKey = []byte("arguments")
+	uriKey       = []byte("uri")
 )
 
 // classify names a decoded message key. A key that matches one the filter
@@ -372,6 +384,24 @@ func (s *scanner) scanMessage(m *message, depth int) {
 			m.name, m.arguments = p.name, p.arguments
 		}
 	}
+	if m.hasMethod && paramsIsObj {
+		// What authorization rules decide on; a request without it is
+		// left to the backend, or refused where rules govern it.
+		switch string(m.method) {
+		case methodPromptsGet:
+			if p.isString && hasControl(p.name) {
+				s.refuse("prompts/get params.name must not contain control characters")
+			} else if p.isString {
+				m.name, m.arguments = p.name, p.arguments
+			}
+		case methodResourcesRead, methodResourcesSubscribe:
+			if p.uriIsString && hasControl(p.uri) {
+				s.refuse(string(m.method) + " params.uri must not contain control characters")
+			} else if p.uriIsString {
+				m.name = p.uri
+			}
+		}
+	}
 	m.version = p.version
 }
 
@@ -386,6 +416,10 @@ type paramsScan struct {
 	// the key was there.
 	arguments     []byte
 	argumentsSeen bool
+	// uri is the decoded uri key, when a string (uriIsString).
+	uri         []byte
+	uriSeen     bool
+	uriIsString bool
 }
 
 // scanParams reads the params object at s.pos, noting its name key.
@@ -415,6 +449,17 @@ func (s *scanner) scanParams(p *paramsScan, depth int) {
 		case bytes.EqualFold(key, nameKey):
 			if p.conflict == "" {
 				p.conflict = "a key in params differs only in case from \"name\""
+			}
+			s.skipValue(depth + 1)
+		case string(key) == "uri":
+			if p.uriSeen && p.conflict == "" {
+				p.conflict = "duplicate \"uri\" key in params"
+			}
+			p.uriSeen = true
+			p.uri, p.uriIsString = s.scanStringValue(depth + 1)
+		case bytes.EqualFold(key, uriKey):
+			if p.conflict == "" {
+				p.conflict = "a key in params differs only in case from \"uri\""
 			}
 			s.skipValue(depth + 1)
 		case string(key) == "arguments":

@@ -93,7 +93,10 @@ func (p *Policy) Clone() *Policy {
 	if p.Authorization != nil {
 		a := authz.Policy{Rules: make([]authz.Rule, len(p.Authorization.Rules))}
 		for i, r := range p.Authorization.Rules {
-			a.Rules[i] = authz.Rule{Name: r.Name, Tools: slices.Clone(r.Tools), When: r.When, Scopes: slices.Clone(r.Scopes)}
+			a.Rules[i] = authz.Rule{
+				Name: r.Name, When: r.When, Scopes: slices.Clone(r.Scopes),
+				Tools: slices.Clone(r.Tools), Prompts: slices.Clone(r.Prompts), Resources: slices.Clone(r.Resources),
+			}
 		}
 		c.Authorization = &a
 	}

@@ -25,7 +25,7 @@ func fullConfig(t *testing.T) *Config {
 		ResourceURL:          "https://mcp.example.com/github",
 		Scopes:               []string{"tools"},
 		Authorization: &authz.Policy{Rules: []authz.Rule{
-			{Name: "engineers", Tools: []string{"search_*"}, When: "'engineering' in claims.groups", Scopes: []string{"repo:read"}},
+			{Name: "engineers", Tools: []string{"search_*"}, Prompts: []string{"review"}, Resources: []string{"file:///docs/*"}, When: "'engineering' in claims.groups", Scopes: []string{"repo:read"}},
 		}},
 		Global:  &limiter.Limit{MaxTokens: 1000, RefillPeriod: time.Minute},
 		PerUser: &limiter.Limit{MaxTokens: 100, RefillPeriod: 1500 * time.Millisecond},

@@ -63,19 +63,21 @@ type MCPServerSpec struct {
 	// +optional
 	RateLimiting *RateLimiting `json:"rateLimiting,omitempty"`
 
-	// Authorization decides which tools each caller may call. Without it
-	// every authenticated caller may call every tool; with it, a tools/call
-	// that no rule allows is answered as a call of a tool that does not
-	// exist. Prompts and resources are not governed by it yet.
+	// Authorization decides which tools, prompts and resources each caller
+	// may use. Without it every authenticated caller may use everything;
+	// with it, a tools/call, prompts/get, resources/read or
+	// resources/subscribe that no rule allows is answered as a request for
+	// something that does not exist.
 	//
 	// +optional
 	Authorization *Authorization `json:"authorization,omitempty"`
 }
 
-// Authorization is an ordered list of rules that allow tool calls.
+// Authorization is an ordered list of rules that allow the use of tools,
+// prompts and resources.
 type Authorization struct {
-	// Rules are tried in order: a tools/call is allowed by the first rule
-	// that names the tool, whose condition holds and whose scopes the
+	// Rules are tried in order: a request is allowed by the first rule
+	// that names what it uses, whose condition holds and whose scopes the
 	// caller's token holds. When a rule would allow the call but for its
 	// scopes, and none allows it, the caller gets 403 insufficient_scope
 	// naming them, to step up.
@@ -87,8 +89,10 @@ type Authorization struct {
 	Rules []AuthorizationRule `json:"rules"`
 }
 
-// AuthorizationRule allows calls of some tools, to callers who meet its
-// condition and hold its scopes.
+// AuthorizationRule allows the use of some tools, prompts and resources, to
+// callers who meet its condition and hold its scopes.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.tools) || has(self.prompts) || has(self.resources)",message="name tools, prompts or resources: a rule that names none allows nothing"
 type AuthorizationRule struct {
 	// Name names the rule in status and logs.
 	//
@@ -97,19 +101,40 @@ type AuthorizationRule struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// Tools are tool names, or glob patterns: * matches any run of
-	// characters, ? one character, [abc] one of a class.
+	// Tools are tool names (tools/call), or glob patterns: * matches any
+	// run of characters, ? one character, [abc] one of a class.
 	//
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=128
-	Tools []string `json:"tools"`
+	// +optional
+	Tools []string `json:"tools,omitempty"`
+
+	// Prompts are prompt names (prompts/get), or glob patterns.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=128
+	// +optional
+	Prompts []string `json:"prompts,omitempty"`
+
+	// Resources are resource URIs (resources/read, resources/subscribe),
+	// or glob patterns such as file:///docs/*, where * matches / too.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=2048
+	// +optional
+	Resources []string `json:"resources,omitempty"`
 
 	// When is a CEL expression that must be true for the rule to allow a
 	// call. It reads claims (the verified token's claims, a map), user (the
-	// caller, from oidc.userClaim) and request (request.method,
-	// request.name, and request.arguments, the call's arguments). For
+	// caller, from oidc.userClaim) and request (request.method;
+	// request.name, the tool or prompt name or the resource URI; and
+	// request.arguments, a tool call's or prompt's arguments). For
 	// example 'engineering' in claims.groups, or
 	// request.arguments.repo.startsWith('team-a/'). A condition that
 	// cannot be evaluated (a missing claim or argument) counts as false.

@@ -64,6 +64,16 @@ func (in *AuthorizationRule) DeepCopyInto(out *AuthorizationRule) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.Prompts != nil {
+		in, out := &in.Prompts, &out.Prompts
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.Resources != nil {
+		in, out := &in.Resources, &out.Resources
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Scopes != nil {
 		in, out := &in.Scopes, &out.Scopes
 		*out = make([]string, len(*in))

@@ -82,7 +82,7 @@ func (t *translator) finishMCPServers() {
 		}
 		if a := m.Spec.Authorization; a != nil {
 			conditions = append(conditions, condition(v1alpha1.ConditionAuthorizationValid, true, ReasonValid,
-				fmt.Sprintf("%d rule(s) compiled: a tools/call that none allows is refused", len(a.Rules)), m.Generation))
+				fmt.Sprintf("%d rule(s) compiled: a tool call, prompt or resource that none allows is refused", len(a.Rules)), m.Generation))
 		}
 		t.out.Status.MCPServers[key(m)].Conditions = conditions
 	}
@@ -207,7 +207,10 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 	if a := m.Spec.Authorization; a != nil {
 		p.Authorization = &authz.Policy{Rules: make([]authz.Rule, len(a.Rules))}
 		for i, r := range a.Rules {
-			p.Authorization.Rules[i] = authz.Rule{Name: r.Name, Tools: slices.Clone(r.Tools), When: r.When, Scopes: slices.Clone(r.Scopes)}
+			p.Authorization.Rules[i] = authz.Rule{
+				Name: r.Name, When: r.When, Scopes: slices.Clone(r.Scopes),
+				Tools: slices.Clone(r.Tools), Prompts: slices.Clone(r.Prompts), Resources: slices.Clone(r.Resources),
+			}
 		}
 	}
 	if rl := m.Spec.RateLimiting; rl != nil {

@@ -1,7 +1,7 @@
-// Package authz decides which tools a caller may call: ordered rules that
-// name tools (exact names or glob patterns), with an optional CEL condition
-// over the caller's verified claims and the MCP request, and the OAuth
-// scopes the caller's token must hold. It knows nothing of HTTP or
+// Package authz decides which tools, prompts and resources a caller may
+// use: ordered rules that name them (exact names, URIs or glob patterns),
+// with an optional CEL condition over the caller's verified claims and the
+// MCP request, and the OAuth scopes the caller's token must hold. It knows nothing of HTTP or
 // Kubernetes; the filter applies it, the translator builds it from an
 // MCPServer.
 package authz
@@ -20,7 +20,8 @@ import (
 // Limits of a Policy, which the CRD states too.
 const (
 	MaxRules         = 64
-	MaxToolsPerRule  = 64
+	MaxNamesPerRule  = 64 // tools, prompts and resources each
+	MaxToolsPerRule  = MaxNamesPerRule
 	MaxScopesPerRule = 16
 	MaxWhenLength    = 2048
 	// CostLimit bounds the evaluation of one condition, in CEL's cost
@@ -32,20 +33,25 @@ const (
 // Policy is the authorization of one MCP server: plain data, in the JSON
 // form the MCPServer API spells.
 type Policy struct {
-	// Rules are tried in order. A tools/call is allowed when a rule names
-	// the tool, its condition holds and the token holds its scopes; what no
-	// rule allows is refused.
+	// Rules are tried in order. A governed request (Governs) is allowed
+	// when a rule names what it uses, its condition holds and the token
+	// holds its scopes; what no rule allows is refused.
 	Rules []Rule `json:"rules"`
 }
 
-// Rule allows calls of some tools.
+// Rule allows the use of some tools, prompts and resources.
 type Rule struct {
 	// Name names the rule in logs and status; unique in a Policy.
 	Name string `json:"name"`
 	// Tools are tool names, or glob patterns (* any run of characters,
 	// ? one character, [...] a class; path.Match syntax, where / is a
-	// character like another here).
-	Tools []string `json:"tools"`
+	// character like another here), for tools/call.
+	Tools []string `json:"tools,omitempty"`
+	// Prompts are prompt names or patterns, for prompts/get.
+	Prompts []string `json:"prompts,omitempty"`
+	// Resources are resource URIs or patterns (file:///docs/*), for
+	// resources/read and resources/subscribe.
+	Resources []string `json:"resources,omitempty"`
 	// When is a CEL expression that must be true: see Variables.
 	When string `json:"when,omitempty"`
 	// Scopes are OAuth scopes the caller's token must hold, all of them.
@@ -111,12 +117,21 @@ func Compile(p Policy) (*Authorizer, error) {
 			errs = append(errs, fmt.Errorf("%s: another rule has this name", at))
 		}
 		seen[r.Name] = true
-		if len(r.Tools) == 0 || len(r.Tools) > MaxToolsPerRule {
-			errs = append(errs, fmt.Errorf("%s.tools: name 1 to %d tools or patterns", at, MaxToolsPerRule))
+		if len(r.Tools)+len(r.Prompts)+len(r.Resources) == 0 {
+			errs = append(errs, fmt.Errorf("%s: name tools, prompts or resources: the rule allows nothing", at))
 		}
-		for _, t := range r.Tools {
-			if _, err := path.Match(t, ""); t == "" || err != nil {
-				errs = append(errs, fmt.Errorf("%s.tools: %q is not a tool name or a valid glob pattern", at, t))
+		for _, f := range []struct {
+			field string
+			names []string
+		}{{"tools", r.Tools}, {"prompts", r.Prompts}, {"resources", r.Resources}} {
+			field, names := f.field, f.names
+			if len(names) > MaxNamesPerRule {
+				errs = append(errs, fmt.Errorf("%s.%s: at most %d names or patterns", at, field, MaxNamesPerRule))
+			}
+			for _, t := range names {
+				if _, err := path.Match(t, ""); t == "" || err != nil {
+					errs = append(errs, fmt.Errorf("%s.%s: %q is not a name or a valid glob pattern", at, field, t))
+				}
 			}
 		}
 		if len(r.Scopes) > MaxScopesPerRule || slices.Contains(r.Scopes, "") || strings.ContainsAny(strings.Join(r.Scopes, ""), " \"\\") {
@@ -157,13 +172,31 @@ func compileWhen(expr string) (cel.Program, error) {
 	return prg, nil
 }
 
+// The methods rules govern, and what names what they use.
+const (
+	MethodToolsCall          = "tools/call"          // params.name, a tool
+	MethodPromptsGet         = "prompts/get"         // params.name, a prompt
+	MethodResourcesRead      = "resources/read"      // params.uri, a resource
+	MethodResourcesSubscribe = "resources/subscribe" // params.uri, a resource
+)
+
+// Governs reports whether rules decide requests of method.
+func Governs(method string) bool {
+	switch method {
+	case MethodToolsCall, MethodPromptsGet, MethodResourcesRead, MethodResourcesSubscribe:
+		return true
+	}
+	return false
+}
+
 // Request is what a decision reads.
 type Request struct {
-	User      string
-	Claims    map[string]any
-	Method    string
+	User   string
+	Claims map[string]any
+	Method string
+	// Name is the tool or prompt name, or the resource URI.
 	Name      string
-	Arguments map[string]any // a tools/call's arguments; nil when none
+	Arguments map[string]any // a tools/call's or prompts/get's arguments; nil when none
 	// Scopes are the scopes the caller's token holds.
 	Scopes []string
 }
@@ -183,12 +216,22 @@ type Decision struct {
 	Errors []error
 }
 
-// Decide applies the rules to one tools/call.
+// Decide applies the rules to one request of a governed method; any other
+// is refused.
 func (a *Authorizer) Decide(r Request) Decision {
 	var d Decision
 	var activation map[string]any
 	for _, rule := range a.rules {
-		if !matchesAny(rule.Tools, r.Name) {
+		var names []string
+		switch r.Method {
+		case MethodToolsCall:
+			names = rule.Tools
+		case MethodPromptsGet:
+			names = rule.Prompts
+		case MethodResourcesRead, MethodResourcesSubscribe:
+			names = rule.Resources
+		}
+		if !matchesAny(names, r.Name) {
 			continue
 		}
 		if rule.when != nil {

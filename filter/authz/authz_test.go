@@ -16,8 +16,9 @@ func TestCompileRefusesWhatCannotBeEnforced(t *testing.T) {
 		{"no rules", authz.Policy{}, "authorization.rules is empty"},
 		{"a rule without a name", authz.Policy{Rules: []authz.Rule{{Tools: []string{"t"}}}}, "name is required"},
 		{"two rules of one name", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}}, {Name: "a", Tools: []string{"u"}}}}, "another rule has this name"},
-		{"no tools", authz.Policy{Rules: []authz.Rule{{Name: "a"}}}, "tools: name 1 to 64"},
-		{"a bad pattern", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"search_["}}}}, `"search_[" is not a tool name or a valid glob pattern`},
+		{"a rule that names nothing", authz.Policy{Rules: []authz.Rule{{Name: "a"}}}, "name tools, prompts or resources: the rule allows nothing"},
+		{"a bad pattern", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"search_["}}}}, `tools: "search_[" is not a name or a valid glob pattern`},
+		{"a bad resource pattern", authz.Policy{Rules: []authz.Rule{{Name: "a", Resources: []string{"file:///[docs"}}}}, `resources: "file:///[docs" is not a name or a valid glob pattern`},
 		{"a syntax error", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}, When: "claims.groups.exists(g, g == "}}}, "authorization.rules[a].when: ERROR"},
 		{"an unknown variable", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}, When: "token.sub == 'x'"}}}, "undeclared reference to 'token'"},
 		{"not a bool", authz.Policy{Rules: []authz.Rule{{Name: "a", Tools: []string{"t"}, When: "user + '!'"}}}, "gives string, not bool"},
@@ -41,6 +42,8 @@ func TestDecide(t *testing.T) {
 		{Name: "admins", Tools: []string{"delete_*"}, Scopes: []string{"repo:admin"}},
 		{Name: "namespaced", Tools: []string{"github/*"}},
 		{Name: "by-user", Tools: []string{"whoami"}, When: "user == claims.sub && request.method == 'tools/call' && request.name == 'whoami'"},
+		{Name: "prompts", Prompts: []string{"review_*"}, When: "request.arguments.lang == 'go'"},
+		{Name: "docs", Resources: []string{"file:///docs/*"}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -50,28 +53,39 @@ func TestDecide(t *testing.T) {
 	tests := []struct {
 		name        string
 		claims      map[string]any
+		method      string // tools/call when ""
 		tool        string
 		arguments   map[string]any
 		wantRule    string   // "" when refused
 		wantMissing []string // the scopes a refusal asks for
 	}{
-		{"a glob, by group", engineer, "search_code", nil, "readers", nil},
-		{"an exact name, by group", engineer, "get_issue", nil, "readers", nil},
-		{"another group", sales, "search_code", nil, "", nil},
-		{"no claim at all", map[string]any{"sub": "carol"}, "search_code", nil, "", nil},
-		{"an argument allowed", sales, "create_issue", map[string]any{"repo": "team-a/api"}, "team-a-repos", nil},
-		{"an argument refused", sales, "create_issue", map[string]any{"repo": "team-b/api"}, "", nil},
-		{"a missing argument counts as false", sales, "create_issue", nil, "", nil},
-		{"a scope held (scope claim)", engineer, "delete_repo", nil, "admins", nil},
-		{"a scope missing (scp claim): step up", sales, "delete_repo", nil, "", []string{"repo:admin"}},
-		{"a slash in the name", sales, "github/list_prs", nil, "namespaced", nil},
-		{"no rule names the tool", engineer, "launch_missiles", nil, "", nil},
-		{"user and request", sales, "whoami", nil, "by-user", nil},
+		{"a glob, by group", engineer, "", "search_code", nil, "readers", nil},
+		{"an exact name, by group", engineer, "", "get_issue", nil, "readers", nil},
+		{"another group", sales, "", "search_code", nil, "", nil},
+		{"no claim at all", map[string]any{"sub": "carol"}, "", "search_code", nil, "", nil},
+		{"an argument allowed", sales, "", "create_issue", map[string]any{"repo": "team-a/api"}, "team-a-repos", nil},
+		{"an argument refused", sales, "", "create_issue", map[string]any{"repo": "team-b/api"}, "", nil},
+		{"a missing argument counts as false", sales, "", "create_issue", nil, "", nil},
+		{"a scope held (scope claim)", engineer, "", "delete_repo", nil, "admins", nil},
+		{"a scope missing (scp claim): step up", sales, "", "delete_repo", nil, "", []string{"repo:admin"}},
+		{"a slash in the name", sales, "", "github/list_prs", nil, "namespaced", nil},
+		{"no rule names the tool", engineer, "", "launch_missiles", nil, "", nil},
+		{"user and request", sales, "", "whoami", nil, "by-user", nil},
+		{"a prompt, by argument", sales, authz.MethodPromptsGet, "review_code", map[string]any{"lang": "go"}, "prompts", nil},
+		{"a prompt refused", sales, authz.MethodPromptsGet, "review_code", map[string]any{"lang": "rust"}, "", nil},
+		{"a tool name is not a prompt", sales, authz.MethodPromptsGet, "search_code", nil, "", nil},
+		{"a resource under a pattern, deep", sales, authz.MethodResourcesRead, "file:///docs/a/b.md", nil, "docs", nil},
+		{"a subscription", sales, authz.MethodResourcesSubscribe, "file:///docs/a.md", nil, "docs", nil},
+		{"a resource elsewhere", sales, authz.MethodResourcesRead, "file:///etc/passwd", nil, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			method := tt.method
+			if method == "" {
+				method = authz.MethodToolsCall
+			}
 			d := a.Decide(authz.Request{
-				User: tt.claims["sub"].(string), Claims: tt.claims, Method: "tools/call", Name: tt.tool,
+				User: tt.claims["sub"].(string), Claims: tt.claims, Method: method, Name: tt.tool,
 				Arguments: tt.arguments, Scopes: authz.Scopes(tt.claims),
 			})
 			if d.Allowed != (tt.wantRule != "") || d.Rule != tt.wantRule {
