@@ -324,5 +324,8 @@ func Scopes(claims map[string]any) []string {
 
 // MissingScopes returns the scopes of want that the claims do not grant.
 func MissingScopes(want []string, claims map[string]any) []string {
+	if len(want) == 0 {
+		return nil
+	}
 	return missingScopes(want, Scopes(claims))
 }
