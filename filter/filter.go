@@ -599,15 +599,13 @@ func removeConnectionHeaders(h http.Header) {
 
 var errBodyTooLarge = errors.New("request body too large")
 
-// readBody reads the whole body, at most maxBodyBytes, within bodyTimeout.
+// readBody reads the whole body, at most maxBodyBytes, within bodyTimeout;
+// the caller has refused a Content-Length past maxBodyBytes already.
 // Memory grows with the bytes that arrive, never with what Content-Length
 // announces.
 func (s *Shared) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
-	}
-	if r.ContentLength > s.maxBodyBytes {
-		return nil, errBodyTooLarge
 	}
 	rc := http.NewResponseController(w)
 	if err := rc.SetReadDeadline(time.Now().Add(s.bodyTimeout)); err == nil {

@@ -265,14 +265,6 @@ var topLevelKeys = [...]string{memberJSONRPC: "jsonrpc", memberID: "id", memberM
 // topLevelKeyBytes holds topLevelKeys as bytes, for case-folding comparisons.
 var topLevelKeyBytes = [...][]byte{memberJSONRPC: []byte("jsonrpc"), memberID: []byte("id"), memberMethod: []byte("method"), memberParams: []byte("params")}
 
-// nameKey is the params key naming the tool of a tools/call;
-// argumentsKey, the key of its arguments.
-var (
-	nameKey      = []byte("name")
-	argumentsKey = []byte("arguments")
-	uriKey       = []byte("uri")
-)
-
 // classify names a decoded message key. A key that matches one the filter
 // reads only under encoding/json's case folding (bytes.EqualFold, which
 // folds 'ſ' to 's' and 'K' to 'k' too) is a case variant.
@@ -372,7 +364,7 @@ func (s *scanner) scanMessage(m *message, depth int) {
 		switch {
 		case !paramsIsObj:
 			s.refuse("tools/call params must be an object")
-		case !p.found:
+		case p.seen&(1<<keyName) == 0:
 			s.refuse("tools/call params.name is missing")
 		case !p.isString:
 			s.refuse("tools/call params.name must be a string")
@@ -405,24 +397,21 @@ func (s *scanner) scanMessage(m *message, depth int) {
 	m.version = p.version
 }
 
-// paramsScan is what a message's params object says about its name.
+// paramsScan is what a message's params object says of the keys the filter
+// decides on.
 type paramsScan struct {
-	found    bool
-	isString bool
-	name     []byte
-	conflict string // why the name key is ambiguous, "" when it is not
-	version  []byte // _meta's protocol version, when a string
-	// arguments is the raw JSON of the arguments key; argumentsSeen says
-	// the key was there.
-	arguments     []byte
-	argumentsSeen bool
-	// uri is the decoded uri key, when a string (uriIsString).
-	uri         []byte
-	uriSeen     bool
+	isString    bool // name is a string
+	name        []byte
+	conflict    string // why the params are ambiguous, "" when they are not
+	version     []byte // _meta's protocol version, when a string
+	arguments   []byte // the raw JSON of the arguments key
+	uri         []byte // the decoded uri key, when a string (uriIsString)
 	uriIsString bool
+	seen        uint8 // a bit per paramsKey met
 }
 
-// scanParams reads the params object at s.pos, noting its name key.
+// scanParams reads the params object at s.pos, noting the keys the filter
+// decides on.
 func (s *scanner) scanParams(p *paramsScan, depth int) {
 	if depth+1 > maxNestingDepth {
 		s.fail("nesting too deep")
@@ -439,45 +428,18 @@ func (s *scanner) scanParams(p *paramsScan, depth int) {
 		if !ok || !s.expect(':', "expected ':' after an object key") {
 			return
 		}
-		switch {
-		case string(key) == "name":
-			if p.found && p.conflict == "" {
-				p.conflict = "duplicate \"name\" key in params"
-			}
-			p.found = true
-			p.name, p.isString = s.scanStringValue(depth + 1)
-		case bytes.EqualFold(key, nameKey):
-			if p.conflict == "" {
-				p.conflict = "a key in params differs only in case from \"name\""
-			}
-			s.skipValue(depth + 1)
-		case string(key) == "uri":
-			if p.uriSeen && p.conflict == "" {
-				p.conflict = "duplicate \"uri\" key in params"
-			}
-			p.uriSeen = true
-			p.uri, p.uriIsString = s.scanStringValue(depth + 1)
-		case bytes.EqualFold(key, uriKey):
-			if p.conflict == "" {
-				p.conflict = "a key in params differs only in case from \"uri\""
-			}
-			s.skipValue(depth + 1)
-		case string(key) == "arguments":
-			if p.argumentsSeen && p.conflict == "" {
-				p.conflict = "duplicate \"arguments\" key in params"
-			}
-			p.argumentsSeen = true
-			s.skipSpace()
-			start := s.pos
-			s.skipValue(depth + 1)
-			p.arguments = s.data[start:s.pos]
-		case bytes.EqualFold(key, argumentsKey):
+		switch k, exact := decidedKey(key); {
+		case k != keyOther && !exact:
 			// Decoders that match keys without regard to case (Go's
-			// encoding/json) would read this as the arguments.
-			if p.conflict == "" {
-				p.conflict = "a key in params differs only in case from \"arguments\""
-			}
+			// encoding/json) would read it as the key the filter reads.
+			p.conflictOnce(`a key in params differs only in case from "` + paramsKeyNames[k] + `"`)
 			s.skipValue(depth + 1)
+		case k != keyOther:
+			if p.seen&(1<<k) != 0 {
+				p.conflictOnce(`duplicate "` + paramsKeyNames[k] + `" key in params`)
+			}
+			p.seen |= 1 << k
+			s.scanDecided(p, k, depth+1)
 		case string(key) == "_meta" && s.peek() == '{':
 			s.scanMeta(p, depth+1)
 		default:
@@ -487,6 +449,59 @@ func (s *scanner) scanParams(p *paramsScan, depth int) {
 			continue
 		}
 		return
+	}
+}
+
+// The params keys the filter decides on; any other is skipped.
+const (
+	keyOther paramsKey = iota
+	keyName
+	keyURI
+	keyArguments
+	numParamsKeys
+)
+
+// paramsKey names a params key the filter reads.
+type paramsKey uint8
+
+var (
+	paramsKeyNames = [numParamsKeys]string{keyName: "name", keyURI: "uri", keyArguments: "arguments"}
+	paramsKeyBytes = [numParamsKeys][]byte{keyName: []byte("name"), keyURI: []byte("uri"), keyArguments: []byte("arguments")}
+)
+
+// decidedKey says which decided key key is, and whether it is spelled
+// exactly so or only in another case; keyOther for any other key.
+func decidedKey(key []byte) (paramsKey, bool) {
+	for k := keyName; k < numParamsKeys; k++ {
+		if string(key) == paramsKeyNames[k] {
+			return k, true
+		}
+		if bytes.EqualFold(key, paramsKeyBytes[k]) {
+			return k, false
+		}
+	}
+	return keyOther, false
+}
+
+// scanDecided reads the value of decided key k at s.pos.
+func (s *scanner) scanDecided(p *paramsScan, k paramsKey, depth int) {
+	switch k {
+	case keyName:
+		p.name, p.isString = s.scanStringValue(depth)
+	case keyURI:
+		p.uri, p.uriIsString = s.scanStringValue(depth)
+	case keyArguments:
+		s.skipSpace()
+		start := s.pos
+		s.skipValue(depth)
+		p.arguments = s.data[start:s.pos]
+	}
+}
+
+// conflictOnce keeps the first reason the params are ambiguous.
+func (p *paramsScan) conflictOnce(reason string) {
+	if p.conflict == "" {
+		p.conflict = reason
 	}
 }
 

@@ -91,13 +91,7 @@ func (p *Policy) Clone() *Policy {
 	}
 	c.Scopes = slices.Clone(p.Scopes)
 	if p.Authorization != nil {
-		a := authz.Policy{Rules: make([]authz.Rule, len(p.Authorization.Rules))}
-		for i, r := range p.Authorization.Rules {
-			a.Rules[i] = authz.Rule{
-				Name: r.Name, When: r.When, Scopes: slices.Clone(r.Scopes),
-				Tools: slices.Clone(r.Tools), Prompts: slices.Clone(r.Prompts), Resources: slices.Clone(r.Resources),
-			}
-		}
+		a := p.Authorization.Clone()
 		c.Authorization = &a
 	}
 	c.Global, c.PerUser = clone(p.Global), clone(p.PerUser)

@@ -33,8 +33,10 @@ type exchange struct {
 	sessionParam string
 
 	upstreamErr error
-	// clientBodyErr is why reading the request body failed on its way to
-	// the backend; the transport reads it on a goroutine of its own.
+	// body wraps the request body on its way to the backend (one
+	// allocation with the exchange); clientBodyErr is why reading it
+	// failed, which the transport does on a goroutine of its own.
+	body          clientBody
 	clientBodyErr atomic.Pointer[error]
 
 	rec recorder
@@ -87,6 +89,15 @@ type recorder struct {
 	// write deadline was set on the connection.
 	writeTimeout time.Duration
 	deadlineSet  bool
+	rc           *http.ResponseController // made on first use
+}
+
+// controller is the ResponseController of the client's ResponseWriter.
+func (w *recorder) controller() *http.ResponseController {
+	if w.rc == nil {
+		w.rc = http.NewResponseController(w.ResponseWriter)
+	}
+	return w.rc
 }
 
 // extendWriteDeadline gives the next write writeTimeout to make progress,
@@ -95,7 +106,7 @@ func (w *recorder) extendWriteDeadline() {
 	if w.writeTimeout <= 0 || w.stream {
 		return
 	}
-	if http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout)) == nil {
+	if w.controller().SetWriteDeadline(time.Now().Add(w.writeTimeout)) == nil {
 		w.deadlineSet = true
 	}
 }
@@ -134,7 +145,7 @@ func (w *recorder) FlushError() error {
 		w.WriteHeader(http.StatusOK)
 	}
 	w.extendWriteDeadline()
-	return http.NewResponseController(w.ResponseWriter).Flush()
+	return w.controller().Flush()
 }
 
 func (w *recorder) Flush() { _ = w.FlushError() }

@@ -37,7 +37,7 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// HTTP/2 deadlines are per stream.
 	cs, _ := r.Context().Value(connStateKey{}).(*connState)
 	if cs != nil && r.ProtoMajor == 1 && cs.writeDeadline {
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		_ = x.rec.controller().SetWriteDeadline(time.Time{})
 		cs.writeDeadline = false
 	}
 	defer func() {

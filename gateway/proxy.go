@@ -102,7 +102,8 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.Host = pr.In.Host
 	if pr.Out.Body != nil && pr.Out.Body != http.NoBody {
-		pr.Out.Body = &clientBody{ReadCloser: pr.Out.Body, x: x}
+		x.body = clientBody{ReadCloser: pr.Out.Body, x: x}
+		pr.Out.Body = &x.body
 	}
 
 	realIP := clientAddress(pr.In, p.trustedHops)

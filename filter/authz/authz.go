@@ -21,7 +21,6 @@ import (
 const (
 	MaxRules         = 64
 	MaxNamesPerRule  = 64 // tools, prompts and resources each
-	MaxToolsPerRule  = MaxNamesPerRule
 	MaxScopesPerRule = 16
 	MaxWhenLength    = 2048
 	// CostLimit bounds the evaluation of one condition, in CEL's cost
@@ -37,6 +36,18 @@ type Policy struct {
 	// when a rule names what it uses, its condition holds and the token
 	// holds its scopes; what no rule allows is refused.
 	Rules []Rule `json:"rules"`
+}
+
+// Clone returns a deep copy of p, sharing nothing with it.
+func (p Policy) Clone() Policy {
+	c := Policy{Rules: make([]Rule, len(p.Rules))}
+	for i, r := range p.Rules {
+		c.Rules[i] = Rule{
+			Name: r.Name, When: r.When, Scopes: slices.Clone(r.Scopes),
+			Tools: slices.Clone(r.Tools), Prompts: slices.Clone(r.Prompts), Resources: slices.Clone(r.Resources),
+		}
+	}
+	return c
 }
 
 // Rule allows the use of some tools, prompts and resources.
