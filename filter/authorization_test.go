@@ -1,6 +1,7 @@
 package filter_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -116,5 +117,49 @@ func TestAnAuthorizationThatCannotBeEnforcedIsRefused(t *testing.T) {
 		if err := tt.policy.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: Validate = %v, want an error with %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// A resource the caller may not read is answered as one that does not
+// exist, in the words of the request's protocol generation: -32002 before
+// 2026-07-28, -32602 from it (SEP-2164); both name the URI in data.uri.
+func TestAHiddenResourceIsNotFoundInEachGenerationsWords(t *testing.T) {
+	iss := newIssuer(t)
+	policy := filter.Policy{Server: testServer, Auth: iss.auth(), Authorization: &authz.Policy{Rules: []authz.Rule{
+		{Name: "docs", Resources: []string{"file:///docs/*"}},
+	}}}
+	token := iss.token(t, "bob")
+	read := `{"jsonrpc":"2.0","id":5,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}`
+	for _, tt := range []struct {
+		name     string
+		headers  []string
+		wantCode int
+	}{
+		{"2025-11-25", []string{"Mcp-Protocol-Version", "2025-11-25"}, filter.CodeResourceNotFound},
+		{"2026-07-28", []string{"Mcp-Protocol-Version", "2026-07-28", "Mcp-Method", "resources/read"}, filter.CodeInvalidParams},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, policy)
+			w := h.post(token, read, tt.headers...)
+			var resp struct {
+				ID    int `json:"id"`
+				Error struct {
+					Code    int    `json:"code"`
+					Message string `json:"message"`
+					Data    struct {
+						URI string `json:"uri"`
+					} `json:"data"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+				t.Fatalf("%v: %s", err, w.Body)
+			}
+			if w.Code != http.StatusOK || resp.ID != 5 || resp.Error.Code != tt.wantCode || resp.Error.Message != "Resource not found" || resp.Error.Data.URI != "file:///etc/passwd" {
+				t.Errorf("status %d, body %s; want 200, id 5, code %d, data.uri", w.Code, w.Body, tt.wantCode)
+			}
+			if h.backend.hits.Load() != 0 {
+				t.Error("the backend saw the refused read")
+			}
+		})
 	}
 }

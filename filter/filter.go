@@ -198,6 +198,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// The GET event stream and DELETE carry no JSON-RPC to inspect.
+		if f.authz != nil && r.Method == http.MethodGet {
+			// A resumed stream replays responses, and the legacy SSE
+			// transport sends them all here: lists among them.
+			f.serveFilteringLists(w, r, who, h.next)
+			return
+		}
 		h.next.ServeHTTP(w, r)
 		return
 	}
@@ -242,6 +248,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		allowed = f.check(w, r, in, who, sc)
 	}
+	filterLists := allowed && f.authz != nil && hasListRequest(in)
 	clear(in.messages) // drop the references into the body
 	if cap(in.messages) <= f.shared.maxBatch {
 		sc.messages = in.messages[:0]
@@ -257,7 +264,21 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = br
 	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
+	if filterLists {
+		f.serveFilteringLists(w, r, who, h.next)
+		return
+	}
 	h.next.ServeHTTP(w, r)
+}
+
+// serveFilteringLists serves a request whose response may carry list
+// results, filtering them for the caller (lists.go).
+func (f *Filter) serveFilteringLists(w http.ResponseWriter, r *http.Request, who caller, next http.Handler) {
+	// The filter reads the response: it must not come compressed.
+	r.Header.Del("Accept-Encoding")
+	lw := &listWriter{ResponseWriter: w, lf: listFilter{f: f, who: who}}
+	next.ServeHTTP(lw, r)
+	lw.Finish()
 }
 
 // callerKey is the context key of the verified caller.
@@ -376,8 +397,7 @@ func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection
 		case req.Method == methodToolsCall:
 			f.refuse(w, http.StatusOK, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown tool: "+req.Name)
 		default:
-			// MCP's code for a resource that does not exist.
-			f.refuse(w, http.StatusOK, reasonNotAllowed, m.id, CodeResourceNotFound, "Resource not found: "+req.Name)
+			f.refuseResource(w, r, m)
 		}
 		return false
 	}

@@ -29,8 +29,10 @@ const (
 	// clients act on.
 	CodeInsufficientScope = -32003
 	// CodeResourceNotFound answers a resources/read or resources/subscribe
-	// of a resource the caller may not use, with the code MCP gives a
-	// resource that does not exist.
+	// of a resource the caller may not use on the session-based protocol,
+	// with the code it gives a resource that does not exist (MCP
+	// 2025-11-25). The stateless protocol gives CodeInvalidParams
+	// (SEP-2164); both carry data.uri.
 	CodeResourceNotFound = -32002
 	// CodeHeaderMismatch answers Mcp-Method or Mcp-Name headers that disagree
 	// with the body (MCP 2026-07-28, SEP-2243).

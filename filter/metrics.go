@@ -28,6 +28,10 @@ const (
 	// MetricRejectedRequests counts requests the filter answered itself
 	// instead of forwarding, by namespace, server and reason.
 	MetricRejectedRequests = "toolgate_filter_rejected_requests_total"
+	// MetricListItemsHidden counts the items that authorization took out
+	// of list results (tools, prompts, resources, resource templates), by
+	// namespace and server.
+	MetricListItemsHidden = "toolgate_authz_list_items_hidden_total"
 )
 
 // scope is the kind of a bucket. Its name is a label value of
@@ -104,6 +108,7 @@ const (
 	reasonBodyBudget
 	reasonForbidden
 	reasonNotAllowed
+	reasonListUnreadable
 	numReasons
 )
 
@@ -123,6 +128,7 @@ var reasonNames = [numReasons]string{
 	reasonBodyBudget:           "body_budget",
 	reasonForbidden:            "insufficient_scope",
 	reasonNotAllowed:           "not_allowed",
+	reasonListUnreadable:       "list_unreadable",
 }
 
 // metrics are the filter's collectors, shared by every server.
@@ -131,6 +137,7 @@ type metrics struct {
 	failOpen      *prometheus.CounterVec
 	storeDuration *prometheus.HistogramVec
 	rejected      *prometheus.CounterVec
+	hidden        *prometheus.CounterVec
 
 	mu      sync.Mutex
 	servers map[serverLabels]bool // the servers that have series
@@ -162,8 +169,12 @@ func newMetrics(reg prometheus.Registerer, store limiter.Store) (*metrics, error
 			Name: MetricRejectedRequests,
 			Help: "Requests the MCP filter answered itself instead of forwarding them, by reason.",
 		}, []string{"namespace", "server", "reason"}),
+		hidden: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricListItemsHidden,
+			Help: "Items that authorization took out of list results (tools, prompts, resources, resource templates).",
+		}, []string{"namespace", "server"}),
 	}
-	collectors := []prometheus.Collector{m.decisions, m.failOpen, m.storeDuration, m.rejected}
+	collectors := []prometheus.Collector{m.decisions, m.failOpen, m.storeDuration, m.rejected, m.hidden}
 	if a, ok := store.(availability); ok {
 		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: MetricStoreAvailable,
@@ -192,6 +203,7 @@ type serverMetrics struct {
 	failOpen      prometheus.Counter
 	storeDuration [numStoreOutcomes]prometheus.Observer
 	rejected      [numReasons]prometheus.Counter
+	hidden        prometheus.Counter
 }
 
 func (m *metrics) forServer(namespace, server string) *serverMetrics {
@@ -201,7 +213,7 @@ func (m *metrics) forServer(namespace, server string) *serverMetrics {
 		m.servers = map[serverLabels]bool{}
 	}
 	m.servers[serverLabels{namespace, server}] = true
-	sm := &serverMetrics{failOpen: m.failOpen.WithLabelValues(namespace, server)}
+	sm := &serverMetrics{failOpen: m.failOpen.WithLabelValues(namespace, server), hidden: m.hidden.WithLabelValues(namespace, server)}
 	for s := range numScopes {
 		for r := range numResults {
 			sm.decisions[s][r] = m.decisions.WithLabelValues(namespace, server, scopeNames[s], resultNames[r])
@@ -231,6 +243,7 @@ func (m *metrics) retain(keep map[serverLabels]bool) {
 		m.failOpen.DeletePartialMatch(labels)
 		m.storeDuration.DeletePartialMatch(labels)
 		m.rejected.DeletePartialMatch(labels)
+		m.hidden.DeletePartialMatch(labels)
 		delete(m.servers, s)
 	}
 }

@@ -120,13 +120,7 @@ func appendRateLimited(b, id []byte, stateless bool, retryAfter time.Duration) [
 // its own params._meta, names 2026-07-28 or later.
 func writeRateLimited(w http.ResponseWriter, r *http.Request, in inspection, retryAfter time.Duration) {
 	w.Header().Set(headerRetryAfter, strconv.FormatInt(wholeSeconds(retryAfter), 10))
-	header := r.Header.Get(headerProtocolVersion)
-	stateless := func(m *message) bool {
-		if header != "" {
-			return isStatelessVersion([]byte(header))
-		}
-		return m != nil && isStatelessVersion(m.version)
-	}
+	stateless := func(m *message) bool { return speaksStateless(r, m) }
 	b := make([]byte, 0, 128)
 	requests := 0
 	if in.batch {
@@ -161,6 +155,34 @@ func writeRateLimited(w http.ResponseWriter, r *http.Request, in inspection, ret
 		b = append(b, ']')
 	}
 	writeJSON(w, http.StatusTooManyRequests, b)
+}
+
+// speaksStateless reports whether a message is of the stateless protocol:
+// the MCP-Protocol-Version header, or else its own params._meta, names
+// 2026-07-28 or later.
+func speaksStateless(r *http.Request, m *message) bool {
+	if header := r.Header.Get(headerProtocolVersion); header != "" {
+		return isStatelessVersion([]byte(header))
+	}
+	return m != nil && isStatelessVersion(m.version)
+}
+
+// refuseResource answers a request for a resource the caller may not use
+// as a server answers one for a resource it does not have: on the
+// stateless protocol CodeInvalidParams (SEP-2164), before it
+// CodeResourceNotFound; both with data.uri.
+func (f *Filter) refuseResource(w http.ResponseWriter, r *http.Request, m *message) {
+	code := CodeResourceNotFound
+	if speaksStateless(r, m) {
+		code = CodeInvalidParams
+	}
+	f.metrics.rejected[reasonNotAllowed].Inc()
+	uri, _ := json.Marshal(string(m.name)) // a string always marshals
+	b := make([]byte, 0, 128+2*len(uri))
+	b = appendErrorObject(b, m.id, code, "Resource not found")
+	b = append(b[:len(b)-2], `,"data":{"uri":`...) // before the closing "}}"
+	b = append(b, uri...)
+	writeJSON(w, http.StatusOK, append(b, "}}}"...))
 }
 
 // firstToolCall is the batch's first tools/call, or nil.

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/ext"
 )
 
@@ -102,6 +103,9 @@ type Authorizer struct {
 type compiledRule struct {
 	Rule
 	when cel.Program // nil when the rule has no condition
+	// whenPartial is when, built to evaluate with parts of the request
+	// unknown (for lists).
+	whenPartial cel.Program
 }
 
 // Compile checks p and compiles its conditions. The error names each rule
@@ -150,11 +154,11 @@ func Compile(p Policy) (*Authorizer, error) {
 		}
 		cr := compiledRule{Rule: r}
 		if r.When != "" {
-			prg, err := compileWhen(r.When)
+			prg, partial, err := compileWhen(r.When)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s.when: %w", at, err))
 			}
-			cr.when = prg
+			cr.when, cr.whenPartial = prg, partial
 		}
 		a.rules = append(a.rules, cr)
 	}
@@ -164,23 +168,29 @@ func Compile(p Policy) (*Authorizer, error) {
 	return a, nil
 }
 
-// compileWhen parses and type-checks a condition, which must be a bool.
-func compileWhen(expr string) (cel.Program, error) {
+// compileWhen parses and type-checks a condition, which must be a bool. It
+// returns the program for calls, and one for lists, which may leave parts
+// of the request unknown.
+func compileWhen(expr string) (cel.Program, cel.Program, error) {
 	if len(expr) > MaxWhenLength {
-		return nil, fmt.Errorf("the expression is %d characters long, at most %d", len(expr), MaxWhenLength)
+		return nil, nil, fmt.Errorf("the expression is %d characters long, at most %d", len(expr), MaxWhenLength)
 	}
 	ast, issues := env.Compile(expr)
 	if issues != nil && issues.Err() != nil {
-		return nil, fmt.Errorf("%s (variables: claims, user, request.method, request.name, request.arguments)", strings.ReplaceAll(issues.Err().Error(), "\n", " "))
+		return nil, nil, fmt.Errorf("%s (variables: claims, user, request.method, request.name, request.arguments)", strings.ReplaceAll(issues.Err().Error(), "\n", " "))
 	}
 	if !ast.OutputType().IsExactType(cel.BoolType) {
-		return nil, fmt.Errorf("the expression gives %s, not bool", ast.OutputType())
+		return nil, nil, fmt.Errorf("the expression gives %s, not bool", ast.OutputType())
 	}
 	prg, err := env.Program(ast, cel.CostLimit(CostLimit))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return prg, nil
+	partial, err := env.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptPartialEval))
+	if err != nil {
+		return nil, nil, err
+	}
+	return prg, partial, nil
 }
 
 // The methods rules govern, and what names what they use.
@@ -233,16 +243,7 @@ func (a *Authorizer) Decide(r Request) Decision {
 	var d Decision
 	var activation map[string]any
 	for _, rule := range a.rules {
-		var names []string
-		switch r.Method {
-		case MethodToolsCall:
-			names = rule.Tools
-		case MethodPromptsGet:
-			names = rule.Prompts
-		case MethodResourcesRead, MethodResourcesSubscribe:
-			names = rule.Resources
-		}
-		if !matchesAny(names, r.Name) {
+		if !matchesAny(rule.names(r.Method), r.Name) {
 			continue
 		}
 		if rule.when != nil {
@@ -339,4 +340,131 @@ func MissingScopes(want []string, claims map[string]any) []string {
 		return nil
 	}
 	return missingScopes(want, Scopes(claims))
+}
+
+// Lists: which items of a tools/list, prompts/list, resources/list or
+// resources/templates/list result a caller sees. An item is listed when a
+// call to it would not be answered as unknown: a rule names it and its
+// condition can hold for some call, whatever the call's arguments. The
+// scopes a rule needs do not hide an item: a call without them is answered
+// 403 insufficient_scope, for the client to step up, which tells the tool
+// exists.
+
+// The list methods, and the method a listed item is used by.
+const (
+	MethodToolsList             = "tools/list"
+	MethodPromptsList           = "prompts/list"
+	MethodResourcesList         = "resources/list"
+	MethodResourceTemplatesList = "resources/templates/list"
+)
+
+// Lister decides, for one caller and one kind of item, which items of a
+// list he sees. It is made per list response and is not safe for
+// concurrent use.
+type Lister struct {
+	a      *Authorizer
+	method string // the governed method that uses the items
+	vars   map[string]any
+	// holds is each rule's condition when it does not depend on the
+	// item's name: 1 true, -1 false, 0 when it must be evaluated per item.
+	holds []int8
+	// Errors are conditions that could not be evaluated (they count as
+	// false), for the log.
+	Errors []error
+}
+
+// Lister returns the Lister of the items used by method (MethodToolsCall
+// for tools, MethodPromptsGet for prompts, MethodResourcesRead for
+// resources and resource templates) for one caller.
+func (a *Authorizer) Lister(method, user string, claims map[string]any) *Lister {
+	l := &Lister{a: a, method: method, holds: make([]int8, len(a.rules))}
+	request := map[string]any{"method": method}
+	l.vars = map[string]any{VarClaims: nonNil(claims), VarUser: user, VarRequest: request}
+	for i, rule := range a.rules {
+		switch {
+		case len(rule.names(method)) == 0:
+			l.holds[i] = -1
+		case rule.whenPartial == nil:
+			l.holds[i] = 1
+		default:
+			// The name and the arguments unknown: most conditions read
+			// neither, and are decided once for the whole list.
+			l.holds[i] = l.eval(rule, cel.AttributePattern(VarRequest).QualString("name"), cel.AttributePattern(VarRequest).QualString("arguments"))
+		}
+	}
+	return l
+}
+
+// Visible reports whether the caller sees the item of the given name (a
+// tool or prompt name, a resource URI or URI template).
+func (l *Lister) Visible(name string) bool {
+	for i, rule := range l.a.rules {
+		holds := l.holds[i]
+		if holds < 0 || !matchesAny(rule.names(l.method), name) {
+			continue
+		}
+		if holds == 0 {
+			request := l.vars[VarRequest].(map[string]any)
+			request["name"] = name
+			holds = l.eval(rule, cel.AttributePattern(VarRequest).QualString("arguments"))
+			delete(request, "name")
+		}
+		if holds > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// eval evaluates a rule's condition with the given parts of the request
+// unknown: 1 when it holds or may hold, -1 when it cannot, 0 when it
+// depends on a part of the name that is unknown.
+func (l *Lister) eval(rule compiledRule, unknown ...*cel.AttributePatternType) int8 {
+	vars, err := cel.PartialVars(l.vars, unknown...)
+	if err != nil {
+		l.Errors = append(l.Errors, fmt.Errorf("rule %s: %w", rule.Name, err))
+		return -1
+	}
+	out, _, err := rule.whenPartial.Eval(vars)
+	if err != nil {
+		l.Errors = append(l.Errors, fmt.Errorf("rule %s: %w", rule.Name, err))
+		return -1
+	}
+	if unk, ok := out.(*types.Unknown); ok {
+		if len(unknown) == 2 && dependsOnName(unk) {
+			return 0
+		}
+		return 1 // some arguments may make it hold
+	}
+	if ok, isBool := out.Value().(bool); isBool && ok {
+		return 1
+	}
+	return -1
+}
+
+// dependsOnName reports whether an unknown result waits on request.name.
+func dependsOnName(u *types.Unknown) bool {
+	for _, id := range u.IDs() {
+		trails, _ := u.GetAttributeTrails(id)
+		for _, trail := range trails {
+			// request itself, or request.name
+			if q := trail.QualifierPath(); len(q) == 0 || q[0] == "name" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// names returns what the rule names for method.
+func (r compiledRule) names(method string) []string {
+	switch method {
+	case MethodToolsCall:
+		return r.Tools
+	case MethodPromptsGet:
+		return r.Prompts
+	case MethodResourcesRead, MethodResourcesSubscribe:
+		return r.Resources
+	}
+	return nil
 }

@@ -35,7 +35,9 @@ func TestCompileRefusesWhatCannotBeEnforced(t *testing.T) {
 	}
 }
 
-func TestDecide(t *testing.T) {
+// testAuthorizer is the policy the decision and list tests share.
+func testAuthorizer(t *testing.T) *authz.Authorizer {
+	t.Helper()
 	a, err := authz.Compile(authz.Policy{Rules: []authz.Rule{
 		{Name: "readers", Tools: []string{"search_*", "get_issue"}, When: "'engineering' in claims.groups"},
 		{Name: "team-a-repos", Tools: []string{"create_issue"}, When: "request.arguments.repo.startsWith('team-a/')"},
@@ -48,6 +50,11 @@ func TestDecide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a
+}
+
+func TestDecide(t *testing.T) {
+	a := testAuthorizer(t)
 	engineer := map[string]any{"sub": "alice", "groups": []any{"engineering"}, "scope": "repo:read repo:admin"}
 	sales := map[string]any{"sub": "bob", "groups": []any{"sales"}, "scp": []any{"repo:read"}}
 	tests := []struct {
@@ -114,5 +121,83 @@ func TestAConditionPastItsCostLimitIsFalse(t *testing.T) {
 	d := a.Decide(authz.Request{User: "u", Claims: map[string]any{"items": items}, Method: "tools/call", Name: "t"})
 	if d.Allowed || len(d.Errors) != 1 || !strings.Contains(d.Errors[0].Error(), "cost") {
 		t.Errorf("Decide = %+v, want refused with a cost error", d)
+	}
+}
+
+// A list shows each caller what a call would not answer as unknown: what a
+// rule names whose condition holds for some arguments, whatever scopes it
+// needs.
+func TestListerShowsWhatACallWouldNotAnswerAsUnknown(t *testing.T) {
+	a := testAuthorizer(t)
+	engineer := map[string]any{"sub": "alice", "groups": []any{"engineering"}}
+	sales := map[string]any{"sub": "bob", "groups": []any{"sales"}}
+	tests := []struct {
+		name    string
+		claims  map[string]any
+		method  string
+		visible []string
+		hidden  []string
+	}{
+		{"tools, engineering", engineer, authz.MethodToolsCall,
+			[]string{"search_code", "get_issue", "create_issue", "delete_repo", "github/list_prs"},
+			[]string{"launch_missiles", "whoami", "review_code"}}, // whoami: user is "bob" below, not alice's sub
+		{"tools, sales", sales, authz.MethodToolsCall,
+			[]string{"create_issue", "delete_repo", "github/list_prs", "whoami"},
+			[]string{"search_code", "get_issue", "launch_missiles"}},
+		{"prompts", sales, authz.MethodPromptsGet, []string{"review_code"}, []string{"search_code", "summarize"}},
+		{"resources", sales, authz.MethodResourcesRead, []string{"file:///docs/a.md", "file:///docs/{path}"}, []string{"file:///etc/passwd"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := a.Lister(tt.method, "bob", tt.claims)
+			for _, name := range tt.visible {
+				if !l.Visible(name) {
+					t.Errorf("%s is hidden, want it listed", name)
+				}
+			}
+			for _, name := range tt.hidden {
+				if l.Visible(name) {
+					t.Errorf("%s is listed, want it hidden", name)
+				}
+			}
+			if len(l.Errors) != 0 {
+				t.Errorf("Errors = %v", l.Errors)
+			}
+		})
+	}
+}
+
+// A condition over the name is decided per item; one over the claims once
+// per list; one that cannot be evaluated hides what it governs, and says so.
+func TestListerConditions(t *testing.T) {
+	a, err := authz.Compile(authz.Policy{Rules: []authz.Rule{
+		{Name: "safe", Tools: []string{"*"}, When: "request.name.startsWith('safe_') && 'dev' in claims.groups"},
+		{Name: "whole-request", Tools: []string{"whole_*"}, When: "request.method == 'tools/call' && size(request) >= 2"},
+		{Name: "broken", Tools: []string{"broken"}, When: "claims.missing == 'x'"},
+		{Name: "args-or-claims", Tools: []string{"either"}, When: "claims.sub == 'root' || request.arguments.force == true"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := a.Lister(authz.MethodToolsCall, "u", map[string]any{"sub": "u", "groups": []any{"dev"}})
+	ops := a.Lister(authz.MethodToolsCall, "u", map[string]any{"sub": "u", "groups": []any{"ops"}})
+	for _, c := range []struct {
+		l    *authz.Lister
+		name string
+		want bool
+	}{
+		{dev, "safe_read", true},
+		{dev, "unsafe_write", false},
+		{ops, "safe_read", false},
+		{dev, "whole_thing", true},
+		{dev, "either", true}, // some arguments let it through
+		{dev, "broken", false},
+	} {
+		if got := c.l.Visible(c.name); got != c.want {
+			t.Errorf("Visible(%q) = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if len(dev.Errors) != 1 || !strings.Contains(dev.Errors[0].Error(), "rule broken") {
+		t.Errorf("Errors = %v, want the broken rule's", dev.Errors)
 	}
 }

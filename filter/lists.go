@@ -1,0 +1,479 @@
+package filter
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/toolgate/toolgate/filter/authz"
+)
+
+// Filtered lists. With authorization, the results of tools/list,
+// prompts/list, resources/list and resources/templates/list show each
+// caller only what a call would not answer as unknown (authz.Lister). The
+// filter rewrites the responses that can carry them: those to a POST that
+// holds a list request, and every GET event stream (a resumed stream
+// replays responses, and the legacy SSE transport sends them all there).
+// Any JSON-RPC response there whose result has a tools, prompts, resources
+// or resourceTemplates array gets the array filtered, whichever id it
+// answers; everything else passes byte for byte. Cursors pass untouched:
+// each page is filtered on its own. A filtered result that says how widely
+// it may be cached (MCP 2026-07-28's cacheScope) is marked private: another
+// caller may see another list.
+//
+// What cannot be read is not forwarded: a JSON body past
+// maxListResponseBytes or that is not JSON gets 502; an event stream that
+// sends such an event is cut.
+
+// maxListResponseBytes bounds a JSON response, or one event of a stream,
+// that the filter reads to filter a list.
+const maxListResponseBytes = 32 << 20
+
+// listKind is one kind of listed item: the result key that holds them, the
+// method that uses one, and the item key that names it.
+type listKind struct {
+	key, method, nameKey string
+}
+
+var listKinds = [...]listKind{
+	{"tools", authz.MethodToolsCall, "name"},
+	{"prompts", authz.MethodPromptsGet, "name"},
+	{"resources", authz.MethodResourcesRead, "uri"},
+	{"resourceTemplates", authz.MethodResourcesRead, "uriTemplate"},
+}
+
+// isListMethod reports whether a request's result lists items.
+func isListMethod(method []byte) bool {
+	switch string(method) {
+	case authz.MethodToolsList, authz.MethodPromptsList, authz.MethodResourcesList, authz.MethodResourceTemplatesList:
+		return true
+	}
+	return false
+}
+
+// hasListRequest reports whether a request holds a list request.
+func hasListRequest(in inspection) bool {
+	for i := range in.messages {
+		if m := &in.messages[i]; m.hasMethod && m.id != nil && isListMethod(m.method) {
+			return true
+		}
+	}
+	return false
+}
+
+// listFilter filters the lists of one response for one caller.
+type listFilter struct {
+	f       *Filter
+	who     caller
+	listers [len(listKinds)]*authz.Lister // made on first use
+}
+
+// rewrite returns a JSON-RPC message, or a batch of them, with its list
+// results filtered, and whether it changed. data must be JSON.
+func (lf *listFilter) rewrite(data []byte) ([]byte, bool, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] == '[' {
+		var batch []json.RawMessage
+		if err := json.Unmarshal(data, &batch); err != nil {
+			return nil, false, err
+		}
+		changed := false
+		for i, m := range batch {
+			out, c, err := lf.rewriteMessage(m)
+			if err != nil {
+				return nil, false, err
+			}
+			batch[i], changed = out, changed || c
+		}
+		if !changed {
+			return data, false, nil
+		}
+		out, err := json.Marshal(batch)
+		return out, true, err
+	}
+	return lf.rewriteMessage(data)
+}
+
+func (lf *listFilter) rewriteMessage(data []byte) ([]byte, bool, error) {
+	if !json.Valid(data) {
+		return nil, false, errors.New("not JSON")
+	}
+	var msg map[string]json.RawMessage
+	if json.Unmarshal(data, &msg) != nil {
+		return data, false, nil // not an object: no result to filter
+	}
+	raw, ok := msg["result"]
+	if _, isRequest := msg["method"]; !ok || isRequest {
+		return data, false, nil
+	}
+	var result map[string]json.RawMessage
+	if json.Unmarshal(raw, &result) != nil {
+		return data, false, nil
+	}
+	changed := false
+	for k, kind := range listKinds {
+		items, ok := result[kind.key]
+		if !ok {
+			continue
+		}
+		var list []json.RawMessage
+		if json.Unmarshal(items, &list) != nil {
+			continue // not a list: no client reads items from it
+		}
+		if lf.listers[k] == nil {
+			lf.listers[k] = lf.f.authz.Lister(kind.method, lf.who.user, lf.who.claims)
+		}
+		l := lf.listers[k]
+		kept := list[:0]
+		for _, item := range list {
+			if l.Visible(itemName(item, kind.nameKey)) {
+				kept = append(kept, item)
+			}
+		}
+		if hidden := len(list) - len(kept); hidden > 0 {
+			lf.f.metrics.hidden.Add(float64(hidden))
+		}
+		for _, err := range l.Errors {
+			lf.f.shared.logger.Warn("an authorization condition could not be evaluated for a list; it counts as false",
+				"server", lf.f.server, "user", lf.who.user, "error", err)
+		}
+		l.Errors = nil
+		if kept == nil {
+			kept = []json.RawMessage{}
+		}
+		if result[kind.key], ok = marshalRaw(kept); !ok {
+			return nil, false, errors.New("cannot encode the filtered list")
+		}
+		changed = true
+	}
+	if !changed {
+		return data, false, nil
+	}
+	_, scoped := result["cacheScope"]
+	_, ttl := result["ttlMs"]
+	if scoped || ttl {
+		result["cacheScope"] = json.RawMessage(`"private"`)
+	}
+	var ok2 bool
+	if msg["result"], ok2 = marshalRaw(result); !ok2 {
+		return nil, false, errors.New("cannot encode the filtered result")
+	}
+	out, err := json.Marshal(msg)
+	return out, true, err
+}
+
+func marshalRaw(v any) (json.RawMessage, bool) {
+	b, err := json.Marshal(v)
+	return b, err == nil
+}
+
+// itemName returns the string an item is named by under key, "" when it
+// has none: such an item is listed to no one.
+func itemName(item json.RawMessage, key string) string {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(item, &fields) != nil {
+		return ""
+	}
+	var name string
+	if json.Unmarshal(fields[key], &name) != nil {
+		return ""
+	}
+	return name
+}
+
+// listWriter filters the lists of a response on its way to the client.
+// Finish must be called when the next handler has returned.
+type listWriter struct {
+	http.ResponseWriter
+	lf     listFilter
+	mode   listMode
+	status int
+	buf    []byte
+	// tooLarge says a JSON body passed maxListResponseBytes; the rest is
+	// discarded and the client gets 502.
+	tooLarge bool
+	// cut says the event stream was cut; nothing more is written.
+	cut error
+}
+
+type listMode uint8
+
+const (
+	modeUndecided listMode = iota
+	modePass               // not a response that can hold a list
+	modeBuffered           // a body read whole, then filtered
+	modeEvents             // an event stream, filtered event by event
+)
+
+func (w *listWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *listWriter) WriteHeader(code int) {
+	if w.mode != modeUndecided {
+		return
+	}
+	if code >= 100 && code < 200 {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	h := w.Header()
+	mediaType, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	switch {
+	case code < 200 || code >= 300:
+		w.mode = modePass // an error: no result
+	case mediaType == "text/event-stream":
+		w.mode = modeEvents
+	default:
+		w.mode, w.status = modeBuffered, code
+		return // written by Finish, with the filtered length
+	}
+	if w.mode == modeEvents || codingOf(h) != "" {
+		// Event lengths change; a compressed stream is cut at its
+		// first event below.
+		h.Del("Content-Length")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// codingOf returns the response's content coding, "" for identity.
+func codingOf(h http.Header) string {
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return c
+			}
+		}
+	}
+	return ""
+}
+
+func (w *listWriter) Write(p []byte) (int, error) {
+	if w.mode == modeUndecided {
+		w.WriteHeader(http.StatusOK)
+	}
+	switch w.mode {
+	case modeBuffered:
+		if w.tooLarge || len(w.buf)+len(p) > maxListResponseBytes {
+			w.tooLarge, w.buf = true, nil
+			return len(p), nil
+		}
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	case modeEvents:
+		if w.cut != nil {
+			return 0, w.cut
+		}
+		if c := codingOf(w.Header()); c != "" {
+			return 0, w.cutStream(fmt.Errorf("the event stream is encoded (%s)", c))
+		}
+		w.buf = append(w.buf, p...)
+		if err := w.writeEvents(); err != nil {
+			return 0, w.cutStream(err)
+		}
+		if len(w.buf) > maxListResponseBytes {
+			return 0, w.cutStream(fmt.Errorf("an event exceeds %d bytes", maxListResponseBytes))
+		}
+		return len(p), nil
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// cutStream stops an event stream the filter cannot read: the next handler
+// gets err from its write and gives up.
+func (w *listWriter) cutStream(err error) error {
+	w.cut = fmt.Errorf("filter: the backend's event stream was cut: %w", err)
+	w.buf = nil
+	w.lf.f.shared.logger.Warn("cut an event stream whose lists could not be filtered",
+		"server", w.lf.f.server, "user", w.lf.who.user, "error", err)
+	return w.cut
+}
+
+// writeEvents writes the complete events in buf, filtered, and keeps the
+// incomplete rest.
+func (w *listWriter) writeEvents() error {
+	start := 0
+	for {
+		n := eventLength(w.buf[start:])
+		if n == 0 {
+			break
+		}
+		event := w.buf[start : start+n]
+		out, err := w.lf.rewriteEvent(event)
+		if err != nil {
+			return err
+		}
+		if _, err := w.ResponseWriter.Write(out); err != nil {
+			return err
+		}
+		start += n
+	}
+	if start > 0 {
+		w.buf = append(w.buf[:0], w.buf[start:]...)
+	}
+	return nil
+}
+
+func (w *listWriter) FlushError() error {
+	if w.mode == modeUndecided {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.mode == modeBuffered {
+		return nil // written whole by Finish
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *listWriter) Flush() { _ = w.FlushError() }
+
+// Finish writes a buffered response, filtered. What remains of an event
+// stream is an event without its end, which no client dispatches: it is
+// dropped.
+func (w *listWriter) Finish() {
+	if w.mode != modeBuffered {
+		return
+	}
+	h := w.Header()
+	body, status := w.buf, w.status
+	if len(body) > 0 {
+		mediaType, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+		var problem string
+		switch {
+		case w.tooLarge:
+			problem = fmt.Sprintf("exceeds %d bytes", maxListResponseBytes)
+		case codingOf(h) != "":
+			problem = "is encoded (" + codingOf(h) + ")"
+		case mediaType != "application/json":
+			problem = "is not JSON (Content-Type " + strconv.Quote(h.Get("Content-Type")) + ")"
+		default:
+			out, _, err := w.lf.rewrite(body)
+			if err != nil {
+				problem = "cannot be read: " + err.Error()
+			}
+			body = out
+		}
+		if problem != "" {
+			w.lf.f.shared.logger.Warn("refused a backend response whose lists could not be filtered",
+				"server", w.lf.f.server, "user", w.lf.who.user, "problem", problem)
+			h.Del("Content-Encoding")
+			w.lf.f.refuse(w.ResponseWriter, http.StatusBadGateway, reasonListUnreadable, nil, CodeInternalError,
+				"Bad Gateway: the server's response "+problem+"; the gateway cannot filter its lists")
+			return
+		}
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.ResponseWriter.WriteHeader(status)
+	_, _ = w.ResponseWriter.Write(body) //nolint:gosec // the backend's JSON, filtered
+}
+
+// eventLength returns the length of the first complete event of an event
+// stream (text/event-stream: lines ended by CRLF, LF or CR; an empty line
+// ends an event), 0 when b holds none yet.
+func eventLength(b []byte) int {
+	lineStart := 0
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c != '\n' && c != '\r' {
+			continue
+		}
+		end := i + 1
+		if c == '\r' && end < len(b) && b[end] == '\n' {
+			// A CR last in b ends its line, as it does for a client; an LF
+			// that follows it later reads as an empty event, passed on as
+			// it is.
+			end++
+		}
+		if i == lineStart {
+			return end // an empty line
+		}
+		i, lineStart = end-1, end
+	}
+	return 0
+}
+
+// rewriteEvent returns an event with the list results of its data
+// filtered: the same bytes when nothing changed, else its other fields and
+// one data line.
+func (lf *listFilter) rewriteEvent(event []byte) ([]byte, error) {
+	var data []byte
+	dataLines := 0
+	for line := range eventLines(event) {
+		value, ok := dataValue(line)
+		if !ok {
+			continue
+		}
+		if dataLines > 0 {
+			data = append(data, '\n')
+		}
+		data = append(data, value...)
+		dataLines++
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return event, nil // a priming event, a comment, a retry
+	}
+	out, changed, err := lf.rewrite(data)
+	if err != nil {
+		return nil, fmt.Errorf("an event's data cannot be read: %w", err)
+	}
+	if !changed {
+		return event, nil
+	}
+	rewritten := make([]byte, 0, len(out)+64)
+	wroteData := false
+	for line := range eventLines(event) {
+		if _, ok := dataValue(line); ok {
+			if !wroteData {
+				rewritten = append(append(append(rewritten, "data: "...), out...), '\n')
+				wroteData = true
+			}
+			continue
+		}
+		rewritten = append(append(rewritten, line...), '\n')
+	}
+	return append(rewritten, '\n'), nil
+}
+
+// eventLines yields the lines of an event, without their ends, up to the
+// empty line that ends it.
+func eventLines(event []byte) func(yield func([]byte) bool) {
+	return func(yield func([]byte) bool) {
+		for len(event) > 0 {
+			i := bytes.IndexAny(event, "\r\n")
+			if i <= 0 {
+				return // the empty line, or no end
+			}
+			line := event[:i]
+			next := i + 1
+			if event[i] == '\r' && next < len(event) && event[next] == '\n' {
+				next++
+			}
+			if !yield(line) {
+				return
+			}
+			event = event[next:]
+		}
+	}
+}
+
+// dataValue returns the value of a data field line (SSE: "data", then
+// optionally a colon and one space to skip).
+func dataValue(line []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(line, []byte("data"))
+	if !ok {
+		return nil, false
+	}
+	if len(rest) == 0 {
+		return rest, true
+	}
+	if rest[0] != ':' {
+		return nil, false // another field, such as "database"
+	}
+	rest = rest[1:]
+	if len(rest) > 0 && rest[0] == ' ' {
+		rest = rest[1:]
+	}
+	return rest, true
+}
