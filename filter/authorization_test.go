@@ -3,6 +3,7 @@ package filter_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +162,24 @@ func TestAHiddenResourceIsNotFoundInEachGenerationsWords(t *testing.T) {
 				t.Error("the backend saw the refused read")
 			}
 		})
+	}
+}
+
+// The legacy HTTP+SSE transport's client reads answers from its event
+// stream only: a refused message posted to it gets HTTP 403, which it sees.
+func TestARefusalOnTheLegacyTransportIsAnHTTPError(t *testing.T) {
+	iss := newIssuer(t)
+	h := newHarness(t, filter.Policy{Server: testServer, Auth: iss.auth(), Authorization: &authz.Policy{Rules: []authz.Rule{
+		{Name: "search", Tools: []string{"search"}},
+	}}})
+	token := iss.token(t, "bob")
+	for target, want := range map[string]int{"/mcp?sessionId=abc": http.StatusForbidden, "/mcp?session=abc": http.StatusOK} {
+		r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(call(1, "launch")))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+token)
+		w := h.serve(r)
+		if w.Code != want || decodeError(t, w).Error.Code != filter.CodeInvalidParams {
+			t.Errorf("POST %s: status %d, body %s; want %d with invalid params", target, w.Code, w.Body, want)
+		}
 	}
 }

@@ -387,21 +387,38 @@ func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection
 			f.shared.logger.Warn("an authorization condition could not be evaluated; it counts as false",
 				"server", f.server, "user", who.user, "tool", req.Name, "error", err)
 		}
+		status := http.StatusOK
+		if legacySSEMessage(r) {
+			// The legacy transport's client reads answers from its event
+			// stream only and takes a 2xx as accepted: an HTTP error is
+			// what it can see.
+			status = http.StatusForbidden
+		}
 		switch {
 		case d.Allowed:
 			continue
 		case len(d.MissingScopes) > 0:
 			f.refuseScopes(w, r, d.MissingScopes, m.id)
 		case req.Method == methodPromptsGet:
-			f.refuse(w, http.StatusOK, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown prompt: "+req.Name)
+			f.refuse(w, status, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown prompt: "+req.Name)
 		case req.Method == methodToolsCall:
-			f.refuse(w, http.StatusOK, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown tool: "+req.Name)
+			f.refuse(w, status, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown tool: "+req.Name)
 		default:
-			f.refuseResource(w, r, m)
+			f.refuseResource(w, r, m, status)
 		}
 		return false
 	}
 	return true
+}
+
+// legacySSEMessage reports whether r is a message POSTed on the legacy
+// HTTP+SSE transport (2024-11-05), which names its session in the query.
+func legacySSEMessage(r *http.Request) bool {
+	if !strings.Contains(r.URL.RawQuery, "ession") {
+		return false
+	}
+	q := r.URL.Query()
+	return q.Has("sessionId") || q.Has("sessionid") || q.Has("session_id")
 }
 
 // demand adds one token to the bucket id, merging the demands of a batch on

@@ -411,8 +411,11 @@ func (lf *listFilter) rewriteEvent(event []byte) ([]byte, error) {
 		data = append(data, value...)
 		dataLines++
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return event, nil // a priming event, a comment, a retry
+	if trimmed := bytes.TrimSpace(data); len(trimmed) == 0 || trimmed[0] != '{' && trimmed[0] != '[' {
+		// A priming event, a comment, a retry, the legacy transport's
+		// endpoint: nothing a client reads as JSON-RPC. What starts as
+		// JSON must be JSON, all of it.
+		return event, nil
 	}
 	out, changed, err := lf.rewrite(data)
 	if err != nil {

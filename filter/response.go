@@ -171,7 +171,7 @@ func speaksStateless(r *http.Request, m *message) bool {
 // as a server answers one for a resource it does not have: on the
 // stateless protocol CodeInvalidParams (SEP-2164), before it
 // CodeResourceNotFound; both with data.uri.
-func (f *Filter) refuseResource(w http.ResponseWriter, r *http.Request, m *message) {
+func (f *Filter) refuseResource(w http.ResponseWriter, r *http.Request, m *message, status int) {
 	code := CodeResourceNotFound
 	if speaksStateless(r, m) {
 		code = CodeInvalidParams
@@ -182,7 +182,7 @@ func (f *Filter) refuseResource(w http.ResponseWriter, r *http.Request, m *messa
 	b = appendErrorObject(b, m.id, code, "Resource not found")
 	b = append(b[:len(b)-2], `,"data":{"uri":`...) // before the closing "}}"
 	b = append(b, uri...)
-	writeJSON(w, http.StatusOK, append(b, "}}}"...))
+	writeJSON(w, status, append(b, "}}}"...))
 }
 
 // firstToolCall is the batch's first tools/call, or nil.

@@ -1,11 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"mime"
 	"net/http"
+	"path"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/testgateway"
 )
@@ -93,6 +103,188 @@ func TestAuthorizationRulesDecideWhoMayCallWhichTool(t *testing.T) {
 			}
 			if tt.wantStatus == http.StatusForbidden && !strings.Contains(res.Header.Get("WWW-Authenticate"), `scope="tools:admin"`) {
 				t.Errorf("WWW-Authenticate %q does not name the scope to step up to", res.Header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+}
+
+// listsBackend is an MCP server of four tools, two prompts and two
+// resources, served over one of go-sdk's transports.
+func listsBackend(t *testing.T, transport string) string {
+	t.Helper()
+	server := mcp.NewServer(&mcp.Implementation{Name: "lists-backend", Version: "v1.0.0"}, nil)
+	for _, tool := range []string{"search_code", "create_issue", "delete_repo", "launch"} {
+		mcp.AddTool(server, &mcp.Tool{Name: tool}, func(context.Context, *mcp.CallToolRequest, map[string]any) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+		})
+	}
+	for _, prompt := range []string{"review_code", "summarize"} {
+		server.AddPrompt(&mcp.Prompt{Name: prompt}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "p"}}}}, nil
+		})
+	}
+	for _, uri := range []string{"file:///docs/guide.md", "file:///secrets/keys.txt"} {
+		server.AddResource(&mcp.Resource{URI: uri, Name: path.Base(uri)}, func(_ context.Context, r *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: r.Params.URI, Text: "text"}}}, nil
+		})
+	}
+	var h http.Handler
+	switch transport {
+	case "sse":
+		h = mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return server }, nil)
+	default:
+		opts := &mcp.StreamableHTTPOptions{Stateless: strings.HasPrefix(transport, "stateless"), JSONResponse: strings.HasSuffix(transport, "json")}
+		h = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, opts)
+	}
+	return serveOnLoopback(t, h)
+}
+
+// listsAuthorization lets engineers search, team a create issues, admins
+// (by scope) delete; it shows the review prompts and the docs.
+const listsAuthorization = `  authorization:
+    rules:
+    - name: engineers
+      tools: ["search_*"]
+      when: "'engineering' in claims.groups"
+    - name: team-a
+      tools: [create_issue]
+      when: "request.arguments.repo.startsWith('team-a/')"
+    - name: admins
+      tools: [delete_repo]
+      scopes: ["repo:admin"]
+    - name: reviews
+      prompts: ["review_*"]
+    - name: docs
+      resources: ["file:///docs/*"]
+`
+
+// contentTypes records the media type of each MCP response a client gets.
+type contentTypes struct {
+	mu    sync.Mutex
+	seen  map[string]bool
+	token string
+}
+
+func (c *contentTypes) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+c.token)
+	res, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil {
+		mediaType, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
+		c.mu.Lock()
+		c.seen[mediaType] = true
+		c.mu.Unlock()
+	}
+	return res, err
+}
+
+// Two users with different claims list different tools, prompts and
+// resources, through go-sdk's client, on every transport and protocol
+// generation go-sdk serves: stateless (2026-07-28) and session-based
+// (2025-11-25) streamable HTTP, each with JSON and event-stream responses,
+// and the legacy SSE transport, whose responses all come on its GET
+// stream. A tool hidden from a caller is unknown to him when he calls it.
+func TestEachCallerListsWhatHeMayUse(t *testing.T) {
+	issuer, _ := startIssuer(t)
+	token := func(user string, extra map[string]any) string {
+		tok, err := issuer.TokenWithClaims(user, "limits", extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	users := []struct {
+		name, token       string
+		tools             string
+		prompts, resource string
+	}{
+		// delete_repo needs a scope neither holds: listed, for a step up.
+		{"engineer", token("alice", map[string]any{"groups": []string{"engineering"}}), "create_issue,delete_repo,search_code", "review_code", "file:///docs/guide.md"},
+		{"sales", token("bob", map[string]any{"groups": []string{"sales"}}), "create_issue,delete_repo", "review_code", "file:///docs/guide.md"},
+	}
+	for _, tc := range []struct {
+		transport, version, mediaType string
+	}{
+		{"stateless", "2026-07-28", "text/event-stream"},
+		{"stateless-json", "2026-07-28", "application/json"},
+		{"stateful", "2025-11-25", "text/event-stream"},
+		{"stateful-json", "2025-11-25", "application/json"},
+		{"sse", "2024-11-05", "text/event-stream"},
+	} {
+		t.Run(tc.transport, func(t *testing.T) {
+			backend := listsBackend(t, tc.transport)
+			g := testgateway.Start(t, func(port int) string {
+				return testgateway.Config(port, backend, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+listsAuthorization)
+			})
+			for _, u := range users {
+				t.Run(u.name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+					defer cancel()
+					seen := &contentTypes{seen: map[string]bool{}, token: u.token}
+					httpClient := &http.Client{Transport: seen}
+					var transport mcp.Transport = &mcp.StreamableClientTransport{Endpoint: g.URL, HTTPClient: httpClient}
+					if tc.transport == "sse" {
+						transport = &mcp.SSEClientTransport{Endpoint: g.URL, HTTPClient: httpClient}
+					}
+					var opts *mcp.ClientSessionOptions
+					if tc.version != "2026-07-28" {
+						opts = &mcp.ClientSessionOptions{ProtocolVersion: tc.version}
+					}
+					cs, err := mcp.NewClient(&mcp.Implementation{Name: "lists-client", Version: "v1.0.0"}, nil).Connect(ctx, transport, opts)
+					if err != nil {
+						t.Fatalf("connect: %v", err)
+					}
+					defer func() { _ = cs.Close() }()
+					if got := cs.InitializeResult().ProtocolVersion; got != tc.version {
+						t.Errorf("protocol %s, want %s", got, tc.version)
+					}
+					tools, err := cs.ListTools(ctx, nil)
+					if err != nil {
+						t.Fatalf("list tools: %v", err)
+					}
+					var names []string
+					for _, tool := range tools.Tools {
+						names = append(names, tool.Name)
+					}
+					slices.Sort(names)
+					if tc.version == "2026-07-28" && tools.GetCacheScope() != "private" {
+						// go-sdk's server marks its lists public.
+						t.Errorf("the filtered list's cacheScope is %q, want private", tools.GetCacheScope())
+					}
+					if got := strings.Join(names, ","); got != u.tools {
+						t.Errorf("tools %s, want %s", got, u.tools)
+					}
+					prompts, err := cs.ListPrompts(ctx, nil)
+					if err != nil || len(prompts.Prompts) != 1 || prompts.Prompts[0].Name != u.prompts {
+						t.Errorf("prompts %v (%v), want %s", prompts, err, u.prompts)
+					}
+					resources, err := cs.ListResources(ctx, nil)
+					if err != nil || len(resources.Resources) != 1 || resources.Resources[0].URI != u.resource {
+						t.Errorf("resources %v (%v), want %s", resources, err, u.resource)
+					}
+					if !seen.seen[tc.mediaType] {
+						t.Errorf("the client saw responses of %v, want %s among them", seen.seen, tc.mediaType)
+					}
+					if u.name != "sales" {
+						return
+					}
+					if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "create_issue", Arguments: map[string]any{"repo": "team-a/api"}}); err != nil {
+						t.Errorf("calling an allowed tool: %v", err)
+					}
+					// A tool hidden from the caller is unknown to him. The
+					// legacy transport's client sees answers on its stream
+					// only: it gets HTTP 403 (and go-sdk's closes).
+					_, hiddenErr := cs.CallTool(ctx, &mcp.CallToolParams{Name: "search_code", Arguments: map[string]any{}})
+					var rpcErr *jsonrpc.Error
+					switch {
+					case tc.transport == "sse":
+						if hiddenErr == nil || !strings.Contains(hiddenErr.Error(), "Forbidden") {
+							t.Errorf("calling a hidden tool: %v, want 403 Forbidden", hiddenErr)
+						}
+					case !errors.As(hiddenErr, &rpcErr) || rpcErr.Code != jsonrpc.CodeInvalidParams || !strings.Contains(rpcErr.Message, "search_code"):
+						t.Errorf("calling a hidden tool: %v, want invalid params naming it", hiddenErr)
+					}
+				})
 			}
 		})
 	}
