@@ -56,7 +56,7 @@ const serverCertLifetime = 365 * 24 * time.Hour
 
 // setupStream registers, on every replica, the publisher that translates
 // each change into snapshots and the server that streams them.
-func setupStream(mgr ctrl.Manager, opts Options) error {
+func setupStream(mgr ctrl.Manager, opts Options, memory *translate.PolicyMemory) error {
 	so := opts.Stream
 	if so.CA == nil {
 		return errors.New("the config stream needs a CA")
@@ -80,7 +80,7 @@ func setupStream(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	p := &publisher{
-		reader: mgr.GetCache(), admission: validator, hub: hub,
+		reader: mgr.GetCache(), admission: validator, hub: hub, memory: memory,
 		controllerName: opts.ControllerName, loopback: so.LoopbackEndpoints, log: opts.Logger,
 	}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
@@ -99,6 +99,7 @@ func setupStream(mgr ctrl.Manager, opts Options) error {
 type publisher struct {
 	reader         client.Reader
 	admission      *admission.Validator
+	memory         *translate.PolicyMemory
 	hub            *configstream.Hub
 	controllerName gwv1.GatewayController
 	loopback       bool
@@ -111,7 +112,7 @@ func (p *publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 		return reconcile.Result{}, err
 	}
 	out := translate.Translate(res, translate.Options{
-		ControllerName: p.controllerName, Admission: p.admission, LoopbackEndpoints: p.loopback,
+		ControllerName: p.controllerName, Admission: p.admission, LoopbackEndpoints: p.loopback, Memory: p.memory,
 	})
 	ours := map[string]bool{}
 	for _, c := range res.GatewayClasses {

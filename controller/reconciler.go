@@ -61,6 +61,9 @@ type Reconciler struct {
 	status      *statusWriter
 	opts        Options
 	log         *slog.Logger
+	// memory keeps invalid MCPServers' last valid policies, shared with
+	// the publisher so that status says what the snapshots serve.
+	memory *translate.PolicyMemory
 }
 
 // everything is the single work item: any event recomputes the whole state.
@@ -84,8 +87,9 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		admission:   validator,
 		status: &statusWriter{client: mgr.GetClient(), recorder: mgr.GetEventRecorder("toolgate-controller"), now: time.Now,
 			controllerName: opts.ControllerName},
-		opts: opts,
-		log:  opts.Logger,
+		opts:   opts,
+		log:    opts.Logger,
+		memory: translate.NewPolicyMemory(),
 	}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
@@ -105,7 +109,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	if opts.Stream != nil {
-		return setupStream(mgr, opts)
+		return setupStream(mgr, opts, r.memory)
 	}
 	return nil
 }
@@ -120,7 +124,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	params, classProblems := r.classParams(ctx, res)
 
 	// First pass: which Gateways are accepted, and so get a data plane.
-	opts := translate.Options{ControllerName: r.opts.ControllerName, Admission: r.admission}
+	opts := translate.Options{ControllerName: r.opts.ControllerName, Admission: r.admission, Memory: r.memory}
 	first := translate.Translate(res, opts)
 	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
 	var live []types.NamespacedName

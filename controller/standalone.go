@@ -60,7 +60,7 @@ func RunStandalone(ctx context.Context, opts StandaloneOptions) error {
 	if err != nil {
 		return err
 	}
-	s := &standalone{opts: opts, loader: loader, admission: validator}
+	s := &standalone{opts: opts, loader: loader, admission: validator, memory: translate.NewPolicyMemory()}
 	if err := s.reload(); err != nil {
 		return err
 	}
@@ -103,6 +103,7 @@ type standalone struct {
 	opts      StandaloneOptions
 	loader    *load.Loader
 	admission *admission.Validator
+	memory    *translate.PolicyMemory // keeps invalid MCPServers' last valid policies
 }
 
 func (s *standalone) reload() error {
@@ -111,6 +112,13 @@ func (s *standalone) reload() error {
 		return err
 	}
 	implicitGatewayClasses(res)
+	for _, m := range res.MCPServers {
+		if m.UID == "" {
+			// Files carry no UID: the name is the object's identity across
+			// reloads, for the memory of last valid policies.
+			m.UID = types.UID("standalone/" + m.Namespace + "/" + m.Name)
+		}
+	}
 	addresses := []gwv1.GatewayStatusAddress{{Type: ptr.To(gwv1.IPAddressType), Value: s.opts.ListenAddress}}
 	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
 	for _, gw := range res.Gateways {
@@ -120,7 +128,7 @@ func (s *standalone) reload() error {
 	// the gateway: loopback endpoints are allowed.
 	out := translate.Translate(res, translate.Options{
 		ListenAddress: s.opts.ListenAddress, Admission: s.admission,
-		LoopbackEndpoints: true,
+		LoopbackEndpoints: true, Memory: s.memory,
 	})
 	cfg := &gateway.Config{}
 	keys := make([]types.NamespacedName, 0, len(out.Gateways))

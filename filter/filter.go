@@ -43,6 +43,8 @@ type Filter struct {
 	// authz decides which tools a caller may call; nil lets everyone call
 	// every tool.
 	authz *authz.Authorizer
+	// auditArguments writes arguments' values into the audit trail.
+	auditArguments bool
 }
 
 // toolPolicy is one tool's limits, with the tool's name kept as the policy
@@ -74,6 +76,7 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		forwardAuthorization: policy.ForwardAuthorization,
 		resourceURL:          policy.ResourceURL,
 		scopes:               slices.Clone(policy.Scopes),
+		auditArguments:       policy.AuditArguments,
 	}
 	if policy.Auth != nil {
 		f.auth = newAuthenticator(shared, *policy.Auth)
@@ -134,6 +137,10 @@ const allowedMethods = "GET, POST, DELETE, OPTIONS"
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := h.filter
+	if t := f.startTrail(w, r); t != nil {
+		w = t
+		defer t.finish()
+	}
 	if wantsUpgrade(r.Header) {
 		// An upgraded connection carries bytes the filter never reads: MCP's
 		// transports never upgrade.
@@ -175,6 +182,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		who = c
+		if t := trailOf(w); t != nil {
+			t.user = who.user
+		}
 		if missing := authz.MissingScopes(f.scopes, who.claims); len(missing) > 0 {
 			// spec.auth.scopes are required of every request.
 			f.refuseScopes(w, r, missing, nil)
@@ -246,6 +256,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rerr.failed():
 		f.refuse(w, http.StatusBadRequest, reasonInvalidRequest, nil, rerr.code, rerr.message)
 	default:
+		if t := trailOf(w); t != nil {
+			t.capture(in, f.auditArguments)
+		}
 		allowed = f.check(w, r, in, who, sc)
 	}
 	filterLists := allowed && f.authz != nil && hasListRequest(in)
@@ -394,9 +407,17 @@ func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection
 			// what it can see.
 			status = http.StatusForbidden
 		}
-		switch {
-		case d.Allowed:
+		t := trailOf(w)
+		if d.Allowed {
+			if t != nil {
+				t.allowedBy(in, i, d.Rule)
+			}
 			continue
+		}
+		if t != nil {
+			t.refusedAt(in, i)
+		}
+		switch {
 		case len(d.MissingScopes) > 0:
 			f.refuseScopes(w, r, d.MissingScopes, m.id)
 		case req.Method == methodPromptsGet:
@@ -445,6 +466,9 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 	if errors.Is(err, limiter.ErrUnavailable) {
 		m.storeDuration[storeUnavailable].Observe(time.Since(start).Seconds())
 		m.failOpen.Inc()
+		if t := trailOf(w); t != nil {
+			t.degraded = true
+		}
 		decision, err = f.shared.fallback.Take(ctx, demands)
 	} else {
 		outcome := storeOK
@@ -494,6 +518,10 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 		refusing = mostConstrained(decision.Buckets)
 	}
 	m.rejected[reasonRateLimited].Inc()
+	noteRefusal(w, reasonRateLimited)
+	if t := trailOf(w); t != nil {
+		t.bucket = bucketName(scopes[refusing], demands[refusing].Bucket.Tool)
+	}
 	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
 	writeRateLimited(w, r, in, decision.RetryAfter)
 	return false

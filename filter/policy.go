@@ -51,6 +51,10 @@ type Policy struct {
 	// what no rule allows is refused. Nil lets every caller call every
 	// tool.
 	Authorization *authz.Policy `json:"authorization,omitempty"`
+	// AuditArguments writes the value of each tool call's and prompt's
+	// arguments into the audit trail; without it a record holds only their
+	// size and SHA-256.
+	AuditArguments bool `json:"auditArguments,omitempty"`
 }
 
 // ToolLimits are the buckets of one tool. At least one is set.

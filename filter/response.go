@@ -29,6 +29,7 @@ var authRetryAfterSeconds = strconv.Itoa(int(discoveryRetryDelay / time.Second))
 // and counts it.
 func (f *Filter) refuse(w http.ResponseWriter, status int, why reason, id []byte, code int, message string) {
 	f.metrics.rejected[why].Inc()
+	noteRefusal(w, why)
 	b := make([]byte, 0, 96+len(message))
 	b = appendErrorObject(b, id, code, message)
 	writeJSON(w, status, b)
@@ -177,6 +178,7 @@ func (f *Filter) refuseResource(w http.ResponseWriter, r *http.Request, m *messa
 		code = CodeInvalidParams
 	}
 	f.metrics.rejected[reasonNotAllowed].Inc()
+	noteRefusal(w, reasonNotAllowed)
 	uri, _ := json.Marshal(string(m.name)) // a string always marshals
 	b := make([]byte, 0, 128+2*len(uri))
 	b = appendErrorObject(b, m.id, code, "Resource not found")

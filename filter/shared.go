@@ -15,6 +15,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/toolgate/toolgate/filter/audit"
 	"github.com/toolgate/toolgate/filter/limiter"
 )
 
@@ -111,6 +112,17 @@ type SharedOptions struct {
 	// Now is the clock KeyRefreshInterval is measured by; time.Now when
 	// nil. Tests set it to move time.
 	Now func() time.Time
+	// Audit, when set, receives one record per decision (audit.Record).
+	Audit *audit.Log
+	// Origin names the gateway, route and client of a request for the
+	// audit trail; when nil, only the client, as the peer's address.
+	Origin func(*http.Request) Origin
+}
+
+// Origin is where a request came from, as the server in front of the filter
+// knows it.
+type Origin struct {
+	Gateway, Route, Client string
 }
 
 // Shared holds what outlives a configuration: the bucket store and its local
@@ -130,6 +142,8 @@ type Shared struct {
 	bodyTimeout               time.Duration
 	logger                    *slog.Logger
 	metrics                   *metrics
+	audit                     *audit.Log
+	origin                    func(*http.Request) Origin
 	oidcCtx                   context.Context // carries the HTTP client; never cancelled
 	tokens                    *tokenCache
 
@@ -157,6 +171,8 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 		maxBatch:     cmpOr(opts.MaxBatch, DefaultMaxBatch),
 		bodyTimeout:  cmpOr(opts.BodyTimeout, DefaultBodyTimeout),
 		logger:       opts.Logger,
+		audit:        opts.Audit,
+		origin:       opts.Origin,
 		keySets:      map[string]*keySet{},
 		discoveries:  map[string]*discovery{},
 	}

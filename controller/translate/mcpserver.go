@@ -33,38 +33,59 @@ const (
 )
 
 func (t *translator) translateMCPServers() {
+	live := map[types.UID]bool{}
 	for _, m := range sortedByAge(t.res.MCPServers) {
 		nn := key(m)
 		gen := m.Generation
+		live[m.UID] = true
 		status := &v1alpha1.MCPServerStatus{ObservedGeneration: gen}
 		t.out.Status.MCPServers[nn] = status
 
 		if err := t.admit(m); err != nil {
 			// The object breaks the CRD's rules (stored before a rule
 			// existed, or written around admission): say which.
-			status.Conditions = []metav1.Condition{
-				condition(v1alpha1.ConditionAccepted, false, ReasonInvalid, err.Error(), gen),
-				condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonInvalid, err.Error(), gen),
-			}
+			status.Conditions = t.invalidMCPServer(m, err, nil)
 			continue
 		}
 		policy := policyFor(m)
 		if err := policy.Validate(); err != nil {
-			status.Conditions = []metav1.Condition{
-				condition(v1alpha1.ConditionAccepted, false, ReasonInvalid, err.Error(), gen),
-				condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonInvalid, err.Error(), gen),
-			}
+			var authzErr error
 			if policy.Authorization != nil {
-				if _, aerr := authz.Compile(*policy.Authorization); aerr != nil {
-					status.Conditions = append(status.Conditions, condition(v1alpha1.ConditionAuthorizationValid, false, ReasonInvalid,
-						aerr.Error()+": fix the expression; until then the MCPServer serves nothing (its routes answer 500)", gen))
-				}
+				_, authzErr = authz.Compile(*policy.Authorization)
 			}
+			status.Conditions = t.invalidMCPServer(m, err, authzErr)
 			continue
 		}
+		t.opts.Memory.remember(m.UID, gen, policy)
 		t.out.Policies[nn] = policy
 		t.valid = append(t.valid, m)
 	}
+	t.opts.Memory.retain(live)
+}
+
+// invalidMCPServer returns the conditions of an MCPServer whose spec
+// cannot be applied (err; authzErr when its authorization is at fault), and
+// keeps its last valid policy serving when the memory holds one.
+func (t *translator) invalidMCPServer(m *v1alpha1.MCPServer, err, authzErr error) []metav1.Condition {
+	gen := m.Generation
+	consequence := "until it is fixed the MCPServer serves nothing (its routes answer 500)"
+	if prev, prevGen, ok := t.opts.Memory.last(m.UID); ok {
+		t.out.Policies[key(m)] = prev
+		consequence = "until it is fixed the last valid policy keeps serving"
+		if prevGen > 0 {
+			consequence = fmt.Sprintf("until it is fixed the policy of generation %d keeps serving", prevGen)
+		}
+	}
+	message := err.Error() + "; " + consequence
+	conditions := []metav1.Condition{
+		condition(v1alpha1.ConditionAccepted, false, ReasonInvalid, message, gen),
+		condition(v1alpha1.ConditionRateLimitingConfigValid, false, ReasonInvalid, message, gen),
+	}
+	if authzErr != nil {
+		conditions = append(conditions, condition(v1alpha1.ConditionAuthorizationValid, false, ReasonInvalid,
+			authzErr.Error()+": fix the expression; "+consequence, gen))
+	}
+	return conditions
 }
 
 // finishMCPServers sets the conditions of valid MCPServers once routes are

@@ -78,13 +78,19 @@ type Options struct {
 	// are written: whoever can write an EndpointSlice must not reach the
 	// proxy's admin port or other loopback services through a route.
 	LoopbackEndpoints bool
+	// Memory keeps each MCPServer's last valid policy serving while an
+	// edit of it cannot be applied. Optional: without it an invalid
+	// MCPServer serves nothing.
+	Memory *PolicyMemory
 }
 
 // Result is the translator's output.
 type Result struct {
 	// Gateways holds one snapshot per accepted Gateway.
 	Gateways map[types.NamespacedName]*gateway.Config
-	// Policies holds the MCP filter policy of every valid MCPServer.
+	// Policies holds the MCP filter policy of every MCPServer that has one
+	// to serve: its own when it is valid, else its last valid one
+	// (Options.Memory).
 	Policies map[types.NamespacedName]*filter.Policy
 	// Status holds the status of every input object the translator owns.
 	Status Status

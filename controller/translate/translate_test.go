@@ -200,3 +200,67 @@ func TestSnapshotsCarryKeysHeaderValuesAndPolicyCopies(t *testing.T) {
 		t.Error("the snapshot shares its policy with Result.Policies")
 	}
 }
+
+// An edit that breaks an MCPServer's authorization leaves its last valid
+// policy serving, and its status says so; the memory forgets an MCPServer
+// once it is gone, so that one created again under its name starts afresh.
+func TestAnInvalidEditKeepsTheLastValidPolicyServing(t *testing.T) {
+	memory := translate.NewPolicyMemory()
+	server := func(uid types.UID, generation int64, when string) *v1alpha1.MCPServer {
+		return &v1alpha1.MCPServer{
+			ObjectMeta: metav1.ObjectMeta{Name: "github", Namespace: "default", UID: uid, Generation: generation},
+			Spec: v1alpha1.MCPServerSpec{
+				ServiceRef: v1alpha1.ServiceReference{Name: "mcp", Port: 80},
+				Auth:       &v1alpha1.Auth{OIDC: &v1alpha1.OIDC{Issuer: "https://issuer.example.com", Audience: "toolgate"}},
+				Authorization: &v1alpha1.Authorization{Rules: []v1alpha1.AuthorizationRule{
+					{Name: "engineers", Tools: []string{"search"}, When: when},
+				}},
+			},
+		}
+	}
+	nn := types.NamespacedName{Namespace: "default", Name: "github"}
+	translateOne := func(m *v1alpha1.MCPServer) *translate.Result {
+		var servers []*v1alpha1.MCPServer
+		if m != nil {
+			servers = append(servers, m)
+		}
+		return translate.Translate(&translate.Resources{MCPServers: servers}, translate.Options{Memory: memory})
+	}
+	conditionOf := func(res *translate.Result, kind string) metav1.Condition {
+		for _, c := range res.Status.MCPServers[nn].Conditions {
+			if c.Type == kind {
+				return c
+			}
+		}
+		return metav1.Condition{}
+	}
+
+	good := "'engineering' in claims.groups"
+	res := translateOne(server("uid-1", 1, good))
+	if p := res.Policies[nn]; p == nil || p.Authorization.Rules[0].When != good {
+		t.Fatalf("generation 1: policy %+v", p)
+	}
+
+	res = translateOne(server("uid-1", 2, "claims.groups contains 'engineering'"))
+	if p := res.Policies[nn]; p == nil || p.Authorization.Rules[0].When != good {
+		t.Errorf("generation 2 is invalid: policy %+v, want generation 1's serving", p)
+	}
+	for _, kind := range []string{v1alpha1.ConditionAccepted, v1alpha1.ConditionAuthorizationValid} {
+		c := conditionOf(res, kind)
+		if c.Status != metav1.ConditionFalse || c.ObservedGeneration != 2 || !strings.Contains(c.Message, "the policy of generation 1 keeps serving") {
+			t.Errorf("%s = %+v, want False at generation 2, saying generation 1 serves", kind, c)
+		}
+	}
+	if c := conditionOf(res, v1alpha1.ConditionAuthorizationValid); !strings.Contains(c.Message, "authorization.rules[engineers].when") {
+		t.Errorf("AuthorizationValid %q does not name the rule to fix", c.Message)
+	}
+
+	translateOne(nil) // deleted
+	res = translateOne(server("uid-2", 1, "claims.groups contains 'engineering'"))
+	if p := res.Policies[nn]; p != nil {
+		t.Errorf("an MCPServer created again, invalid, serves %+v; want nothing", p)
+	}
+	if c := conditionOf(res, v1alpha1.ConditionAccepted); !strings.Contains(c.Message, "serves nothing") {
+		t.Errorf("Accepted %q does not say it serves nothing", c.Message)
+	}
+}
