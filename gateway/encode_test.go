@@ -27,8 +27,9 @@ func fullConfig(t *testing.T) *Config {
 		Authorization: &authz.Policy{Rules: []authz.Rule{
 			{Name: "engineers", Tools: []string{"search_*"}, Prompts: []string{"review"}, Resources: []string{"file:///docs/*"}, When: "'engineering' in claims.groups", Scopes: []string{"repo:read"}},
 		}},
-		Global:  &limiter.Limit{MaxTokens: 1000, RefillPeriod: time.Minute},
-		PerUser: &limiter.Limit{MaxTokens: 100, RefillPeriod: 1500 * time.Millisecond},
+		AuditArguments: true,
+		Global:         &limiter.Limit{MaxTokens: 1000, RefillPeriod: time.Minute},
+		PerUser:        &limiter.Limit{MaxTokens: 100, RefillPeriod: 1500 * time.Millisecond},
 		Tools: map[string]filter.ToolLimits{
 			"expensive_tool": {Global: &limiter.Limit{MaxTokens: 50, RefillPeriod: time.Hour}, PerUser: &limiter.Limit{MaxTokens: 10, RefillPeriod: time.Minute}},
 			"other_tool":     {PerUser: &limiter.Limit{MaxTokens: 5, RefillPeriod: time.Second}},

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // exchange is the state of one request as it moves through the gateway's
@@ -40,6 +42,9 @@ type exchange struct {
 	clientBodyErr atomic.Pointer[error]
 
 	rec recorder
+
+	// trustedHops is Options.TrustedHops, for OriginOf.
+	trustedHops int
 }
 
 type exchangeKey struct{}
@@ -62,6 +67,25 @@ func exchangeOf(r *http.Request) *exchange {
 
 func withExchange(r *http.Request, x *exchange) *http.Request {
 	return r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+}
+
+// OriginOf names the Gateway ("namespace/name"), the route and the client
+// address of a request the gateway is serving, as its access log does; for
+// the MCP filter's audit trail (filter.SharedOptions.Origin). Outside the
+// gateway it knows only the peer's address.
+func OriginOf(r *http.Request) filter.Origin {
+	x := exchangeOf(r)
+	if x == nil {
+		return filter.Origin{Client: clientAddress(r, 0)}
+	}
+	o := filter.Origin{Route: x.routeLabel(), Client: clientAddress(r, x.trustedHops)}
+	if x.listener != nil {
+		// A listener is named namespace/gateway/listener.
+		if i := strings.LastIndexByte(x.listener.name, '/'); i > 0 {
+			o.Gateway = x.listener.name[:i]
+		}
+	}
+	return o
 }
 
 // routeLabel names the matched route for metrics and logs.

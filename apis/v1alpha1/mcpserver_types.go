@@ -71,6 +71,22 @@ type MCPServerSpec struct {
 	//
 	// +optional
 	Authorization *Authorization `json:"authorization,omitempty"`
+
+	// Audit says what this server's records in the gateway's audit trail
+	// (the proxy's --audit-log) hold beyond the defaults.
+	//
+	// +optional
+	Audit *Audit `json:"audit,omitempty"`
+}
+
+// Audit configures an MCPServer's audit records.
+type Audit struct {
+	// IncludeArguments writes each tool call's and prompt's arguments into
+	// its record. Off, a record holds only their size and SHA-256: the
+	// arguments may carry what the audit stream's readers must not see.
+	//
+	// +optional
+	IncludeArguments bool `json:"includeArguments,omitempty"`
 }
 
 // Authorization is an ordered list of rules that allow the use of tools,

@@ -7,7 +7,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/filter/audit"
 	"github.com/toolgate/toolgate/internal/testgateway"
 )
 
@@ -287,5 +290,97 @@ func TestEachCallerListsWhatHeMayUse(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// The audit trail of a run through the real binary holds one record per
+// decision, in order, each naming where, who and what, and never a token.
+func TestTheAuditTrailOfARunIsComplete(t *testing.T) {
+	backend := startBackend(t)
+	issuer, _ := startIssuer(t)
+	auditFile := filepath.Join(t.TempDir(), "audit.jsonl")
+	g := testgateway.Start(t, func(port int) string {
+		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+limits+`  authorization:
+    rules:
+    - name: engineers
+      tools: ["expensive_*"]
+      when: "'engineering' in claims.groups"
+    - name: admins
+      tools: [batch_tool]
+      scopes: ["tools:admin"]
+`)
+	}, "--audit-log", auditFile)
+	token := func(user string, extra map[string]any) string {
+		tok, err := issuer.TokenWithClaims(user, "limits", extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	engineer := token("alice", map[string]any{"groups": []string{"engineering"}})
+	sales := token("bob", map[string]any{"groups": []string{"sales"}})
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"expensive_tool","arguments":{"q":"x"}}}`
+	steps := []struct {
+		token, body string
+		status      int
+	}{
+		{engineer, call, http.StatusOK},
+		{engineer, call, http.StatusOK},
+		{engineer, call, http.StatusTooManyRequests}, // 2 an hour
+		{sales, call, http.StatusOK},                 // unknown tool
+		{sales, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"batch_tool"}}`, http.StatusForbidden},
+		{"", `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`, http.StatusUnauthorized},
+		{sales, `{"jsonrpc":"2.0","id":4,"method":"tools/list"}`, http.StatusOK},
+	}
+	for i, s := range steps {
+		if got := post(t, g.URL, s.token, http.MethodPost, s.body); got != s.status {
+			t.Fatalf("step %d: status %d, want %d", i, got, s.status)
+		}
+	}
+	type want struct{ user, method, name, decision, reason, rule, bucket string }
+	wants := []want{
+		{"alice", "tools/call", "expensive_tool", "allowed", "", "engineers", ""},
+		{"alice", "tools/call", "expensive_tool", "allowed", "", "engineers", ""},
+		{"alice", "tools/call", "expensive_tool", "refused", "rate_limited", "", "tool_per_user/expensive_tool"},
+		{"bob", "tools/call", "expensive_tool", "refused", "not_allowed", "", ""},
+		{"bob", "tools/call", "batch_tool", "refused", "insufficient_scope", "", ""},
+		{"", "", "", "refused", "unauthenticated", "", ""},
+		{"bob", "tools/list", "", "allowed", "", "", ""},
+	}
+	var raw []byte
+	var records []audit.Record
+	deadline := time.Now().Add(30 * time.Second)
+	for len(records) < len(wants) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // the writer flushes once its queue is empty
+		raw, _ = os.ReadFile(auditFile)
+		records = records[:0]
+		for line := range strings.Lines(string(raw)) {
+			var r audit.Record
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("%v: %s", err, line)
+			}
+			records = append(records, r)
+		}
+	}
+	if len(records) != len(wants) {
+		t.Fatalf("%d records, want %d:\n%s", len(records), len(wants), raw)
+	}
+	for _, tok := range []string{engineer, sales} {
+		if strings.Contains(string(raw), tok) || strings.Contains(string(raw), strings.SplitN(tok, ".", 3)[2]) {
+			t.Fatal("the audit trail holds a token")
+		}
+	}
+	for i, w := range wants {
+		r := records[i]
+		if got := (want{r.User, r.Method, r.Name, r.Decision, r.Reason, r.Rule, r.Bucket}); got != w {
+			t.Errorf("record %d = %+v, want %+v", i, got, w)
+		}
+		if r.Gateway != "default/gw" || r.Route != "default/mcp" || r.Server != "default/mcp" || r.Client != "127.0.0.1" ||
+			r.Status != steps[i].status || r.HTTPMethod != http.MethodPost || r.LatencyMs <= 0 {
+			t.Errorf("record %d: %+v", i, r)
+		}
+	}
+	if a := records[0].Arguments; a == nil || a.Bytes != len(`{"q":"x"}`) || a.Value != nil {
+		t.Errorf("arguments %+v, want size and hash only", a)
 	}
 }

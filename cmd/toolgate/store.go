@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/toolgate/toolgate/controller"
 	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/audit"
 	"github.com/toolgate/toolgate/filter/limiter"
 	"github.com/toolgate/toolgate/gateway"
 )
@@ -35,6 +37,9 @@ type storeFlags struct {
 	bodyBytesInFlight      int64
 	bodyBytesPerConnection int64
 	writeTimeout           time.Duration
+
+	auditLog   string
+	auditQueue int
 }
 
 func (s *storeFlags) register(fs *flag.FlagSet) {
@@ -48,6 +53,8 @@ func (s *storeFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&s.bodyBytesInFlight, "max-body-bytes-in-flight", filter.DefaultMaxBodyBytesInFlight, "most bytes of MCP request bodies held at once by the process; a body past it gets 503 before it is read")
 	fs.Int64Var(&s.bodyBytesPerConnection, "max-body-bytes-per-connection", filter.DefaultMaxBodyBytesPerConnection, "most bytes of MCP request bodies held at once for one client connection (HTTP/2 carries many requests); 503 past it")
 	fs.DurationVar(&s.writeTimeout, "write-timeout", gateway.DefaultWriteTimeout, "longest time writing a response that is not an event stream may make no progress; a client that stops reading is disconnected (0 disables)")
+	fs.StringVar(&s.auditLog, "audit-log", "", "where to write the audit trail, one JSON record per MCP decision: a file (appended to) or - for stdout; empty writes none")
+	fs.IntVar(&s.auditQueue, "audit-queue-size", audit.DefaultQueueSize, "most audit records waiting to be written; past it records are dropped and counted in "+audit.MetricRecords)
 	fs.DurationVar(&s.keyRefresh, "jwks-refresh-interval", filter.DefaultKeyRefreshInterval, "least time between two fetches of an issuer's signing keys; a token with an unknown key id waits for the next one")
 }
 
@@ -57,6 +64,8 @@ type dataPlane struct {
 	server   *gateway.Server
 	filters  *filter.Shared
 	registry prometheus.Registerer
+	audit    *audit.Log // nil without --audit-log
+	closers  []io.Closer
 }
 
 // apply serves cfg and forgets the filter state (metric series) of MCP
@@ -76,7 +85,11 @@ func (d *dataPlane) apply(cfg *gateway.Config) error {
 func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *slog.Logger) (*dataPlane, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	filters, err := s.shared(ctx, reg, log)
+	auditLog, closers, err := s.openAudit(reg)
+	if err != nil {
+		return nil, err
+	}
+	filters, err := s.shared(ctx, reg, log, auditLog)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +108,28 @@ func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *
 	if err != nil {
 		return nil, err
 	}
-	return &dataPlane{server: server, filters: filters, registry: reg}, nil
+	return &dataPlane{server: server, filters: filters, registry: reg, audit: auditLog, closers: closers}, nil
+}
+
+// openAudit starts the audit trail of --audit-log, nil without one.
+func (s *storeFlags) openAudit(reg prometheus.Registerer) (*audit.Log, []io.Closer, error) {
+	if s.auditLog == "" {
+		return nil, nil, nil
+	}
+	var w io.Writer = os.Stdout
+	var closers []io.Closer
+	if s.auditLog != "-" {
+		f, err := os.OpenFile(s.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--audit-log: %w", err)
+		}
+		w, closers = f, []io.Closer{f}
+	}
+	l, err := audit.New(w, audit.Options{QueueSize: s.auditQueue, Registerer: reg})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return l, closers, nil
 }
 
 // shutdown stops serving, letting requests in flight finish.
@@ -105,13 +139,22 @@ func (d *dataPlane) shutdown(log *slog.Logger) {
 	if err := d.server.Shutdown(ctx); err != nil {
 		log.Warn("shutdown", "error", err)
 	}
+	if d.audit != nil {
+		// Requests have ended: what they recorded is written before exit.
+		_ = d.audit.Close()
+	}
+	for _, c := range d.closers {
+		if err := c.Close(); err != nil {
+			log.Warn("close the audit log", "error", err)
+		}
+	}
 }
 
 // shared builds the long-lived filter state: the bucket store (Redis or
 // memory) and the metrics on reg. Only a malformed setting is an error: an
 // unreachable Redis is logged, and each replica enforces the limits on its
 // own until Redis answers.
-func (s *storeFlags) shared(ctx context.Context, reg prometheus.Registerer, log *slog.Logger) (*filter.Shared, error) {
+func (s *storeFlags) shared(ctx context.Context, reg prometheus.Registerer, log *slog.Logger, auditLog *audit.Log) (*filter.Shared, error) {
 	var store limiter.Store
 	if s.redisURL != "" || s.redisAddrs != "" {
 		cfg := limiter.RedisConfig{
@@ -150,6 +193,8 @@ func (s *storeFlags) shared(ctx context.Context, reg prometheus.Registerer, log 
 		MaxBatch:           s.maxBatch,
 		BodyTimeout:        s.bodyTimeout,
 		KeyRefreshInterval: s.keyRefresh,
+		Audit:              auditLog,
+		Origin:             gateway.OriginOf,
 
 		MaxBodyBytesInFlight:      s.bodyBytesInFlight,
 		MaxBodyBytesPerConnection: max(s.bodyBytesPerConnection, s.maxBody),

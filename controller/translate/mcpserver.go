@@ -234,6 +234,9 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 			}
 		}
 	}
+	if a := m.Spec.Audit; a != nil {
+		p.AuditArguments = a.IncludeArguments
+	}
 	if rl := m.Spec.RateLimiting; rl != nil {
 		p.Global = limit(rl.Global)
 		p.PerUser = limit(rl.PerUser)
