@@ -78,10 +78,15 @@ redis: ## Make sure redis-server is installed.
 node: ## Install Node.js 22, the MCP TypeScript SDK and the MCP conformance suite into the cache (first run only).
 	./hack/node.sh
 
+.PHONY: hydra
+hydra: ## Build Ory Hydra, the OAuth tests' authorization server, from source into the cache (first run only).
+	./hack/hydra.sh
+
 .PHONY: test
 test: redis ## Build what the tests need, then run every test.
 	KUBEBUILDER_ASSETS="$$(./hack/testbin.sh)"; export KUBEBUILDER_ASSETS; \
 	TOOLGATE_NODE_DIR="$$(./hack/node.sh)"; export TOOLGATE_NODE_DIR; \
+	TOOLGATE_HYDRA="$$(./hack/hydra.sh)"; export TOOLGATE_HYDRA; \
 	$(GO) vet ./...; \
 	$(GO) test -race -count=1 -timeout 30m ./...
 
