@@ -2,6 +2,7 @@ package filter_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/authz"
 	"github.com/toolgate/toolgate/filter/limiter"
 )
 
@@ -94,3 +96,157 @@ func BenchmarkMiddleware(b *testing.B) {
 		serve()
 	}
 }
+
+// authorizationBench is a policy of n rules, the last of which allows
+// expensive_tool to engineers (and, byArguments, only with a limit below
+// 100: a decision that cannot be remembered per caller); the others name
+// other tools, on conditions over claims and arguments, as a real policy
+// would.
+func authorizationBench(n int, byArguments bool) *authz.Policy {
+	if n == 0 {
+		return nil
+	}
+	when := "'engineering' in claims.groups"
+	if byArguments {
+		when += " && request.arguments.limit < 100"
+	}
+	p := &authz.Policy{}
+	for i := range n - 1 {
+		p.Rules = append(p.Rules, authz.Rule{
+			Name:  fmt.Sprintf("team-%d", i),
+			Tools: []string{fmt.Sprintf("team_%d_*", i), fmt.Sprintf("report_%d", i)},
+			When:  fmt.Sprintf("'team-%d' in claims.groups && request.arguments.limit < 100", i),
+		})
+	}
+	p.Rules = append(p.Rules, authz.Rule{Name: "engineers", Tools: []string{"expensive_*"}, When: when})
+	return p
+}
+
+// BenchmarkAuthorization is BenchmarkMiddleware's tools/call with no
+// authorization, and with 20 rules of which the last allows the call: by
+// claims (the caller's decision is remembered), and by claims and
+// arguments (decided on every call). Run them together and compare the
+// medians: hack/bench-authz.sh.
+func BenchmarkAuthorization(b *testing.B) {
+	for _, tc := range []struct {
+		name        string
+		rules       int
+		byArguments bool
+	}{{"rules=0", 0, false}, {"rules=20", 20, false}, {"rules=20-by-arguments", 20, true}} {
+		rules, byArguments := tc.rules, tc.byArguments
+		b.Run(tc.name, func(b *testing.B) {
+			iss := newIssuer(b)
+			shared, err := filter.NewShared(filter.SharedOptions{Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			plenty := limit(1<<40, time.Second)
+			f, err := filter.New(filter.Policy{
+				Server: testServer, Auth: iss.auth(), Global: plenty, PerUser: plenty,
+				Tools:         map[string]filter.ToolLimits{"expensive_tool": {PerUser: plenty}},
+				Authorization: authorizationBench(rules, byArguments),
+			}, shared)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+			}))
+			r := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+			r.Header.Set("Content-Type", "application/json")
+			bearer := "Bearer " + iss.token(b, "alice", func(c claims) { c["groups"] = []string{"engineering", "team-3"} })
+			body := &rewindBody{}
+			w := &headerWriter{header: http.Header{}}
+			serve := func() {
+				body.Reset(smallCall)
+				r.Body, r.ContentLength = body, int64(len(smallCall))
+				r.Header.Set("Authorization", bearer)
+				clear(w.header)
+				w.status = http.StatusOK
+				h.ServeHTTP(w, r)
+				if w.status != http.StatusOK {
+					b.Fatalf("status %d", w.status)
+				}
+			}
+			serve()
+			b.ReportAllocs()
+			for b.Loop() {
+				serve()
+			}
+		})
+	}
+}
+
+// BenchmarkToolsList is a tools/list answered with 500 tools (JSON, about
+// 100 KiB), passed through unfiltered (no authorization) and filtered for a
+// caller by 20 rules.
+func BenchmarkToolsList(b *testing.B) {
+	var list bytes.Buffer
+	list.WriteString(`{"jsonrpc":"2.0","id":1,"result":{"tools":[`)
+	for i := range 500 {
+		if i > 0 {
+			list.WriteByte(',')
+		}
+		prefix := "expensive"
+		if i%2 == 1 {
+			prefix = fmt.Sprintf("team_%d", i%19)
+		}
+		fmt.Fprintf(&list, `{"name":"%s_%d","description":"Tool number %d of the benchmark server, which does something useful.","inputSchema":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"}},"required":["query"]}}`, prefix, i, i)
+	}
+	list.WriteString(`],"nextCursor":"next"}}`)
+	response := list.Bytes()
+	request := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}`)
+	for _, tc := range []struct {
+		name  string
+		rules int
+	}{{"unfiltered", 0}, {"filtered", 20}} {
+		b.Run(tc.name, func(b *testing.B) {
+			iss := newIssuer(b)
+			shared, err := filter.NewShared(filter.SharedOptions{Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, err := filter.New(filter.Policy{Server: testServer, Auth: iss.auth(), Authorization: authorizationBench(tc.rules, false)}, shared)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(response)
+			}))
+			r := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+			r.Header.Set("Content-Type", "application/json")
+			bearer := "Bearer " + iss.token(b, "alice", func(c claims) { c["groups"] = []string{"engineering", "team-3"} })
+			body := &rewindBody{}
+			w := &countingWriter{header: http.Header{}}
+			serve := func() {
+				body.Reset(request)
+				r.Body, r.ContentLength = body, int64(len(request))
+				r.Header.Set("Authorization", bearer)
+				clear(w.header)
+				w.n = 0
+				h.ServeHTTP(w, r)
+			}
+			serve()
+			if tc.rules > 0 && w.n >= len(response) || tc.rules == 0 && w.n != len(response) {
+				b.Fatalf("the response is %d bytes of %d: filtering did not happen as it should", w.n, len(response))
+			}
+			b.SetBytes(int64(len(response)))
+			b.ReportAllocs()
+			for b.Loop() {
+				serve()
+			}
+		})
+	}
+}
+
+// countingWriter counts the bytes written.
+type countingWriter struct {
+	header http.Header
+	n      int
+}
+
+func (w *countingWriter) Header() http.Header         { return w.header }
+func (w *countingWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
+func (w *countingWriter) WriteHeader(int)             {}

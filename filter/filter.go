@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -383,19 +382,15 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 // or resource it does not have; one that a rule would allow with more
 // scopes gets 403 insufficient_scope, for the client to step up.
 func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection, who caller) bool {
-	scopes := authz.Scopes(who.claims)
 	for i := range in.messages {
 		m := &in.messages[i]
 		if !m.hasMethod || !authz.Governs(string(m.method)) {
 			continue
 		}
-		req := authz.Request{User: who.user, Claims: who.claims, Method: string(m.method), Name: string(m.name), Scopes: scopes}
-		if len(m.arguments) > 0 && string(m.arguments) != "null" {
-			// Arguments that are not an object leave the variable empty;
-			// the backend refuses such a call itself.
-			_ = json.Unmarshal(m.arguments, &req.Arguments)
-		}
-		d := f.authz.Decide(req)
+		// Arguments that are not an object leave the variable empty; the
+		// backend refuses such a call itself.
+		req := authz.Request{User: who.user, Claims: who.claims, Method: string(m.method), Name: string(m.name), RawArguments: m.arguments}
+		d := f.authz.DecideWith(who.decisions, req)
 		for _, err := range d.Errors {
 			f.shared.logger.Warn("an authorization condition could not be evaluated; it counts as false",
 				"server", f.server, "user", who.user, "tool", req.Name, "error", err)

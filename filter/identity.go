@@ -13,6 +13,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/toolgate/toolgate/filter/authz"
 )
 
 // signingAlgs are the JWS algorithms a token may be signed with: every
@@ -99,6 +101,9 @@ type authFailure struct {
 type caller struct {
 	user   string
 	claims map[string]any
+	// decisions remembers the authorization decisions of the caller's
+	// token; nil for an anonymous caller.
+	decisions *authz.Memo
 }
 
 // identify returns the caller, from the request's bearer token. Only the
@@ -159,7 +164,7 @@ func (a *authenticator) identify(ctx context.Context, r *http.Request, resource 
 	if err != nil {
 		return caller{}, invalidToken("the token does not name a user in claim "+quotable(a.config.UserClaim), err)
 	}
-	c := caller{user: user, claims: claims}
+	c := caller{user: user, claims: claims, decisions: new(authz.Memo)}
 	a.shared.tokens.add(key, c, idToken.Expiry, now)
 	return c, nil
 }

@@ -74,116 +74,162 @@ type listFilter struct {
 }
 
 // rewrite returns a JSON-RPC message, or a batch of them, with its list
-// results filtered, and whether it changed. data must be JSON.
+// results filtered, and whether it changed. Only the lists (and the cache
+// scope of their results) are written anew; every other byte is the
+// original's.
 func (lf *listFilter) rewrite(data []byte) ([]byte, bool, error) {
-	data = bytes.TrimSpace(data)
-	if len(data) > 0 && data[0] == '[' {
-		var batch []json.RawMessage
-		if err := json.Unmarshal(data, &batch); err != nil {
-			return nil, false, err
-		}
-		changed := false
-		for i, m := range batch {
-			out, c, err := lf.rewriteMessage(m)
-			if err != nil {
-				return nil, false, err
-			}
-			batch[i], changed = out, changed || c
-		}
-		if !changed {
-			return data, false, nil
-		}
-		out, err := json.Marshal(batch)
-		return out, true, err
-	}
-	return lf.rewriteMessage(data)
-}
-
-func (lf *listFilter) rewriteMessage(data []byte) ([]byte, bool, error) {
 	if !json.Valid(data) {
 		return nil, false, errors.New("not JSON")
 	}
-	var msg map[string]json.RawMessage
-	if json.Unmarshal(data, &msg) != nil {
-		return data, false, nil // not an object: no result to filter
+	start := skipSpace(data, 0)
+	whole := span{start, valueEnd(data, start)}
+	var edits []edit
+	if data[start] == '[' {
+		for m := range elements(data, whole) {
+			edits = lf.filterMessage(data, m, edits)
+		}
+	} else {
+		edits = lf.filterMessage(data, whole, edits)
 	}
-	raw, ok := msg["result"]
-	if _, isRequest := msg["method"]; !ok || isRequest {
+	if len(edits) == 0 {
 		return data, false, nil
 	}
-	var result map[string]json.RawMessage
-	if json.Unmarshal(raw, &result) != nil {
-		return data, false, nil
+	return applyEdits(data, edits), true, nil
+}
+
+// edit replaces the bytes of a span.
+type edit struct {
+	at   span
+	with []byte
+}
+
+// applyEdits returns data with the edits, which are in order and do not
+// overlap, applied.
+func applyEdits(data []byte, edits []edit) []byte {
+	size := len(data)
+	for _, e := range edits {
+		size += len(e.with) - (e.at.end - e.at.start)
 	}
-	changed := false
-	for k, kind := range listKinds {
-		items, ok := result[kind.key]
-		if !ok {
+	out := make([]byte, 0, size)
+	last := 0
+	for _, e := range edits {
+		out = append(out, data[last:e.at.start]...)
+		out = append(out, e.with...)
+		last = e.at.end
+	}
+	return append(out, data[last:]...)
+}
+
+// filterMessage appends the edits that filter the lists of the JSON-RPC
+// message at m: every result member (a key spelled twice is filtered
+// twice, whichever a client reads) of a message without a method.
+func (lf *listFilter) filterMessage(data []byte, m span, edits []edit) []edit {
+	var results []span
+	for mem := range members(data, m) {
+		switch {
+		case keyIs(data, mem.key, "method", false):
+			return edits // a request or notification: no result
+		case keyIs(data, mem.key, "result", false):
+			results = append(results, mem.value)
+		}
+	}
+	for _, result := range results {
+		edits = lf.filterResult(data, result, edits)
+	}
+	return edits
+}
+
+// filterResult appends the edits that filter the lists of one result and
+// mark it private when it says how widely it may be cached.
+func (lf *listFilter) filterResult(data []byte, result span, edits []edit) []edit {
+	filtered := false
+	var cacheScope []span
+	var lastMember span
+	hasTTL := false
+	for mem := range members(data, result) {
+		lastMember = mem.value
+		switch {
+		case keyIs(data, mem.key, "cacheScope", false):
+			cacheScope = append(cacheScope, mem.value)
+			continue
+		case keyIs(data, mem.key, "ttlMs", false):
+			hasTTL = true
 			continue
 		}
-		var list []json.RawMessage
-		if json.Unmarshal(items, &list) != nil {
-			continue // not a list: no client reads items from it
-		}
-		if lf.listers[k] == nil {
-			lf.listers[k] = lf.f.authz.Lister(kind.method, lf.who.user, lf.who.claims)
-		}
-		l := lf.listers[k]
-		kept := list[:0]
-		for _, item := range list {
-			if l.Visible(itemName(item, kind.nameKey)) {
-				kept = append(kept, item)
+		for k, kind := range listKinds {
+			if data[mem.value.start] != '[' || !keyIs(data, mem.key, kind.key, false) {
+				continue
 			}
+			edits = append(edits, edit{mem.value, lf.filterList(data, mem.value, k)})
+			filtered = true
 		}
-		if hidden := len(list) - len(kept); hidden > 0 {
-			lf.f.metrics.hidden.Add(float64(hidden))
-		}
-		for _, err := range l.Errors {
-			lf.f.shared.logger.Warn("an authorization condition could not be evaluated for a list; it counts as false",
-				"server", lf.f.server, "user", lf.who.user, "error", err)
-		}
-		l.Errors = nil
-		if kept == nil {
-			kept = []json.RawMessage{}
-		}
-		if result[kind.key], ok = marshalRaw(kept); !ok {
-			return nil, false, errors.New("cannot encode the filtered list")
-		}
-		changed = true
 	}
-	if !changed {
-		return data, false, nil
+	if !filtered {
+		return edits
 	}
-	_, scoped := result["cacheScope"]
-	_, ttl := result["ttlMs"]
-	if scoped || ttl {
-		result["cacheScope"] = json.RawMessage(`"private"`)
+	for _, v := range cacheScope {
+		edits = append(edits, edit{v, []byte(`"private"`)})
 	}
-	var ok2 bool
-	if msg["result"], ok2 = marshalRaw(result); !ok2 {
-		return nil, false, errors.New("cannot encode the filtered result")
+	if len(cacheScope) == 0 && hasTTL {
+		// After the last member: edits stay in order.
+		edits = append(edits, edit{span{lastMember.end, lastMember.end}, []byte(`,"cacheScope":"private"`)})
 	}
-	out, err := json.Marshal(msg)
-	return out, true, err
+	return edits
 }
 
-func marshalRaw(v any) (json.RawMessage, bool) {
-	b, err := json.Marshal(v)
-	return b, err == nil
+// filterList returns the array at list with only the items the caller
+// sees. An item is named by its kind's key, spelled exactly and once: an
+// item a client could read another name from is listed to no one.
+func (lf *listFilter) filterList(data []byte, list span, k int) []byte {
+	kind := listKinds[k]
+	if lf.listers[k] == nil {
+		lf.listers[k] = lf.f.authz.Lister(kind.method, lf.who.user, lf.who.claims)
+	}
+	l := lf.listers[k]
+	out := make([]byte, 0, list.end-list.start)
+	out = append(out, '[')
+	hidden := 0
+	for item := range elements(data, list) {
+		name, ok := itemName(data, item, kind.nameKey)
+		if !ok || !l.Visible(name) {
+			hidden++
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, data[item.start:item.end]...)
+	}
+	if hidden > 0 {
+		lf.f.metrics.hidden.Add(float64(hidden))
+	}
+	for _, err := range l.Errors {
+		lf.f.shared.logger.Warn("an authorization condition could not be evaluated for a list; it counts as false",
+			"server", lf.f.server, "user", lf.who.user, "error", err)
+	}
+	l.Errors = nil
+	return append(out, ']')
 }
 
-// itemName returns the string an item is named by under key, "" when it
-// has none: such an item is listed to no one.
-func itemName(item json.RawMessage, key string) string {
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(item, &fields) != nil {
-		return ""
+// itemName returns the string an item is named by under key; false when
+// the item is not an object, has no such string, or has the key in more
+// than one spelling (Go clients match keys without case).
+func itemName(data []byte, item span, key string) (string, bool) {
+	var value span
+	found := 0
+	for mem := range members(data, item) {
+		if keyIs(data, mem.key, key, true) {
+			found++
+			if !keyIs(data, mem.key, key, false) {
+				return "", false
+			}
+			value = mem.value
+		}
 	}
-	var name string
-	if json.Unmarshal(fields[key], &name) != nil {
-		return ""
+	if found != 1 {
+		return "", false
 	}
-	return name
+	return stringValue(data, value)
 }
 
 // listWriter filters the lists of a response on its way to the client.

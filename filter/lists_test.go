@@ -305,3 +305,37 @@ func TestResponsesWithoutListsPassUntouched(t *testing.T) {
 		})
 	}
 }
+
+// The filter reads keys as clients decode them, and strings whole: an
+// escaped key is the key it spells, a bracket in a string is text.
+func TestListsAreReadAsClientsReadThem(t *testing.T) {
+	iss := newIssuer(t)
+	sales := iss.token(t, "bob", func(c claims) { c["groups"] = []string{"sales"} })
+	body := `{"jsonrpc":"2.0","id":1,"result":{"t\u006fols":[` +
+		`{"name":"create_issue","description":"has \"]}, in it\\"},` +
+		`{"description":"\"name\":\"create_issue\"","n\u0061me":"search_code"},` +
+		`{"name":"create_issue","name":"search_code"}` +
+		`],"ttlMs":5}}`
+	backend := &scripted{contentType: "application/json", pieces: []string{body}}
+	h, _ := newListHarness(t, listPolicy(iss), backend)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, listRequest(http.MethodPost, sales, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	var m struct {
+		Result struct {
+			Tools []struct {
+				Name        string `json:"name"`
+				Description string `json:"description"`
+			} `json:"tools"`
+			CacheScope string `json:"cacheScope"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil {
+		t.Fatalf("%v: %s", err, w.Body)
+	}
+	if len(m.Result.Tools) != 1 || m.Result.Tools[0].Name != "create_issue" || m.Result.Tools[0].Description != `has "]}, in it\` {
+		t.Errorf("tools %+v, want create_issue alone, its description whole", m.Result.Tools)
+	}
+	if m.Result.CacheScope != "private" {
+		t.Errorf("cacheScope %q, want private added next to ttlMs", m.Result.CacheScope)
+	}
+}

@@ -7,13 +7,16 @@
 package authz
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/cel-go/cel"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/ext"
 )
@@ -106,6 +109,12 @@ type compiledRule struct {
 	// whenPartial is when, built to evaluate with parts of the request
 	// unknown (for lists).
 	whenPartial cel.Program
+	// readsArguments says the condition may read request.arguments: a
+	// decision that evaluates it depends on the call, not only on the
+	// caller and the name.
+	readsArguments bool
+	// tools, prompts and resources are the rule's names, compiled.
+	tools, prompts, resources patterns
 }
 
 // Compile checks p and compiles its conditions. The error names each rule
@@ -152,13 +161,13 @@ func Compile(p Policy) (*Authorizer, error) {
 		if len(r.Scopes) > MaxScopesPerRule || slices.Contains(r.Scopes, "") || strings.ContainsAny(strings.Join(r.Scopes, ""), " \"\\") {
 			errs = append(errs, fmt.Errorf("%s.scopes: at most %d scopes, each non-empty, without spaces, quotes or backslashes", at, MaxScopesPerRule))
 		}
-		cr := compiledRule{Rule: r}
+		cr := compiledRule{Rule: r, tools: compilePatterns(r.Tools), prompts: compilePatterns(r.Prompts), resources: compilePatterns(r.Resources)}
 		if r.When != "" {
-			prg, partial, err := compileWhen(r.When)
+			prg, partial, readsArguments, err := compileWhen(r.When)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s.when: %w", at, err))
 			}
-			cr.when, cr.whenPartial = prg, partial
+			cr.when, cr.whenPartial, cr.readsArguments = prg, partial, readsArguments
 		}
 		a.rules = append(a.rules, cr)
 	}
@@ -169,28 +178,118 @@ func Compile(p Policy) (*Authorizer, error) {
 }
 
 // compileWhen parses and type-checks a condition, which must be a bool. It
-// returns the program for calls, and one for lists, which may leave parts
-// of the request unknown.
-func compileWhen(expr string) (cel.Program, cel.Program, error) {
+// returns the program for calls, one for lists, which may leave parts of
+// the request unknown, and whether the condition may read the arguments.
+func compileWhen(expr string) (cel.Program, cel.Program, bool, error) {
 	if len(expr) > MaxWhenLength {
-		return nil, nil, fmt.Errorf("the expression is %d characters long, at most %d", len(expr), MaxWhenLength)
+		return nil, nil, false, fmt.Errorf("the expression is %d characters long, at most %d", len(expr), MaxWhenLength)
 	}
-	ast, issues := env.Compile(expr)
+	checked, issues := env.Compile(expr)
 	if issues != nil && issues.Err() != nil {
-		return nil, nil, fmt.Errorf("%s (variables: claims, user, request.method, request.name, request.arguments)", strings.ReplaceAll(issues.Err().Error(), "\n", " "))
+		return nil, nil, false, fmt.Errorf("%s (variables: claims, user, request.method, request.name, request.arguments)", strings.ReplaceAll(issues.Err().Error(), "\n", " "))
 	}
-	if !ast.OutputType().IsExactType(cel.BoolType) {
-		return nil, nil, fmt.Errorf("the expression gives %s, not bool", ast.OutputType())
+	if !checked.OutputType().IsExactType(cel.BoolType) {
+		return nil, nil, false, fmt.Errorf("the expression gives %s, not bool", checked.OutputType())
 	}
-	prg, err := env.Program(ast, cel.CostLimit(CostLimit))
+	prg, err := env.Program(checked, cel.CostLimit(CostLimit))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	partial, err := env.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptPartialEval))
+	partial, err := env.Program(checked, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptPartialEval))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	return prg, partial, nil
+	return prg, partial, readsArguments(checked), nil
+}
+
+// readsArguments reports whether an expression may read
+// request.arguments: it does unless every use of request selects its
+// method or name.
+func readsArguments(checked *cel.Ast) bool {
+	root := celast.NavigateAST(checked.NativeRep())
+	for _, ident := range celast.MatchDescendants(root, celast.KindMatcher(celast.IdentKind)) {
+		if ident.AsIdent() != VarRequest {
+			continue
+		}
+		parent, ok := ident.Parent()
+		if !ok || parent.Kind() != celast.SelectKind {
+			return true
+		}
+		if field := parent.AsSelect().FieldName(); field != "method" && field != "name" {
+			return true
+		}
+	}
+	return false
+}
+
+// patterns are compiled names and glob patterns.
+type patterns []pattern
+
+// pattern is one name or glob pattern, compiled to the cheapest test that
+// decides it.
+type pattern struct {
+	kind patternKind
+	text string // the name; the prefix or suffix; the glob with / escaped
+}
+
+type patternKind uint8
+
+const (
+	patternExact  patternKind = iota
+	patternPrefix             // text then anything: "search_*"
+	patternSuffix             // anything then text: "*_admin"
+	patternGlob               // anything else, by path.Match
+)
+
+// slashEscape stands for / in globs: path.Match would not let * match it.
+const slashEscape = "\x00"
+
+func compilePatterns(names []string) patterns {
+	ps := make(patterns, 0, len(names))
+	for _, n := range names {
+		meta := strings.IndexAny(n, "*?[\\")
+		switch {
+		case meta < 0:
+			ps = append(ps, pattern{patternExact, n})
+		case meta == len(n)-1 && n[meta] == '*':
+			ps = append(ps, pattern{patternPrefix, n[:meta]})
+		case meta == 0 && n[0] == '*' && !strings.ContainsAny(n[1:], "*?[\\"):
+			ps = append(ps, pattern{patternSuffix, n[1:]})
+		default:
+			ps = append(ps, pattern{patternGlob, strings.ReplaceAll(n, "/", slashEscape)})
+		}
+	}
+	return ps
+}
+
+// match reports whether name is one of the names, or matches one of the
+// patterns. A '/' in a name is a character like another: * matches it too.
+func (ps patterns) match(name string) bool {
+	escaped := ""
+	for _, p := range ps {
+		switch p.kind {
+		case patternExact:
+			if name == p.text {
+				return true
+			}
+		case patternPrefix:
+			if strings.HasPrefix(name, p.text) {
+				return true
+			}
+		case patternSuffix:
+			if strings.HasSuffix(name, p.text) {
+				return true
+			}
+		default:
+			if escaped == "" {
+				escaped = strings.ReplaceAll(name, "/", slashEscape)
+			}
+			if ok, _ := path.Match(p.text, escaped); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // The methods rules govern, and what names what they use.
@@ -216,9 +315,15 @@ type Request struct {
 	Claims map[string]any
 	Method string
 	// Name is the tool or prompt name, or the resource URI.
-	Name      string
-	Arguments map[string]any // a tools/call's or prompts/get's arguments; nil when none
-	// Scopes are the scopes the caller's token holds.
+	Name string
+	// Arguments are a tools/call's or prompts/get's arguments; nil when
+	// none. When nil, RawArguments (their JSON) is decoded for the first
+	// condition that reads them; arguments that are not an object leave
+	// the variable empty.
+	Arguments    map[string]any
+	RawArguments []byte
+	// Scopes are the scopes the caller's token holds; nil reads them from
+	// Claims (Scopes) when a rule needs scopes.
 	Scopes []string
 }
 
@@ -240,28 +345,51 @@ type Decision struct {
 // Decide applies the rules to one request of a governed method; any other
 // is refused.
 func (a *Authorizer) Decide(r Request) Decision {
+	d, _ := a.decide(&r)
+	return d
+}
+
+// decide is Decide; it also says whether the decision holds for every call
+// of the caller to the same name: no condition it evaluated read the
+// arguments, and none failed.
+func (a *Authorizer) decide(r *Request) (Decision, bool) {
 	var d Decision
 	var activation map[string]any
-	for _, rule := range a.rules {
-		if !matchesAny(rule.names(r.Method), r.Name) {
+	memoizable := true
+	scopesRead := r.Scopes != nil
+	for i := range a.rules {
+		rule := &a.rules[i]
+		if !rule.names(r.Method).match(r.Name) {
 			continue
 		}
 		if rule.when != nil {
+			if rule.readsArguments {
+				memoizable = false
+				if r.Arguments == nil && len(r.RawArguments) > 0 {
+					_ = json.Unmarshal(r.RawArguments, &r.Arguments)
+				}
+			}
 			if activation == nil {
 				activation = map[string]any{
 					VarClaims:  nonNil(r.Claims),
 					VarUser:    r.User,
 					VarRequest: map[string]any{"method": r.Method, "name": r.Name, "arguments": nonNil(r.Arguments)},
 				}
+			} else if rule.readsArguments {
+				activation[VarRequest].(map[string]any)["arguments"] = nonNil(r.Arguments)
 			}
 			out, _, err := rule.when.Eval(activation)
 			if err != nil {
 				d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", rule.Name, err))
+				memoizable = false
 				continue
 			}
 			if ok, isBool := out.Value().(bool); !isBool || !ok {
 				continue
 			}
+		}
+		if len(rule.Scopes) > 0 && !scopesRead {
+			r.Scopes, scopesRead = Scopes(r.Claims), true
 		}
 		if missing := missingScopes(rule.Scopes, r.Scopes); len(missing) > 0 {
 			if d.MissingScopes == nil {
@@ -270,8 +398,52 @@ func (a *Authorizer) Decide(r Request) Decision {
 			continue
 		}
 		d.Allowed, d.Rule, d.MissingScopes = true, rule.Name, nil
+		return d, memoizable
+	}
+	return d, memoizable
+}
+
+// Memo remembers one caller's decisions (a verified token's: its claims
+// and scopes do not change) that do not depend on a call's arguments, so
+// that a caller calling the same tool again costs a map lookup. It holds
+// the decisions of one Authorizer at a time, and at most MemoSize. It is
+// safe for concurrent use; the zero value is ready.
+type Memo struct {
+	mu        sync.Mutex
+	authority *Authorizer
+	decisions map[memoKey]Decision
+}
+
+// MemoSize bounds the decisions one Memo holds; past it, it starts afresh.
+const MemoSize = 256
+
+type memoKey struct{ method, name string }
+
+// DecideWith is Decide, remembering in m (nil: no memory) what holds for
+// every call of the caller to the same name.
+func (a *Authorizer) DecideWith(m *Memo, r Request) Decision {
+	if m == nil {
+		return a.Decide(r)
+	}
+	k := memoKey{r.Method, r.Name}
+	m.mu.Lock()
+	if m.authority == a {
+		if d, ok := m.decisions[k]; ok {
+			m.mu.Unlock()
+			return d
+		}
+	}
+	m.mu.Unlock()
+	d, memoizable := a.decide(&r)
+	if !memoizable {
 		return d
 	}
+	m.mu.Lock()
+	if m.authority != a || len(m.decisions) >= MemoSize {
+		m.authority, m.decisions = a, make(map[memoKey]Decision)
+	}
+	m.decisions[k] = d
+	m.mu.Unlock()
 	return d
 }
 
@@ -280,25 +452,6 @@ func nonNil(m map[string]any) map[string]any {
 		return map[string]any{}
 	}
 	return m
-}
-
-// matchesAny reports whether name is one of patterns, or matches one. A
-// '/' in a tool name is a character like another: * matches it too.
-func matchesAny(patterns []string, name string) bool {
-	const slash = "\x00"
-	escaped := ""
-	for _, p := range patterns {
-		if p == name {
-			return true
-		}
-		if escaped == "" {
-			escaped = strings.ReplaceAll(name, "/", slash)
-		}
-		if ok, _ := path.Match(strings.ReplaceAll(p, "/", slash), escaped); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // missingScopes returns the scopes of want that have lacks.
@@ -380,7 +533,8 @@ func (a *Authorizer) Lister(method, user string, claims map[string]any) *Lister 
 	l := &Lister{a: a, method: method, holds: make([]int8, len(a.rules))}
 	request := map[string]any{"method": method}
 	l.vars = map[string]any{VarClaims: nonNil(claims), VarUser: user, VarRequest: request}
-	for i, rule := range a.rules {
+	for i := range a.rules {
+		rule := &a.rules[i]
 		switch {
 		case len(rule.names(method)) == 0:
 			l.holds[i] = -1
@@ -398,9 +552,10 @@ func (a *Authorizer) Lister(method, user string, claims map[string]any) *Lister 
 // Visible reports whether the caller sees the item of the given name (a
 // tool or prompt name, a resource URI or URI template).
 func (l *Lister) Visible(name string) bool {
-	for i, rule := range l.a.rules {
+	for i := range l.a.rules {
+		rule := &l.a.rules[i]
 		holds := l.holds[i]
-		if holds < 0 || !matchesAny(rule.names(l.method), name) {
+		if holds < 0 || !rule.names(l.method).match(name) {
 			continue
 		}
 		if holds == 0 {
@@ -419,7 +574,7 @@ func (l *Lister) Visible(name string) bool {
 // eval evaluates a rule's condition with the given parts of the request
 // unknown: 1 when it holds or may hold, -1 when it cannot, 0 when it
 // depends on a part of the name that is unknown.
-func (l *Lister) eval(rule compiledRule, unknown ...*cel.AttributePatternType) int8 {
+func (l *Lister) eval(rule *compiledRule, unknown ...*cel.AttributePatternType) int8 {
 	vars, err := cel.PartialVars(l.vars, unknown...)
 	if err != nil {
 		l.Errors = append(l.Errors, fmt.Errorf("rule %s: %w", rule.Name, err))
@@ -456,15 +611,15 @@ func dependsOnName(u *types.Unknown) bool {
 	return false
 }
 
-// names returns what the rule names for method.
-func (r compiledRule) names(method string) []string {
+// names returns what the rule names for method, compiled.
+func (r *compiledRule) names(method string) patterns {
 	switch method {
 	case MethodToolsCall:
-		return r.Tools
+		return r.tools
 	case MethodPromptsGet:
-		return r.Prompts
+		return r.prompts
 	case MethodResourcesRead, MethodResourcesSubscribe:
-		return r.Resources
+		return r.resources
 	}
 	return nil
 }

@@ -201,3 +201,74 @@ func TestListerConditions(t *testing.T) {
 		t.Errorf("Errors = %v, want the broken rule's", dev.Errors)
 	}
 }
+
+// Names and patterns match as path.Match would, with / a character like
+// another, whichever test a pattern compiles to.
+func TestPatterns(t *testing.T) {
+	for _, tt := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"search", "search", true},
+		{"search", "search_code", false},
+		{"search_*", "search_code", true},
+		{"search_*", "search_", true},
+		{"search_*", "searc", false},
+		{"*_admin", "repo_admin", true},
+		{"*_admin", "repo_admin2", false},
+		{"github/*", "github/list/prs", true},
+		{"*", "anything/at/all", true},
+		{"file:///docs/*.md", "file:///docs/a/b.md", true},
+		{"file:///docs/*.md", "file:///docs/a/b.txt", false},
+		{"get_?", "get_x", true},
+		{"get_?", "get_xy", false},
+		{"[ab]*", "alpha", true},
+		{"[ab]*", "gamma", false},
+		{`a\*`, "a*", true},
+		{`a\*`, "ab", false},
+	} {
+		a, err := authz.Compile(authz.Policy{Rules: []authz.Rule{{Name: "r", Tools: []string{tt.pattern}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.Decide(authz.Request{Method: authz.MethodToolsCall, Name: tt.name}).Allowed; got != tt.want {
+			t.Errorf("%q matches %q: %v, want %v", tt.pattern, tt.name, got, tt.want)
+		}
+	}
+}
+
+// A caller's decisions are remembered when no condition read the
+// arguments; an argument-based one is decided on every call; a new policy
+// starts afresh.
+func TestDecideWithRemembersWhatHoldsForEveryCall(t *testing.T) {
+	policy := authz.Policy{Rules: []authz.Rule{
+		{Name: "by-claims", Tools: []string{"search"}, When: "'eng' in claims.groups && request.name == 'search'"},
+		{Name: "by-arguments", Tools: []string{"create"}, When: "request.arguments.repo.startsWith('a/')"},
+	}}
+	a, err := authz.Compile(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := map[string]any{"groups": []any{"eng"}}
+	memo := new(authz.Memo)
+	call := func(a *authz.Authorizer, name, args string) bool {
+		return a.DecideWith(memo, authz.Request{User: "u", Claims: claims, Method: authz.MethodToolsCall, Name: name, RawArguments: []byte(args)}).Allowed
+	}
+	if !call(a, "search", "") {
+		t.Fatal("search refused")
+	}
+	claims["groups"] = []any{} // a token's claims never change; this shows the memo answered
+	if !call(a, "search", "") {
+		t.Error("the remembered decision was not used")
+	}
+	if !call(a, "create", `{"repo":"a/x"}`) || call(a, "create", `{"repo":"b/x"}`) {
+		t.Error("an argument-based decision was remembered")
+	}
+	b, err := authz.Compile(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if call(b, "search", "") {
+		t.Error("another policy used the first one's decision")
+	}
+}
