@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -77,7 +78,15 @@ type listFilter struct {
 // results filtered, and whether it changed. Only the lists (and the cache
 // scope of their results) are written anew; every other byte is the
 // original's.
-func (lf *listFilter) rewrite(data []byte) ([]byte, bool, error) {
+func (lf *listFilter) rewrite(data []byte) (out []byte, changed bool, err error) {
+	defer func() {
+		// A response the walker cannot follow is not forwarded: it is
+		// refused or cut, and said so, rather than taking the connection
+		// down with a panic.
+		if p := recover(); p != nil {
+			out, changed, err = nil, false, fmt.Errorf("the filter failed on it: %v", p)
+		}
+	}()
 	if !json.Valid(data) {
 		return nil, false, errors.New("not JSON")
 	}
@@ -94,6 +103,8 @@ func (lf *listFilter) rewrite(data []byte) ([]byte, bool, error) {
 	if len(edits) == 0 {
 		return data, false, nil
 	}
+	// A result's cacheScope may come before its list.
+	slices.SortFunc(edits, func(a, b edit) int { return a.at.start - b.at.start })
 	return applyEdits(data, edits), true, nil
 }
 
@@ -103,8 +114,8 @@ type edit struct {
 	with []byte
 }
 
-// applyEdits returns data with the edits, which are in order and do not
-// overlap, applied.
+// applyEdits returns data with the edits, which are in order of their
+// spans and do not overlap, applied.
 func applyEdits(data []byte, edits []edit) []byte {
 	size := len(data)
 	for _, e := range edits {
@@ -121,20 +132,14 @@ func applyEdits(data []byte, edits []edit) []byte {
 }
 
 // filterMessage appends the edits that filter the lists of the JSON-RPC
-// message at m: every result member (a key spelled twice is filtered
-// twice, whichever a client reads) of a message without a method.
+// message at m. Keys are matched as the most lenient client reads them,
+// without case (Go's encoding/json), and every member that matches is
+// filtered, whichever of them a client reads.
 func (lf *listFilter) filterMessage(data []byte, m span, edits []edit) []edit {
-	var results []span
 	for mem := range members(data, m) {
-		switch {
-		case keyIs(data, mem.key, "method", false):
-			return edits // a request or notification: no result
-		case keyIs(data, mem.key, "result", false):
-			results = append(results, mem.value)
+		if keyIs(data, mem.key, "result", true) {
+			edits = lf.filterResult(data, mem.value, edits)
 		}
-	}
-	for _, result := range results {
-		edits = lf.filterResult(data, result, edits)
 	}
 	return edits
 }
@@ -149,15 +154,15 @@ func (lf *listFilter) filterResult(data []byte, result span, edits []edit) []edi
 	for mem := range members(data, result) {
 		lastMember = mem.value
 		switch {
-		case keyIs(data, mem.key, "cacheScope", false):
+		case keyIs(data, mem.key, "cacheScope", true):
 			cacheScope = append(cacheScope, mem.value)
 			continue
-		case keyIs(data, mem.key, "ttlMs", false):
+		case keyIs(data, mem.key, "ttlMs", true):
 			hasTTL = true
 			continue
 		}
 		for k, kind := range listKinds {
-			if data[mem.value.start] != '[' || !keyIs(data, mem.key, kind.key, false) {
+			if data[mem.value.start] != '[' || !keyIs(data, mem.key, kind.key, true) {
 				continue
 			}
 			edits = append(edits, edit{mem.value, lf.filterList(data, mem.value, k)})
@@ -171,7 +176,7 @@ func (lf *listFilter) filterResult(data []byte, result span, edits []edit) []edi
 		edits = append(edits, edit{v, []byte(`"private"`)})
 	}
 	if len(cacheScope) == 0 && hasTTL {
-		// After the last member: edits stay in order.
+		// After the last member.
 		edits = append(edits, edit{span{lastMember.end, lastMember.end}, []byte(`,"cacheScope":"private"`)})
 	}
 	return edits

@@ -200,7 +200,7 @@ func TestListsInEventStreams(t *testing.T) {
 func TestAFilteredListIsNeverShared(t *testing.T) {
 	iss := newIssuer(t)
 	sales := iss.token(t, "bob", func(c claims) { c["groups"] = []string{"sales"} })
-	body := `[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"launch"}],"ttlMs":60000,"cacheScope":"public"}},` +
+	body := `[{"jsonrpc":"2.0","id":1,"result":{"ttlMs":60000,"cacheScope":"public","tools":[{"name":"launch"}]}},` +
 		`{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"{\"tools\":[]}"}]}}]`
 	backend := &scripted{contentType: "application/json; charset=utf-8", pieces: []string{body}}
 	h, _ := newListHarness(t, listPolicy(iss), backend)
