@@ -384,3 +384,72 @@ func TestTheAuditTrailOfARunIsComplete(t *testing.T) {
 		t.Errorf("arguments %+v, want size and hash only", a)
 	}
 }
+
+// An edit whose condition is not CEL is reported in the status the
+// gateway prints, and the policy before it keeps serving; fixing it
+// applies the fix.
+func TestAnInvalidConditionIsReportedWhileThePreviousPolicyServes(t *testing.T) {
+	backend := startBackend(t)
+	issuer, _ := startIssuer(t)
+	policy := func(when string) string {
+		return testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits") + `  authorization:
+    rules:
+    - name: engineers
+      tools: ["expensive_*"]
+      when: "` + when + `"
+`
+	}
+	var port int
+	g := testgateway.Start(t, func(p int) string {
+		port = p
+		return testgateway.Config(p, backend.addr, policy("'engineering' in claims.groups"))
+	})
+	token := func(user, group string) string {
+		tok, err := issuer.TokenWithClaims(user, "limits", map[string]any{"groups": []string{group}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	engineer, sales := token("alice", "engineering"), token("bob", "sales")
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"expensive_tool"}}`
+	allowed := func(tok string) bool {
+		before := backend.calls.Load()
+		if status := post(t, g.URL, tok, http.MethodPost, call); status != http.StatusOK {
+			t.Fatalf("status %d", status)
+		}
+		return backend.calls.Load() > before
+	}
+	if !allowed(engineer) || allowed(sales) {
+		t.Fatal("the first policy does not hold")
+	}
+
+	// Sales would be let in by the edit, had it compiled.
+	if err := os.WriteFile(g.Config, []byte(testgateway.Config(port, backend.addr, policy("claims.groups contains 'sales'"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.WaitFor(t, "reporting the invalid condition", func() bool {
+		return strings.Contains(g.Log.String(), "AuthorizationValid=False")
+	})
+	out := g.Log.String()
+	for _, want := range []string{"authorization.rules[engineers].when", "until it is fixed the last valid policy keeps serving"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the status printed does not say %q:\n%s", want, out)
+		}
+	}
+	if !allowed(engineer) || allowed(sales) {
+		t.Error("while the edit is invalid, the previous policy does not serve")
+	}
+
+	if err := os.WriteFile(g.Config, []byte(testgateway.Config(port, backend.addr, policy("'sales' in claims.groups"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.WaitFor(t, "applying the fix", func() bool {
+		before := backend.calls.Load()
+		_ = post(t, g.URL, sales, http.MethodPost, call)
+		return backend.calls.Load() > before
+	})
+	if allowed(engineer) {
+		t.Error("the fixed policy still lets engineers in")
+	}
+}

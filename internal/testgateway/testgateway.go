@@ -77,6 +77,9 @@ func OIDC(issuer, jwksURL, audience string) string {
 type Gateway struct {
 	URL   string // the MCP endpoint
 	Admin string // host:port of the admin listener
+	// Config is the configuration file, which the gateway reloads when it
+	// changes.
+	Config string
 	*testproc.Process
 }
 
@@ -87,12 +90,13 @@ func Start(t *testing.T, config func(port int) string, flags ...string) *Gateway
 	t.Helper()
 	port, adminPort := testproc.FreePort(t), testproc.FreePort(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(config(port)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(config(port)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g := &Gateway{
-		URL:   fmt.Sprintf("http://127.0.0.1:%d/mcp", port),
-		Admin: fmt.Sprintf("127.0.0.1:%d", adminPort),
+		URL:    fmt.Sprintf("http://127.0.0.1:%d/mcp", port),
+		Admin:  fmt.Sprintf("127.0.0.1:%d", adminPort),
+		Config: filepath.Join(dir, "gateway.yaml"),
 	}
 	args := append([]string{"standalone", "--config", dir, "--listen-address", "127.0.0.1", "--admin-address", g.Admin}, flags...)
 	g.Process = testproc.Start(t, "toolgate", testproc.Build(t, "github.com/toolgate/toolgate/cmd/toolgate"), args...)
