@@ -389,18 +389,10 @@ func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection
 		}
 		// Arguments that are not an object leave the variable empty; the
 		// backend refuses such a call itself.
-		req := authz.Request{User: who.user, Claims: who.claims, Method: string(m.method), Name: string(m.name), RawArguments: m.arguments}
-		d := f.authz.DecideWith(who.decisions, req)
+		d := f.authz.DecideCall(who.decisions, who.user, who.claims, m.method, m.name, m.arguments)
 		for _, err := range d.Errors {
 			f.shared.logger.Warn("an authorization condition could not be evaluated; it counts as false",
-				"server", f.server, "user", who.user, "tool", req.Name, "error", err)
-		}
-		status := http.StatusOK
-		if legacySSEMessage(r) {
-			// The legacy transport's client reads answers from its event
-			// stream only and takes a 2xx as accepted: an HTTP error is
-			// what it can see.
-			status = http.StatusForbidden
+				"server", f.server, "user", who.user, "name", string(m.name), "error", err)
 		}
 		t := trailOf(w)
 		if d.Allowed {
@@ -412,13 +404,20 @@ func (f *Filter) authorize(w http.ResponseWriter, r *http.Request, in inspection
 		if t != nil {
 			t.refusedAt(in, i)
 		}
+		status := http.StatusOK
+		if legacySSEMessage(r) {
+			// The legacy transport's client reads answers from its event
+			// stream only and takes a 2xx as accepted: an HTTP error is
+			// what it can see.
+			status = http.StatusForbidden
+		}
 		switch {
 		case len(d.MissingScopes) > 0:
 			f.refuseScopes(w, r, d.MissingScopes, m.id)
-		case req.Method == methodPromptsGet:
-			f.refuse(w, status, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown prompt: "+req.Name)
-		case req.Method == methodToolsCall:
-			f.refuse(w, status, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown tool: "+req.Name)
+		case string(m.method) == methodPromptsGet:
+			f.refuse(w, status, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown prompt: "+string(m.name))
+		case string(m.method) == methodToolsCall:
+			f.refuse(w, status, reasonNotAllowed, m.id, CodeInvalidParams, "Unknown tool: "+string(m.name))
 		default:
 			f.refuseResource(w, r, m, status)
 		}

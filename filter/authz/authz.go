@@ -105,10 +105,9 @@ type Authorizer struct {
 
 type compiledRule struct {
 	Rule
-	when cel.Program // nil when the rule has no condition
-	// whenPartial is when, built to evaluate with parts of the request
-	// unknown (for lists).
-	whenPartial cel.Program
+	// when is nil when the rule has no condition. It is built for partial
+	// evaluation: lists evaluate it with parts of the request unknown.
+	when cel.Program
 	// readsArguments says the condition may read request.arguments: a
 	// decision that evaluates it depends on the call, not only on the
 	// caller and the name.
@@ -163,11 +162,11 @@ func Compile(p Policy) (*Authorizer, error) {
 		}
 		cr := compiledRule{Rule: r, tools: compilePatterns(r.Tools), prompts: compilePatterns(r.Prompts), resources: compilePatterns(r.Resources)}
 		if r.When != "" {
-			prg, partial, readsArguments, err := compileWhen(r.When)
+			prg, readsArguments, err := compileWhen(r.When)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s.when: %w", at, err))
 			}
-			cr.when, cr.whenPartial, cr.readsArguments = prg, partial, readsArguments
+			cr.when, cr.readsArguments = prg, readsArguments
 		}
 		a.rules = append(a.rules, cr)
 	}
@@ -178,28 +177,26 @@ func Compile(p Policy) (*Authorizer, error) {
 }
 
 // compileWhen parses and type-checks a condition, which must be a bool. It
-// returns the program for calls, one for lists, which may leave parts of
-// the request unknown, and whether the condition may read the arguments.
-func compileWhen(expr string) (cel.Program, cel.Program, bool, error) {
+// returns its program and whether the condition may read the arguments.
+func compileWhen(expr string) (cel.Program, bool, error) {
 	if len(expr) > MaxWhenLength {
-		return nil, nil, false, fmt.Errorf("the expression is %d characters long, at most %d", len(expr), MaxWhenLength)
+		return nil, false, fmt.Errorf("the expression is %d characters long, at most %d", len(expr), MaxWhenLength)
 	}
 	checked, issues := env.Compile(expr)
 	if issues != nil && issues.Err() != nil {
-		return nil, nil, false, fmt.Errorf("%s (variables: claims, user, request.method, request.name, request.arguments)", strings.ReplaceAll(issues.Err().Error(), "\n", " "))
+		return nil, false, fmt.Errorf("%s (variables: claims, user, request.method, request.name, request.arguments)", strings.ReplaceAll(issues.Err().Error(), "\n", " "))
 	}
 	if !checked.OutputType().IsExactType(cel.BoolType) {
-		return nil, nil, false, fmt.Errorf("the expression gives %s, not bool", checked.OutputType())
+		return nil, false, fmt.Errorf("the expression gives %s, not bool", checked.OutputType())
 	}
-	prg, err := env.Program(checked, cel.CostLimit(CostLimit))
+	// One program serves calls and lists: with every variable known, a
+	// program built for partial evaluation gives what a plain one gives,
+	// and a policy holds one program per rule, not two.
+	prg, err := env.Program(checked, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptPartialEval))
 	if err != nil {
-		return nil, nil, false, err
+		return nil, false, err
 	}
-	partial, err := env.Program(checked, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptPartialEval))
-	if err != nil {
-		return nil, nil, false, err
-	}
-	return prg, partial, readsArguments(checked), nil
+	return prg, readsArguments(checked), nil
 }
 
 // readsArguments reports whether an expression may read
@@ -411,38 +408,71 @@ func (a *Authorizer) decide(r *Request) (Decision, bool) {
 type Memo struct {
 	mu        sync.Mutex
 	authority *Authorizer
-	decisions map[memoKey]Decision
+	size      int
+	decisions [numGoverned]map[string]Decision // by method, then name
 }
 
 // MemoSize bounds the decisions one Memo holds; past it, it starts afresh.
 const MemoSize = 256
 
-type memoKey struct{ method, name string }
+// The governed methods, as indexes.
+const (
+	governedToolsCall = iota
+	governedPromptsGet
+	governedResourcesRead
+	governedResourcesSubscribe
+	numGoverned
+)
+
+// governedIndex returns a governed method's index, -1 for another method.
+func governedIndex(method []byte) int {
+	switch string(method) {
+	case MethodToolsCall:
+		return governedToolsCall
+	case MethodPromptsGet:
+		return governedPromptsGet
+	case MethodResourcesRead:
+		return governedResourcesRead
+	case MethodResourcesSubscribe:
+		return governedResourcesSubscribe
+	}
+	return -1
+}
 
 // DecideWith is Decide, remembering in m (nil: no memory) what holds for
 // every call of the caller to the same name.
 func (a *Authorizer) DecideWith(m *Memo, r Request) Decision {
-	if m == nil {
-		return a.Decide(r)
-	}
-	k := memoKey{r.Method, r.Name}
-	m.mu.Lock()
-	if m.authority == a {
-		if d, ok := m.decisions[k]; ok {
-			m.mu.Unlock()
-			return d
+	return a.DecideCall(m, r.User, r.Claims, []byte(r.Method), []byte(r.Name), r.RawArguments)
+}
+
+// DecideCall is DecideWith for a request read from the wire: a call
+// already decided for the caller costs no allocation.
+func (a *Authorizer) DecideCall(m *Memo, user string, claims map[string]any, method, name, arguments []byte) Decision {
+	k := governedIndex(method)
+	if m != nil && k >= 0 {
+		m.mu.Lock()
+		if m.authority == a {
+			if d, ok := m.decisions[k][string(name)]; ok {
+				m.mu.Unlock()
+				return d
+			}
 		}
+		m.mu.Unlock()
 	}
-	m.mu.Unlock()
+	r := Request{User: user, Claims: claims, Method: string(method), Name: string(name), RawArguments: arguments}
 	d, memoizable := a.decide(&r)
-	if !memoizable {
+	if m == nil || k < 0 || !memoizable {
 		return d
 	}
 	m.mu.Lock()
-	if m.authority != a || len(m.decisions) >= MemoSize {
-		m.authority, m.decisions = a, make(map[memoKey]Decision)
+	if m.authority != a || m.size >= MemoSize {
+		m.authority, m.size, m.decisions = a, 0, [numGoverned]map[string]Decision{}
 	}
-	m.decisions[k] = d
+	if m.decisions[k] == nil {
+		m.decisions[k] = make(map[string]Decision)
+	}
+	m.decisions[k][r.Name] = d
+	m.size++
 	m.mu.Unlock()
 	return d
 }
@@ -538,7 +568,7 @@ func (a *Authorizer) Lister(method, user string, claims map[string]any) *Lister 
 		switch {
 		case len(rule.names(method)) == 0:
 			l.holds[i] = -1
-		case rule.whenPartial == nil:
+		case rule.when == nil:
 			l.holds[i] = 1
 		default:
 			// The name and the arguments unknown: most conditions read
@@ -580,7 +610,7 @@ func (l *Lister) eval(rule *compiledRule, unknown ...*cel.AttributePatternType) 
 		l.Errors = append(l.Errors, fmt.Errorf("rule %s: %w", rule.Name, err))
 		return -1
 	}
-	out, _, err := rule.whenPartial.Eval(vars)
+	out, _, err := rule.when.Eval(vars)
 	if err != nil {
 		l.Errors = append(l.Errors, fmt.Errorf("rule %s: %w", rule.Name, err))
 		return -1

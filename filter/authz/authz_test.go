@@ -272,3 +272,29 @@ func TestDecideWithRemembersWhatHoldsForEveryCall(t *testing.T) {
 		t.Error("another policy used the first one's decision")
 	}
 }
+
+// BenchmarkDecideCallRemembered is a caller's call to a tool he called
+// before, with 20 rules: the cost authorization adds to a tools/call.
+func BenchmarkDecideCallRemembered(b *testing.B) {
+	p := authz.Policy{}
+	for i := range 19 {
+		p.Rules = append(p.Rules, authz.Rule{Name: "team-" + string(rune('a'+i)), Tools: []string{"team_*", "report"}, When: "'x' in claims.groups"})
+	}
+	p.Rules = append(p.Rules, authz.Rule{Name: "engineers", Tools: []string{"expensive_*"}, When: "'engineering' in claims.groups"})
+	a, err := authz.Compile(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	claims := map[string]any{"groups": []any{"engineering"}}
+	memo := new(authz.Memo)
+	method, name, args := []byte(authz.MethodToolsCall), []byte("expensive_tool"), []byte(`{"limit":10}`)
+	if !a.DecideCall(memo, "alice", claims, method, name, args).Allowed {
+		b.Fatal("refused")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !a.DecideCall(memo, "alice", claims, method, name, args).Allowed {
+			b.Fatal("refused")
+		}
+	}
+}
