@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,11 @@ type Filter struct {
 	global  *limiter.Limit
 	perUser *limiter.Limit
 	tools   map[string]*toolPolicy
+	prompts map[string]*toolPolicy
+	// resources are the exact URIs; resourceTemplates the templates, most
+	// specific (longest) first.
+	resources         map[string]*toolPolicy
+	resourceTemplates []resourceTemplate
 	metrics *serverMetrics
 	// forwardAuthorization keeps the checked Authorization header on the
 	// way to the backend.
@@ -46,12 +52,48 @@ type Filter struct {
 	auditArguments bool
 }
 
-// toolPolicy is one tool's limits, with the tool's name kept as the policy
-// spells it so bucket ids never hold a string from a request.
+// toolPolicy is the limits of one tool, prompt or resource, with its
+// bucket name kept as the policy spells it so bucket ids never hold a
+// string from a request.
 type toolPolicy struct {
-	name    string
+	// bucket names the entry's buckets: the tool's name; for a prompt or
+	// a resource, its name or URI after a prefix that no tool name can
+	// take (the filter refuses control characters in names).
+	bucket  string
 	global  *limiter.Limit
 	perUser *limiter.Limit
+	cost    int64
+}
+
+// Bucket name prefixes of prompts' and resources' buckets.
+const (
+	promptBucketPrefix   = "\x00prompt:"
+	resourceBucketPrefix = "\x00resource:"
+)
+
+func newToolPolicy(bucket string, l ToolLimits) *toolPolicy {
+	return &toolPolicy{bucket: bucket, global: clone(l.Global), perUser: clone(l.PerUser), cost: l.cost()}
+}
+
+// resourceTemplate is a resources[] entry with expressions.
+type resourceTemplate struct {
+	template string
+	match    *regexp.Regexp
+	limits   *toolPolicy
+}
+
+// resourceLimits returns the limits of a resource URI: its exact entry, or
+// the most specific template that matches it; nil when none.
+func (f *Filter) resourceLimits(uri string) *toolPolicy {
+	if t := f.resources[uri]; t != nil {
+		return t
+	}
+	for _, rt := range f.resourceTemplates {
+		if rt.match.MatchString(uri) {
+			return rt.limits
+		}
+	}
+	return nil
 }
 
 // New builds the filter of one MCP server. It refuses a policy it cannot
@@ -86,8 +128,35 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		}
 	}
 	for tool, limits := range policy.Tools {
-		f.tools[tool] = &toolPolicy{name: tool, global: clone(limits.Global), perUser: clone(limits.PerUser)}
+		f.tools[tool] = newToolPolicy(tool, limits)
 	}
+	if len(policy.Prompts) > 0 {
+		f.prompts = make(map[string]*toolPolicy, len(policy.Prompts))
+		for name, limits := range policy.Prompts {
+			f.prompts[name] = newToolPolicy(promptBucketPrefix+name, limits)
+		}
+	}
+	for uri, limits := range policy.Resources {
+		tp := newToolPolicy(resourceBucketPrefix+uri, limits)
+		if !strings.ContainsAny(uri, "{}") {
+			if f.resources == nil {
+				f.resources = map[string]*toolPolicy{}
+			}
+			f.resources[uri] = tp
+			continue
+		}
+		re, err := compileURITemplate(uri)
+		if err != nil {
+			return nil, fmt.Errorf("filter: resources[%s]: %w", uri, err) // validate checked it already
+		}
+		f.resourceTemplates = append(f.resourceTemplates, resourceTemplate{uri, re, tp})
+	}
+	slices.SortFunc(f.resourceTemplates, func(a, b resourceTemplate) int {
+		if c := len(b.template) - len(a.template); c != 0 {
+			return c
+		}
+		return strings.Compare(a.template, b.template)
+	})
 	return f, nil
 }
 
@@ -347,22 +416,43 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 	demands, scopes := sc.demands[:0], sc.scopes[:0]
 	for i := range in.messages {
 		m := &in.messages[i]
-		if !m.isToolCall() {
+		if !m.hasMethod {
 			continue
 		}
-		if f.global != nil {
-			demands, scopes = demand(demands, scopes, scopeGlobal, limiter.BucketID{Server: f.server}, *f.global)
-		}
-		if f.perUser != nil {
-			demands, scopes = demand(demands, scopes, scopePerUser, limiter.BucketID{Server: f.server, User: user}, *f.perUser)
-		}
-		if t := f.tools[string(m.name)]; t != nil {
-			if t.global != nil {
-				demands, scopes = demand(demands, scopes, scopeToolGlobal, limiter.BucketID{Server: f.server, Tool: t.name}, *t.global)
+		var entry *toolPolicy
+		var entryGlobal, entryPerUser scope
+		switch string(m.method) {
+		case methodToolsCall:
+			entry, entryGlobal, entryPerUser = f.tools[string(m.name)], scopeToolGlobal, scopeToolPerUser
+			cost := int64(1)
+			if entry != nil {
+				cost = entry.cost
 			}
-			if t.perUser != nil {
-				demands, scopes = demand(demands, scopes, scopeToolPerUser, limiter.BucketID{Server: f.server, Tool: t.name, User: user}, *t.perUser)
+			if f.global != nil {
+				demands, scopes = demand(demands, scopes, scopeGlobal, limiter.BucketID{Server: f.server}, *f.global, cost)
 			}
+			if f.perUser != nil {
+				demands, scopes = demand(demands, scopes, scopePerUser, limiter.BucketID{Server: f.server, User: user}, *f.perUser, cost)
+			}
+		case methodPromptsGet:
+			if m.id == nil || f.prompts == nil {
+				continue // notifications are never limited
+			}
+			entry, entryGlobal, entryPerUser = f.prompts[string(m.name)], scopePromptGlobal, scopePromptPerUser
+		case methodResourcesRead:
+			if m.id == nil || f.resources == nil && f.resourceTemplates == nil {
+				continue
+			}
+			entry, entryGlobal, entryPerUser = f.resourceLimits(string(m.name)), scopeResourceGlobal, scopeResourcePerUser
+		}
+		if entry == nil {
+			continue
+		}
+		if entry.global != nil {
+			demands, scopes = demand(demands, scopes, entryGlobal, limiter.BucketID{Server: f.server, Tool: entry.bucket}, *entry.global, entry.cost)
+		}
+		if entry.perUser != nil {
+			demands, scopes = demand(demands, scopes, entryPerUser, limiter.BucketID{Server: f.server, Tool: entry.bucket, User: user}, *entry.perUser, entry.cost)
 		}
 	}
 	defer func() {
@@ -436,16 +526,16 @@ func legacySSEMessage(r *http.Request) bool {
 	return q.Has("sessionId") || q.Has("sessionid") || q.Has("session_id")
 }
 
-// demand adds one token to the bucket id, merging the demands of a batch on
-// the same bucket so that one Take decides them all together.
-func demand(demands []limiter.Demand, scopes []scope, s scope, id limiter.BucketID, limit limiter.Limit) ([]limiter.Demand, []scope) {
+// demand adds a call's cost to the bucket id, merging the demands of a
+// batch on the same bucket so that one Take decides them all together.
+func demand(demands []limiter.Demand, scopes []scope, s scope, id limiter.BucketID, limit limiter.Limit, cost int64) ([]limiter.Demand, []scope) {
 	for i := range demands {
 		if demands[i].Bucket == id {
-			demands[i].Tokens++
+			demands[i].Tokens += cost
 			return demands, scopes
 		}
 	}
-	return append(demands, limiter.Demand{Bucket: id, Limit: limit, Tokens: 1}), append(scopes, s)
+	return append(demands, limiter.Demand{Bucket: id, Limit: limit, Tokens: cost}), append(scopes, s)
 }
 
 // decide takes the demanded tokens, all or none. While the shared store is

@@ -43,14 +43,22 @@ const (
 	scopePerUser                  // one caller, every tool
 	scopeToolGlobal               // every caller, one tool
 	scopeToolPerUser              // one caller, one tool
+	scopePromptGlobal             // every caller, one prompt
+	scopePromptPerUser            // one caller, one prompt
+	scopeResourceGlobal           // every caller, one resource (or template)
+	scopeResourcePerUser          // one caller, one resource (or template)
 	numScopes
 )
 
 var scopeNames = [numScopes]string{
-	scopeGlobal:      "global",
-	scopePerUser:     "per_user",
-	scopeToolGlobal:  "tool_global",
-	scopeToolPerUser: "tool_per_user",
+	scopeGlobal:          "global",
+	scopePerUser:         "per_user",
+	scopeToolGlobal:      "tool_global",
+	scopeToolPerUser:     "tool_per_user",
+	scopePromptGlobal:    "prompt_global",
+	scopePromptPerUser:   "prompt_per_user",
+	scopeResourceGlobal:  "resource_global",
+	scopeResourcePerUser: "resource_per_user",
 }
 
 func (s scope) String() string { return scopeNames[s] }

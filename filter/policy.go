@@ -47,6 +47,12 @@ type Policy struct {
 	// Tools holds limits for single tools, by tool name, on top of the
 	// server's.
 	Tools map[string]ToolLimits `json:"tools,omitempty"`
+	// Prompts holds limits for prompts/get, by prompt name; Resources for
+	// resources/read, by URI or URI template (RFC 6570: an expression
+	// stands for any text, and for no '/' when it is a simple {name}).
+	// The server's Global and PerUser buckets count tools/call only.
+	Prompts   map[string]ToolLimits `json:"prompts,omitempty"`
+	Resources map[string]ToolLimits `json:"resources,omitempty"`
 	// Authorization, when set, decides which tools each caller may call;
 	// what no rule allows is refused. Nil lets every caller call every
 	// tool.
@@ -57,12 +63,24 @@ type Policy struct {
 	AuditArguments bool `json:"auditArguments,omitempty"`
 }
 
-// ToolLimits are the buckets of one tool. At least one is set.
+// ToolLimits are the limits of one tool, prompt or resource: its buckets
+// and what one call costs. A tool's entry sets at least one of them; a
+// prompt's or a resource's sets a bucket.
 type ToolLimits struct {
 	// Global is shared by every caller of the tool.
 	Global *limiter.Limit `json:"global,omitempty"`
 	// PerUser is each caller's own bucket for the tool. It needs Auth.
 	PerUser *limiter.Limit `json:"perUser,omitempty"`
+	// Cost is how many tokens one call takes from every bucket it is
+	// checked against (a tool's: the server's too); 0 means 1.
+	Cost int64 `json:"cost,omitempty"`
+}
+
+// cost is what one call takes.
+func (l ToolLimits) cost() int64 { return max(l.Cost, 1) }
+
+func (l ToolLimits) clone() ToolLimits {
+	return ToolLimits{Global: clone(l.Global), PerUser: clone(l.PerUser), Cost: l.Cost}
 }
 
 // OIDCConfig says how to verify a caller's bearer token: a JWT signed by the
@@ -99,13 +117,19 @@ func (p *Policy) Clone() *Policy {
 		c.Authorization = &a
 	}
 	c.Global, c.PerUser = clone(p.Global), clone(p.PerUser)
-	if p.Tools != nil {
-		c.Tools = make(map[string]ToolLimits, len(p.Tools))
-		for name, limits := range p.Tools {
-			c.Tools[name] = ToolLimits{Global: clone(limits.Global), PerUser: clone(limits.PerUser)}
-		}
-	}
+	c.Tools, c.Prompts, c.Resources = cloneLimits(p.Tools), cloneLimits(p.Prompts), cloneLimits(p.Resources)
 	return &c
+}
+
+func cloneLimits(m map[string]ToolLimits) map[string]ToolLimits {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]ToolLimits, len(m))
+	for name, limits := range m {
+		c[name] = limits.clone()
+	}
+	return c
 }
 
 // DefaultUserClaim is the claim that names the caller when the policy names
@@ -165,29 +189,60 @@ func (p *Policy) validate() (namespace, name string, err error) {
 	if p.PerUser != nil && p.Auth == nil {
 		errs = append(errs, errors.New("perUser needs auth: without it every caller is anonymous; configure auth or use global"))
 	}
-	for _, tool := range slices.Sorted(maps.Keys(p.Tools)) {
-		limits := p.Tools[tool]
-		if tool == "" {
-			errs = append(errs, errors.New("tools: a tool has an empty name"))
-			continue
-		}
-		if limits.Global == nil && limits.PerUser == nil {
-			errs = append(errs, fmt.Errorf("tools[%s]: set global, perUser or both", tool))
-		}
-		if err := validateLimit("tools["+tool+"].global", limits.Global); err != nil {
-			errs = append(errs, err)
-		}
-		if err := validateLimit("tools["+tool+"].perUser", limits.PerUser); err != nil {
-			errs = append(errs, err)
-		}
-		if limits.PerUser != nil && p.Auth == nil {
-			errs = append(errs, fmt.Errorf("tools[%s].perUser needs auth: without it every caller is anonymous; configure auth or use global", tool))
+	errs = append(errs, p.validateEntries("tools", p.Tools)...)
+	errs = append(errs, p.validateEntries("prompts", p.Prompts)...)
+	errs = append(errs, p.validateEntries("resources", p.Resources)...)
+	for _, uri := range slices.Sorted(maps.Keys(p.Resources)) {
+		if _, err := compileURITemplate(uri); err != nil {
+			errs = append(errs, fmt.Errorf("resources[%s]: %w", uri, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return "", "", fmt.Errorf("policy for %s: %w", p.Server, err)
 	}
 	return namespace, name, nil
+}
+
+// validateEntries checks the entries of tools, prompts or resources. A
+// call's cost is taken from every bucket it is checked against: a cost
+// above the smallest of them could never pass.
+func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []error {
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(entries)) {
+		limits := entries[name]
+		at := field + "[" + name + "]"
+		if name == "" {
+			errs = append(errs, fmt.Errorf("%s: an entry has an empty name", field))
+			continue
+		}
+		switch {
+		case limits.Cost < 0:
+			errs = append(errs, fmt.Errorf("%s.cost must be at least 1, got %d", at, limits.Cost))
+		case field == "tools" && limits.Global == nil && limits.PerUser == nil && limits.Cost == 0:
+			errs = append(errs, fmt.Errorf("%s: set global, perUser or cost", at))
+		case field != "tools" && limits.Global == nil && limits.PerUser == nil:
+			errs = append(errs, fmt.Errorf("%s: set global, perUser or both (the server's buckets count tool calls only)", at))
+		}
+		if err := validateLimit(at+".global", limits.Global); err != nil {
+			errs = append(errs, err)
+		}
+		if err := validateLimit(at+".perUser", limits.PerUser); err != nil {
+			errs = append(errs, err)
+		}
+		if limits.PerUser != nil && p.Auth == nil {
+			errs = append(errs, fmt.Errorf("%s.perUser needs auth: without it every caller is anonymous; configure auth or use global", at))
+		}
+		buckets := map[string]*limiter.Limit{at + ".global": limits.Global, at + ".perUser": limits.PerUser}
+		if field == "tools" {
+			buckets["global"], buckets["perUser"] = p.Global, p.PerUser
+		}
+		for _, b := range slices.Sorted(maps.Keys(buckets)) {
+			if l := buckets[b]; l != nil && limits.cost() > l.MaxTokens {
+				errs = append(errs, fmt.Errorf("%s.cost %d is above %s.maxTokens %d: such a call could never pass; lower the cost or raise maxTokens", at, limits.cost(), b, l.MaxTokens))
+			}
+		}
+	}
+	return errs
 }
 
 func validateLimit(field string, l *limiter.Limit) error {

@@ -175,15 +175,13 @@ func (t *trail) finish() {
 	}
 }
 
-// bucketName names a bucket in a record: its scope, and the tool of a
-// tool's bucket ("tool_per_user/search").
-func bucketName(s scope, tool string) string {
-	if tool == "" {
+// bucketName names a bucket in a record: its scope, and the tool, prompt
+// or resource of an entry's bucket ("tool_per_user/search",
+// "prompt_global/review").
+func bucketName(s scope, entry string) string {
+	if entry == "" {
 		return s.String()
 	}
-	var b strings.Builder
-	b.WriteString(s.String())
-	b.WriteByte('/')
-	b.WriteString(tool)
-	return b.String()
+	entry = strings.TrimPrefix(strings.TrimPrefix(entry, promptBucketPrefix), resourceBucketPrefix)
+	return s.String() + "/" + entry
 }

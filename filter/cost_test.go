@@ -1,0 +1,113 @@
+package filter_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/limiter"
+)
+
+// A tool's cost is taken from every bucket its call is checked against: the
+// server's and its own.
+func TestACallTakesItsCostFromEveryBucket(t *testing.T) {
+	iss := newIssuer(t)
+	hour := time.Hour
+	h := newHarness(t, filter.Policy{
+		Server: testServer, Auth: iss.auth(),
+		Global: limit(10, hour), PerUser: limit(8, hour),
+		Tools: map[string]filter.ToolLimits{
+			"report": {Cost: 5, PerUser: limit(5, hour)},
+			"search": {Cost: 2},
+		},
+	})
+	token := iss.token(t, "alice")
+	for i, step := range []struct {
+		tool   string
+		status int
+	}{
+		{"report", http.StatusOK},              // global 5 left, alice 3, report 0
+		{"report", http.StatusTooManyRequests}, // report's bucket is empty: nothing taken
+		{"search", http.StatusOK},              // global 3, alice 1
+		{"search", http.StatusTooManyRequests}, // alice holds 1, not 2
+		{"other", http.StatusOK},               // cost 1: global 2, alice 0
+	} {
+		if w := h.post(token, call(i+1, step.tool)); w.Code != step.status {
+			t.Fatalf("step %d, %s: status %d, want %d: %s", i+1, step.tool, w.Code, step.status, w.Body)
+		}
+	}
+	for _, b := range []struct {
+		id     limiter.BucketID
+		limit  limiter.Limit
+		tokens int64
+	}{
+		{limiter.BucketID{Server: testServer}, *limit(10, hour), 2},
+		{limiter.BucketID{Server: testServer, User: "alice"}, *limit(8, hour), 0},
+	} {
+		if b.tokens > 0 && !h.bucketHolds(t, b.id, b.limit, b.tokens) {
+			t.Errorf("%+v holds less than %d", b.id, b.tokens)
+		}
+		if h.bucketHolds(t, b.id, b.limit, 1) {
+			t.Errorf("%+v holds more than %d", b.id, b.tokens)
+		}
+	}
+}
+
+// prompts/get and resources/read are limited by their entries, by name, by
+// URI, or by URI template; what no entry names, and notifications, are not
+// limited; the server's buckets count tool calls only.
+func TestPromptsAndResourcesAreLimitedByTheirEntries(t *testing.T) {
+	iss := newIssuer(t)
+	hour := time.Hour
+	h := newHarness(t, filter.Policy{
+		Server: testServer, Auth: iss.auth(),
+		PerUser: limit(1, hour),
+		Prompts: map[string]filter.ToolLimits{"review": {PerUser: limit(2, hour)}},
+		Resources: map[string]filter.ToolLimits{
+			"file:///docs/{name}":   {Global: limit(1, hour)},
+			"file:///docs/index.md": {Global: limit(4, hour), Cost: 2},
+			"file:///logs/{+path}":  {Global: limit(1, hour)},
+		},
+	})
+	token := iss.token(t, "alice")
+	get := func(id int, name string) string {
+		return `{"jsonrpc":"2.0","id":` + itoa(id) + `,"method":"prompts/get","params":{"name":"` + name + `"}}`
+	}
+	read := func(id int, uri string) string {
+		return `{"jsonrpc":"2.0","id":` + itoa(id) + `,"method":"resources/read","params":{"uri":"` + uri + `"}}`
+	}
+	for i, step := range []struct {
+		body    string
+		headers []string
+		status  int
+	}{
+		{get(1, "review"), nil, http.StatusOK},
+		{get(2, "review"), []string{"Mcp-Protocol-Version", "2026-07-28", "Mcp-Method", "prompts/get"}, http.StatusOK},
+		{get(3, "review"), nil, http.StatusTooManyRequests},
+		{`{"jsonrpc":"2.0","method":"prompts/get","params":{"name":"review"}}`, nil, http.StatusOK}, // a notification
+		{get(4, "summarize"), nil, http.StatusOK},
+		{get(5, "summarize"), nil, http.StatusOK},
+		{read(6, "file:///docs/a.md"), nil, http.StatusOK},
+		{read(7, "file:///docs/b.md"), nil, http.StatusTooManyRequests}, // the template's bucket
+		{read(8, "file:///docs/index.md"), nil, http.StatusOK},          // the exact entry wins, cost 2
+		{read(9, "file:///docs/index.md"), nil, http.StatusOK},
+		{read(10, "file:///docs/index.md"), nil, http.StatusTooManyRequests},
+		{read(11, "file:///docs/a/b.md"), nil, http.StatusOK}, // {name} matches no '/': no entry
+		{read(12, "file:///logs/a/b.log"), nil, http.StatusOK},
+		{read(13, "file:///logs/c.log"), nil, http.StatusTooManyRequests}, // {+path} matches any
+		{call(14, "t"), nil, http.StatusOK},                               // the server's bucket: untouched by the rest
+		{call(15, "t"), nil, http.StatusTooManyRequests},
+	} {
+		w := h.post(token, step.body, step.headers...)
+		if w.Code != step.status {
+			t.Fatalf("step %d: status %d, want %d: %s", i+1, w.Code, step.status, w.Body)
+		}
+	}
+	if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": "prompt_per_user", "result": "rejected"}); got != 1 {
+		t.Errorf("prompt_per_user rejections = %v, want 1", got)
+	}
+	if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": "resource_global", "result": "rejected"}); got != 3 {
+		t.Errorf("resource_global rejections = %v, want 3", got)
+	}
+}
