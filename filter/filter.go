@@ -37,7 +37,7 @@ type Filter struct {
 	// specific (longest) first.
 	resources         map[string]*toolPolicy
 	resourceTemplates []resourceTemplate
-	metrics *serverMetrics
+	metrics           *serverMetrics
 	// forwardAuthorization keeps the checked Authorization header on the
 	// way to the backend.
 	forwardAuthorization bool

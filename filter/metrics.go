@@ -39,14 +39,14 @@ const (
 type scope uint8
 
 const (
-	scopeGlobal      scope = iota // every caller, every tool
-	scopePerUser                  // one caller, every tool
-	scopeToolGlobal               // every caller, one tool
-	scopeToolPerUser              // one caller, one tool
-	scopePromptGlobal             // every caller, one prompt
-	scopePromptPerUser            // one caller, one prompt
-	scopeResourceGlobal           // every caller, one resource (or template)
-	scopeResourcePerUser          // one caller, one resource (or template)
+	scopeGlobal          scope = iota // every caller, every tool
+	scopePerUser                      // one caller, every tool
+	scopeToolGlobal                   // every caller, one tool
+	scopeToolPerUser                  // one caller, one tool
+	scopePromptGlobal                 // every caller, one prompt
+	scopePromptPerUser                // one caller, one prompt
+	scopeResourceGlobal               // every caller, one resource (or template)
+	scopeResourcePerUser              // one caller, one resource (or template)
 	numScopes
 )
 
