@@ -32,8 +32,10 @@ func fullConfig(t *testing.T) *Config {
 		PerUser:        &limiter.Limit{MaxTokens: 100, RefillPeriod: 1500 * time.Millisecond},
 		Tools: map[string]filter.ToolLimits{
 			"expensive_tool": {Global: &limiter.Limit{MaxTokens: 50, RefillPeriod: time.Hour}, PerUser: &limiter.Limit{MaxTokens: 10, RefillPeriod: time.Minute}},
-			"other_tool":     {PerUser: &limiter.Limit{MaxTokens: 5, RefillPeriod: time.Second}},
+			"other_tool":     {PerUser: &limiter.Limit{MaxTokens: 5, RefillPeriod: time.Second}, Cost: 3},
 		},
+		Prompts:   map[string]filter.ToolLimits{"review": {PerUser: &limiter.Limit{MaxTokens: 3, RefillPeriod: time.Hour}, Cost: 2}},
+		Resources: map[string]filter.ToolLimits{"file:///docs/{name}": {Global: &limiter.Limit{MaxTokens: 9, RefillPeriod: time.Minute}}},
 	}
 	backendFilter := Filter{Type: FilterRequestHeaderModifier, RequestHeaderModifier: &HeaderModifier{
 		Set: []Header{{Name: "X-Backend-Key", Value: "secret-backend"}},

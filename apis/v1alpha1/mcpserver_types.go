@@ -25,6 +25,8 @@ const MaxTools = 128
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.authorization) || !self.authorization.rules.exists(r, has(r.scopes) && size(r.scopes) > 0) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".authorization.rules",reason="FieldValueForbidden",message="authorization.rules[].scopes need spec.auth.oidc: scopes are read from the caller's verified token"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",message="rateLimiting.tools[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.prompts",reason="FieldValueForbidden",message="rateLimiting.prompts[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use prompts[].global for a limit shared by all callers"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.resources",reason="FieldValueForbidden",message="rateLimiting.resources[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use resources[].global for a limit shared by all callers"
 type MCPServerSpec struct {
 	// ServiceRef is the Service in the MCPServer's namespace that runs the
 	// MCP server.
@@ -282,7 +284,8 @@ type OIDC struct {
 // passes only if every bucket that applies to it has a token; then one token
 // is taken from each.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser)))",message="rateLimiting configures no bucket: set global or perUser, or add a tools[] entry with global or perUser (or remove rateLimiting)"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser))) || has(self.prompts) || has(self.resources)",message="rateLimiting configures no bucket: set global or perUser, or add a tools[], prompts[] or resources[] entry with global or perUser (or remove rateLimiting)"
+// +kubebuilder:validation:XValidation:rule="!has(self.tools) || self.tools.all(t, !has(t.cost) || ((!has(self.global) || t.cost <= self.global.maxTokens) && (!has(self.perUser) || t.cost <= self.perUser.maxTokens)))",fieldPath=".tools",message="a tools[] cost is above the server's global or perUser maxTokens: a tool call takes its cost from the server's buckets too, so such a call could never pass; lower the cost or raise maxTokens"
 type RateLimiting struct {
 	// Global is one bucket shared by all callers of the server.
 	//
@@ -302,11 +305,35 @@ type RateLimiting struct {
 	// +kubebuilder:validation:MaxItems=128
 	// +optional
 	Tools []ToolRateLimit `json:"tools,omitempty"`
+
+	// Prompts are buckets for prompts/get, by prompt name. The server's
+	// global and perUser buckets count tool calls only; a prompt without
+	// an entry is not limited.
+	//
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=128
+	// +optional
+	Prompts []PromptRateLimit `json:"prompts,omitempty"`
+
+	// Resources are buckets for resources/read, by URI or URI template
+	// (RFC 6570: file:///logs/{name} matches one path segment,
+	// file:///logs/{+path} any text). An exact URI wins over a template,
+	// a longer template over a shorter; a resource without an entry is
+	// not limited.
+	//
+	// +listType=map
+	// +listMapKey=uri
+	// +kubebuilder:validation:MaxItems=128
+	// +optional
+	Resources []ResourceRateLimit `json:"resources,omitempty"`
 }
 
-// ToolRateLimit configures the buckets of one tool.
+// ToolRateLimit configures the buckets of one tool and what one call of it
+// costs.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="each tools[] entry must set global or perUser"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.cost)",message="each tools[] entry must set global, perUser or cost"
+// +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
 type ToolRateLimit struct {
 	// Name of the tool, as in tools/call params.name.
 	//
@@ -323,6 +350,80 @@ type ToolRateLimit struct {
 	//
 	// +optional
 	PerUser *Bucket `json:"perUser,omitempty"`
+
+	// Cost is how many tokens one call takes from every bucket it is
+	// checked against: this entry's and the server's global and perUser.
+	// Default 1.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +optional
+	Cost *int64 `json:"cost,omitempty"`
+}
+
+// PromptRateLimit configures the buckets of one prompt.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="each prompts[] entry must set global or perUser"
+// +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
+type PromptRateLimit struct {
+	// Name of the prompt, as in prompts/get params.name.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Name string `json:"name"`
+
+	// Global is one bucket for this prompt shared by all callers.
+	//
+	// +optional
+	Global *Bucket `json:"global,omitempty"`
+
+	// PerUser is one bucket per user for this prompt. Requires
+	// spec.auth.oidc.
+	//
+	// +optional
+	PerUser *Bucket `json:"perUser,omitempty"`
+
+	// Cost is how many tokens one prompts/get takes from this entry's
+	// buckets. Default 1.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +optional
+	Cost *int64 `json:"cost,omitempty"`
+}
+
+// ResourceRateLimit configures the buckets of one resource, or of the
+// resources of one URI template.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="each resources[] entry must set global or perUser"
+// +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
+type ResourceRateLimit struct {
+	// URI of the resource, as in resources/read params.uri, or a URI
+	// template whose {expressions} stand for any text ({name} for no '/').
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[^{}]*([{][^{}]+[}][^{}]*)*$')",message="uri must be a URI or a URI template whose every { is closed by a } around a non-empty expression"
+	URI string `json:"uri"`
+
+	// Global is one bucket for the resource shared by all callers.
+	//
+	// +optional
+	Global *Bucket `json:"global,omitempty"`
+
+	// PerUser is one bucket per user for the resource. Requires
+	// spec.auth.oidc.
+	//
+	// +optional
+	PerUser *Bucket `json:"perUser,omitempty"`
+
+	// Cost is how many tokens one resources/read takes from this entry's
+	// buckets. Default 1.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +optional
+	Cost *int64 `json:"cost,omitempty"`
 }
 
 // Bucket is a token bucket: it holds at most MaxTokens tokens and refills

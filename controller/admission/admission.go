@@ -7,6 +7,7 @@ package admission
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -94,6 +95,10 @@ func (v *Validator) Admit(ctx context.Context, obj *unstructured.Unstructured) e
 	if obj.GetName() == "" {
 		errs = append(errs, field.Required(field.NewPath("metadata", "name"), "name is required"))
 	}
+	// The API server decodes whole JSON numbers as integers; a map decoded
+	// with encoding/json holds them as float64, which CEL would refuse to
+	// compare with an integer field.
+	normalizeNumbers(obj.Object)
 	// Unknown fields are an error, as with kubectl's default strict field validation.
 	unknown := structuralpruning.PruneWithOptions(obj.Object, ver.structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true})
 	for _, path := range unknown {
@@ -116,6 +121,29 @@ func (v *Validator) Admit(ctx context.Context, obj *unstructured.Unstructured) e
 		return nil
 	}
 	return apierrors.NewInvalid(gvk.GroupKind(), obj.GetName(), errs)
+}
+
+// normalizeNumbers turns the whole float64 numbers of a decoded JSON value
+// into int64, in place, as the API server's decoder reads them.
+func normalizeNumbers(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if f, ok := e.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+				v[k] = int64(f)
+				continue
+			}
+			normalizeNumbers(e)
+		}
+	case []any:
+		for i, e := range v {
+			if f, ok := e.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+				v[i] = int64(f)
+				continue
+			}
+			normalizeNumbers(e)
+		}
+	}
 }
 
 // hasBlocking mirrors the API server: these errors stop CEL evaluation.

@@ -191,8 +191,8 @@ func (t *translator) serviceRefCondition(m *v1alpha1.MCPServer) metav1.Condition
 	return condition(ConditionResolvedRefs, true, ReasonResolvedRefs, "spec.serviceRef resolved", m.Generation)
 }
 
-// describeLimits summarizes the buckets, for example
-// "global 1000/1m0s, perUser 100/1m0s, tools expensive_tool(perUser 10/1m0s)".
+// describeLimits summarizes the buckets and costs, for example
+// "global 1000/1m0s, perUser 100/1m0s, report.perUser 10/1m0s, report costs 5".
 func describeLimits(rl *v1alpha1.RateLimiting) string {
 	var parts []string
 	bucket := func(name string, b *v1alpha1.Bucket) {
@@ -200,11 +200,27 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 			parts = append(parts, fmt.Sprintf("%s %d/%s", name, b.MaxTokens, b.RefillPeriod.Duration))
 		}
 	}
+	costs := func(name string, c *int64) {
+		if c != nil && *c != 1 {
+			parts = append(parts, fmt.Sprintf("%s costs %d", name, *c))
+		}
+	}
 	bucket("global", rl.Global)
 	bucket("perUser", rl.PerUser)
-	for _, tool := range rl.Tools {
-		bucket(tool.Name+".global", tool.Global)
-		bucket(tool.Name+".perUser", tool.PerUser)
+	for _, e := range rl.Tools {
+		bucket(e.Name+".global", e.Global)
+		bucket(e.Name+".perUser", e.PerUser)
+		costs(e.Name, e.Cost)
+	}
+	for _, e := range rl.Prompts {
+		bucket("prompt "+e.Name+".global", e.Global)
+		bucket("prompt "+e.Name+".perUser", e.PerUser)
+		costs("prompt "+e.Name, e.Cost)
+	}
+	for _, e := range rl.Resources {
+		bucket("resource "+e.URI+".global", e.Global)
+		bucket("resource "+e.URI+".perUser", e.PerUser)
+		costs("resource "+e.URI, e.Cost)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -242,12 +258,32 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		p.PerUser = limit(rl.PerUser)
 		if len(rl.Tools) > 0 {
 			p.Tools = make(map[string]filter.ToolLimits, len(rl.Tools))
-			for _, tool := range rl.Tools {
-				p.Tools[tool.Name] = filter.ToolLimits{Global: limit(tool.Global), PerUser: limit(tool.PerUser)}
+			for _, e := range rl.Tools {
+				p.Tools[e.Name] = filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
+			}
+		}
+		if len(rl.Prompts) > 0 {
+			p.Prompts = make(map[string]filter.ToolLimits, len(rl.Prompts))
+			for _, e := range rl.Prompts {
+				p.Prompts[e.Name] = filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
+			}
+		}
+		if len(rl.Resources) > 0 {
+			p.Resources = make(map[string]filter.ToolLimits, len(rl.Resources))
+			for _, e := range rl.Resources {
+				p.Resources[e.URI] = filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
 			}
 		}
 	}
 	return p
+}
+
+// cost is an entry's cost; 0 (the default, 1) when unset.
+func cost(c *int64) int64 {
+	if c == nil {
+		return 0
+	}
+	return *c
 }
 
 func limit(b *v1alpha1.Bucket) *limiter.Limit {
