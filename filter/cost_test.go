@@ -1,6 +1,7 @@
 package filter_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
@@ -104,10 +105,28 @@ func TestPromptsAndResourcesAreLimitedByTheirEntries(t *testing.T) {
 			t.Fatalf("step %d: status %d, want %d: %s", i+1, w.Code, step.status, w.Body)
 		}
 	}
-	if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": "prompt_per_user", "result": "rejected"}); got != 1 {
-		t.Errorf("prompt_per_user rejections = %v, want 1", got)
+	// Each refusal says which limit refused it.
+	for _, c := range []struct{ body, want string }{
+		{get(20, "review"), `{"kind":"bucket","scope":"prompt_per_user","prompt":"review"}`},
+		{read(21, "file:///docs/c.md"), `{"kind":"bucket","scope":"resource_global","resource":"file:///docs/{name}"}`},
+		{call(22, "t"), `{"kind":"bucket","scope":"per_user"}`},
+	} {
+		w := h.post(token, c.body)
+		var resp struct {
+			Error struct {
+				Data struct {
+					Limit json.RawMessage `json:"limit"`
+				} `json:"data"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil || string(resp.Error.Data.Limit) != c.want {
+			t.Errorf("%s: error.data.limit %s (%v), want %s", c.body, resp.Error.Data.Limit, err, c.want)
+		}
 	}
-	if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": "resource_global", "result": "rejected"}); got != 3 {
-		t.Errorf("resource_global rejections = %v, want 3", got)
+	if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": "prompt_per_user", "result": "rejected"}); got != 2 {
+		t.Errorf("prompt_per_user rejections = %v, want 2", got)
+	}
+	if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": "resource_global", "result": "rejected"}); got != 4 {
+		t.Errorf("resource_global rejections = %v, want 4", got)
 	}
 }

@@ -37,7 +37,7 @@ func TestAUserOverMaxTokensIsRejectedWithRetryAfter(t *testing.T) {
 	if got := w.Header().Get("Retry-After"); got != "20" {
 		t.Errorf("Retry-After = %q, want 20", got)
 	}
-	want := `{"jsonrpc":"2.0","id":4,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20}}}`
+	want := `{"jsonrpc":"2.0","id":4,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":{"kind":"bucket","scope":"per_user"}}}}`
 	if got := w.Body.String(); got != want {
 		t.Errorf("body = %s\nwant   %s", got, want)
 	}
@@ -238,9 +238,9 @@ func TestABatchTakesATokenForEveryToolCallAllOrNothing(t *testing.T) {
 		t.Fatalf("second batch: status %d, want 429", w.Code)
 	}
 	want := `[` +
-		`{"jsonrpc":"2.0","id":3,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":1200}}},` +
-		`{"jsonrpc":"2.0","id":"four","error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":1200}}},` +
-		`{"jsonrpc":"2.0","id":5,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":1200}}}]`
+		`{"jsonrpc":"2.0","id":3,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":1200,"limit":{"kind":"bucket","scope":"tool_per_user","tool":"expensive_tool"}}}},` +
+		`{"jsonrpc":"2.0","id":"four","error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":1200,"limit":{"kind":"bucket","scope":"tool_per_user","tool":"expensive_tool"}}}},` +
+		`{"jsonrpc":"2.0","id":5,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":1200,"limit":{"kind":"bucket","scope":"tool_per_user","tool":"expensive_tool"}}}}]`
 	if got := w.Body.String(); got != want {
 		t.Errorf("body = %s\nwant   %s", got, want)
 	}

@@ -607,7 +607,7 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 		t.bucket = bucketName(scopes[refusing], demands[refusing].Bucket.Tool)
 	}
 	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
-	writeRateLimited(w, r, in, decision.RetryAfter)
+	writeRateLimited(w, r, in, decision.RetryAfter, limitObject(scopes[refusing], demands[refusing].Bucket.Tool))
 	return false
 }
 

@@ -95,7 +95,7 @@ const rateLimitedMessage = "Rate limit exceeded"
 // data.retryAfterSeconds for the session-based protocol;
 // CodeRateLimitedStateless with data.retryAfterSeconds and
 // data.retryAfterMs for the stateless one.
-func appendRateLimited(b, id []byte, stateless bool, retryAfter time.Duration) []byte {
+func appendRateLimited(b, id []byte, stateless bool, retryAfter time.Duration, limit []byte) []byte {
 	code := int64(CodeRateLimited)
 	if stateless {
 		code = CodeRateLimitedStateless
@@ -110,16 +110,44 @@ func appendRateLimited(b, id []byte, stateless bool, retryAfter time.Duration) [
 		b = append(b, `,"retryAfterMs":`...)
 		b = strconv.AppendInt(b, ceilMillis(retryAfter), 10)
 	}
+	b = append(b, `,"limit":`...)
+	b = append(b, limit...)
 	return append(b, "}}}"...)
 }
 
-// writeRateLimited answers a refused request with 429 and Retry-After: one
+// limitObject describes the limit that refused a call, for error.data.limit:
+// its kind (bucket), its scope (global, per_user, tool_per_user, ...) and,
+// for an entry's bucket, the tool, prompt or resource it limits.
+func limitObject(s scope, entry string) []byte {
+	b := make([]byte, 0, 64+len(entry))
+	b = append(b, `{"kind":"bucket","scope":"`...)
+	b = append(b, s.String()...)
+	b = append(b, '"')
+	if entry != "" {
+		var field string
+		switch {
+		case strings.HasPrefix(entry, promptBucketPrefix):
+			field, entry = "prompt", strings.TrimPrefix(entry, promptBucketPrefix)
+		case strings.HasPrefix(entry, resourceBucketPrefix):
+			field, entry = "resource", strings.TrimPrefix(entry, resourceBucketPrefix)
+		default:
+			field = "tool"
+		}
+		quoted, _ := json.Marshal(entry) // a string always marshals
+		b = append(b, `,"`+field+`":`...)
+		b = append(b, quoted...)
+	}
+	return append(b, '}')
+}
+
+// writeRateLimited answers a refused request with 429 and Retry-After
+// (error.data says when to retry, and which limit refused: limitObject): one
 // error for a single message, an array of one error per request with an id
 // for a batch. A notification, or a batch of nothing but notifications, gets
 // one error with a null id: HTTP still needs a body to say why. A message is
 // of the stateless protocol when the MCP-Protocol-Version header, or else
 // its own params._meta, names 2026-07-28 or later.
-func writeRateLimited(w http.ResponseWriter, r *http.Request, in inspection, retryAfter time.Duration) {
+func writeRateLimited(w http.ResponseWriter, r *http.Request, in inspection, retryAfter time.Duration, limit []byte) {
 	w.Header().Set(headerRetryAfter, strconv.FormatInt(wholeSeconds(retryAfter), 10))
 	stateless := func(m *message) bool { return speaksStateless(r, m) }
 	b := make([]byte, 0, 128)
@@ -142,7 +170,7 @@ func writeRateLimited(w http.ResponseWriter, r *http.Request, in inspection, ret
 		if !in.batch {
 			id = m.id
 		}
-		b = appendRateLimited(b, id, stateless(m), retryAfter)
+		b = appendRateLimited(b, id, stateless(m), retryAfter, limit)
 	} else {
 		b = append(b, '[')
 		for i := range in.messages {
@@ -150,7 +178,7 @@ func writeRateLimited(w http.ResponseWriter, r *http.Request, in inspection, ret
 				if len(b) > 1 {
 					b = append(b, ',')
 				}
-				b = appendRateLimited(b, m.id, stateless(m), retryAfter)
+				b = appendRateLimited(b, m.id, stateless(m), retryAfter, limit)
 			}
 		}
 		b = append(b, ']')
