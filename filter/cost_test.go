@@ -3,10 +3,12 @@ package filter_test
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/audit"
 	"github.com/toolgate/toolgate/filter/limiter"
 )
 
@@ -128,5 +130,55 @@ func TestPromptsAndResourcesAreLimitedByTheirEntries(t *testing.T) {
 	}
 	if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": "resource_global", "result": "rejected"}); got != 4 {
 		t.Errorf("resource_global rejections = %v, want 4", got)
+	}
+}
+
+// Limits in shadow mode decide and count exactly as if enforced, and
+// refuse nothing: the burst an enforcing policy refuses passes whole, and
+// what would have been refused is counted the same.
+func TestShadowLimitsCountWhatTheyWouldRefuse(t *testing.T) {
+	iss := newIssuer(t)
+	var out lockedBuffer
+	log, err := audit.New(&out, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := filter.Policy{Server: testServer, Auth: iss.auth(), PerUser: limit(2, time.Hour),
+		Tools: map[string]filter.ToolLimits{"report": {Cost: 2}}}
+	enforcing := newHarness(t, policy)
+	policy.Shadow = true
+	shadow := newHarness(t, policy, func(o *filter.SharedOptions) { o.Audit = log })
+	token := iss.token(t, "alice")
+	burst := []string{"t", "report", "t", "t", "report", "t"}
+	refused := 0
+	for i, tool := range burst {
+		w := enforcing.post(token, call(i+1, tool))
+		if w.Code == http.StatusTooManyRequests {
+			refused++
+		}
+		s := shadow.post(token, call(i+1, tool))
+		if s.Code != http.StatusOK || shadow.backend.hits.Load() != int64(i+1) {
+			t.Fatalf("call %d in shadow mode: status %d, backend hits %d", i+1, s.Code, shadow.backend.hits.Load())
+		}
+		if p := s.Header().Get("RateLimit-Policy"); !strings.HasSuffix(p, ";shadow") {
+			t.Errorf("call %d: RateLimit-Policy %q is not marked shadow", i+1, p)
+		}
+	}
+	if refused != 4 {
+		t.Fatalf("the enforcing policy refused %d of the burst, want 4", refused)
+	}
+	labels := map[string]string{"scope": "per_user", "result": "shadow_rejected"}
+	if got := metricValue(t, shadow.reg, filter.MetricDecisions, labels); got != float64(refused) {
+		t.Errorf("shadow_rejected decisions = %v, want %d, as many as the enforcing policy refused", got, refused)
+	}
+	if got := metricValue(t, shadow.reg, filter.MetricShadowRefusals, nil); got != float64(refused) {
+		t.Errorf("%s = %v, want %d", filter.MetricShadowRefusals, got, refused)
+	}
+	if got := metricValue(t, shadow.reg, filter.MetricRejectedRequests, map[string]string{"reason": "rate_limited"}); got != 0 {
+		t.Errorf("shadow limits counted %v refusals", got)
+	}
+	_ = log.Close()
+	if n := strings.Count(out.b.String(), `"wouldRefuse":"rate_limited"`); n != refused {
+		t.Errorf("%d audit records say they would have been refused, want %d:\n%s", n, refused, out.b.String())
 	}
 }

@@ -50,6 +50,8 @@ type Filter struct {
 	authz *authz.Authorizer
 	// auditArguments writes arguments' values into the audit trail.
 	auditArguments bool
+	// shadow decides and counts the limits but never refuses.
+	shadow bool
 }
 
 // toolPolicy is the limits of one tool, prompt or resource, with its
@@ -118,6 +120,7 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		resourceURL:          policy.ResourceURL,
 		scopes:               slices.Clone(policy.Scopes),
 		auditArguments:       policy.AuditArguments,
+		shadow:               policy.Shadow,
 	}
 	if policy.Auth != nil {
 		f.auth = newAuthenticator(shared, *policy.Auth)
@@ -574,6 +577,12 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 		if r.Context().Err() != nil {
 			return false // the client went away; there is no one to answer
 		}
+		if f.shadow {
+			// Limits in shadow mode never refuse: not for want of a
+			// decision either.
+			f.shared.logger.Debug("rate-limit decision not made in time; shadow limits let the request pass", "server", f.server, "error", err)
+			return true
+		}
 		f.shared.logger.Debug("rate-limit decision not made in time; the request is refused", "server", f.server, "error", err)
 		w.Header().Set(headerRetryAfter, "1")
 		f.refuse(w, http.StatusServiceUnavailable, reasonOverloaded, firstID(in), CodeInternalError,
@@ -586,14 +595,21 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 			m.decisions[s][resultAllowed].Inc()
 		}
 		setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, mostConstrained(decision.Buckets))
+		if f.shadow {
+			markShadow(w.Header())
+		}
 		return true
+	}
+	refused := resultRejected
+	if f.shadow {
+		refused = resultShadowRejected
 	}
 	refusing := -1
 	for i, b := range decision.Buckets {
 		if b.Allowed {
 			continue
 		}
-		m.decisions[scopes[i]][resultRejected].Inc()
+		m.decisions[scopes[i]][refused].Inc()
 		if refusing < 0 || b.RetryAfter > decision.Buckets[refusing].RetryAfter {
 			refusing = i
 		}
@@ -601,11 +617,23 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 	if refusing < 0 {
 		refusing = mostConstrained(decision.Buckets)
 	}
-	m.rejected[reasonRateLimited].Inc()
-	noteRefusal(w, reasonRateLimited)
-	if t := trailOf(w); t != nil {
+	t := trailOf(w)
+	if t != nil {
 		t.bucket = bucketName(scopes[refusing], demands[refusing].Bucket.Tool)
 	}
+	if f.shadow {
+		// Decided and counted as if enforced, and nothing was taken, as
+		// for a refusal; the call passes. The RateLimit fields say so.
+		m.shadowRefusals.Inc()
+		if t != nil {
+			t.shadowRefused = true
+		}
+		setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
+		markShadow(w.Header())
+		return true
+	}
+	m.rejected[reasonRateLimited].Inc()
+	noteRefusal(w, reasonRateLimited)
 	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
 	writeRateLimited(w, r, in, decision.RetryAfter, limitObject(scopes[refusing], demands[refusing].Bucket.Tool))
 	return false

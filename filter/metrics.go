@@ -32,6 +32,9 @@ const (
 	// of list results (tools, prompts, resources, resource templates), by
 	// namespace and server.
 	MetricListItemsHidden = "toolgate_authz_list_items_hidden_total"
+	// MetricShadowRefusals counts the requests that limits in shadow mode
+	// would have refused, by namespace and server: they passed.
+	MetricShadowRefusals = "toolgate_ratelimit_shadow_refusals_total"
 )
 
 // scope is the kind of a bucket. Its name is a label value of
@@ -69,12 +72,16 @@ type result uint8
 const (
 	resultAllowed result = iota
 	resultRejected
+	// resultShadowRejected is a refusal of limits in shadow mode: counted,
+	// and the call passed.
+	resultShadowRejected
 	numResults
 )
 
 var resultNames = [numResults]string{
-	resultAllowed:  "allowed",
-	resultRejected: "rejected",
+	resultAllowed:        "allowed",
+	resultRejected:       "rejected",
+	resultShadowRejected: "shadow_rejected",
 }
 
 // storeOutcome is how a call to the bucket store ended.
@@ -146,6 +153,7 @@ type metrics struct {
 	storeDuration *prometheus.HistogramVec
 	rejected      *prometheus.CounterVec
 	hidden        *prometheus.CounterVec
+	shadow        *prometheus.CounterVec
 
 	mu      sync.Mutex
 	servers map[serverLabels]bool // the servers that have series
@@ -181,8 +189,12 @@ func newMetrics(reg prometheus.Registerer, store limiter.Store) (*metrics, error
 			Name: MetricListItemsHidden,
 			Help: "Items that authorization took out of list results (tools, prompts, resources, resource templates).",
 		}, []string{"namespace", "server"}),
+		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricShadowRefusals,
+			Help: "Requests that rate limits in shadow mode would have refused; they passed.",
+		}, []string{"namespace", "server"}),
 	}
-	collectors := []prometheus.Collector{m.decisions, m.failOpen, m.storeDuration, m.rejected, m.hidden}
+	collectors := []prometheus.Collector{m.decisions, m.failOpen, m.storeDuration, m.rejected, m.hidden, m.shadow}
 	if a, ok := store.(availability); ok {
 		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: MetricStoreAvailable,
@@ -207,11 +219,12 @@ func newMetrics(reg prometheus.Registerer, store limiter.Store) (*metrics, error
 // serverMetrics are one server's series, looked up once when its filter is
 // built so that a request touches no label maps.
 type serverMetrics struct {
-	decisions     [numScopes][numResults]prometheus.Counter
-	failOpen      prometheus.Counter
-	storeDuration [numStoreOutcomes]prometheus.Observer
-	rejected      [numReasons]prometheus.Counter
-	hidden        prometheus.Counter
+	decisions      [numScopes][numResults]prometheus.Counter
+	failOpen       prometheus.Counter
+	storeDuration  [numStoreOutcomes]prometheus.Observer
+	rejected       [numReasons]prometheus.Counter
+	hidden         prometheus.Counter
+	shadowRefusals prometheus.Counter
 }
 
 func (m *metrics) forServer(namespace, server string) *serverMetrics {
@@ -221,7 +234,10 @@ func (m *metrics) forServer(namespace, server string) *serverMetrics {
 		m.servers = map[serverLabels]bool{}
 	}
 	m.servers[serverLabels{namespace, server}] = true
-	sm := &serverMetrics{failOpen: m.failOpen.WithLabelValues(namespace, server), hidden: m.hidden.WithLabelValues(namespace, server)}
+	sm := &serverMetrics{
+		failOpen: m.failOpen.WithLabelValues(namespace, server), hidden: m.hidden.WithLabelValues(namespace, server),
+		shadowRefusals: m.shadow.WithLabelValues(namespace, server),
+	}
 	for s := range numScopes {
 		for r := range numResults {
 			sm.decisions[s][r] = m.decisions.WithLabelValues(namespace, server, scopeNames[s], resultNames[r])
@@ -252,6 +268,7 @@ func (m *metrics) retain(keep map[serverLabels]bool) {
 		m.storeDuration.DeletePartialMatch(labels)
 		m.rejected.DeletePartialMatch(labels)
 		m.hidden.DeletePartialMatch(labels)
+		m.shadow.DeletePartialMatch(labels)
 		delete(m.servers, s)
 	}
 }

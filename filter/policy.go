@@ -57,6 +57,11 @@ type Policy struct {
 	// what no rule allows is refused. Nil lets every caller call every
 	// tool.
 	Authorization *authz.Policy `json:"authorization,omitempty"`
+	// Shadow decides the limits and counts their decisions as if they
+	// were enforced, but refuses nothing: a call they would refuse passes,
+	// counted as shadow_rejected, marked in the RateLimit-Policy field and
+	// the audit trail.
+	Shadow bool `json:"shadow,omitempty"`
 	// AuditArguments writes the value of each tool call's and prompt's
 	// arguments into the audit trail; without it a record holds only their
 	// size and SHA-256.

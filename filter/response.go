@@ -260,6 +260,16 @@ func setRateLimitFields(h http.Header, demands []limiter.Demand, scopes []scope,
 	h[headerRateLimit] = values[1:2:2]
 }
 
+// markShadow marks the RateLimit-Policy field of limits in shadow mode
+// with the boolean parameter shadow (an extension parameter, which clients
+// that do not know it ignore): they were decided and counted, but refuse
+// nothing.
+func markShadow(h http.Header) {
+	if v := h[headerRateLimitPolicy]; len(v) == 1 {
+		h[headerRateLimitPolicy] = []string{v[0] + ";shadow"}
+	}
+}
+
 // ceilSeconds rounds d up to whole seconds, 0 for no time.
 func ceilSeconds(d time.Duration) int64 {
 	if d <= 0 {

@@ -33,6 +33,9 @@ type trail struct {
 	culprit  int // the message an authorization refusal was about; -1 for none
 	bucket   string
 	degraded bool
+	// shadowRefused says limits in shadow mode would have refused the
+	// request, which passed.
+	shadowRefused bool
 
 	messages []trailMessage
 }
@@ -157,6 +160,9 @@ func (t *trail) finish() {
 	}
 	if t.refused {
 		rec.Decision, rec.Reason = audit.Refused, reasonNames[t.reason]
+	}
+	if t.shadowRefused {
+		rec.WouldRefuse = reasonNames[reasonRateLimited]
 	}
 	if len(t.messages) == 0 {
 		log.Record(rec)

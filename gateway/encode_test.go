@@ -28,6 +28,7 @@ func fullConfig(t *testing.T) *Config {
 			{Name: "engineers", Tools: []string{"search_*"}, Prompts: []string{"review"}, Resources: []string{"file:///docs/*"}, When: "'engineering' in claims.groups", Scopes: []string{"repo:read"}},
 		}},
 		AuditArguments: true,
+		Shadow:         true,
 		Global:         &limiter.Limit{MaxTokens: 1000, RefillPeriod: time.Minute},
 		PerUser:        &limiter.Limit{MaxTokens: 100, RefillPeriod: 1500 * time.Millisecond},
 		Tools: map[string]filter.ToolLimits{

@@ -287,6 +287,17 @@ type OIDC struct {
 // +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser))) || has(self.prompts) || has(self.resources)",message="rateLimiting configures no bucket: set global or perUser, or add a tools[], prompts[] or resources[] entry with global or perUser (or remove rateLimiting)"
 // +kubebuilder:validation:XValidation:rule="!has(self.tools) || self.tools.all(t, !has(t.cost) || ((!has(self.global) || t.cost <= self.global.maxTokens) && (!has(self.perUser) || t.cost <= self.perUser.maxTokens)))",fieldPath=".tools",message="a tools[] cost is above the server's global or perUser maxTokens: a tool call takes its cost from the server's buckets too, so such a call could never pass; lower the cost or raise maxTokens"
 type RateLimiting struct {
+	// Mode is Enforce (the default): calls over a limit are refused; or
+	// Shadow: every decision is made and counted as if enforced
+	// (toolgate_ratelimit_decisions_total{result="shadow_rejected"}, the
+	// audit trail's wouldRefuse) but nothing is refused, so that new
+	// limits can be tried on real traffic before they are enforced.
+	//
+	// +kubebuilder:validation:Enum=Enforce;Shadow
+	// +kubebuilder:default=Enforce
+	// +optional
+	Mode RateLimitingMode `json:"mode,omitempty"`
+
 	// Global is one bucket shared by all callers of the server.
 	//
 	// +optional
@@ -328,6 +339,15 @@ type RateLimiting struct {
 	// +optional
 	Resources []ResourceRateLimit `json:"resources,omitempty"`
 }
+
+// RateLimitingMode says whether limits refuse calls.
+type RateLimitingMode string
+
+// Rate-limiting modes.
+const (
+	RateLimitingEnforce RateLimitingMode = "Enforce"
+	RateLimitingShadow  RateLimitingMode = "Shadow"
+)
 
 // ToolRateLimit configures the buckets of one tool and what one call of it
 // costs.

@@ -132,3 +132,61 @@ func TestPromptsAndResourcesAreLimitedLikeTools(t *testing.T) {
 		})
 	}
 }
+
+// The same concurrent burst through the real binary: the enforcing
+// gateway refuses some, the one with its limits in shadow mode serves all
+// and counts as would-be refusals exactly as many as the other refused.
+func TestShadowModeServesTheBurstEnforcementRefuses(t *testing.T) {
+	issuer, _ := startIssuer(t)
+	start := func(mode string) *testgateway.Gateway {
+		backend := startBackend(t)
+		return testgateway.Start(t, func(port int) string {
+			return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+`  rateLimiting:
+    mode: `+mode+`
+    perUser: {maxTokens: 7, refillPeriod: 1h}
+    tools:
+    - name: expensive_tool
+      cost: 3
+`)
+		})
+	}
+	enforcing, shadow := start("Enforce"), start("Shadow")
+	token, err := issuer.TokenWithClaims("alice", "limits", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	burst := func(g *testgateway.Gateway) map[int]int {
+		const calls = 20
+		statuses := make(chan int, calls)
+		var wg sync.WaitGroup
+		// One tool, one cost: how many pass does not depend on the order
+		// in which they arrive.
+		for range calls {
+			wg.Go(func() {
+				statuses <- post(t, g.URL, token, http.MethodPost,
+					`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"expensive_tool"}}`)
+			})
+		}
+		wg.Wait()
+		close(statuses)
+		counts := map[int]int{}
+		for s := range statuses {
+			counts[s]++
+		}
+		return counts
+	}
+	enforced := burst(enforcing)
+	refused := enforced[http.StatusTooManyRequests]
+	if enforced[http.StatusOK] != 2 || refused != 18 {
+		t.Fatalf("the enforcing gateway answered %v; want 2 served (cost 3 of 7 tokens) and 18 refused", enforced)
+	}
+	if shadowed := burst(shadow); shadowed[http.StatusOK] != 20 {
+		t.Errorf("the shadow gateway answered %v, want 20 served", shadowed)
+	}
+	if got := metricSum(t, shadow, "toolgate_ratelimit_shadow_refusals_total", `server="mcp"`); got != float64(refused) {
+		t.Errorf("shadow refusals %v, want %d, as many as enforcement refused", got, refused)
+	}
+	if got := metricSum(t, shadow, "toolgate_filter_rejected_requests_total", `reason="rate_limited"`); got != 0 {
+		t.Errorf("the shadow gateway refused %v calls", got)
+	}
+}

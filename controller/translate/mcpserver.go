@@ -180,6 +180,10 @@ func (t *translator) rateLimitingCondition(m *v1alpha1.MCPServer) metav1.Conditi
 				fmt.Sprintf("Gateway %s runs %d proxy replicas with in-memory buckets, so each replica would allow maxTokens on its own: configure Redis (the controller's --redis-url or the GatewayClass parameters) or run one replica", gw, dp.Replicas), gen)
 		}
 	}
+	if rl.Mode == v1alpha1.RateLimitingShadow {
+		return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonValid,
+			"shadow: decided and counted, never refused (set mode: Enforce to enforce): "+describeLimits(rl), gen)
+	}
 	return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonValid, "enforced: "+describeLimits(rl), gen)
 }
 
@@ -254,6 +258,7 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		p.AuditArguments = a.IncludeArguments
 	}
 	if rl := m.Spec.RateLimiting; rl != nil {
+		p.Shadow = rl.Mode == v1alpha1.RateLimitingShadow
 		p.Global = limit(rl.Global)
 		p.PerUser = limit(rl.PerUser)
 		if len(rl.Tools) > 0 {

@@ -62,6 +62,9 @@ type Record struct {
 	// bucket: "tool_per_user/search").
 	Rule   string `json:"rule,omitempty"`
 	Bucket string `json:"bucket,omitempty"`
+	// WouldRefuse, on an allowed request, is why limits in shadow mode
+	// would have refused it (rate_limited); Bucket names the bucket.
+	WouldRefuse string `json:"wouldRefuse,omitempty"`
 	// Degraded says the rate limits were decided by this replica's local
 	// buckets because the shared store was unavailable.
 	Degraded bool `json:"degraded,omitempty"`
