@@ -21,6 +21,7 @@ import (
 
 	"github.com/toolgate/toolgate/filter/audit"
 	"github.com/toolgate/toolgate/internal/testgateway"
+	"github.com/toolgate/toolgate/internal/testissuer"
 )
 
 // Authorization through the real binary: who may call which tool, by a
@@ -42,13 +43,7 @@ func TestAuthorizationRulesDecideWhoMayCallWhichTool(t *testing.T) {
       scopes: ["tools:admin"]
 `)
 	})
-	token := func(user string, extra map[string]any) string {
-		tok, err := issuer.TokenWithClaims(user, "limits", extra)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	token := func(user string, extra map[string]any) string { return claimsToken(t, issuer, user, extra) }
 	engineer := token("alice", map[string]any{"groups": []string{"engineering"}})
 	sales := token("bob", map[string]any{"groups": []string{"sales"}, "scope": "tools:read"})
 	admin := token("carol", map[string]any{"scope": "tools:admin"})
@@ -189,13 +184,7 @@ func (c *contentTypes) RoundTrip(r *http.Request) (*http.Response, error) {
 // stream. A tool hidden from a caller is unknown to him when he calls it.
 func TestEachCallerListsWhatHeMayUse(t *testing.T) {
 	issuer, _ := startIssuer(t)
-	token := func(user string, extra map[string]any) string {
-		tok, err := issuer.TokenWithClaims(user, "limits", extra)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	token := func(user string, extra map[string]any) string { return claimsToken(t, issuer, user, extra) }
 	users := []struct {
 		name, token       string
 		tools             string
@@ -310,13 +299,7 @@ func TestTheAuditTrailOfARunIsComplete(t *testing.T) {
       scopes: ["tools:admin"]
 `)
 	}, "--audit-log", auditFile)
-	token := func(user string, extra map[string]any) string {
-		tok, err := issuer.TokenWithClaims(user, "limits", extra)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	token := func(user string, extra map[string]any) string { return claimsToken(t, issuer, user, extra) }
 	engineer := token("alice", map[string]any{"groups": []string{"engineering"}})
 	sales := token("bob", map[string]any{"groups": []string{"sales"}})
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"expensive_tool","arguments":{"q":"x"}}}`
@@ -405,11 +388,7 @@ func TestAnInvalidConditionIsReportedWhileThePreviousPolicyServes(t *testing.T) 
 		return testgateway.Config(p, backend.addr, policy("'engineering' in claims.groups"))
 	})
 	token := func(user, group string) string {
-		tok, err := issuer.TokenWithClaims(user, "limits", map[string]any{"groups": []string{group}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
+		return claimsToken(t, issuer, user, map[string]any{"groups": []string{group}})
 	}
 	engineer, sales := token("alice", "engineering"), token("bob", "sales")
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"expensive_tool"}}`
@@ -452,4 +431,15 @@ func TestAnInvalidConditionIsReportedWhileThePreviousPolicyServes(t *testing.T) 
 	if allowed(engineer) {
 		t.Error("the fixed policy still lets engineers in")
 	}
+}
+
+// claimsToken is a token of issuer for user, for the audience "limits",
+// with extra claims.
+func claimsToken(t *testing.T, issuer *testissuer.Issuer, user string, extra map[string]any) string {
+	t.Helper()
+	tok, err := issuer.TokenWithClaims(user, "limits", extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

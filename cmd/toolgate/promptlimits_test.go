@@ -75,10 +75,7 @@ func TestPromptsAndResourcesAreLimitedLikeTools(t *testing.T) {
       perUser: {maxTokens: 3, refillPeriod: 1h}
 `)
 			})
-			token, err := issuer.TokenWithClaims("alice", "limits", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			token := claimsToken(t, issuer, "alice", nil)
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 			seen := &refusals{token: token}
@@ -151,10 +148,7 @@ func TestShadowModeServesTheBurstEnforcementRefuses(t *testing.T) {
 		})
 	}
 	enforcing, shadow := start("Enforce"), start("Shadow")
-	token, err := issuer.TokenWithClaims("alice", "limits", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := claimsToken(t, issuer, "alice", nil)
 	burst := func(g *testgateway.Gateway) map[int]int {
 		const calls = 20
 		statuses := make(chan int, calls)

@@ -1,16 +1,10 @@
 package interop
 
 import (
-	"context"
 	"encoding/json"
-	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testissuer"
@@ -29,26 +23,6 @@ type tsAuthzReport struct {
 	Fatal *tsError `json:"fatal"`
 }
 
-// startAnyArgumentsBackend is startToolsBackend with tools that take any
-// arguments.
-func startAnyArgumentsBackend(t *testing.T) string {
-	t.Helper()
-	server := mcp.NewServer(&mcp.Implementation{Name: "interop-backend", Version: "v1.0.0"}, nil)
-	for _, tool := range []string{limitedTool, otherTool} {
-		mcp.AddTool(server, &mcp.Tool{Name: tool}, func(context.Context, *mcp.CallToolRequest, map[string]any) (*mcp.CallToolResult, any, error) {
-			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: tool + " done"}}}, nil, nil
-		})
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
-}
-
 // Two users of the TypeScript SDK see different tools through the
 // gateway; a tool hidden from one is unknown to him when he calls it, and
 // an argument-based rule lets one call through and not another.
@@ -59,7 +33,7 @@ func TestTypeScriptClientSeesOnlyWhatItMayUse(t *testing.T) {
 	}
 	t.Cleanup(issuer.Close)
 	url := startGateway(t, gatewayRoute{
-		backend: startAnyArgumentsBackend(t),
+		backend: startToolsBackend(t),
 		policy: testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), tsAudience) + `  authorization:
     rules:
     - name: engineers

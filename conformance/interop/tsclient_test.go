@@ -78,12 +78,13 @@ type jsonrpcError struct {
 }
 
 // startToolsBackend is a go-sdk MCP server with sessions (stateful
-// Streamable HTTP) serving the limited tool and another one.
+// Streamable HTTP) serving the limited tool and another one, both taking
+// any arguments.
 func startToolsBackend(t *testing.T) string {
 	t.Helper()
 	server := mcp.NewServer(&mcp.Implementation{Name: "interop-backend", Version: "v1.0.0"}, nil)
 	for _, tool := range []string{limitedTool, otherTool} {
-		mcp.AddTool(server, &mcp.Tool{Name: tool}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		mcp.AddTool(server, &mcp.Tool{Name: tool}, func(context.Context, *mcp.CallToolRequest, map[string]any) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: tool + " done"}}}, nil, nil
 		})
 	}
