@@ -182,3 +182,39 @@ func TestShadowLimitsCountWhatTheyWouldRefuse(t *testing.T) {
 		t.Errorf("%d audit records say they would have been refused, want %d:\n%s", n, refused, out.b.String())
 	}
 }
+
+// Budgets names every bucket that applies to a user, entries' included,
+// and reads them without taking.
+func TestBudgetsReadEveryBucketOfAUser(t *testing.T) {
+	iss := newIssuer(t)
+	hour := time.Hour
+	policy := filter.Policy{
+		Server: testServer, Auth: iss.auth(), Shadow: true,
+		Global:    limit(50, hour),
+		Prompts:   map[string]filter.ToolLimits{"review": {PerUser: limit(2, hour)}},
+		Resources: map[string]filter.ToolLimits{"file:///docs/{name}": {Global: limit(4, hour), Cost: 2}},
+	}
+	h := newHarness(t, policy)
+	token := iss.token(t, "alice")
+	h.post(token, `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"review"}}`)
+	h.post(token, `{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///docs/a.md"}}`)
+	for range 2 {
+		b, err := h.shared.Budgets(t.Context(), &policy, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		for _, bu := range b.Buckets {
+			got[bu.Scope+"/"+bu.Prompt+bu.Resource] = bu.Remaining
+		}
+		want := map[string]int64{"global/": 50, "prompt_per_user/review": 1, "resource_global/file:///docs/{name}": 2}
+		if !b.Shadow || b.Degraded || len(got) != len(want) {
+			t.Fatalf("budgets %+v, want %v", b, want)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s: %d left, want %d", k, got[k], v)
+			}
+		}
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // Options configure a Server. Everything here is long-lived and shared by
@@ -50,6 +52,10 @@ type Options struct {
 	// listener bound to every interface for probes and Prometheus does not
 	// show it to the network; /healthz, /readyz and /metrics answer anyone.
 	AllowRemoteConfig bool
+	// Budgets reads a user's buckets on an MCP server without taking
+	// anything (filter.Shared.Budgets), for GET /limits; nil answers 404
+	// there.
+	Budgets func(ctx context.Context, p *filter.Policy, user string) (filter.Budgets, error)
 	// TrustedHops is the number of proxies in front of the gateway whose
 	// X-Forwarded-For entries are believed, like Envoy's
 	// xff_num_trusted_hops. Zero (the default) trusts none: the backend's

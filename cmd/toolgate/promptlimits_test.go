@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/internal/testgateway"
 )
 
@@ -182,5 +183,67 @@ func TestShadowModeServesTheBurstEnforcementRefuses(t *testing.T) {
 	}
 	if got := metricSum(t, shadow, "toolgate_filter_rejected_requests_total", `reason="rate_limited"`); got != 0 {
 		t.Errorf("the shadow gateway refused %v calls", got)
+	}
+}
+
+// An operator reads what remains of a user's buckets from the admin
+// listener, without taking anything.
+func TestTheAdminListenerShowsAUsersBudgets(t *testing.T) {
+	issuer, _ := startIssuer(t)
+	backend := startBackend(t)
+	g := testgateway.Start(t, func(port int) string {
+		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+`  rateLimiting:
+    perUser: {maxTokens: 7, refillPeriod: 1h}
+    tools:
+    - name: expensive_tool
+      cost: 3
+      global: {maxTokens: 100, refillPeriod: 1h}
+`)
+	})
+	token := claimsToken(t, issuer, "alice", nil)
+	for range 2 {
+		if status := post(t, g.URL, token, http.MethodPost, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"expensive_tool"}}`); status != http.StatusOK {
+			t.Fatalf("status %d", status)
+		}
+	}
+	read := func(query string) (int, filter.Budgets) {
+		res, err := http.Get("http://" + g.Admin + "/limits?" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var b filter.Budgets
+		if res.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(res.Body).Decode(&b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return res.StatusCode, b
+	}
+	for range 2 { // reading takes nothing
+		status, b := read("server=default/mcp&user=alice")
+		if status != http.StatusOK || b.Server != "default/mcp" || b.User != "alice" || len(b.Buckets) != 2 {
+			t.Fatalf("status %d, %+v", status, b)
+		}
+		if u := b.Buckets[0]; u.Scope != "per_user" || u.MaxTokens != 7 || u.Remaining != 1 || u.FullInMs <= 0 {
+			t.Errorf("alice's bucket %+v, want 1 of 7 left (two calls of cost 3)", u)
+		}
+		if tool := b.Buckets[1]; tool.Scope != "tool_global" || tool.Tool != "expensive_tool" || tool.Cost != 3 || tool.Remaining != 94 {
+			t.Errorf("the tool's bucket %+v, want 94 of 100 left", tool)
+		}
+	}
+	if status, b := read("server=default/mcp"); status != http.StatusOK || len(b.Buckets) != 1 || b.Buckets[0].Scope != "tool_global" {
+		t.Errorf("without a user: status %d, %+v; want the global buckets alone", status, b)
+	}
+	if status, _ := read("server=default/other&user=alice"); status != http.StatusNotFound {
+		t.Errorf("an unknown server: status %d, want 404", status)
+	}
+	if status, _ := read("user=alice"); status != http.StatusBadRequest {
+		t.Errorf("no server: status %d, want 400", status)
+	}
+	// The call that would need 3 of the 1 left is refused: nothing was
+	// taken by reading.
+	if status := post(t, g.URL, token, http.MethodPost, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"expensive_tool"}}`); status != http.StatusTooManyRequests {
+		t.Errorf("a third call: status %d, want 429", status)
 	}
 }

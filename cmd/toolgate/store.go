@@ -99,6 +99,7 @@ func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *
 	}
 	gw.Metrics, gw.Logger = metrics, log
 	gw.Extensions = controller.MCPFilterBuilder(filters)
+	gw.Budgets = filters.Budgets
 	gw.WriteTimeout = s.writeTimeout
 	if s.writeTimeout == 0 {
 		gw.WriteTimeout = -1 // the flag's 0 disables it

@@ -139,3 +139,22 @@ func validate(demands []Demand) error {
 	}
 	return nil
 }
+
+// Peeker reads buckets without changing them: what an operator asks of a
+// user's limits. Both stores implement it.
+type Peeker interface {
+	// Peek reports each demand's bucket as it is now: Remaining and
+	// ResetAfter; Allowed says whether it holds the demand's Tokens. It
+	// takes nothing and writes nothing.
+	Peek(ctx context.Context, demands []Demand) ([]BucketState, error)
+}
+
+// peekState reports bucket b as it is at now, and whether it holds the
+// demand's tokens.
+func peekState(b bucket, now int64, d Demand) BucketState {
+	capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
+	debt := b.debt(now, capacity, period)
+	st := state(debt, capacity, period)
+	st.Allowed = d.Tokens <= d.Limit.MaxTokens && !mul64(capacity, period).less(debt.add(mul64(uint64(d.Tokens), period)))
+	return st
+}

@@ -227,3 +227,20 @@ func insertSorted(s []uint32, v uint32) []uint32 {
 	s[i] = v
 	return s
 }
+
+// Peek implements Peeker.
+func (m *Memory) Peek(_ context.Context, demands []Demand) ([]BucketState, error) {
+	if err := validate(demands); err != nil {
+		return nil, err
+	}
+	out := make([]BucketState, len(demands))
+	for i, d := range demands {
+		s := &m.shards[m.shardOf(d.Bucket)]
+		s.mu.Lock()
+		b := s.buckets[d.Bucket]
+		now := m.clock()
+		s.mu.Unlock()
+		out[i] = peekState(b, now, d)
+	}
+	return out, nil
+}

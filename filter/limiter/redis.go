@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -293,6 +294,60 @@ return out
 `
 
 var takeScript = redis.NewScript(redisTakeScript)
+
+// redisPeekScript reads buckets and writes nothing: its reply is the
+// server's TIME (seconds, microseconds), then each key's value ("" when the
+// key is missing: a full bucket).
+const redisPeekScript = `
+local clock = redis.call('TIME')
+local out = {clock[1], clock[2]}
+for i = 1, #KEYS do
+  out[i + 2] = redis.call('GET', KEYS[i]) or ''
+end
+return out
+`
+
+var peekScript = redis.NewScript(redisPeekScript)
+
+// Peek implements Peeker with one read-only script call, outside the
+// pipelines; it answers ErrUnavailable while the store is unavailable.
+func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, error) {
+	if err := validate(demands); err != nil {
+		return nil, err
+	}
+	if !r.health.available() {
+		return nil, ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	reply, err := peekScript.Run(ctx, r.client, r.keys(demands)).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("limiter: peek in redis: %w", err)
+	}
+	if len(reply) != 2+len(demands) {
+		return nil, fmt.Errorf("limiter: peek in redis: unexpected reply %v", reply)
+	}
+	secs, _ := strconv.ParseInt(fmt.Sprint(reply[0]), 10, 64)
+	us, _ := strconv.ParseInt(fmt.Sprint(reply[1]), 10, 64)
+	now := secs*1_000_000 + us
+	if r.now != nil {
+		now = r.now().UnixMicro()
+	}
+	out := make([]BucketState, len(demands))
+	for i, d := range demands {
+		var b bucket
+		if v, _ := reply[2+i].(string); v != "" {
+			fullAt, frac, ok := strings.Cut(v, ":")
+			if !ok {
+				return nil, fmt.Errorf("limiter: peek in redis: bucket value %q", v)
+			}
+			b.fullAt, _ = strconv.ParseInt(fullAt, 10, 64)
+			b.frac, _ = strconv.ParseUint(frac, 10, 64)
+		}
+		out[i] = peekState(b, now, d)
+	}
+	return out, nil
+}
 
 // Take implements Store with one EVALSHA (EVAL when Redis lost the script),
 // sent in a pipeline with the decisions of other callers waiting at the same

@@ -310,6 +310,36 @@ func runStoreSuite(t *testing.T, newStore func(t *testing.T) (limiter.Store, clo
 			wantAllowed(t, dec, true)
 			wantRemaining(t, dec.Buckets[0], 0)
 		}},
+		{"a peek reports buckets as they are and changes none", func(t *testing.T, s limiter.Store, c clock) {
+			p, ok := s.(limiter.Peeker)
+			if !ok {
+				t.Fatalf("%T does not implement Peeker", s)
+			}
+			l := limiter.Limit{MaxTokens: 5, RefillPeriod: 10 * time.Second}
+			wantAllowed(t, take(t, s, demand(alice, l, 3)), true)
+			c.Advance(2 * time.Second) // one token back
+			for range 2 {
+				states, err := p.Peek(context.Background(), []limiter.Demand{demand(alice, l, 3), demand(bob, l, 1)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st := states[0]; st.Remaining != 3 || !st.Allowed || st.ResetAfter != 4*time.Second {
+					t.Errorf("alice's bucket peeks as %+v, want 3 left, full in 4s", st)
+				}
+				if st := states[1]; st.Remaining != 5 || !st.Allowed || st.ResetAfter != 0 {
+					t.Errorf("an unused bucket peeks as %+v, want full", st)
+				}
+			}
+			states, err := p.Peek(context.Background(), []limiter.Demand{demand(alice, l, 4)})
+			if err != nil || states[0].Allowed {
+				t.Errorf("a peek for more than the bucket holds: %+v, %v; want not allowed", states, err)
+			}
+			wantAllowed(t, take(t, s, demand(alice, l, 3)), true) // nothing was taken by peeking
+			wantAllowed(t, take(t, s, demand(alice, l, 1)), false)
+			if _, err := p.Peek(context.Background(), nil); err == nil {
+				t.Error("a peek of nothing was not refused")
+			}
+		}},
 		{"invalid demands are refused and take nothing", func(t *testing.T, s limiter.Store, c clock) {
 			for _, tc := range invalidDemands {
 				if dec, err := s.Take(context.Background(), tc.demands); err == nil {

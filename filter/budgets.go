@@ -1,0 +1,114 @@
+package filter
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+
+	"github.com/toolgate/toolgate/filter/limiter"
+)
+
+// Budget is one bucket that applies to a user's calls on an MCP server, as
+// it is now.
+type Budget struct {
+	// Scope is the bucket's scope (global, per_user, tool_per_user, ...);
+	// Tool, Prompt or Resource names an entry's bucket.
+	Scope    string `json:"scope"`
+	Tool     string `json:"tool,omitempty"`
+	Prompt   string `json:"prompt,omitempty"`
+	Resource string `json:"resource,omitempty"`
+	// MaxTokens and RefillPeriod are the bucket's limit; Cost what one
+	// call of the entry takes (for the server's buckets, a tool's own).
+	MaxTokens    int64  `json:"maxTokens"`
+	RefillPeriod string `json:"refillPeriod"`
+	Cost         int64  `json:"cost,omitempty"`
+	// Remaining is the whole tokens left; FullInMs the time until the
+	// bucket is full again.
+	Remaining int64 `json:"remaining"`
+	FullInMs  int64 `json:"fullInMs"`
+}
+
+// Budgets is what an operator reads of one user's limits on one MCP
+// server (Shared.Budgets).
+type Budgets struct {
+	Server string `json:"server"`
+	User   string `json:"user,omitempty"`
+	Shadow bool   `json:"shadow,omitempty"`
+	// Degraded says the shared store is unavailable: these are this
+	// replica's local buckets, which decide meanwhile.
+	Degraded bool     `json:"degraded,omitempty"`
+	Buckets  []Budget `json:"buckets"`
+}
+
+// Budgets reads, without taking anything, every bucket of policy that
+// applies to user's calls (only the global ones when user is ""), in the
+// shared store, or in this replica's local buckets while the store is
+// unavailable.
+func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, error) {
+	out := Budgets{Server: p.Server, User: user, Shadow: p.Shadow}
+	var demands []limiter.Demand
+	add := func(b Budget, entry string, global, perUser *limiter.Limit) {
+		if global != nil {
+			g := b
+			g.Scope, g.MaxTokens, g.RefillPeriod = scopeNameOf(b.Scope, false), global.MaxTokens, global.RefillPeriod.String()
+			out.Buckets = append(out.Buckets, g)
+			demands = append(demands, limiter.Demand{Bucket: limiter.BucketID{Server: p.Server, Tool: entry}, Limit: *global, Tokens: 1})
+		}
+		if perUser != nil && user != "" {
+			u := b
+			u.Scope, u.MaxTokens, u.RefillPeriod = scopeNameOf(b.Scope, true), perUser.MaxTokens, perUser.RefillPeriod.String()
+			out.Buckets = append(out.Buckets, u)
+			demands = append(demands, limiter.Demand{Bucket: limiter.BucketID{Server: p.Server, Tool: entry, User: user}, Limit: *perUser, Tokens: 1})
+		}
+	}
+	add(Budget{Scope: ""}, "", p.Global, p.PerUser)
+	for _, name := range slices.Sorted(maps.Keys(p.Tools)) {
+		l := p.Tools[name]
+		add(Budget{Scope: "tool", Tool: name, Cost: l.cost()}, name, l.Global, l.PerUser)
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.Prompts)) {
+		l := p.Prompts[name]
+		add(Budget{Scope: "prompt", Prompt: name, Cost: l.cost()}, promptBucketPrefix+name, l.Global, l.PerUser)
+	}
+	for _, uri := range slices.Sorted(maps.Keys(p.Resources)) {
+		l := p.Resources[uri]
+		add(Budget{Scope: "resource", Resource: uri, Cost: l.cost()}, resourceBucketPrefix+uri, l.Global, l.PerUser)
+	}
+	if len(demands) == 0 {
+		out.Buckets = []Budget{}
+		return out, nil
+	}
+	peek := func(store limiter.Store) ([]limiter.BucketState, error) {
+		p, ok := store.(limiter.Peeker)
+		if !ok {
+			return nil, errors.New("filter: the bucket store cannot be read without taking")
+		}
+		return p.Peek(ctx, demands)
+	}
+	states, err := peek(s.store)
+	if errors.Is(err, limiter.ErrUnavailable) {
+		out.Degraded = true
+		states, err = peek(s.fallback)
+	}
+	if err != nil {
+		return Budgets{}, err
+	}
+	for i, st := range states {
+		out.Buckets[i].Remaining, out.Buckets[i].FullInMs = st.Remaining, st.ResetAfter.Milliseconds()
+	}
+	return out, nil
+}
+
+// scopeNameOf names the scope of an entry kind's global or per-user bucket.
+func scopeNameOf(kind string, perUser bool) string {
+	switch {
+	case kind == "" && perUser:
+		return scopePerUser.String()
+	case kind == "":
+		return scopeGlobal.String()
+	case perUser:
+		return kind + "_per_user"
+	}
+	return kind + "_global"
+}
