@@ -96,6 +96,16 @@ func take(b bucket, now int64, d Demand) (bucket, BucketState) {
 	return bucket{fullAt: now + int64(q), frac: r}, state(after, capacity, period)
 }
 
+// peekState reports bucket b as it is at now, and whether it holds the
+// demand's tokens.
+func peekState(b bucket, now int64, d Demand) BucketState {
+	capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
+	debt := b.debt(now, capacity, period)
+	st := state(debt, capacity, period)
+	st.Allowed = d.Tokens <= d.Limit.MaxTokens && !mul64(capacity, period).less(debt.add(mul64(uint64(d.Tokens), period)))
+	return st
+}
+
 // u128 is an unsigned 128-bit integer: capacity × period overflows 64 bits
 // for large but valid limits.
 type u128 struct{ hi, lo uint64 }

@@ -148,13 +148,3 @@ type Peeker interface {
 	// takes nothing and writes nothing.
 	Peek(ctx context.Context, demands []Demand) ([]BucketState, error)
 }
-
-// peekState reports bucket b as it is at now, and whether it holds the
-// demand's tokens.
-func peekState(b bucket, now int64, d Demand) BucketState {
-	capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
-	debt := b.debt(now, capacity, period)
-	st := state(debt, capacity, period)
-	st.Allowed = d.Tokens <= d.Limit.MaxTokens && !mul64(capacity, period).less(debt.add(mul64(uint64(d.Tokens), period)))
-	return st
-}
