@@ -106,6 +106,32 @@ func peekState(b bucket, now int64, d Demand) BucketState {
 	return st
 }
 
+// Quotas count tokens in a calendar window instead: a window's count
+// starts at 0 and holds until the window ends.
+
+// quotaState reports a quota that has used u in its window, at wall (Unix
+// µs), and whether it can take the demand's tokens.
+func quotaState(u, wall int64, d Demand) BucketState {
+	left := d.Window.End.UnixMicro() - wall
+	st := BucketState{Remaining: max(d.Limit.MaxTokens-u, 0), ResetAfter: duration(uint64(max(left, 0)))}
+	st.Allowed = d.Tokens <= d.Limit.MaxTokens-u
+	if !st.Allowed {
+		st.RetryAfter = duration(uint64(max(left, 1)))
+	}
+	return st
+}
+
+// takeQuota decides one demand on a quota that has used u: the count after
+// it, and what the demand saw.
+func takeQuota(u, wall int64, d Demand) (int64, BucketState) {
+	st := quotaState(u, wall, d)
+	if !st.Allowed {
+		return u, st
+	}
+	st.Remaining -= d.Tokens
+	return u + d.Tokens, st
+}
+
 // u128 is an unsigned 128-bit integer: capacity × period overflows 64 bits
 // for large but valid limits.
 type u128 struct{ hi, lo uint64 }

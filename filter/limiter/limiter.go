@@ -69,12 +69,27 @@ type BucketID struct {
 	User   string
 }
 
-// Demand asks for Tokens tokens from one bucket of the given Limit.
+// Demand asks for Tokens tokens from one bucket of the given Limit, or,
+// when Window is set, Tokens of one quota's count.
 type Demand struct {
 	Bucket BucketID
 	Limit  Limit
 	Tokens int64
+	// Window, when set, makes the demand a quota's: at most
+	// Limit.MaxTokens tokens are taken within the calendar window it
+	// names, which the caller computes (its time zone, its clock);
+	// Limit.RefillPeriod is not used. A quota and buckets in one Take are
+	// decided together, all or nothing.
+	Window Window
 }
+
+// Window is a quota's calendar window, [Start, End).
+type Window struct {
+	Start, End time.Time
+}
+
+// IsZero reports whether w names no window.
+func (w Window) IsZero() bool { return w.End.IsZero() }
 
 // BucketState is what a decision left in one bucket.
 type BucketState struct {
@@ -127,7 +142,14 @@ func validate(demands []Demand) error {
 		return ErrNoDemands
 	}
 	for i, d := range demands {
-		if err := d.Limit.Validate(); err != nil {
+		if !d.Window.IsZero() {
+			if d.Limit.MaxTokens <= 0 {
+				return fmt.Errorf("limiter: demand %d (%+v): a quota's maxTokens must be at least 1, got %d", i, d.Bucket, d.Limit.MaxTokens)
+			}
+			if !d.Window.Start.Before(d.Window.End) {
+				return fmt.Errorf("limiter: demand %d (%+v): a quota's window must end after it starts", i, d.Bucket)
+			}
+		} else if err := d.Limit.Validate(); err != nil {
 			return fmt.Errorf("limiter: demand %d (%+v): %w", i, d.Bucket, err)
 		}
 		if d.Tokens <= 0 {

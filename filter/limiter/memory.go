@@ -47,6 +47,7 @@ type Memory struct {
 type shard struct {
 	mu        sync.Mutex
 	buckets   map[BucketID]bucket
+	quotas    map[quotaKey]quotaCount
 	nextSweep int64 // µs
 	peak      int
 	_         [32]byte // keep neighbouring shards' mutexes on separate cache lines
@@ -83,6 +84,7 @@ func NewMemory(opts MemoryOptions) *Memory {
 	}
 	for i := range m.shards {
 		m.shards[i].buckets = make(map[BucketID]bucket)
+		m.shards[i].quotas = make(map[quotaKey]quotaCount)
 	}
 	return m
 }
@@ -110,28 +112,49 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 		m.shards[i].mu.Lock()
 	}
 	now := m.clock()
+	wall := m.now().UnixMicro() // quotas' windows are on the caller's calendar
 
-	// Decide every demand on a scratch copy; demands on a bucket already
-	// seen in this Take start from that demand's outcome.
+	// Decide every demand on a scratch copy; demands on a bucket (or a
+	// quota's window) already seen in this Take start from that demand's
+	// outcome.
 	var nextBuf [8]bucket
-	next := nextBuf[:0]
+	var usedBuf [8]int64
+	next, used := nextBuf[:0], usedBuf[:0]
 	if n > len(nextBuf) {
-		next = make([]bucket, 0, n)
+		next, used = make([]bucket, 0, n), make([]int64, 0, n)
 	}
 	dec := Decision{Allowed: true, Buckets: make([]BucketState, n)}
 	for i, d := range demands {
-		b, seen := bucket{}, false
-		for j := i - 1; j >= 0; j-- {
-			if demands[j].Bucket == d.Bucket {
-				b, seen = next[j], true
-				break
+		var st BucketState
+		if !d.Window.IsZero() {
+			u, seen := int64(0), false
+			for j := i - 1; j >= 0; j-- {
+				if sameQuota(demands[j], d) {
+					u, seen = used[j], true
+					break
+				}
 			}
+			if !seen {
+				u = m.shards[idx[i]].quotaUsed(d, wall)
+			}
+			var after int64
+			after, st = takeQuota(u, wall, d)
+			next, used = append(next, bucket{}), append(used, after)
+		} else {
+			b, seen := bucket{}, false
+			for j := i - 1; j >= 0; j-- {
+				if demands[j].Bucket == d.Bucket && demands[j].Window.IsZero() {
+					b, seen = next[j], true
+					break
+				}
+			}
+			if !seen {
+				b = m.shards[idx[i]].buckets[d.Bucket]
+			}
+			var after bucket
+			after, st = take(b, now, d)
+			next, used = append(next, after), append(used, 0)
 		}
-		if !seen {
-			b = m.shards[idx[i]].buckets[d.Bucket]
-		}
-		after, st := take(b, now, d)
-		next = append(next, after)
 		dec.Buckets[i] = st
 		if !st.Allowed {
 			dec.Allowed = false
@@ -142,14 +165,23 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 	if dec.Allowed {
 		// In order, so that the last demand on a bucket leaves its state.
 		for i, d := range demands {
+			if !d.Window.IsZero() {
+				m.shards[idx[i]].quotas[quotaKeyOf(d)] = quotaCount{used: used[i], end: d.Window.End.UnixMicro()}
+				continue
+			}
 			m.shards[idx[i]].buckets[d.Bucket] = next[i]
 		}
 	} else {
-		// Nothing was taken: report every bucket as it is.
+		// Nothing was taken: report every bucket and quota as it is.
 		for i, d := range demands {
-			b := m.shards[idx[i]].buckets[d.Bucket]
-			capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
-			st := state(b.debt(now, capacity, period), capacity, period)
+			var st BucketState
+			if !d.Window.IsZero() {
+				st = quotaState(m.shards[idx[i]].quotaUsed(d, wall), wall, d)
+			} else {
+				b := m.shards[idx[i]].buckets[d.Bucket]
+				capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
+				st = state(b.debt(now, capacity, period), capacity, period)
+			}
 			dec.Buckets[i].Remaining, dec.Buckets[i].ResetAfter = st.Remaining, st.ResetAfter
 		}
 	}
@@ -158,12 +190,40 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 		s := &m.shards[i]
 		s.peak = max(s.peak, len(s.buckets))
 		if now >= s.nextSweep {
-			s.sweep(now)
+			s.sweep(now, wall)
 			s.nextSweep = now + m.sweepEvery
 		}
 		s.mu.Unlock()
 	}
 	return dec, nil
+}
+
+// quotaKey names one quota's count in one window.
+type quotaKey struct {
+	id    BucketID
+	start int64 // the window's start, Unix µs
+}
+
+// quotaCount is what a quota's window has used, until it ends.
+type quotaCount struct {
+	used int64
+	end  int64 // Unix µs
+}
+
+func quotaKeyOf(d Demand) quotaKey {
+	return quotaKey{d.Bucket, d.Window.Start.UnixMicro()}
+}
+
+func sameQuota(a, b Demand) bool {
+	return !a.Window.IsZero() && a.Bucket == b.Bucket && a.Window.Start.Equal(b.Window.Start)
+}
+
+// quotaUsed is what the demand's quota has used in its window at wall.
+func (s *shard) quotaUsed(d Demand, wall int64) int64 {
+	if q, ok := s.quotas[quotaKeyOf(d)]; ok && q.end > wall {
+		return q.used
+	}
+	return 0
 }
 
 // Len reports how many buckets the store holds, for tests and metrics.
@@ -197,10 +257,15 @@ func (m *Memory) shardOf(id BucketID) uint32 {
 
 // sweep drops the buckets that are full at now, and gives the memory of a
 // map much smaller than it was back to the runtime.
-func (s *shard) sweep(now int64) {
+func (s *shard) sweep(now, wall int64) {
 	for id, b := range s.buckets {
 		if b.full(now) {
 			delete(s.buckets, id)
+		}
+	}
+	for k, q := range s.quotas {
+		if q.end <= wall {
+			delete(s.quotas, k)
 		}
 	}
 	if s.peak >= minShrinkPeak && len(s.buckets) < s.peak/4 {
@@ -237,10 +302,13 @@ func (m *Memory) Peek(_ context.Context, demands []Demand) ([]BucketState, error
 	for i, d := range demands {
 		s := &m.shards[m.shardOf(d.Bucket)]
 		s.mu.Lock()
-		b := s.buckets[d.Bucket]
-		now := m.clock()
+		if !d.Window.IsZero() {
+			wall := m.now().UnixMicro()
+			out[i] = quotaState(s.quotaUsed(d, wall), wall, d)
+		} else {
+			out[i] = peekState(s.buckets[d.Bucket], m.clock(), d)
+		}
 		s.mu.Unlock()
-		out[i] = peekState(b, now, d)
 	}
 	return out, nil
 }

@@ -187,7 +187,9 @@ func (r *Redis) Available() bool { return r.health.available() }
 // redisTakeScript decides one Take, all or nothing, in one call.
 //
 // KEYS[i] is the key of demand i; ARGV[3i-2], ARGV[3i-1] and ARGV[3i] are its
-// MaxTokens, its RefillPeriod in µs (rounded up) and its Tokens. The clock
+// MaxTokens, its RefillPeriod in µs (rounded up) and its Tokens. A quota's
+// demand gives minus its window's end (Unix µs) for the period: its key holds
+// the count used in the window, and expires when the window ends. The clock
 // is the server's TIME; a test's clock may be given as one more argument,
 // the Unix time in µs (Redis.now). The reply is
 // {allowed (1 or 0), then for each demand: remaining, resetAfter µs,
@@ -236,11 +238,34 @@ local function debt(s, capacity, period)
 end
 
 local before, after, out = {}, {}, {1}
+local used, usedBefore, ending = {}, {}, {}
 for i = 1, n do
   local key = KEYS[i]
   local capacity = tonumber(ARGV[3 * i - 2])
   local period = tonumber(ARGV[3 * i - 1])
   local tokens = tonumber(ARGV[3 * i])
+  if period < 0 then
+    -- A quota: a count that holds until its window ends, at -period.
+    local u = used[key]
+    if u == nil then
+      u = tonumber(redis.call('GET', key) or '0') or 0
+      used[key], usedBefore[key] = u, u
+    end
+    ending[key] = -period
+    local left = -period - now
+    if left < 0 then left = 0 end
+    if tokens <= capacity - u then
+      used[key] = u + tokens
+      out[3 * i - 1] = capacity - u - tokens
+      out[3 * i] = left
+      out[3 * i + 1] = 0
+    else
+      out[1] = 0
+      out[3 * i - 1] = math.max(capacity - u, 0)
+      out[3 * i] = left
+      out[3 * i + 1] = math.max(left, 1)
+    end
+  else
   local s = after[key]
   if s == nil then
     s = {0, 0}
@@ -272,6 +297,7 @@ for i = 1, n do
       out[3 * i + 1] = period
     end
   end
+  end
 end
 
 if out[1] == 1 then
@@ -280,14 +306,25 @@ if out[1] == 1 then
     if s[2] > 0 then ttl = ttl + 1 end
     redis.call('SET', key, string.format('%d:%d', s[1], s[2]), 'PX', ceildiv(ttl, 1000))
   end
+  for key, u in pairs(used) do
+    if u ~= usedBefore[key] then
+      local ttl = ending[key] - now
+      if ttl < 1000 then ttl = 1000 end
+      redis.call('SET', key, string.format('%d', u), 'PX', ceildiv(ttl, 1000))
+    end
+  end
 else
-  -- Nothing was taken: report every bucket as it is.
+  -- Nothing was taken: report every bucket and quota as it is.
   for i = 1, n do
     local capacity = tonumber(ARGV[3 * i - 2])
     local period = tonumber(ARGV[3 * i - 1])
-    local d = debt(before[KEYS[i]], capacity, period)
-    out[3 * i - 1] = capacity - ceildiv(d, period)
-    out[3 * i] = ceildiv(d, capacity)
+    if period < 0 then
+      out[3 * i - 1] = math.max(capacity - usedBefore[KEYS[i]], 0)
+    else
+      local d = debt(before[KEYS[i]], capacity, period)
+      out[3 * i - 1] = capacity - ceildiv(d, period)
+      out[3 * i] = ceildiv(d, capacity)
+    end
   end
 end
 return out
@@ -335,6 +372,12 @@ func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, erro
 	}
 	out := make([]BucketState, len(demands))
 	for i, d := range demands {
+		if !d.Window.IsZero() {
+			v, _ := reply[2+i].(string)
+			u, _ := strconv.ParseInt(cmp.Or(v, "0"), 10, 64)
+			out[i] = quotaState(u, now, d)
+			continue
+		}
 		var b bucket
 		if v, _ := reply[2+i].(string); v != "" {
 			fullAt, frac, ok := strings.Cut(v, ":")
@@ -415,7 +458,11 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 func (r *Redis) scriptArgs(demands []Demand) []any {
 	args := make([]any, 0, 3*len(demands)+1)
 	for i, d := range demands {
-		if i > 0 && d.Limit == demands[i-1].Limit {
+		if !d.Window.IsZero() {
+			args = append(args, d.Limit.MaxTokens, -d.Window.End.UnixMicro(), d.Tokens)
+			continue
+		}
+		if i > 0 && d.Limit == demands[i-1].Limit && demands[i-1].Window.IsZero() {
 			// Boxing an int64 allocates: share the previous demand's.
 			args = append(args, args[3*i-3], args[3*i-2], d.Tokens)
 			continue
@@ -446,7 +493,7 @@ func decision(reply any, demands []Demand) (Decision, error) {
 		st := BucketState{Allowed: retry == 0, Remaining: remaining, ResetAfter: duration(uint64(max(reset, 0)))}
 		if !st.Allowed {
 			st.RetryAfter = duration(uint64(retry))
-			if d.Tokens > d.Limit.MaxTokens {
+			if d.Tokens > d.Limit.MaxTokens && d.Window.IsZero() {
 				st.RetryAfter = d.Limit.RefillPeriod
 			}
 			dec.RetryAfter = max(dec.RetryAfter, st.RetryAfter)
@@ -509,6 +556,11 @@ func (r *Redis) keys(demands []Demand) []string {
 			size -= hashChars - 1
 		}
 		keys[i], all = all[:size], all[size:]
+		if !d.Window.IsZero() {
+			// A quota's count in one window: a key of its own, which the
+			// next window does not read.
+			keys[i] += ":q" + strconv.FormatInt(d.Window.Start.UnixMicro(), 10)
+		}
 	}
 	return keys
 }

@@ -17,6 +17,8 @@ import (
 type clock interface {
 	// Advance lets d pass.
 	Advance(d time.Duration)
+	// Now reads it: quotas' windows are computed from it.
+	Now() time.Time
 }
 
 // fakeClock is an injected clock that moves only when told to.
@@ -116,6 +118,8 @@ var invalidDemands = []struct {
 	{"RefillPeriod -1s", []limiter.Demand{validDemand, demand(bob, limiter.Limit{MaxTokens: 3, RefillPeriod: -time.Second}, 1)}},
 	{"Tokens 0", []limiter.Demand{validDemand, demand(bob, validDemand.Limit, 0)}},
 	{"Tokens -1", []limiter.Demand{validDemand, demand(bob, validDemand.Limit, -1)}},
+	{"a quota's window that ends when it starts", []limiter.Demand{validDemand, {Bucket: bob, Limit: limiter.Limit{MaxTokens: 3}, Tokens: 1, Window: limiter.Window{Start: time.Unix(100, 0), End: time.Unix(100, 0)}}}},
+	{"a quota of 0", []limiter.Demand{validDemand, {Bucket: bob, Limit: limiter.Limit{MaxTokens: 0}, Tokens: 1, Window: limiter.Window{Start: time.Unix(100, 0), End: time.Unix(200, 0)}}}},
 	{"two servers in one decision", []limiter.Demand{validDemand, demand(limiter.BucketID{Server: "team-b/github", User: "alice"}, validDemand.Limit, 1)}},
 }
 
@@ -338,6 +342,59 @@ func runStoreSuite(t *testing.T, newStore func(t *testing.T) (limiter.Store, clo
 			wantAllowed(t, take(t, s, demand(alice, l, 1)), false)
 			if _, err := p.Peek(context.Background(), nil); err == nil {
 				t.Error("a peek of nothing was not refused")
+			}
+		}},
+		{"a quota takes what it holds in its window, and a new window starts afresh", func(t *testing.T, s limiter.Store, c clock) {
+			now := c.Now()
+			day := limiter.Window{Start: now.Truncate(24 * time.Hour), End: now.Truncate(24 * time.Hour).Add(24 * time.Hour)}
+			q := limiter.Demand{Bucket: alice, Limit: limiter.Limit{MaxTokens: 10}, Tokens: 4, Window: day}
+			dec := take(t, s, q)
+			wantAllowed(t, dec, true)
+			wantRemaining(t, dec.Buckets[0], 6)
+			if got, want := dec.Buckets[0].ResetAfter, day.End.Sub(now); got != want {
+				t.Errorf("ResetAfter %s, want the window's end in %s", got, want)
+			}
+			wantAllowed(t, take(t, s, q), true) // 8 used
+			dec = take(t, s, q)
+			wantAllowed(t, dec, false)
+			wantRemaining(t, dec.Buckets[0], 2)
+			if got, want := dec.RetryAfter, day.End.Sub(now); got != want {
+				t.Errorf("RetryAfter %s, want the window's end in %s", got, want)
+			}
+			// The same bucket id as a token bucket is another thing.
+			wantAllowed(t, take(t, s, demand(alice, limiter.Limit{MaxTokens: 1, RefillPeriod: time.Hour}, 1)), true)
+			c.Advance(day.End.Sub(now)) // midnight
+			next := q
+			next.Window = limiter.Window{Start: day.End, End: day.End.Add(24 * time.Hour)}
+			dec = take(t, s, next)
+			wantAllowed(t, dec, true)
+			wantRemaining(t, dec.Buckets[0], 6)
+		}},
+		{"a quota and a bucket refuse together or not at all", func(t *testing.T, s limiter.Store, c clock) {
+			now := c.Now()
+			month := limiter.Window{Start: now.Add(-time.Hour), End: now.Add(30 * 24 * time.Hour)}
+			l := limiter.Limit{MaxTokens: 5, RefillPeriod: time.Hour}
+			quota := limiter.Demand{Bucket: bob, Limit: limiter.Limit{MaxTokens: 3}, Tokens: 2, Window: month}
+			wantAllowed(t, take(t, s, quota, demand(bob, l, 2)), true) // quota 1 left, bucket 3
+			dec := take(t, s, quota, demand(bob, l, 2))               // the quota refuses: the bucket keeps its 3
+			wantAllowed(t, dec, false)
+			if dec.Buckets[0].Allowed || !dec.Buckets[1].Allowed {
+				t.Errorf("the quota should refuse and the bucket not: %+v", dec.Buckets)
+			}
+			if got := remaining(t, s, bob, l); got != 3 {
+				t.Errorf("the bucket holds %d, want 3: a refused decision took from it", got)
+			}
+			small := quota
+			small.Tokens = 1
+			dec = take(t, s, small, demand(bob, l, 4)) // the bucket refuses: the quota keeps its 1
+			wantAllowed(t, dec, false)
+			wantAllowed(t, take(t, s, small), true)
+			wantAllowed(t, take(t, s, small), false)
+			if p, ok := s.(limiter.Peeker); ok {
+				states, err := p.Peek(context.Background(), []limiter.Demand{small})
+				if err != nil || states[0].Remaining != 0 || states[0].Allowed {
+					t.Errorf("peek of the spent quota: %+v, %v", states, err)
+				}
 			}
 		}},
 		{"invalid demands are refused and take nothing", func(t *testing.T, s limiter.Store, c clock) {
