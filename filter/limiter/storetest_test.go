@@ -376,7 +376,7 @@ func runStoreSuite(t *testing.T, newStore func(t *testing.T) (limiter.Store, clo
 			l := limiter.Limit{MaxTokens: 5, RefillPeriod: time.Hour}
 			quota := limiter.Demand{Bucket: bob, Limit: limiter.Limit{MaxTokens: 3}, Tokens: 2, Window: month}
 			wantAllowed(t, take(t, s, quota, demand(bob, l, 2)), true) // quota 1 left, bucket 3
-			dec := take(t, s, quota, demand(bob, l, 2))               // the quota refuses: the bucket keeps its 3
+			dec := take(t, s, quota, demand(bob, l, 2))                // the quota refuses: the bucket keeps its 3
 			wantAllowed(t, dec, false)
 			if dec.Buckets[0].Allowed || !dec.Buckets[1].Allowed {
 				t.Errorf("the quota should refuse and the bucket not: %+v", dec.Buckets)
