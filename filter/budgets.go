@@ -3,8 +3,10 @@ package filter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/toolgate/toolgate/filter/limiter"
 )
@@ -21,8 +23,11 @@ type Budget struct {
 	// MaxTokens and RefillPeriod are the bucket's limit; Cost what one
 	// call of the entry takes (for the server's buckets, a tool's own).
 	MaxTokens    int64  `json:"maxTokens"`
-	RefillPeriod string `json:"refillPeriod"`
+	RefillPeriod string `json:"refillPeriod,omitempty"`
 	Cost         int64  `json:"cost,omitempty"`
+	// Window is a quota's calendar window (hour, day, week, month): then
+	// MaxTokens is its max, and FullInMs the time until it starts afresh.
+	Window string `json:"window,omitempty"`
 	// Remaining is the whole tokens left; FullInMs the time until the
 	// bucket is full again.
 	Remaining int64 `json:"remaining"`
@@ -62,10 +67,35 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 			demands = append(demands, limiter.Demand{Bucket: limiter.BucketID{Server: p.Server, Tool: entry, User: user}, Limit: *perUser, Tokens: 1})
 		}
 	}
+	loc, err := time.LoadLocation(p.TimeZone)
+	if err != nil {
+		return Budgets{}, fmt.Errorf("filter: timeZone: %w", err)
+	}
+	now := s.now()
+	addQuotas := func(b Budget, tool string, global, perUser *Quota) {
+		for _, q := range []struct {
+			scope scope
+			quota *Quota
+			user  string
+		}{{scopeQuotaGlobal, global, ""}, {scopeQuotaPerUser, perUser, user}} {
+			if q.quota == nil || q.scope == scopeQuotaPerUser && user == "" {
+				continue
+			}
+			bq := b
+			bq.Scope, bq.MaxTokens, bq.Window = q.scope.String(), q.quota.Max, q.quota.Window
+			if tool != "" {
+				bq.Scope = "tool_" + bq.Scope
+			}
+			out.Buckets = append(out.Buckets, bq)
+			demands = append(demands, quotaDemand(limiter.BucketID{Server: p.Server, Tool: tool, User: q.user}, q.quota, 1, now, loc))
+		}
+	}
 	add(Budget{Scope: ""}, "", p.Global, p.PerUser)
+	addQuotas(Budget{}, "", p.GlobalQuota, p.PerUserQuota)
 	for _, name := range slices.Sorted(maps.Keys(p.Tools)) {
 		l := p.Tools[name]
 		add(Budget{Scope: "tool", Tool: name, Cost: l.cost()}, name, l.Global, l.PerUser)
+		addQuotas(Budget{Tool: name, Cost: l.cost()}, name, l.GlobalQuota, l.PerUserQuota)
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.Prompts)) {
 		l := p.Prompts[name]

@@ -218,3 +218,88 @@ func TestBudgetsReadEveryBucketOfAUser(t *testing.T) {
 		}
 	}
 }
+
+// A daily quota starts afresh at midnight in its time zone: the harness's
+// clock reads 22:13:20 UTC, 23:13:20 in Paris, whose midnight comes an hour
+// before UTC's.
+func TestADailyQuotaResetsAtMidnightInItsTimeZone(t *testing.T) {
+	iss := newIssuer(t)
+	for _, tc := range []struct {
+		zone          string
+		untilMidnight time.Duration
+	}{
+		{"Europe/Paris", 46*time.Minute + 40*time.Second},
+		{"", time.Hour + 46*time.Minute + 40*time.Second}, // UTC
+	} {
+		t.Run(tc.zone, func(t *testing.T) {
+			h := newHarness(t, filter.Policy{
+				Server: testServer, Auth: iss.auth(), TimeZone: tc.zone,
+				PerUserQuota: &filter.Quota{Max: 3, Window: filter.WindowDay},
+				Tools:        map[string]filter.ToolLimits{"report": {Cost: 2}},
+			})
+			token := iss.token(t, "alice")
+			for i, want := range []int{http.StatusOK, http.StatusTooManyRequests} { // report costs 2
+				if w := h.post(token, call(i+1, "report")); w.Code != want {
+					t.Fatalf("report %d: status %d, want %d", i+1, w.Code, want)
+				}
+			}
+			for i, want := range []int{http.StatusOK, http.StatusTooManyRequests} {
+				if w := h.post(token, call(i+1, "t")); w.Code != want {
+					t.Fatalf("call %d: status %d, want %d", i+1, w.Code, want)
+				}
+			}
+			w := h.post(token, call(4, "t")) // the quota is spent
+			if w.Code != http.StatusTooManyRequests {
+				t.Fatalf("status %d, want 429", w.Code)
+			}
+			if got, want := w.Header().Get("Retry-After"), itoa(int(tc.untilMidnight/time.Second)); got != want {
+				t.Errorf("Retry-After %s, want %s: the window ends at midnight", got, want)
+			}
+			if p := w.Header().Get("RateLimit-Policy"); p != `"quota_per_user";q=3;w=86400` {
+				t.Errorf("RateLimit-Policy %q", p)
+			}
+			if !strings.Contains(w.Body.String(), `"limit":{"kind":"quota","scope":"quota_per_user"}`) {
+				t.Errorf("the refusal does not name the quota: %s", w.Body)
+			}
+			h.clock.Advance(tc.untilMidnight - time.Second)
+			if w := h.post(token, call(5, "t")); w.Code != http.StatusTooManyRequests {
+				t.Errorf("a second before midnight: status %d, want 429", w.Code)
+			}
+			h.clock.Advance(time.Second)
+			if w := h.post(token, call(6, "report")); w.Code != http.StatusOK {
+				t.Errorf("at midnight: status %d, want 200", w.Code)
+			}
+		})
+	}
+}
+
+// Calendar windows, in a zone with daylight saving time: a day is 23 or 25
+// hours around the changes, a week starts on Monday, a month on the 1st.
+func TestQuotaWindows(t *testing.T) {
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(s string) time.Time {
+		v, err := time.ParseInLocation("2006-01-02 15:04", s, paris)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		kind, now, start, end string
+	}{
+		{filter.WindowHour, "2026-03-29 01:30", "2026-03-29 01:00", "2026-03-29 03:00"}, // 02:00 does not exist that night
+		{filter.WindowDay, "2026-03-29 12:00", "2026-03-29 00:00", "2026-03-30 00:00"},  // 23 hours
+		{filter.WindowDay, "2026-10-25 12:00", "2026-10-25 00:00", "2026-10-26 00:00"},  // 25 hours
+		{filter.WindowWeek, "2026-12-06 18:00", "2026-11-30 00:00", "2026-12-07 00:00"}, // a Sunday: the week began on Monday
+		{filter.WindowWeek, "2026-12-07 00:00", "2026-12-07 00:00", "2026-12-14 00:00"},
+		{filter.WindowMonth, "2026-12-31 23:59", "2026-12-01 00:00", "2027-01-01 00:00"},
+	} {
+		w := filter.QuotaWindow(tc.kind, at(tc.now), paris)
+		if !w.Start.Equal(at(tc.start)) || !w.End.Equal(at(tc.end)) {
+			t.Errorf("%s at %s: [%s, %s), want [%s, %s)", tc.kind, tc.now, w.Start.In(paris), w.End.In(paris), tc.start, tc.end)
+		}
+	}
+}

@@ -16,3 +16,6 @@ func (i *Inspector) Inspect(body []byte) int {
 
 // IssuerState counts the key sets and discovery results s holds.
 func (s *Shared) IssuerState() (keySets, discoveries int) { return s.issuerState() }
+
+// QuotaWindow is the calendar window of a quota, for tests.
+var QuotaWindow = window

@@ -31,8 +31,12 @@ type Filter struct {
 	auth    *authenticator
 	global  *limiter.Limit
 	perUser *limiter.Limit
-	tools   map[string]*toolPolicy
-	prompts map[string]*toolPolicy
+	// globalQuota and perUserQuota are the server's quotas, their windows
+	// in timeZone.
+	globalQuota, perUserQuota *Quota
+	timeZone                  *time.Location
+	tools                     map[string]*toolPolicy
+	prompts                   map[string]*toolPolicy
 	// resources are the exact URIs; resourceTemplates the templates, most
 	// specific (longest) first.
 	resources         map[string]*toolPolicy
@@ -65,6 +69,8 @@ type toolPolicy struct {
 	global  *limiter.Limit
 	perUser *limiter.Limit
 	cost    int64
+	// globalQuota and perUserQuota are a tool's quotas.
+	globalQuota, perUserQuota *Quota
 }
 
 // Bucket name prefixes of prompts' and resources' buckets.
@@ -74,7 +80,8 @@ const (
 )
 
 func newToolPolicy(bucket string, l ToolLimits) *toolPolicy {
-	return &toolPolicy{bucket: bucket, global: clone(l.Global), perUser: clone(l.PerUser), cost: l.cost()}
+	return &toolPolicy{bucket: bucket, global: clone(l.Global), perUser: clone(l.PerUser), cost: l.cost(),
+		globalQuota: cloneQuota(l.GlobalQuota), perUserQuota: cloneQuota(l.PerUserQuota)}
 }
 
 // resourceTemplate is a resources[] entry with expressions.
@@ -120,10 +127,15 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		resourceURL:          policy.ResourceURL,
 		scopes:               slices.Clone(policy.Scopes),
 		auditArguments:       policy.AuditArguments,
+		globalQuota:          cloneQuota(policy.GlobalQuota),
+		perUserQuota:         cloneQuota(policy.PerUserQuota),
 		shadow:               policy.Shadow,
 	}
 	if policy.Auth != nil {
 		f.auth = newAuthenticator(shared, *policy.Auth)
+	}
+	if f.timeZone, err = time.LoadLocation(policy.TimeZone); err != nil {
+		return nil, fmt.Errorf("filter: timeZone: %w", err) // validate checked it already
 	}
 	if policy.Authorization != nil {
 		if f.authz, err = authz.Compile(*policy.Authorization); err != nil {
@@ -437,6 +449,10 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 			if f.perUser != nil {
 				demands, scopes = demand(demands, scopes, scopePerUser, limiter.BucketID{Server: f.server, User: user}, *f.perUser, cost)
 			}
+			demands, scopes = f.quotaDemands(demands, scopes, "", cost, user, f.globalQuota, f.perUserQuota)
+			if entry != nil {
+				demands, scopes = f.quotaDemands(demands, scopes, entry.bucket, cost, user, entry.globalQuota, entry.perUserQuota)
+			}
 		case methodPromptsGet:
 			if m.id == nil || f.prompts == nil {
 				continue // notifications are never limited
@@ -532,13 +548,39 @@ func legacySSEMessage(r *http.Request) bool {
 // demand adds a call's cost to the bucket id, merging the demands of a
 // batch on the same bucket so that one Take decides them all together.
 func demand(demands []limiter.Demand, scopes []scope, s scope, id limiter.BucketID, limit limiter.Limit, cost int64) ([]limiter.Demand, []scope) {
+	return addDemand(demands, scopes, s, limiter.Demand{Bucket: id, Limit: limit, Tokens: cost})
+}
+
+// quotaDemands adds the demands of a server's quotas (tool "") or a
+// tool's, for one call of cost tokens.
+func (f *Filter) quotaDemands(demands []limiter.Demand, scopes []scope, tool string, cost int64, user string, global, perUser *Quota) ([]limiter.Demand, []scope) {
+	if global == nil && perUser == nil {
+		return demands, scopes
+	}
+	now := f.shared.now()
+	globalScope, perUserScope := scopeQuotaGlobal, scopeQuotaPerUser
+	if tool != "" {
+		globalScope, perUserScope = scopeToolQuotaGlobal, scopeToolQuotaPerUser
+	}
+	if global != nil {
+		demands, scopes = addDemand(demands, scopes, globalScope, quotaDemand(limiter.BucketID{Server: f.server, Tool: tool}, global, cost, now, f.timeZone))
+	}
+	if perUser != nil {
+		demands, scopes = addDemand(demands, scopes, perUserScope, quotaDemand(limiter.BucketID{Server: f.server, Tool: tool, User: user}, perUser, cost, now, f.timeZone))
+	}
+	return demands, scopes
+}
+
+// addDemand adds d, merged with a demand on the same bucket (or the same
+// quota's window).
+func addDemand(demands []limiter.Demand, scopes []scope, s scope, d limiter.Demand) ([]limiter.Demand, []scope) {
 	for i := range demands {
-		if demands[i].Bucket == id {
-			demands[i].Tokens += cost
+		if demands[i].Bucket == d.Bucket && demands[i].Window == d.Window {
+			demands[i].Tokens += d.Tokens
 			return demands, scopes
 		}
 	}
-	return append(demands, limiter.Demand{Bucket: id, Limit: limit, Tokens: cost}), append(scopes, s)
+	return append(demands, d), append(scopes, s)
 }
 
 // decide takes the demanded tokens, all or none. While the shared store is

@@ -42,27 +42,38 @@ const (
 type scope uint8
 
 const (
-	scopeGlobal          scope = iota // every caller, every tool
-	scopePerUser                      // one caller, every tool
-	scopeToolGlobal                   // every caller, one tool
-	scopeToolPerUser                  // one caller, one tool
-	scopePromptGlobal                 // every caller, one prompt
-	scopePromptPerUser                // one caller, one prompt
-	scopeResourceGlobal               // every caller, one resource (or template)
-	scopeResourcePerUser              // one caller, one resource (or template)
+	scopeGlobal           scope = iota // every caller, every tool
+	scopePerUser                       // one caller, every tool
+	scopeToolGlobal                    // every caller, one tool
+	scopeToolPerUser                   // one caller, one tool
+	scopePromptGlobal                  // every caller, one prompt
+	scopePromptPerUser                 // one caller, one prompt
+	scopeResourceGlobal                // every caller, one resource (or template)
+	scopeResourcePerUser               // one caller, one resource (or template)
+	scopeQuotaGlobal                   // a quota of every caller, every tool
+	scopeQuotaPerUser                  // a quota of one caller, every tool
+	scopeToolQuotaGlobal               // a quota of every caller, one tool
+	scopeToolQuotaPerUser              // a quota of one caller, one tool
 	numScopes
 )
 
 var scopeNames = [numScopes]string{
-	scopeGlobal:          "global",
-	scopePerUser:         "per_user",
-	scopeToolGlobal:      "tool_global",
-	scopeToolPerUser:     "tool_per_user",
-	scopePromptGlobal:    "prompt_global",
-	scopePromptPerUser:   "prompt_per_user",
-	scopeResourceGlobal:  "resource_global",
-	scopeResourcePerUser: "resource_per_user",
+	scopeGlobal:           "global",
+	scopePerUser:          "per_user",
+	scopeToolGlobal:       "tool_global",
+	scopeToolPerUser:      "tool_per_user",
+	scopePromptGlobal:     "prompt_global",
+	scopePromptPerUser:    "prompt_per_user",
+	scopeResourceGlobal:   "resource_global",
+	scopeResourcePerUser:  "resource_per_user",
+	scopeQuotaGlobal:      "quota_global",
+	scopeQuotaPerUser:     "quota_per_user",
+	scopeToolQuotaGlobal:  "tool_quota_global",
+	scopeToolQuotaPerUser: "tool_quota_per_user",
 }
+
+// isQuota reports whether the scope is a quota's.
+func (s scope) isQuota() bool { return s >= scopeQuotaGlobal && s <= scopeToolQuotaPerUser }
 
 func (s scope) String() string { return scopeNames[s] }
 

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/toolgate/toolgate/filter/authz"
 	"github.com/toolgate/toolgate/filter/limiter"
@@ -44,6 +45,12 @@ type Policy struct {
 	// PerUser is each caller's own bucket for tools/call requests. It needs
 	// Auth.
 	PerUser *limiter.Limit `json:"perUser,omitempty"`
+	// GlobalQuota and PerUserQuota count the server's tool calls (their
+	// cost) per calendar window, in TimeZone (an IANA name; UTC when
+	// empty). PerUserQuota needs Auth.
+	GlobalQuota  *Quota `json:"globalQuota,omitempty"`
+	PerUserQuota *Quota `json:"perUserQuota,omitempty"`
+	TimeZone     string `json:"timeZone,omitempty"`
 	// Tools holds limits for single tools, by tool name, on top of the
 	// server's.
 	Tools map[string]ToolLimits `json:"tools,omitempty"`
@@ -79,13 +86,26 @@ type ToolLimits struct {
 	// Cost is how many tokens one call takes from every bucket it is
 	// checked against (a tool's: the server's too); 0 means 1.
 	Cost int64 `json:"cost,omitempty"`
+	// GlobalQuota and PerUserQuota count the tool's calls per calendar
+	// window, on top of the server's quotas (tools only).
+	GlobalQuota  *Quota `json:"globalQuota,omitempty"`
+	PerUserQuota *Quota `json:"perUserQuota,omitempty"`
 }
 
 // cost is what one call takes.
 func (l ToolLimits) cost() int64 { return max(l.Cost, 1) }
 
 func (l ToolLimits) clone() ToolLimits {
-	return ToolLimits{Global: clone(l.Global), PerUser: clone(l.PerUser), Cost: l.Cost}
+	return ToolLimits{Global: clone(l.Global), PerUser: clone(l.PerUser), Cost: l.Cost,
+		GlobalQuota: cloneQuota(l.GlobalQuota), PerUserQuota: cloneQuota(l.PerUserQuota)}
+}
+
+func cloneQuota(q *Quota) *Quota {
+	if q == nil {
+		return nil
+	}
+	c := *q
+	return &c
 }
 
 // OIDCConfig says how to verify a caller's bearer token: a JWT signed by the
@@ -122,6 +142,7 @@ func (p *Policy) Clone() *Policy {
 		c.Authorization = &a
 	}
 	c.Global, c.PerUser = clone(p.Global), clone(p.PerUser)
+	c.GlobalQuota, c.PerUserQuota = cloneQuota(p.GlobalQuota), cloneQuota(p.PerUserQuota)
 	c.Tools, c.Prompts, c.Resources = cloneLimits(p.Tools), cloneLimits(p.Prompts), cloneLimits(p.Resources)
 	return &c
 }
@@ -194,6 +215,10 @@ func (p *Policy) validate() (namespace, name string, err error) {
 	if p.PerUser != nil && p.Auth == nil {
 		errs = append(errs, errors.New("perUser needs auth: without it every caller is anonymous; configure auth or use global"))
 	}
+	errs = append(errs, p.validateQuotas("", p.GlobalQuota, p.PerUserQuota)...)
+	if _, err := time.LoadLocation(p.TimeZone); err != nil {
+		errs = append(errs, fmt.Errorf("timeZone %q is not a time zone: use an IANA name such as Europe/Paris, or UTC", p.TimeZone))
+	}
 	errs = append(errs, p.validateEntries("tools", p.Tools)...)
 	errs = append(errs, p.validateEntries("prompts", p.Prompts)...)
 	errs = append(errs, p.validateEntries("resources", p.Resources)...)
@@ -223,8 +248,8 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 		switch {
 		case limits.Cost < 0:
 			errs = append(errs, fmt.Errorf("%s.cost must be at least 1, got %d", at, limits.Cost))
-		case field == "tools" && limits.Global == nil && limits.PerUser == nil && limits.Cost == 0:
-			errs = append(errs, fmt.Errorf("%s: set global, perUser or cost", at))
+		case field == "tools" && limits.Global == nil && limits.PerUser == nil && limits.Cost == 0 && limits.GlobalQuota == nil && limits.PerUserQuota == nil:
+			errs = append(errs, fmt.Errorf("%s: set global, perUser, a quota or cost", at))
 		case field != "tools" && limits.Global == nil && limits.PerUser == nil:
 			errs = append(errs, fmt.Errorf("%s: set global, perUser or both (the server's buckets count tool calls only)", at))
 		}
@@ -237,14 +262,53 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 		if limits.PerUser != nil && p.Auth == nil {
 			errs = append(errs, fmt.Errorf("%s.perUser needs auth: without it every caller is anonymous; configure auth or use global", at))
 		}
-		buckets := map[string]*limiter.Limit{at + ".global": limits.Global, at + ".perUser": limits.PerUser}
 		if field == "tools" {
-			buckets["global"], buckets["perUser"] = p.Global, p.PerUser
+			errs = append(errs, p.validateQuotas(at+".", limits.GlobalQuota, limits.PerUserQuota)...)
+		} else if limits.GlobalQuota != nil || limits.PerUserQuota != nil {
+			errs = append(errs, fmt.Errorf("%s: quotas apply to tools only", at))
 		}
-		for _, b := range slices.Sorted(maps.Keys(buckets)) {
-			if l := buckets[b]; l != nil && limits.cost() > l.MaxTokens {
-				errs = append(errs, fmt.Errorf("%s.cost %d is above %s.maxTokens %d: such a call could never pass; lower the cost or raise maxTokens", at, limits.cost(), b, l.MaxTokens))
+		// The most tokens each limit the call is checked against can give.
+		most := map[string]int64{}
+		add := func(name string, l *limiter.Limit) {
+			if l != nil {
+				most[name+".maxTokens"] = l.MaxTokens
 			}
+		}
+		add(at+".global", limits.Global)
+		add(at+".perUser", limits.PerUser)
+		if field == "tools" {
+			add("global", p.Global)
+			add("perUser", p.PerUser)
+			for name, q := range map[string]*Quota{"globalQuota": p.GlobalQuota, "perUserQuota": p.PerUserQuota, at + ".globalQuota": limits.GlobalQuota, at + ".perUserQuota": limits.PerUserQuota} {
+				if q != nil {
+					most[name+".max"] = q.Max
+				}
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(most)) {
+			if limits.cost() > most[name] {
+				errs = append(errs, fmt.Errorf("%s.cost %d is above %s %d: such a call could never pass; lower the cost or raise the limit", at, limits.cost(), name, most[name]))
+			}
+		}
+	}
+	return errs
+}
+
+// validateQuotas checks a server's or a tool's quotas; prefix names the
+// tool's entry ("tools[t].").
+func (p *Policy) validateQuotas(prefix string, global, perUser *Quota) []error {
+	var errs []error
+	if global != nil {
+		if err := global.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%sglobalQuota: %w", prefix, err))
+		}
+	}
+	if perUser != nil {
+		if err := perUser.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%sperUserQuota: %w", prefix, err))
+		}
+		if p.Auth == nil {
+			errs = append(errs, fmt.Errorf("%sperUserQuota needs auth: without it every caller is anonymous; configure auth or use globalQuota", prefix))
 		}
 	}
 	return errs

@@ -120,7 +120,11 @@ func appendRateLimited(b, id []byte, stateless bool, retryAfter time.Duration, l
 // for an entry's bucket, the tool, prompt or resource it limits.
 func limitObject(s scope, entry string) []byte {
 	b := make([]byte, 0, 64+len(entry))
-	b = append(b, `{"kind":"bucket","scope":"`...)
+	kind := "bucket"
+	if s.isQuota() {
+		kind = "quota"
+	}
+	b = append(b, `{"kind":"`+kind+`","scope":"`...)
 	b = append(b, s.String()...)
 	b = append(b, '"')
 	if entry != "" {
