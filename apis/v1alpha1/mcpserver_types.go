@@ -25,6 +25,7 @@ const MaxTools = 128
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.authorization) || !self.authorization.rules.exists(r, has(r.scopes) && size(r.scopes) > 0) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".authorization.rules",reason="FieldValueForbidden",message="authorization.rules[].scopes need spec.auth.oidc: scopes are read from the caller's verified token"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",message="rateLimiting.tools[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.quota) || !has(self.rateLimiting.quota.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.quota) && has(t.quota.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser quota needs spec.auth.oidc: per-user quotas are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.prompts",reason="FieldValueForbidden",message="rateLimiting.prompts[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use prompts[].global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.resources",reason="FieldValueForbidden",message="rateLimiting.resources[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use resources[].global for a limit shared by all callers"
 type MCPServerSpec struct {
@@ -284,9 +285,23 @@ type OIDC struct {
 // passes only if every bucket that applies to it has a token; then one token
 // is taken from each.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser))) || has(self.prompts) || has(self.resources)",message="rateLimiting configures no bucket: set global or perUser, or add a tools[], prompts[] or resources[] entry with global or perUser (or remove rateLimiting)"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser) || has(t.quota))) || has(self.prompts) || has(self.resources)",message="rateLimiting configures no bucket: set global, perUser or a quota, or add a tools[], prompts[] or resources[] entry with global or perUser (or remove rateLimiting)"
 // +kubebuilder:validation:XValidation:rule="!has(self.tools) || self.tools.all(t, !has(t.cost) || ((!has(self.global) || t.cost <= self.global.maxTokens) && (!has(self.perUser) || t.cost <= self.perUser.maxTokens)))",fieldPath=".tools",message="a tools[] cost is above the server's global or perUser maxTokens: a tool call takes its cost from the server's buckets too, so such a call could never pass; lower the cost or raise maxTokens"
+// +kubebuilder:validation:XValidation:rule="!has(self.tools) || !has(self.quota) || self.tools.all(t, !has(t.cost) || ((!has(self.quota.global) || t.cost <= self.quota.global.max) && (!has(self.quota.perUser) || t.cost <= self.quota.perUser.max)))",fieldPath=".tools",message="a tools[] cost is above the server's quota max: such a call could never pass; lower the cost or raise the quota"
 type RateLimiting struct {
+	// Quota counts the server's tool calls (their cost) per calendar
+	// window, beside the buckets: decided with them, all or nothing.
+	//
+	// +optional
+	Quota *QuotaLimits `json:"quota,omitempty"`
+
+	// TimeZone is the IANA time zone quotas' windows are aligned to, such
+	// as Europe/Paris (default UTC): a day starts at its midnight.
+	//
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	TimeZone string `json:"timeZone,omitempty"`
+
 	// Mode is Enforce (the default): calls over a limit are refused; or
 	// Shadow: every decision is made and counted as if enforced
 	// (toolgate_ratelimit_decisions_total{result="shadow_rejected"}, the
@@ -340,6 +355,49 @@ type RateLimiting struct {
 	Resources []ResourceRateLimit `json:"resources,omitempty"`
 }
 
+// QuotaLimits are the quotas of a server or a tool.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="a quota must set global or perUser"
+type QuotaLimits struct {
+	// Global is one quota shared by all callers.
+	//
+	// +optional
+	Global *Quota `json:"global,omitempty"`
+
+	// PerUser is one quota per user. Requires spec.auth.oidc.
+	//
+	// +optional
+	PerUser *Quota `json:"perUser,omitempty"`
+}
+
+// Quota allows at most Max tokens (calls, or their cost) per calendar
+// window. The window starts afresh at its boundary (the hour, midnight,
+// Monday's midnight, the 1st's midnight) in rateLimiting.timeZone;
+// refused calls get Retry-After up to it.
+type Quota struct {
+	// Max is the most tokens the window's calls may take.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000000
+	Max int64 `json:"max"`
+
+	// Window is Hour, Day, Week (from Monday) or Month.
+	//
+	// +kubebuilder:validation:Enum=Hour;Day;Week;Month
+	Window QuotaWindow `json:"window"`
+}
+
+// QuotaWindow is a quota's calendar window.
+type QuotaWindow string
+
+// Quota windows.
+const (
+	QuotaWindowHour  QuotaWindow = "Hour"
+	QuotaWindowDay   QuotaWindow = "Day"
+	QuotaWindowWeek  QuotaWindow = "Week"
+	QuotaWindowMonth QuotaWindow = "Month"
+)
+
 // RateLimitingMode says whether limits refuse calls.
 type RateLimitingMode string
 
@@ -352,7 +410,8 @@ const (
 // ToolRateLimit configures the buckets of one tool and what one call of it
 // costs.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.cost)",message="each tools[] entry must set global, perUser or cost"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.cost) || has(self.quota)",message="each tools[] entry must set global, perUser, quota or cost"
+// +kubebuilder:validation:XValidation:rule="!has(self.cost) || !has(self.quota) || ((!has(self.quota.global) || self.cost <= self.quota.global.max) && (!has(self.quota.perUser) || self.cost <= self.quota.perUser.max))",message="cost is above this entry's quota max: such a call could never pass; lower the cost or raise the quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
 type ToolRateLimit struct {
 	// Name of the tool, as in tools/call params.name.
@@ -371,14 +430,19 @@ type ToolRateLimit struct {
 	// +optional
 	PerUser *Bucket `json:"perUser,omitempty"`
 
-	// Cost is how many tokens one call takes from every bucket it is
-	// checked against: this entry's and the server's global and perUser.
-	// Default 1.
+	// Cost is how many tokens one call takes from every bucket and quota
+	// it is checked against: this entry's and the server's. Default 1.
 	//
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000000
 	// +optional
 	Cost *int64 `json:"cost,omitempty"`
+
+	// Quota counts this tool's calls per calendar window, on top of the
+	// server's quota.
+	//
+	// +optional
+	Quota *QuotaLimits `json:"quota,omitempty"`
 }
 
 // PromptRateLimit configures the buckets of one prompt.

@@ -14,6 +14,10 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	// Quotas align their windows to a time zone: the image carries no
+	// zoneinfo of its own.
+	_ "time/tzdata"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -247,3 +247,60 @@ func TestTheAdminListenerShowsAUsersBudgets(t *testing.T) {
 		t.Errorf("a third call: status %d, want 429", status)
 	}
 }
+
+// A daily quota through the real binary: what it allows in its window,
+// then 429 until the next midnight, naming the quota.
+func TestADailyQuotaThroughTheBinary(t *testing.T) {
+	issuer, _ := startIssuer(t)
+	backend := startBackend(t)
+	g := testgateway.Start(t, func(port int) string {
+		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+`  rateLimiting:
+    timeZone: Pacific/Auckland
+    quota:
+      perUser: {max: 5, window: Day}
+    tools:
+    - {name: expensive_tool, cost: 2}
+`)
+	})
+	token := claimsToken(t, issuer, "alice", nil)
+	call := func(tool string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, g.URL, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"`+tool+`"}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for i, step := range []struct {
+		tool   string
+		status int
+	}{{"expensive_tool", 200}, {"expensive_tool", 200}, {"expensive_tool", 429}, {"batch_tool", 200}, {"batch_tool", 429}} {
+		res := call(step.tool)
+		body, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if res.StatusCode != step.status {
+			t.Fatalf("call %d (%s): status %d, want %d: %s", i+1, step.tool, res.StatusCode, step.status, body)
+		}
+		if step.status != http.StatusTooManyRequests {
+			continue
+		}
+		// Until Auckland's next midnight.
+		auckland, err := time.LoadLocation("Pacific/Auckland")
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().In(auckland)
+		y, m, d := now.Date()
+		untilMidnight := time.Date(y, m, d+1, 0, 0, 0, 0, auckland).Sub(now)
+		retry, err := time.ParseDuration(res.Header.Get("Retry-After") + "s")
+		if err != nil || retry < untilMidnight-time.Minute || retry > untilMidnight+time.Minute {
+			t.Errorf("Retry-After %q, want about %s, until Auckland's midnight", res.Header.Get("Retry-After"), untilMidnight.Round(time.Second))
+		}
+		if !strings.Contains(string(body), `"limit":{"kind":"quota","scope":"quota_per_user"}`) {
+			t.Errorf("the refusal does not name the quota: %s", body)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -209,11 +210,26 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 			parts = append(parts, fmt.Sprintf("%s costs %d", name, *c))
 		}
 	}
+	quota := func(name string, q *v1alpha1.QuotaLimits) {
+		if q == nil {
+			return
+		}
+		for _, e := range []struct {
+			scope string
+			q     *v1alpha1.Quota
+		}{{"global", q.Global}, {"perUser", q.PerUser}} {
+			if e.q != nil {
+				parts = append(parts, fmt.Sprintf("%squota.%s %d a %s", name, e.scope, e.q.Max, strings.ToLower(string(e.q.Window))))
+			}
+		}
+	}
 	bucket("global", rl.Global)
 	bucket("perUser", rl.PerUser)
+	quota("", rl.Quota)
 	for _, e := range rl.Tools {
 		bucket(e.Name+".global", e.Global)
 		bucket(e.Name+".perUser", e.PerUser)
+		quota(e.Name+".", e.Quota)
 		costs(e.Name, e.Cost)
 	}
 	for _, e := range rl.Prompts {
@@ -225,6 +241,9 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 		bucket("resource "+e.URI+".global", e.Global)
 		bucket("resource "+e.URI+".perUser", e.PerUser)
 		costs("resource "+e.URI, e.Cost)
+	}
+	if rl.Quota != nil || slices.ContainsFunc(rl.Tools, func(e v1alpha1.ToolRateLimit) bool { return e.Quota != nil }) {
+		parts = append(parts, "quota windows in "+cmp.Or(rl.TimeZone, "UTC"))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -261,10 +280,14 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		p.Shadow = rl.Mode == v1alpha1.RateLimitingShadow
 		p.Global = limit(rl.Global)
 		p.PerUser = limit(rl.PerUser)
+		p.GlobalQuota, p.PerUserQuota = quotas(rl.Quota)
+		p.TimeZone = rl.TimeZone
 		if len(rl.Tools) > 0 {
 			p.Tools = make(map[string]filter.ToolLimits, len(rl.Tools))
 			for _, e := range rl.Tools {
-				p.Tools[e.Name] = filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
+				l := filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
+				l.GlobalQuota, l.PerUserQuota = quotas(e.Quota)
+				p.Tools[e.Name] = l
 			}
 		}
 		if len(rl.Prompts) > 0 {
@@ -281,6 +304,20 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		}
 	}
 	return p
+}
+
+// quotas converts a server's or a tool's quotas.
+func quotas(q *v1alpha1.QuotaLimits) (global, perUser *filter.Quota) {
+	if q == nil {
+		return nil, nil
+	}
+	convert := func(q *v1alpha1.Quota) *filter.Quota {
+		if q == nil {
+			return nil
+		}
+		return &filter.Quota{Max: q.Max, Window: strings.ToLower(string(q.Window))}
+	}
+	return convert(q.Global), convert(q.PerUser)
 }
 
 // cost is an entry's cost; 0 (the default, 1) when unset.
