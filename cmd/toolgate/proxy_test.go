@@ -42,7 +42,8 @@ func TestProxyServesWhatTheStreamSends(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	streamPort, adminPort, listenerPort := testproc.FreePort(t), testproc.FreePort(t), testproc.FreePort(t)
+	ports := testproc.FreePorts(t, 3)
+	streamPort, adminPort, listenerPort := ports[0], ports[1], ports[2]
 	streamAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(streamPort))
 	admin := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
 

@@ -88,7 +88,8 @@ type Gateway struct {
 // waits until it is ready.
 func Start(t *testing.T, config func(port int) string, flags ...string) *Gateway {
 	t.Helper()
-	port, adminPort := testproc.FreePort(t), testproc.FreePort(t)
+	ports := testproc.FreePorts(t, 2)
+	port, adminPort := ports[0], ports[1]
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(config(port)), 0o600); err != nil {
 		t.Fatal(err)

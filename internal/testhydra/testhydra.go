@@ -69,7 +69,8 @@ type Consent struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	binary := hydraBinary(t)
-	publicPort, adminPort := testproc.FreePort(t), testproc.FreePort(t)
+	ports := testproc.FreePorts(t, 2)
+	publicPort, adminPort := ports[0], ports[1]
 	s := &Server{
 		public:  fmt.Sprintf("http://127.0.0.1:%d", publicPort),
 		admin:   fmt.Sprintf("http://127.0.0.1:%d", adminPort),
