@@ -72,7 +72,7 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 		return Budgets{}, fmt.Errorf("filter: timeZone: %w", err)
 	}
 	now := s.now()
-	addQuotas := func(b Budget, tool string, global, perUser *Quota) {
+	addQuotas := func(b Budget, kind, tool string, global, perUser *Quota) {
 		for _, q := range []struct {
 			scope scope
 			quota *Quota
@@ -83,27 +83,29 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 			}
 			bq := b
 			bq.Scope, bq.MaxTokens, bq.Window = q.scope.String(), q.quota.Max, q.quota.Window
-			if tool != "" {
-				bq.Scope = "tool_" + bq.Scope
+			if kind != "" {
+				bq.Scope = kind + "_" + bq.Scope
 			}
 			out.Buckets = append(out.Buckets, bq)
 			demands = append(demands, quotaDemand(limiter.BucketID{Server: p.Server, Tool: tool, User: q.user}, q.quota, 1, now, loc))
 		}
 	}
 	add(Budget{Scope: ""}, "", p.Global, p.PerUser)
-	addQuotas(Budget{}, "", p.GlobalQuota, p.PerUserQuota)
+	addQuotas(Budget{}, "", "", p.GlobalQuota, p.PerUserQuota)
 	for _, name := range slices.Sorted(maps.Keys(p.Tools)) {
 		l := p.Tools[name]
 		add(Budget{Scope: "tool", Tool: name, Cost: l.cost()}, name, l.Global, l.PerUser)
-		addQuotas(Budget{Tool: name, Cost: l.cost()}, name, l.GlobalQuota, l.PerUserQuota)
+		addQuotas(Budget{Tool: name, Cost: l.cost()}, "tool", name, l.GlobalQuota, l.PerUserQuota)
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.Prompts)) {
 		l := p.Prompts[name]
 		add(Budget{Scope: "prompt", Prompt: name, Cost: l.cost()}, promptBucketPrefix+name, l.Global, l.PerUser)
+		addQuotas(Budget{Prompt: name, Cost: l.cost()}, "prompt", promptBucketPrefix+name, l.GlobalQuota, l.PerUserQuota)
 	}
 	for _, uri := range slices.Sorted(maps.Keys(p.Resources)) {
 		l := p.Resources[uri]
 		add(Budget{Scope: "resource", Resource: uri, Cost: l.cost()}, resourceBucketPrefix+uri, l.Global, l.PerUser)
+		addQuotas(Budget{Resource: uri, Cost: l.cost()}, "resource", resourceBucketPrefix+uri, l.GlobalQuota, l.PerUserQuota)
 	}
 	if len(demands) == 0 {
 		out.Buckets = []Budget{}

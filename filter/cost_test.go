@@ -303,3 +303,31 @@ func TestQuotaWindows(t *testing.T) {
 		}
 	}
 }
+
+// Prompts and resources take quotas as tools do.
+func TestPromptsAndResourcesTakeQuotas(t *testing.T) {
+	iss := newIssuer(t)
+	h := newHarness(t, filter.Policy{
+		Server: testServer, Auth: iss.auth(),
+		Prompts:   map[string]filter.ToolLimits{"review": {GlobalQuota: &filter.Quota{Max: 2, Window: filter.WindowDay}}},
+		Resources: map[string]filter.ToolLimits{"file:///docs/{name}": {Cost: 3, PerUserQuota: &filter.Quota{Max: 5, Window: filter.WindowMonth}}},
+	})
+	token := iss.token(t, "alice")
+	for i, step := range []struct {
+		body, limit string
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"review"}}`, ""},
+		{`{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"review"}}`, ""},
+		{`{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"review"}}`, `{"kind":"quota","scope":"prompt_quota_global","prompt":"review"}`},
+		{`{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///docs/a.md"}}`, ""},
+		{`{"jsonrpc":"2.0","id":5,"method":"resources/read","params":{"uri":"file:///docs/b.md"}}`, `{"kind":"quota","scope":"resource_quota_per_user","resource":"file:///docs/{name}"}`},
+	} {
+		w := h.post(token, step.body)
+		switch {
+		case step.limit == "" && w.Code != http.StatusOK:
+			t.Errorf("step %d: status %d, want 200: %s", i+1, w.Code, w.Body)
+		case step.limit != "" && (w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), `"limit":`+step.limit)):
+			t.Errorf("step %d: status %d, body %s; want 429 naming %s", i+1, w.Code, w.Body, step.limit)
+		}
+	}
+}

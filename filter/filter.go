@@ -435,7 +435,7 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 			continue
 		}
 		var entry *toolPolicy
-		var entryGlobal, entryPerUser scope
+		var entryGlobal, entryPerUser, entryQuotaGlobal, entryQuotaPerUser scope
 		switch string(m.method) {
 		case methodToolsCall:
 			entry, entryGlobal, entryPerUser = f.tools[string(m.name)], scopeToolGlobal, scopeToolPerUser
@@ -449,20 +449,20 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 			if f.perUser != nil {
 				demands, scopes = demand(demands, scopes, scopePerUser, limiter.BucketID{Server: f.server, User: user}, *f.perUser, cost)
 			}
-			demands, scopes = f.quotaDemands(demands, scopes, "", cost, user, f.globalQuota, f.perUserQuota)
-			if entry != nil {
-				demands, scopes = f.quotaDemands(demands, scopes, entry.bucket, cost, user, entry.globalQuota, entry.perUserQuota)
-			}
+			demands, scopes = f.quotaDemands(demands, scopes, "", cost, user, f.globalQuota, f.perUserQuota, scopeQuotaGlobal, scopeQuotaPerUser)
+			entryQuotaGlobal, entryQuotaPerUser = scopeToolQuotaGlobal, scopeToolQuotaPerUser
 		case methodPromptsGet:
 			if m.id == nil || f.prompts == nil {
 				continue // notifications are never limited
 			}
 			entry, entryGlobal, entryPerUser = f.prompts[string(m.name)], scopePromptGlobal, scopePromptPerUser
+			entryQuotaGlobal, entryQuotaPerUser = scopePromptQuotaGlobal, scopePromptQuotaPerUser
 		case methodResourcesRead:
 			if m.id == nil || f.resources == nil && f.resourceTemplates == nil {
 				continue
 			}
 			entry, entryGlobal, entryPerUser = f.resourceLimits(string(m.name)), scopeResourceGlobal, scopeResourcePerUser
+			entryQuotaGlobal, entryQuotaPerUser = scopeResourceQuotaGlobal, scopeResourceQuotaPerUser
 		}
 		if entry == nil {
 			continue
@@ -473,6 +473,7 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 		if entry.perUser != nil {
 			demands, scopes = demand(demands, scopes, entryPerUser, limiter.BucketID{Server: f.server, Tool: entry.bucket, User: user}, *entry.perUser, entry.cost)
 		}
+		demands, scopes = f.quotaDemands(demands, scopes, entry.bucket, entry.cost, user, entry.globalQuota, entry.perUserQuota, entryQuotaGlobal, entryQuotaPerUser)
 	}
 	defer func() {
 		clear(demands) // drop the strings
@@ -551,17 +552,13 @@ func demand(demands []limiter.Demand, scopes []scope, s scope, id limiter.Bucket
 	return addDemand(demands, scopes, s, limiter.Demand{Bucket: id, Limit: limit, Tokens: cost})
 }
 
-// quotaDemands adds the demands of a server's quotas (tool "") or a
-// tool's, for one call of cost tokens.
-func (f *Filter) quotaDemands(demands []limiter.Demand, scopes []scope, tool string, cost int64, user string, global, perUser *Quota) ([]limiter.Demand, []scope) {
+// quotaDemands adds the demands of a server's quotas (entry "") or an
+// entry's, for one call of cost tokens.
+func (f *Filter) quotaDemands(demands []limiter.Demand, scopes []scope, tool string, cost int64, user string, global, perUser *Quota, globalScope, perUserScope scope) ([]limiter.Demand, []scope) {
 	if global == nil && perUser == nil {
 		return demands, scopes
 	}
 	now := f.shared.now()
-	globalScope, perUserScope := scopeQuotaGlobal, scopeQuotaPerUser
-	if tool != "" {
-		globalScope, perUserScope = scopeToolQuotaGlobal, scopeToolQuotaPerUser
-	}
 	if global != nil {
 		demands, scopes = addDemand(demands, scopes, globalScope, quotaDemand(limiter.BucketID{Server: f.server, Tool: tool}, global, cost, now, f.timeZone))
 	}

@@ -42,18 +42,22 @@ const (
 type scope uint8
 
 const (
-	scopeGlobal           scope = iota // every caller, every tool
-	scopePerUser                       // one caller, every tool
-	scopeToolGlobal                    // every caller, one tool
-	scopeToolPerUser                   // one caller, one tool
-	scopePromptGlobal                  // every caller, one prompt
-	scopePromptPerUser                 // one caller, one prompt
-	scopeResourceGlobal                // every caller, one resource (or template)
-	scopeResourcePerUser               // one caller, one resource (or template)
-	scopeQuotaGlobal                   // a quota of every caller, every tool
-	scopeQuotaPerUser                  // a quota of one caller, every tool
-	scopeToolQuotaGlobal               // a quota of every caller, one tool
-	scopeToolQuotaPerUser              // a quota of one caller, one tool
+	scopeGlobal               scope = iota // every caller, every tool
+	scopePerUser                           // one caller, every tool
+	scopeToolGlobal                        // every caller, one tool
+	scopeToolPerUser                       // one caller, one tool
+	scopePromptGlobal                      // every caller, one prompt
+	scopePromptPerUser                     // one caller, one prompt
+	scopeResourceGlobal                    // every caller, one resource (or template)
+	scopeResourcePerUser                   // one caller, one resource (or template)
+	scopeQuotaGlobal                       // a quota of every caller, every tool
+	scopeQuotaPerUser                      // a quota of one caller, every tool
+	scopeToolQuotaGlobal                   // a quota of every caller, one tool
+	scopeToolQuotaPerUser                  // a quota of one caller, one tool
+	scopePromptQuotaGlobal                 // a quota of every caller, one prompt
+	scopePromptQuotaPerUser                // a quota of one caller, one prompt
+	scopeResourceQuotaGlobal               // a quota of every caller, one resource
+	scopeResourceQuotaPerUser              // a quota of one caller, one resource
 	numScopes
 )
 
@@ -70,10 +74,15 @@ var scopeNames = [numScopes]string{
 	scopeQuotaPerUser:     "quota_per_user",
 	scopeToolQuotaGlobal:  "tool_quota_global",
 	scopeToolQuotaPerUser: "tool_quota_per_user",
+
+	scopePromptQuotaGlobal:    "prompt_quota_global",
+	scopePromptQuotaPerUser:   "prompt_quota_per_user",
+	scopeResourceQuotaGlobal:  "resource_quota_global",
+	scopeResourceQuotaPerUser: "resource_quota_per_user",
 }
 
 // isQuota reports whether the scope is a quota's.
-func (s scope) isQuota() bool { return s >= scopeQuotaGlobal && s <= scopeToolQuotaPerUser }
+func (s scope) isQuota() bool { return s >= scopeQuotaGlobal && s < numScopes }
 
 func (s scope) String() string { return scopeNames[s] }
 

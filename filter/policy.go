@@ -250,8 +250,8 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 			errs = append(errs, fmt.Errorf("%s.cost must be at least 1, got %d", at, limits.Cost))
 		case field == "tools" && limits.Global == nil && limits.PerUser == nil && limits.Cost == 0 && limits.GlobalQuota == nil && limits.PerUserQuota == nil:
 			errs = append(errs, fmt.Errorf("%s: set global, perUser, a quota or cost", at))
-		case field != "tools" && limits.Global == nil && limits.PerUser == nil:
-			errs = append(errs, fmt.Errorf("%s: set global, perUser or both (the server's buckets count tool calls only)", at))
+		case field != "tools" && limits.Global == nil && limits.PerUser == nil && limits.GlobalQuota == nil && limits.PerUserQuota == nil:
+			errs = append(errs, fmt.Errorf("%s: set global, perUser or a quota (the server's buckets count tool calls only)", at))
 		}
 		if err := validateLimit(at+".global", limits.Global); err != nil {
 			errs = append(errs, err)
@@ -262,11 +262,7 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 		if limits.PerUser != nil && p.Auth == nil {
 			errs = append(errs, fmt.Errorf("%s.perUser needs auth: without it every caller is anonymous; configure auth or use global", at))
 		}
-		if field == "tools" {
-			errs = append(errs, p.validateQuotas(at+".", limits.GlobalQuota, limits.PerUserQuota)...)
-		} else if limits.GlobalQuota != nil || limits.PerUserQuota != nil {
-			errs = append(errs, fmt.Errorf("%s: quotas apply to tools only", at))
-		}
+		errs = append(errs, p.validateQuotas(at+".", limits.GlobalQuota, limits.PerUserQuota)...)
 		// The most tokens each limit the call is checked against can give.
 		most := map[string]int64{}
 		add := func(name string, l *limiter.Limit) {
@@ -276,13 +272,15 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 		}
 		add(at+".global", limits.Global)
 		add(at+".perUser", limits.PerUser)
+		quotas := map[string]*Quota{at + ".globalQuota": limits.GlobalQuota, at + ".perUserQuota": limits.PerUserQuota}
 		if field == "tools" {
 			add("global", p.Global)
 			add("perUser", p.PerUser)
-			for name, q := range map[string]*Quota{"globalQuota": p.GlobalQuota, "perUserQuota": p.PerUserQuota, at + ".globalQuota": limits.GlobalQuota, at + ".perUserQuota": limits.PerUserQuota} {
-				if q != nil {
-					most[name+".max"] = q.Max
-				}
+			quotas["globalQuota"], quotas["perUserQuota"] = p.GlobalQuota, p.PerUserQuota
+		}
+		for name, q := range quotas {
+			if q != nil {
+				most[name+".max"] = q.Max
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(most)) {

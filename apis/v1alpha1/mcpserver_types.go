@@ -25,7 +25,7 @@ const MaxTools = 128
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.authorization) || !self.authorization.rules.exists(r, has(r.scopes) && size(r.scopes) > 0) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".authorization.rules",reason="FieldValueForbidden",message="authorization.rules[].scopes need spec.auth.oidc: scopes are read from the caller's verified token"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",message="rateLimiting.tools[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers"
-// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.quota) || !has(self.rateLimiting.quota.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.quota) && has(t.quota.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser quota needs spec.auth.oidc: per-user quotas are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global quota"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.quota) || !has(self.rateLimiting.quota.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.quota) && has(t.quota.perUser))) && (!has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.quota) && has(t.quota.perUser))) && (!has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.quota) && has(t.quota.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser quota needs spec.auth.oidc: per-user quotas are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.prompts",reason="FieldValueForbidden",message="rateLimiting.prompts[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use prompts[].global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.resources",reason="FieldValueForbidden",message="rateLimiting.resources[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use resources[].global for a limit shared by all callers"
 type MCPServerSpec struct {
@@ -447,7 +447,8 @@ type ToolRateLimit struct {
 
 // PromptRateLimit configures the buckets of one prompt.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="each prompts[] entry must set global or perUser"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota)",message="each prompts[] entry must set global, perUser or quota"
+// +kubebuilder:validation:XValidation:rule="!has(self.cost) || !has(self.quota) || ((!has(self.quota.global) || self.cost <= self.quota.global.max) && (!has(self.quota.perUser) || self.cost <= self.quota.perUser.max))",message="cost is above this entry's quota max: such a call could never pass; lower the cost or raise the quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
 type PromptRateLimit struct {
 	// Name of the prompt, as in prompts/get params.name.
@@ -468,18 +469,24 @@ type PromptRateLimit struct {
 	PerUser *Bucket `json:"perUser,omitempty"`
 
 	// Cost is how many tokens one prompts/get takes from this entry's
-	// buckets. Default 1.
+	// buckets and quota. Default 1.
 	//
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000000
 	// +optional
 	Cost *int64 `json:"cost,omitempty"`
+
+	// Quota counts this prompt's gets per calendar window.
+	//
+	// +optional
+	Quota *QuotaLimits `json:"quota,omitempty"`
 }
 
 // ResourceRateLimit configures the buckets of one resource, or of the
 // resources of one URI template.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="each resources[] entry must set global or perUser"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota)",message="each resources[] entry must set global, perUser or quota"
+// +kubebuilder:validation:XValidation:rule="!has(self.cost) || !has(self.quota) || ((!has(self.quota.global) || self.cost <= self.quota.global.max) && (!has(self.quota.perUser) || self.cost <= self.quota.perUser.max))",message="cost is above this entry's quota max: such a call could never pass; lower the cost or raise the quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
 type ResourceRateLimit struct {
 	// URI of the resource, as in resources/read params.uri, or a URI
@@ -502,12 +509,17 @@ type ResourceRateLimit struct {
 	PerUser *Bucket `json:"perUser,omitempty"`
 
 	// Cost is how many tokens one resources/read takes from this entry's
-	// buckets. Default 1.
+	// buckets and quota. Default 1.
 	//
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000000
 	// +optional
 	Cost *int64 `json:"cost,omitempty"`
+
+	// Quota counts this resource's reads per calendar window.
+	//
+	// +optional
+	Quota *QuotaLimits `json:"quota,omitempty"`
 }
 
 // Bucket is a token bucket: it holds at most MaxTokens tokens and refills

@@ -235,14 +235,18 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 	for _, e := range rl.Prompts {
 		bucket("prompt "+e.Name+".global", e.Global)
 		bucket("prompt "+e.Name+".perUser", e.PerUser)
+		quota("prompt "+e.Name+".", e.Quota)
 		costs("prompt "+e.Name, e.Cost)
 	}
 	for _, e := range rl.Resources {
 		bucket("resource "+e.URI+".global", e.Global)
 		bucket("resource "+e.URI+".perUser", e.PerUser)
+		quota("resource "+e.URI+".", e.Quota)
 		costs("resource "+e.URI, e.Cost)
 	}
-	if rl.Quota != nil || slices.ContainsFunc(rl.Tools, func(e v1alpha1.ToolRateLimit) bool { return e.Quota != nil }) {
+	if rl.Quota != nil || slices.ContainsFunc(rl.Tools, func(e v1alpha1.ToolRateLimit) bool { return e.Quota != nil }) ||
+		slices.ContainsFunc(rl.Prompts, func(e v1alpha1.PromptRateLimit) bool { return e.Quota != nil }) ||
+		slices.ContainsFunc(rl.Resources, func(e v1alpha1.ResourceRateLimit) bool { return e.Quota != nil }) {
 		parts = append(parts, "quota windows in "+cmp.Or(rl.TimeZone, "UTC"))
 	}
 	return strings.Join(parts, ", ")
@@ -293,13 +297,17 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		if len(rl.Prompts) > 0 {
 			p.Prompts = make(map[string]filter.ToolLimits, len(rl.Prompts))
 			for _, e := range rl.Prompts {
-				p.Prompts[e.Name] = filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
+				l := filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
+				l.GlobalQuota, l.PerUserQuota = quotas(e.Quota)
+				p.Prompts[e.Name] = l
 			}
 		}
 		if len(rl.Resources) > 0 {
 			p.Resources = make(map[string]filter.ToolLimits, len(rl.Resources))
 			for _, e := range rl.Resources {
-				p.Resources[e.URI] = filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
+				l := filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
+				l.GlobalQuota, l.PerUserQuota = quotas(e.Quota)
+				p.Resources[e.URI] = l
 			}
 		}
 	}

@@ -93,6 +93,28 @@ func BenchmarkTake(b *testing.B) {
 		})
 	}
 
+	// Quotas ride in the same script call: a user's two buckets and a
+	// daily quota against the two buckets alone.
+	b.Run("redis/buckets=2+quota", func(b *testing.B) {
+		s := limiter.NewRedis(client, limiter.RedisOptions{Prefix: "bench"})
+		day := time.Now().Truncate(24 * time.Hour)
+		demands := append(benchDemands(2, "alice"), limiter.Demand{
+			Bucket: limiter.BucketID{Server: server, User: "alice"}, Limit: limiter.Limit{MaxTokens: 1 << 50},
+			Tokens: 1, Window: limiter.Window{Start: day, End: day.Add(24 * time.Hour)},
+		})
+		if _, err := s.Take(ctx, demands); err != nil { // loads the script
+			b.Fatal(err)
+		}
+		meter := startCommandMeter(b, admin)
+		b.ReportAllocs()
+		for b.Loop() {
+			if dec, err := s.Take(ctx, demands); err != nil || !dec.Allowed {
+				b.Fatalf("Take = %+v, %v", dec, err)
+			}
+		}
+		meter.report(b, b.N)
+	})
+
 	b.Run("redis_rate/buckets=1", func(b *testing.B) {
 		l := redis_rate.NewLimiter(client)
 		limit := redis_rate.PerMinute(int(benchLimit.MaxTokens))
