@@ -721,8 +721,10 @@ func headersDisagree(h http.Header, in inspection) (string, []byte) {
 	if len(methods) == 1 && methods[0] != string(m.method) {
 		return "the Mcp-Method header does not match the method in the body", m.id
 	}
-	if len(names) == 1 && m.isToolCall() && !headerNameMatches(names[0], m.name) {
-		return "the Mcp-Name header does not match params.name in the body", m.id
+	if len(names) == 1 && m.name != nil && !headerNameMatches(names[0], m.name) {
+		// m.name is params.name of tools/call and prompts/get, params.uri
+		// of resources/read and resources/subscribe.
+		return "the Mcp-Name header does not match the name (or uri) in the body", m.id
 	}
 	return "", nil
 }

@@ -42,6 +42,8 @@ func TestBadInputIsAnsweredAndNotForwarded(t *testing.T) {
 		{name: "an Mcp-Method header that disagrees with the body", body: call(7, "expensive_tool"), headers: []string{"Mcp-Method", "tools/list"}, status: 400, code: filter.CodeHeaderMismatch, id: "7"},
 		{name: "an Mcp-Name header that disagrees with the body", body: call(8, "expensive_tool"), headers: []string{"Mcp-Method", "tools/call", "Mcp-Name", "other_tool"}, status: 400, code: filter.CodeHeaderMismatch, id: "8"},
 		{name: "an Mcp-Name header alone that disagrees with the body", body: call(9, "expensive_tool"), headers: []string{"Mcp-Name", "other_tool"}, status: 400, code: filter.CodeHeaderMismatch, id: "9"},
+		{name: "an Mcp-Name header that disagrees with a prompt's name", body: `{"jsonrpc":"2.0","id":10,"method":"prompts/get","params":{"name":"review"}}`, headers: []string{"Mcp-Method", "prompts/get", "Mcp-Name", "summarize"}, status: 400, code: filter.CodeHeaderMismatch, id: "10"},
+		{name: "an Mcp-Name header that disagrees with a resource's uri", body: `{"jsonrpc":"2.0","id":11,"method":"resources/read","params":{"uri":"file:///docs/a.md"}}`, headers: []string{"Mcp-Method", "resources/read", "Mcp-Name", "file:///etc/passwd"}, status: 400, code: filter.CodeHeaderMismatch, id: "11"},
 		{name: "Mcp headers on a batch", body: `[` + call(1, "t") + `]`, headers: []string{"Mcp-Method", "tools/call", "Mcp-Name", "t"}, status: 400, code: filter.CodeHeaderMismatch, id: "null"},
 		{name: "an Mcp-Method header on a response", body: `{"jsonrpc":"2.0","id":3,"result":{}}`, headers: []string{"Mcp-Method", "tools/call"}, status: 400, code: filter.CodeHeaderMismatch, id: "3"},
 	}
@@ -89,6 +91,7 @@ func TestMcpHeadersThatAgreeWithTheBodyPass(t *testing.T) {
 		{"a name in base64", call(1, "expensive_tool"), []string{"Mcp-Method", "tools/call", "Mcp-Name", "=?base64?" + base64.StdEncoding.EncodeToString([]byte("expensive_tool")) + "?="}},
 		{"a name the body escapes", `{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"caf\u00e9"}}`, []string{"Mcp-Method", "tools/call", "Mcp-Name", "=?base64?" + base64.StdEncoding.EncodeToString([]byte("café")) + "?="}},
 		{"the method of a call that is not tools/call", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p"}}`, []string{"Mcp-Method", "prompts/get", "Mcp-Name", "p"}},
+		{"a resource's uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///docs/a.md"}}`, []string{"Mcp-Method", "resources/read", "Mcp-Name", "file:///docs/a.md"}},
 		{"no headers, as in the session protocol", call(1, "expensive_tool"), nil},
 	}
 	for _, tt := range tests {
