@@ -60,10 +60,27 @@ func BenchmarkMiddleware(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	serve := benchCall(b, shared, iss, nil, iss.token(b, "alice"))
+	serve() // verifies the token and caches it
+
+	b.SetBytes(int64(len(smallCall)))
+	b.ReportAllocs()
+	for b.Loop() {
+		serve()
+	}
+}
+
+// benchCall returns a function that sends smallCall with token through a
+// filter of three buckets that never run out (server per user, tool per
+// user, server global) and the given authorization, to a backend that
+// only reads the body; it fails the benchmark on any status but 200.
+func benchCall(b *testing.B, shared *filter.Shared, iss *testIssuer, authorization *authz.Policy, token string) func() {
+	b.Helper()
 	plenty := limit(1<<40, time.Second)
 	f, err := filter.New(filter.Policy{
 		Server: testServer, Auth: iss.auth(), Global: plenty, PerUser: plenty,
-		Tools: map[string]filter.ToolLimits{"expensive_tool": {PerUser: plenty}},
+		Tools:         map[string]filter.ToolLimits{"expensive_tool": {PerUser: plenty}},
+		Authorization: authorization,
 	}, shared)
 	if err != nil {
 		b.Fatal(err)
@@ -71,13 +88,12 @@ func BenchmarkMiddleware(b *testing.B) {
 	h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))
-
 	r := httptest.NewRequest(http.MethodPost, "/mcp", nil)
 	r.Header.Set("Content-Type", "application/json")
-	bearer := "Bearer " + iss.token(b, "alice")
+	bearer := "Bearer " + token
 	body := &rewindBody{}
 	w := &headerWriter{header: http.Header{}}
-	serve := func() {
+	return func() {
 		body.Reset(smallCall)
 		r.Body, r.ContentLength = body, int64(len(smallCall))
 		// The filter removes the checked token on its way to the backend.
@@ -88,13 +104,6 @@ func BenchmarkMiddleware(b *testing.B) {
 		if w.status != http.StatusOK {
 			b.Fatalf("status %d", w.status)
 		}
-	}
-	serve() // verifies the token and caches it
-
-	b.SetBytes(int64(len(smallCall)))
-	b.ReportAllocs()
-	for b.Loop() {
-		serve()
 	}
 }
 
@@ -141,34 +150,8 @@ func BenchmarkAuthorization(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			plenty := limit(1<<40, time.Second)
-			f, err := filter.New(filter.Policy{
-				Server: testServer, Auth: iss.auth(), Global: plenty, PerUser: plenty,
-				Tools:         map[string]filter.ToolLimits{"expensive_tool": {PerUser: plenty}},
-				Authorization: authorizationBench(rules, byArguments),
-			}, shared)
-			if err != nil {
-				b.Fatal(err)
-			}
-			h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.Copy(io.Discard, r.Body)
-			}))
-			r := httptest.NewRequest(http.MethodPost, "/mcp", nil)
-			r.Header.Set("Content-Type", "application/json")
-			bearer := "Bearer " + iss.token(b, "alice", func(c claims) { c["groups"] = []string{"engineering", "team-3"} })
-			body := &rewindBody{}
-			w := &headerWriter{header: http.Header{}}
-			serve := func() {
-				body.Reset(smallCall)
-				r.Body, r.ContentLength = body, int64(len(smallCall))
-				r.Header.Set("Authorization", bearer)
-				clear(w.header)
-				w.status = http.StatusOK
-				h.ServeHTTP(w, r)
-				if w.status != http.StatusOK {
-					b.Fatalf("status %d", w.status)
-				}
-			}
+			serve := benchCall(b, shared, iss, authorizationBench(rules, byArguments),
+				iss.token(b, "alice", func(c claims) { c["groups"] = []string{"engineering", "team-3"} }))
 			serve()
 			// The side without rules holds the same compiled rules,
 			// unused, so that both run with the same live heap: at a heap

@@ -226,23 +226,20 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 	bucket("global", rl.Global)
 	bucket("perUser", rl.PerUser)
 	quota("", rl.Quota)
+	entry := func(name string, global, perUser *v1alpha1.Bucket, q *v1alpha1.QuotaLimits, c *int64) {
+		bucket(name+".global", global)
+		bucket(name+".perUser", perUser)
+		quota(name+".", q)
+		costs(name, c)
+	}
 	for _, e := range rl.Tools {
-		bucket(e.Name+".global", e.Global)
-		bucket(e.Name+".perUser", e.PerUser)
-		quota(e.Name+".", e.Quota)
-		costs(e.Name, e.Cost)
+		entry(e.Name, e.Global, e.PerUser, e.Quota, e.Cost)
 	}
 	for _, e := range rl.Prompts {
-		bucket("prompt "+e.Name+".global", e.Global)
-		bucket("prompt "+e.Name+".perUser", e.PerUser)
-		quota("prompt "+e.Name+".", e.Quota)
-		costs("prompt "+e.Name, e.Cost)
+		entry("prompt "+e.Name, e.Global, e.PerUser, e.Quota, e.Cost)
 	}
 	for _, e := range rl.Resources {
-		bucket("resource "+e.URI+".global", e.Global)
-		bucket("resource "+e.URI+".perUser", e.PerUser)
-		quota("resource "+e.URI+".", e.Quota)
-		costs("resource "+e.URI, e.Cost)
+		entry("resource "+e.URI, e.Global, e.PerUser, e.Quota, e.Cost)
 	}
 	if rl.Quota != nil || slices.ContainsFunc(rl.Tools, func(e v1alpha1.ToolRateLimit) bool { return e.Quota != nil }) ||
 		slices.ContainsFunc(rl.Prompts, func(e v1alpha1.PromptRateLimit) bool { return e.Quota != nil }) ||
@@ -289,32 +286,34 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		if len(rl.Tools) > 0 {
 			p.Tools = make(map[string]filter.ToolLimits, len(rl.Tools))
 			for _, e := range rl.Tools {
-				l := filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
-				l.GlobalQuota, l.PerUserQuota = quotas(e.Quota)
-				p.Tools[e.Name] = l
+				p.Tools[e.Name] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota)
 			}
 		}
 		if len(rl.Prompts) > 0 {
 			p.Prompts = make(map[string]filter.ToolLimits, len(rl.Prompts))
 			for _, e := range rl.Prompts {
-				l := filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
-				l.GlobalQuota, l.PerUserQuota = quotas(e.Quota)
-				p.Prompts[e.Name] = l
+				p.Prompts[e.Name] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota)
 			}
 		}
 		if len(rl.Resources) > 0 {
 			p.Resources = make(map[string]filter.ToolLimits, len(rl.Resources))
 			for _, e := range rl.Resources {
-				l := filter.ToolLimits{Global: limit(e.Global), PerUser: limit(e.PerUser), Cost: cost(e.Cost)}
-				l.GlobalQuota, l.PerUserQuota = quotas(e.Quota)
-				p.Resources[e.URI] = l
+				p.Resources[e.URI] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota)
 			}
 		}
 	}
 	return p
 }
 
-// quotas converts a server's or a tool's quotas.
+// entryLimits converts the limits of a tools[], prompts[] or resources[]
+// entry.
+func entryLimits(global, perUser *v1alpha1.Bucket, c *int64, q *v1alpha1.QuotaLimits) filter.ToolLimits {
+	l := filter.ToolLimits{Global: limit(global), PerUser: limit(perUser), Cost: cost(c)}
+	l.GlobalQuota, l.PerUserQuota = quotas(q)
+	return l
+}
+
+// quotas converts a server's or an entry's quotas.
 func quotas(q *v1alpha1.QuotaLimits) (global, perUser *filter.Quota) {
 	if q == nil {
 		return nil, nil
