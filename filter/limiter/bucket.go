@@ -132,6 +132,30 @@ func takeQuota(u, wall int64, d Demand) (int64, BucketState) {
 	return u + d.Tokens, st
 }
 
+// In-flight caps count the slots held at once: a demand takes its slots
+// while the cap holds that many free, and gives them back when released.
+
+// slotState reports a cap holding h slots, and whether it has the
+// demand's slots free.
+func slotState(h int64, d Demand) BucketState {
+	st := BucketState{Remaining: max(d.Limit.MaxTokens-h, 0), Allowed: d.Tokens <= d.Limit.MaxTokens-h}
+	if !st.Allowed {
+		st.RetryAfter = CapRetryAfter
+	}
+	return st
+}
+
+// takeSlots decides one demand on a cap holding h slots: how many it holds
+// after, and what the demand saw.
+func takeSlots(h int64, d Demand) (int64, BucketState) {
+	st := slotState(h, d)
+	if !st.Allowed {
+		return h, st
+	}
+	st.Remaining -= d.Tokens
+	return h + d.Tokens, st
+}
+
 // u128 is an unsigned 128-bit integer: capacity × period overflows 64 bits
 // for large but valid limits.
 type u128 struct{ hi, lo uint64 }

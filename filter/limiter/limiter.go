@@ -81,6 +81,26 @@ type Demand struct {
 	// Limit.RefillPeriod is not used. A quota and buckets in one Take are
 	// decided together, all or nothing.
 	Window Window
+	// Slot, when set, makes the demand an in-flight cap's: at most
+	// Limit.MaxTokens slots of the bucket are held at once, and the demand
+	// takes Tokens of them, named after Slot, until Release gives them
+	// back or Limit.RefillPeriod (the lease) passes, whichever comes
+	// first: a holder that died frees its slots at the lease's end. A
+	// refused demand's RetryAfter is CapRetryAfter.
+	Slot string
+}
+
+// CapRetryAfter is how soon a call refused for want of a slot may try
+// again: slots are given back as calls end, not on a schedule.
+const CapRetryAfter = time.Second
+
+// Releaser gives back the slots of in-flight caps that a Take allowed.
+// Both stores implement it.
+type Releaser interface {
+	// Release gives back the slots the demands of an allowed Take hold;
+	// demands that are not caps' are ignored. Slots already given back,
+	// or past their lease, are no error.
+	Release(ctx context.Context, demands []Demand) error
 }
 
 // Window is a quota's calendar window, [Start, End).
@@ -142,6 +162,16 @@ func validate(demands []Demand) error {
 		return ErrNoDemands
 	}
 	for i, d := range demands {
+		if d.Slot != "" && !d.Window.IsZero() {
+			return fmt.Errorf("limiter: demand %d (%+v): a demand is a cap's or a quota's, not both", i, d.Bucket)
+		}
+		if d.Slot != "" {
+			for _, e := range demands[:i] {
+				if e.Slot != "" && (e.Bucket == d.Bucket || e.Slot != d.Slot) {
+					return fmt.Errorf("limiter: demand %d (%+v): one Take holds one slot name, and one demand per cap (add up the slots)", i, d.Bucket)
+				}
+			}
+		}
 		if !d.Window.IsZero() {
 			if d.Limit.MaxTokens <= 0 {
 				return fmt.Errorf("limiter: demand %d (%+v): a quota's maxTokens must be at least 1, got %d", i, d.Bucket, d.Limit.MaxTokens)

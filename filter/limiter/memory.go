@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"hash/maphash"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -48,7 +49,8 @@ type shard struct {
 	mu        sync.Mutex
 	buckets   map[BucketID]bucket
 	quotas    map[quotaKey]quotaCount
-	nextSweep int64 // µs
+	slots     map[BucketID]map[string]int64 // a cap's held slots: their leases' ends, µs
+	nextSweep int64                         // µs
 	peak      int
 	_         [32]byte // keep neighbouring shards' mutexes on separate cache lines
 }
@@ -85,6 +87,7 @@ func NewMemory(opts MemoryOptions) *Memory {
 	for i := range m.shards {
 		m.shards[i].buckets = make(map[BucketID]bucket)
 		m.shards[i].quotas = make(map[quotaKey]quotaCount)
+		m.shards[i].slots = make(map[BucketID]map[string]int64)
 	}
 	return m
 }
@@ -126,7 +129,21 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 	dec := Decision{Allowed: true, Buckets: make([]BucketState, n)}
 	for i, d := range demands {
 		var st BucketState
-		if !d.Window.IsZero() {
+		if d.Slot != "" {
+			h, seen := int64(0), false
+			for j := i - 1; j >= 0; j-- {
+				if demands[j].Slot != "" && demands[j].Bucket == d.Bucket {
+					h, seen = used[j], true
+					break
+				}
+			}
+			if !seen {
+				h = m.shards[idx[i]].held(d.Bucket, now)
+			}
+			var after int64
+			after, st = takeSlots(h, d)
+			next, used = append(next, bucket{}), append(used, after)
+		} else if !d.Window.IsZero() {
 			u, seen := int64(0), false
 			for j := i - 1; j >= 0; j-- {
 				if sameQuota(demands[j], d) {
@@ -143,7 +160,7 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 		} else {
 			b, seen := bucket{}, false
 			for j := i - 1; j >= 0; j-- {
-				if demands[j].Bucket == d.Bucket && demands[j].Window.IsZero() {
+				if demands[j].Bucket == d.Bucket && demands[j].Window.IsZero() && demands[j].Slot == "" {
 					b, seen = next[j], true
 					break
 				}
@@ -165,6 +182,10 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 	if dec.Allowed {
 		// In order, so that the last demand on a bucket leaves its state.
 		for i, d := range demands {
+			if d.Slot != "" {
+				m.shards[idx[i]].hold(d, now)
+				continue
+			}
 			if !d.Window.IsZero() {
 				m.shards[idx[i]].quotas[quotaKeyOf(d)] = quotaCount{used: used[i], end: d.Window.End.UnixMicro()}
 				continue
@@ -175,9 +196,12 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 		// Nothing was taken: report every bucket and quota as it is.
 		for i, d := range demands {
 			var st BucketState
-			if !d.Window.IsZero() {
+			switch {
+			case d.Slot != "":
+				st = slotState(m.shards[idx[i]].held(d.Bucket, now), d)
+			case !d.Window.IsZero():
 				st = quotaState(m.shards[idx[i]].quotaUsed(d, wall), wall, d)
-			} else {
+			default:
 				b := m.shards[idx[i]].buckets[d.Bucket]
 				capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
 				st = state(b.debt(now, capacity, period), capacity, period)
@@ -196,6 +220,56 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 		s.mu.Unlock()
 	}
 	return dec, nil
+}
+
+// held counts a cap's slots whose lease has not ended at now.
+func (s *shard) held(id BucketID, now int64) int64 {
+	var n int64
+	for _, end := range s.slots[id] {
+		if end > now {
+			n++
+		}
+	}
+	return n
+}
+
+// hold records the slots of an allowed cap demand, leased until now plus
+// the demand's lease.
+func (s *shard) hold(d Demand, now int64) {
+	held := s.slots[d.Bucket]
+	if held == nil {
+		held = make(map[string]int64)
+		s.slots[d.Bucket] = held
+	}
+	for k := range d.Tokens {
+		held[slotMember(d.Slot, k)] = now + int64(micros(d.Limit.RefillPeriod))
+	}
+}
+
+// slotMember names the k-th slot a demand holds.
+func slotMember(slot string, k int64) string {
+	return slot + "#" + strconv.FormatInt(k, 10)
+}
+
+// Release implements Releaser.
+func (m *Memory) Release(_ context.Context, demands []Demand) error {
+	for _, d := range demands {
+		if d.Slot == "" {
+			continue
+		}
+		s := &m.shards[m.shardOf(d.Bucket)]
+		s.mu.Lock()
+		if held := s.slots[d.Bucket]; held != nil {
+			for k := range d.Tokens {
+				delete(held, slotMember(d.Slot, k))
+			}
+			if len(held) == 0 {
+				delete(s.slots, d.Bucket)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return nil
 }
 
 // quotaKey names one quota's count in one window.
@@ -268,6 +342,16 @@ func (s *shard) sweep(now, wall int64) {
 			delete(s.quotas, k)
 		}
 	}
+	for id, held := range s.slots {
+		for member, end := range held {
+			if end <= now {
+				delete(held, member)
+			}
+		}
+		if len(held) == 0 {
+			delete(s.slots, id)
+		}
+	}
 	if s.peak >= minShrinkPeak && len(s.buckets) < s.peak/4 {
 		fresh := make(map[BucketID]bucket, 2*len(s.buckets))
 		for id, b := range s.buckets {
@@ -302,7 +386,9 @@ func (m *Memory) Peek(_ context.Context, demands []Demand) ([]BucketState, error
 	for i, d := range demands {
 		s := &m.shards[m.shardOf(d.Bucket)]
 		s.mu.Lock()
-		if !d.Window.IsZero() {
+		if d.Slot != "" {
+			out[i] = slotState(s.held(d.Bucket, m.clock()), d)
+		} else if !d.Window.IsZero() {
 			wall := m.now().UnixMicro()
 			out[i] = quotaState(s.quotaUsed(d, wall), wall, d)
 		} else {

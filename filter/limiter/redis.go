@@ -189,7 +189,10 @@ func (r *Redis) Available() bool { return r.health.available() }
 // KEYS[i] is the key of demand i; ARGV[3i-2], ARGV[3i-1] and ARGV[3i] are its
 // MaxTokens, its RefillPeriod in µs (rounded up) and its Tokens. A quota's
 // demand gives minus its window's end (Unix µs) for the period: its key holds
-// the count used in the window, and expires when the window ends. The clock
+// the count used in the window, and expires when the window ends. A cap's
+// demand gives its lease in µs for the period and minus its slots for the
+// tokens, and the slot's name follows the demands' arguments: its key is a
+// sorted set of the slots held, scored by their lease's end. The clock
 // is the server's TIME; a test's clock may be given as one more argument,
 // the Unix time in µs (Redis.now). The reply is
 // {allowed (1 or 0), then for each demand: remaining, resetAfter µs,
@@ -200,10 +203,21 @@ func (r *Redis) Available() bool { return r.health.available() }
 // TTL of the time until it is full again.
 const redisTakeScript = `
 local n = #KEYS
+-- Caps' demands give minus their slots for tokens; then the slot's name
+-- follows the demands' arguments.
+local base = 3 * n
+local slot
+for i = 1, n do
+  if tonumber(ARGV[3 * i]) < 0 then
+    base = 3 * n + 1
+    slot = ARGV[base]
+    break
+  end
+end
 local now
-if #ARGV == 3 * n + 1 then
+if #ARGV == base + 1 then
   now = tonumber(ARGV[#ARGV])
-elseif #ARGV == 3 * n then
+elseif #ARGV == base then
   local clock = redis.call('TIME')
   now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 else
@@ -239,12 +253,34 @@ end
 
 local before, after, out = {}, {}, {1}
 local used, usedBefore, ending = {}, {}, {}
+local held, heldBefore, holds = {}, {}, {}
 for i = 1, n do
   local key = KEYS[i]
   local capacity = tonumber(ARGV[3 * i - 2])
   local period = tonumber(ARGV[3 * i - 1])
   local tokens = tonumber(ARGV[3 * i])
-  if period < 0 then
+  if tokens < 0 then
+    -- A cap: a sorted set of the slots held, scored by their lease's end.
+    local want = -tokens
+    local h = held[key]
+    if h == nil then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      h = redis.call('ZCARD', key)
+      held[key], heldBefore[key] = h, h
+    end
+    if want <= capacity - h then
+      held[key] = h + want
+      holds[#holds + 1] = {key, want, period}
+      out[3 * i - 1] = capacity - h - want
+      out[3 * i] = 0
+      out[3 * i + 1] = 0
+    else
+      out[1] = 0
+      out[3 * i - 1] = math.max(capacity - h, 0)
+      out[3 * i] = 0
+      out[3 * i + 1] = 1000000
+    end
+  elseif period < 0 then
     -- A quota: a count that holds until its window ends, at -period.
     local u = used[key]
     if u == nil then
@@ -313,12 +349,24 @@ if out[1] == 1 then
       redis.call('SET', key, string.format('%d', u), 'PX', ceildiv(ttl, 1000))
     end
   end
+  local taken = {}
+  for _, h in ipairs(holds) do
+    local key, want, lease = h[1], h[2], h[3]
+    local k = taken[key] or 0
+    for j = 1, want do
+      redis.call('ZADD', key, now + lease, slot .. '#' .. (k + j - 1))
+    end
+    taken[key] = k + want
+    redis.call('PEXPIRE', key, ceildiv(lease, 1000))
+  end
 else
   -- Nothing was taken: report every bucket and quota as it is.
   for i = 1, n do
     local capacity = tonumber(ARGV[3 * i - 2])
     local period = tonumber(ARGV[3 * i - 1])
-    if period < 0 then
+    if tonumber(ARGV[3 * i]) < 0 then
+      out[3 * i - 1] = math.max(capacity - heldBefore[KEYS[i]], 0)
+    elseif period < 0 then
       out[3 * i - 1] = math.max(capacity - usedBefore[KEYS[i]], 0)
     else
       local d = debt(before[KEYS[i]], capacity, period)
@@ -334,17 +382,61 @@ var takeScript = redis.NewScript(redisTakeScript)
 
 // redisPeekScript reads buckets and writes nothing: its reply is the
 // server's TIME (seconds, microseconds), then each key's value ("" when the
-// key is missing: a full bucket).
+// key is missing: a full bucket), or for a cap's sorted set "slots:" and
+// the slots whose lease ends after now (ARGV[1] in µs, or TIME).
 const redisPeekScript = `
 local clock = redis.call('TIME')
 local out = {clock[1], clock[2]}
+local now = tonumber(ARGV[1]) or (tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
 for i = 1, #KEYS do
-  out[i + 2] = redis.call('GET', KEYS[i]) or ''
+  if redis.call('TYPE', KEYS[i]).ok == 'zset' then
+    out[i + 2] = 'slots:' .. redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
+  else
+    out[i + 2] = redis.call('GET', KEYS[i]) or ''
+  end
 end
 return out
 `
 
 var peekScript = redis.NewScript(redisPeekScript)
+
+// redisReleaseScript gives back a Take's slots: ARGV[1] is the slot's
+// name, ARGV[1+i] how many slots KEYS[i] holds for it.
+const redisReleaseScript = `
+for i = 1, #KEYS do
+  for k = 0, tonumber(ARGV[1 + i]) - 1 do
+    redis.call('ZREM', KEYS[i], ARGV[1] .. '#' .. k)
+  end
+end
+return 0
+`
+
+var releaseScript = redis.NewScript(redisReleaseScript)
+
+// Release implements Releaser with one script call, outside the
+// pipelines. While the store is unavailable the slots are left to their
+// lease.
+func (r *Redis) Release(ctx context.Context, demands []Demand) error {
+	var caps []Demand
+	for _, d := range demands {
+		if d.Slot != "" {
+			caps = append(caps, d)
+		}
+	}
+	if len(caps) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	args := []any{caps[0].Slot}
+	for _, d := range caps {
+		args = append(args, d.Tokens)
+	}
+	if err := releaseScript.Run(ctx, r.client, r.keys(caps), args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("limiter: release in redis: %w", err)
+	}
+	return nil
+}
 
 // Peek implements Peeker with one read-only script call, outside the
 // pipelines; it answers ErrUnavailable while the store is unavailable.
@@ -357,7 +449,11 @@ func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	reply, err := peekScript.Run(ctx, r.client, r.keys(demands)).Slice()
+	var args []any
+	if r.now != nil {
+		args = append(args, r.now().UnixMicro())
+	}
+	reply, err := peekScript.Run(ctx, r.client, r.keys(demands), args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("limiter: peek in redis: %w", err)
 	}
@@ -372,6 +468,12 @@ func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, erro
 	}
 	out := make([]BucketState, len(demands))
 	for i, d := range demands {
+		if d.Slot != "" {
+			v, _ := reply[2+i].(string)
+			h, _ := strconv.ParseInt(strings.TrimPrefix(v, "slots:"), 10, 64)
+			out[i] = slotState(h, d)
+			continue
+		}
 		if !d.Window.IsZero() {
 			v, _ := reply[2+i].(string)
 			u, _ := strconv.ParseInt(cmp.Or(v, "0"), 10, 64)
@@ -457,17 +559,26 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 // scriptArgs are redisTakeScript's arguments for demands.
 func (r *Redis) scriptArgs(demands []Demand) []any {
 	args := make([]any, 0, 3*len(demands)+1)
+	slot := ""
 	for i, d := range demands {
+		if d.Slot != "" {
+			args = append(args, d.Limit.MaxTokens, int64(micros(d.Limit.RefillPeriod)), -d.Tokens)
+			slot = d.Slot
+			continue
+		}
 		if !d.Window.IsZero() {
 			args = append(args, d.Limit.MaxTokens, -d.Window.End.UnixMicro(), d.Tokens)
 			continue
 		}
-		if i > 0 && d.Limit == demands[i-1].Limit && demands[i-1].Window.IsZero() {
+		if i > 0 && d.Limit == demands[i-1].Limit && demands[i-1].Window.IsZero() && demands[i-1].Slot == "" {
 			// Boxing an int64 allocates: share the previous demand's.
 			args = append(args, args[3*i-3], args[3*i-2], d.Tokens)
 			continue
 		}
 		args = append(args, d.Limit.MaxTokens, int64(micros(d.Limit.RefillPeriod)), d.Tokens)
+	}
+	if slot != "" {
+		args = append(args, slot)
 	}
 	if r.now != nil {
 		args = append(args, r.now().UnixMicro())
@@ -493,7 +604,7 @@ func decision(reply any, demands []Demand) (Decision, error) {
 		st := BucketState{Allowed: retry == 0, Remaining: remaining, ResetAfter: duration(uint64(max(reset, 0)))}
 		if !st.Allowed {
 			st.RetryAfter = duration(uint64(retry))
-			if d.Tokens > d.Limit.MaxTokens && d.Window.IsZero() {
+			if d.Tokens > d.Limit.MaxTokens && d.Window.IsZero() && d.Slot == "" {
 				st.RetryAfter = d.Limit.RefillPeriod
 			}
 			dec.RetryAfter = max(dec.RetryAfter, st.RetryAfter)
@@ -556,7 +667,10 @@ func (r *Redis) keys(demands []Demand) []string {
 			size -= hashChars - 1
 		}
 		keys[i], all = all[:size], all[size:]
-		if !d.Window.IsZero() {
+		switch {
+		case d.Slot != "":
+			keys[i] += ":c" // a cap's slots: a key of its own
+		case !d.Window.IsZero():
 			// A quota's count in one window: a key of its own, which the
 			// next window does not read.
 			keys[i] += ":q" + strconv.FormatInt(d.Window.Start.UnixMicro(), 10)

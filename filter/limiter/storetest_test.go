@@ -120,6 +120,9 @@ var invalidDemands = []struct {
 	{"Tokens -1", []limiter.Demand{validDemand, demand(bob, validDemand.Limit, -1)}},
 	{"a quota's window that ends when it starts", []limiter.Demand{validDemand, {Bucket: bob, Limit: limiter.Limit{MaxTokens: 3}, Tokens: 1, Window: limiter.Window{Start: time.Unix(100, 0), End: time.Unix(100, 0)}}}},
 	{"a quota of 0", []limiter.Demand{validDemand, {Bucket: bob, Limit: limiter.Limit{MaxTokens: 0}, Tokens: 1, Window: limiter.Window{Start: time.Unix(100, 0), End: time.Unix(200, 0)}}}},
+	{"a cap with no lease", []limiter.Demand{validDemand, {Bucket: bob, Limit: limiter.Limit{MaxTokens: 3}, Tokens: 1, Slot: "s"}}},
+	{"two demands on one cap", []limiter.Demand{{Bucket: bob, Limit: validDemand.Limit, Tokens: 1, Slot: "s"}, {Bucket: bob, Limit: validDemand.Limit, Tokens: 1, Slot: "s"}}},
+	{"two slot names in one decision", []limiter.Demand{{Bucket: bob, Limit: validDemand.Limit, Tokens: 1, Slot: "s"}, {Bucket: carol, Limit: validDemand.Limit, Tokens: 1, Slot: "t"}}},
 	{"two servers in one decision", []limiter.Demand{validDemand, demand(limiter.BucketID{Server: "team-b/github", User: "alice"}, validDemand.Limit, 1)}},
 }
 
@@ -396,6 +399,60 @@ func runStoreSuite(t *testing.T, newStore func(t *testing.T) (limiter.Store, clo
 					t.Errorf("peek of the spent quota: %+v, %v", states, err)
 				}
 			}
+		}},
+		{"a cap holds at most its slots until they are released or their lease ends", func(t *testing.T, s limiter.Store, c clock) {
+			r, ok := s.(limiter.Releaser)
+			if !ok {
+				t.Fatalf("%T does not implement Releaser", s)
+			}
+			lease := limiter.Limit{MaxTokens: 3, RefillPeriod: 30 * time.Second}
+			slot := func(name string, n int64) limiter.Demand {
+				return limiter.Demand{Bucket: carol, Limit: lease, Tokens: n, Slot: name}
+			}
+			dec := take(t, s, slot("a", 2))
+			wantAllowed(t, dec, true)
+			wantRemaining(t, dec.Buckets[0], 1)
+			wantAllowed(t, take(t, s, slot("b", 1)), true)
+			dec = take(t, s, slot("c", 1))
+			wantAllowed(t, dec, false)
+			if dec.RetryAfter != limiter.CapRetryAfter {
+				t.Errorf("RetryAfter %s, want %s", dec.RetryAfter, limiter.CapRetryAfter)
+			}
+			if err := r.Release(context.Background(), []limiter.Demand{slot("a", 2)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Release(context.Background(), []limiter.Demand{slot("a", 2)}); err != nil {
+				t.Errorf("releasing twice: %v", err)
+			}
+			wantAllowed(t, take(t, s, slot("d", 2)), true) // b and d hold 3
+			wantAllowed(t, take(t, s, slot("e", 1)), false)
+			if p, ok := s.(limiter.Peeker); ok {
+				states, err := p.Peek(context.Background(), []limiter.Demand{slot("x", 1)})
+				if err != nil || states[0].Remaining != 0 || states[0].Allowed {
+					t.Errorf("peek of the full cap: %+v, %v", states, err)
+				}
+			}
+			c.Advance(30 * time.Second) // every lease has ended: a holder that died frees its slots
+			dec = take(t, s, slot("f", 3))
+			wantAllowed(t, dec, true)
+			wantRemaining(t, dec.Buckets[0], 0)
+		}},
+		{"a cap and a bucket refuse together or not at all", func(t *testing.T, s limiter.Store, c clock) {
+			lease := limiter.Limit{MaxTokens: 1, RefillPeriod: time.Minute}
+			l := limiter.Limit{MaxTokens: 2, RefillPeriod: time.Hour}
+			cap1 := limiter.Demand{Bucket: bob, Limit: lease, Tokens: 1, Slot: "one"}
+			wantAllowed(t, take(t, s, cap1, demand(bob, l, 1)), true)
+			cap2 := cap1
+			cap2.Slot = "two"
+			wantAllowed(t, take(t, s, cap2, demand(bob, l, 1)), false) // the cap refuses: the bucket keeps its token
+			if got := remaining(t, s, bob, l); got != 1 {
+				t.Errorf("the bucket holds %d, want 1", got)
+			}
+			if err := s.(limiter.Releaser).Release(context.Background(), []limiter.Demand{cap1}); err != nil {
+				t.Fatal(err)
+			}
+			wantAllowed(t, take(t, s, cap2, demand(bob, l, 2)), false) // the bucket refuses: no slot is held
+			wantAllowed(t, take(t, s, cap2), true)
 		}},
 		{"invalid demands are refused and take nothing", func(t *testing.T, s limiter.Store, c clock) {
 			for _, tc := range invalidDemands {
