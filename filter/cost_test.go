@@ -1,11 +1,15 @@
 package filter_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/filter/audit"
@@ -328,6 +332,72 @@ func TestPromptsAndResourcesTakeQuotas(t *testing.T) {
 			t.Errorf("step %d: status %d, want 200: %s", i+1, w.Code, w.Body)
 		case step.limit != "" && (w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), `"limit":`+step.limit)):
 			t.Errorf("step %d: status %d, body %s; want 429 naming %s", i+1, w.Code, w.Body, step.limit)
+		}
+	}
+}
+
+// An in-flight cap admits at most its slots at once, and a call gives its
+// slot back when its answer ends, whether or not its client stayed.
+func TestACapAdmitsAtMostItsSlotsInFlight(t *testing.T) {
+	iss := newIssuer(t)
+	shared, err := filter.NewShared(filter.SharedOptions{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := filter.New(filter.Policy{Server: testServer, Auth: iss.auth(), PerUserMaxConcurrent: 2,
+		Tools: map[string]filter.ToolLimits{"report": {GlobalMaxConcurrent: 1}}}, shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{}, 8)
+	release := make(chan struct{})
+	h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
+	}))
+	token := iss.token(t, "alice")
+	send := func(ctx context.Context, tool string) *httptest.ResponseRecorder {
+		r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/mcp", strings.NewReader(call(1, tool)))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+token)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	done := make(chan *httptest.ResponseRecorder, 8)
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { done <- send(ctx, "t") }()              // a client that will go away
+	go func() { done <- send(t.Context(), "report") }() // holds report's one slot
+	<-entered
+	<-entered
+	w := send(t.Context(), "t") // alice holds 2
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "1" ||
+		!strings.Contains(w.Body.String(), `"limit":{"kind":"concurrency","scope":"concurrent_per_user"}`) {
+		t.Fatalf("a third call in flight: status %d, Retry-After %q, %s; want 429 for concurrency", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	cancel() // the client goes: its call ends, and gives its slot back
+	<-done
+	go func() { done <- send(t.Context(), "t") }()
+	<-entered
+	if w := send(t.Context(), "report"); w.Code != http.StatusTooManyRequests ||
+		!strings.Contains(w.Body.String(), `"scope":"concurrent_per_user"`) {
+		t.Errorf("alice holds 2 again: status %d, %s", w.Code, w.Body)
+	}
+	close(release)
+	for range 2 {
+		if w := <-done; w.Code != http.StatusOK {
+			t.Errorf("a call in flight ended with %d", w.Code)
+		}
+	}
+	// Every slot is back.
+	for _, tool := range []string{"report", "t"} {
+		if w := send(t.Context(), tool); w.Code != http.StatusOK {
+			t.Errorf("%s after every call ended: status %d: %s", tool, w.Code, w.Body)
 		}
 	}
 }

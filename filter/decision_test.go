@@ -356,7 +356,7 @@ func TestNewRefusesAPolicyItCannotEnforce(t *testing.T) {
 		{"a server that is not namespace/name", filter.Policy{Server: "github"}, `"namespace/name"`},
 		{"zero maxTokens", filter.Policy{Server: testServer, Global: limit(0, time.Minute)}, "global: maxTokens must be at least 1"},
 		{"a zero refill period", filter.Policy{Server: testServer, Auth: auth, PerUser: limit(1, 0)}, "perUser: refillPeriod must be greater than 0s"},
-		{"a tool with no bucket nor cost", filter.Policy{Server: testServer, Tools: map[string]filter.ToolLimits{"t": {}}}, "tools[t]: set global, perUser, a quota or cost"},
+		{"a tool with no bucket nor cost", filter.Policy{Server: testServer, Tools: map[string]filter.ToolLimits{"t": {}}}, "tools[t]: set global, perUser, a quota, a cap or cost"},
 		{"a prompt with no bucket", filter.Policy{Server: testServer, Global: limit(5, time.Minute), Prompts: map[string]filter.ToolLimits{"p": {Cost: 2}}}, "prompts[p]: set global, perUser or a quota"},
 		{"a cost above the server's bucket", filter.Policy{Server: testServer, Global: limit(5, time.Minute), Tools: map[string]filter.ToolLimits{"t": {Cost: 6}}}, "tools[t].cost 6 is above global.maxTokens 5: such a call could never pass"},
 		{"a cost above the tool's bucket", filter.Policy{Server: testServer, Tools: map[string]filter.ToolLimits{"t": {Cost: 3, Global: limit(2, time.Minute)}}}, "tools[t].cost 3 is above tools[t].global.maxTokens 2"},

@@ -6,6 +6,7 @@ package filter
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -35,8 +36,14 @@ type Filter struct {
 	// in timeZone.
 	globalQuota, perUserQuota *Quota
 	timeZone                  *time.Location
-	tools                     map[string]*toolPolicy
-	prompts                   map[string]*toolPolicy
+	// globalMaxConcurrent and perUserMaxConcurrent cap the server's calls
+	// in flight (0: none), each slot leased for lease; hasCaps says the
+	// server or a tool has a cap.
+	globalMaxConcurrent, perUserMaxConcurrent int64
+	lease                                     time.Duration
+	hasCaps                                   bool
+	tools                                     map[string]*toolPolicy
+	prompts                                   map[string]*toolPolicy
 	// resources are the exact URIs; resourceTemplates the templates, most
 	// specific (longest) first.
 	resources         map[string]*toolPolicy
@@ -71,6 +78,8 @@ type toolPolicy struct {
 	cost    int64
 	// globalQuota and perUserQuota are a tool's quotas.
 	globalQuota, perUserQuota *Quota
+	// globalMaxConcurrent and perUserMaxConcurrent are a tool's caps.
+	globalMaxConcurrent, perUserMaxConcurrent int64
 }
 
 // Bucket name prefixes of prompts' and resources' buckets.
@@ -81,7 +90,8 @@ const (
 
 func newToolPolicy(bucket string, l ToolLimits) *toolPolicy {
 	return &toolPolicy{bucket: bucket, global: clone(l.Global), perUser: clone(l.PerUser), cost: l.cost(),
-		globalQuota: cloneQuota(l.GlobalQuota), perUserQuota: cloneQuota(l.PerUserQuota)}
+		globalQuota: cloneQuota(l.GlobalQuota), perUserQuota: cloneQuota(l.PerUserQuota),
+		globalMaxConcurrent: l.GlobalMaxConcurrent, perUserMaxConcurrent: l.PerUserMaxConcurrent}
 }
 
 // resourceTemplate is a resources[] entry with expressions.
@@ -129,6 +139,9 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		auditArguments:       policy.AuditArguments,
 		globalQuota:          cloneQuota(policy.GlobalQuota),
 		perUserQuota:         cloneQuota(policy.PerUserQuota),
+		globalMaxConcurrent:  policy.GlobalMaxConcurrent,
+		perUserMaxConcurrent: policy.PerUserMaxConcurrent,
+		lease:                policy.concurrencyLease(),
 		shadow:               policy.Shadow,
 	}
 	if policy.Auth != nil {
@@ -142,8 +155,10 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 			return nil, fmt.Errorf("filter: %w", err) // validate compiled it already
 		}
 	}
+	f.hasCaps = f.globalMaxConcurrent > 0 || f.perUserMaxConcurrent > 0
 	for tool, limits := range policy.Tools {
 		f.tools[tool] = newToolPolicy(tool, limits)
+		f.hasCaps = f.hasCaps || limits.GlobalMaxConcurrent > 0 || limits.PerUserMaxConcurrent > 0
 	}
 	if len(policy.Prompts) > 0 {
 		f.prompts = make(map[string]*toolPolicy, len(policy.Prompts))
@@ -211,6 +226,10 @@ type scratch struct {
 	messages []message
 	demands  []limiter.Demand
 	scopes   []scope
+	// held are the cap demands of an allowed request, and heldIn the
+	// store that holds their slots, to give back when it is answered.
+	held   []limiter.Demand
+	heldIn limiter.Store
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -351,9 +370,22 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		sc.messages = nil
 	}
+	var held []limiter.Demand
+	heldIn := sc.heldIn
+	if len(sc.held) > 0 {
+		held = slices.Clone(sc.held)
+		clear(sc.held)
+		sc.held, sc.heldIn = sc.held[:0], nil
+	}
 	scratchPool.Put(sc)
 	if !allowed {
 		return
+	}
+	if held != nil {
+		// The slots are the call's until its answer ends: a JSON body
+		// written, an event stream closed, the client gone, the backend
+		// failed.
+		defer f.release(r, heldIn, held)
 	}
 
 	br.Reset(body)
@@ -429,6 +461,10 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 	}
 	user := who.user
 	demands, scopes := sc.demands[:0], sc.scopes[:0]
+	slot := ""
+	if f.hasCaps {
+		slot = slotName()
+	}
 	for i := range in.messages {
 		m := &in.messages[i]
 		if !m.hasMethod {
@@ -450,6 +486,10 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 				demands, scopes = demand(demands, scopes, scopePerUser, limiter.BucketID{Server: f.server, User: user}, *f.perUser, cost)
 			}
 			demands, scopes = f.quotaDemands(demands, scopes, "", cost, user, f.globalQuota, f.perUserQuota, scopeQuotaGlobal, scopeQuotaPerUser)
+			demands, scopes = f.capDemands(demands, scopes, "", slot, user, f.globalMaxConcurrent, f.perUserMaxConcurrent, scopeConcurrentGlobal, scopeConcurrentPerUser)
+			if entry != nil {
+				demands, scopes = f.capDemands(demands, scopes, entry.bucket, slot, user, entry.globalMaxConcurrent, entry.perUserMaxConcurrent, scopeToolConcurrentGlobal, scopeToolConcurrentPerUser)
+			}
 			entryQuotaGlobal, entryQuotaPerUser = scopeToolQuotaGlobal, scopeToolQuotaPerUser
 		case methodPromptsGet:
 			if m.id == nil || f.prompts == nil {
@@ -482,7 +522,40 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 	if len(demands) == 0 {
 		return true
 	}
-	return f.decide(w, r, in, demands, scopes)
+	allowed, store := f.decide(w, r, in, demands, scopes)
+	if allowed && store != nil {
+		for _, d := range demands {
+			if d.Slot != "" {
+				sc.held = append(sc.held, d)
+			}
+		}
+		sc.heldIn = store
+	}
+	return allowed
+}
+
+// release gives back the slots of an answered call, whether or not its
+// client is still there; what cannot be given back is freed by its lease.
+func (f *Filter) release(r *http.Request, store limiter.Store, held []limiter.Demand) {
+	rel, ok := store.(limiter.Releaser)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), releaseTimeout)
+	defer cancel()
+	if err := rel.Release(ctx, held); err != nil {
+		f.shared.logger.Debug("in-flight slots not given back: their lease frees them", "server", f.server, "error", err)
+	}
+}
+
+// releaseTimeout bounds giving slots back.
+const releaseTimeout = time.Second
+
+// slotName names the slots one request holds.
+func slotName() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // authorize applies the authorization rules to every tools/call,
@@ -568,11 +641,25 @@ func (f *Filter) quotaDemands(demands []limiter.Demand, scopes []scope, tool str
 	return demands, scopes
 }
 
+// capDemands adds a slot of the server's caps (tool "") or a tool's, for
+// one call.
+func (f *Filter) capDemands(demands []limiter.Demand, scopes []scope, tool, slot, user string, global, perUser int64, globalScope, perUserScope scope) ([]limiter.Demand, []scope) {
+	if global > 0 {
+		demands, scopes = addDemand(demands, scopes, globalScope, limiter.Demand{
+			Bucket: limiter.BucketID{Server: f.server, Tool: tool}, Limit: limiter.Limit{MaxTokens: global, RefillPeriod: f.lease}, Tokens: 1, Slot: slot})
+	}
+	if perUser > 0 {
+		demands, scopes = addDemand(demands, scopes, perUserScope, limiter.Demand{
+			Bucket: limiter.BucketID{Server: f.server, Tool: tool, User: user}, Limit: limiter.Limit{MaxTokens: perUser, RefillPeriod: f.lease}, Tokens: 1, Slot: slot})
+	}
+	return demands, scopes
+}
+
 // addDemand adds d, merged with a demand on the same bucket (or the same
 // quota's window).
 func addDemand(demands []limiter.Demand, scopes []scope, s scope, d limiter.Demand) ([]limiter.Demand, []scope) {
 	for i := range demands {
-		if demands[i].Bucket == d.Bucket && demands[i].Window == d.Window {
+		if demands[i].Bucket == d.Bucket && demands[i].Window == d.Window && demands[i].Slot == d.Slot {
 			demands[i].Tokens += d.Tokens
 			return demands, scopes
 		}
@@ -584,10 +671,11 @@ func addDemand(demands []limiter.Demand, scopes []scope, s scope, d limiter.Dema
 // unavailable the replica's local buckets decide, with the same limits. A
 // decision the store cannot make in time refuses the request with 503: a
 // caller's own load never lets him through.
-func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, demands []limiter.Demand, scopes []scope) bool {
+func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, demands []limiter.Demand, scopes []scope) (bool, limiter.Store) {
 	ctx, cancel := context.WithTimeout(r.Context(), f.shared.storeTimeout)
 	start := time.Now()
-	decision, err := f.shared.store.Take(ctx, demands)
+	store := f.shared.store
+	decision, err := store.Take(ctx, demands)
 	m := f.metrics
 	if errors.Is(err, limiter.ErrUnavailable) {
 		m.storeDuration[storeUnavailable].Observe(time.Since(start).Seconds())
@@ -595,7 +683,8 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 		if t := trailOf(w); t != nil {
 			t.degraded = true
 		}
-		decision, err = f.shared.fallback.Take(ctx, demands)
+		store = f.shared.fallback
+		decision, err = store.Take(ctx, demands)
 	} else {
 		outcome := storeOK
 		switch {
@@ -614,19 +703,19 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 	}
 	if err != nil {
 		if r.Context().Err() != nil {
-			return false // the client went away; there is no one to answer
+			return false, nil // the client went away; there is no one to answer
 		}
 		if f.shadow {
 			// Limits in shadow mode never refuse: not for want of a
 			// decision either.
 			f.shared.logger.Debug("rate-limit decision not made in time; shadow limits let the request pass", "server", f.server, "error", err)
-			return true
+			return true, nil
 		}
 		f.shared.logger.Debug("rate-limit decision not made in time; the request is refused", "server", f.server, "error", err)
 		w.Header().Set(headerRetryAfter, "1")
 		f.refuse(w, http.StatusServiceUnavailable, reasonOverloaded, firstID(in), CodeInternalError,
 			"Service Unavailable: the rate limit could not be checked in time; retry shortly")
-		return false
+		return false, nil
 	}
 
 	if decision.Allowed {
@@ -637,7 +726,7 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 		if f.shadow {
 			markShadow(w.Header())
 		}
-		return true
+		return true, store
 	}
 	refused := resultRejected
 	if f.shadow {
@@ -669,13 +758,13 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 		}
 		setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
 		markShadow(w.Header())
-		return true
+		return true, nil // nothing was taken: no slot is held
 	}
 	m.rejected[reasonRateLimited].Inc()
 	noteRefusal(w, reasonRateLimited)
 	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
 	writeRateLimited(w, r, in, decision.RetryAfter, limitObject(scopes[refusing], demands[refusing].Bucket.Tool))
-	return false
+	return false, nil
 }
 
 // firstID is the id to answer a request with when one error answers it

@@ -42,22 +42,26 @@ const (
 type scope uint8
 
 const (
-	scopeGlobal               scope = iota // every caller, every tool
-	scopePerUser                           // one caller, every tool
-	scopeToolGlobal                        // every caller, one tool
-	scopeToolPerUser                       // one caller, one tool
-	scopePromptGlobal                      // every caller, one prompt
-	scopePromptPerUser                     // one caller, one prompt
-	scopeResourceGlobal                    // every caller, one resource (or template)
-	scopeResourcePerUser                   // one caller, one resource (or template)
-	scopeQuotaGlobal                       // a quota of every caller, every tool
-	scopeQuotaPerUser                      // a quota of one caller, every tool
-	scopeToolQuotaGlobal                   // a quota of every caller, one tool
-	scopeToolQuotaPerUser                  // a quota of one caller, one tool
-	scopePromptQuotaGlobal                 // a quota of every caller, one prompt
-	scopePromptQuotaPerUser                // a quota of one caller, one prompt
-	scopeResourceQuotaGlobal               // a quota of every caller, one resource
-	scopeResourceQuotaPerUser              // a quota of one caller, one resource
+	scopeGlobal                scope = iota // every caller, every tool
+	scopePerUser                            // one caller, every tool
+	scopeToolGlobal                         // every caller, one tool
+	scopeToolPerUser                        // one caller, one tool
+	scopePromptGlobal                       // every caller, one prompt
+	scopePromptPerUser                      // one caller, one prompt
+	scopeResourceGlobal                     // every caller, one resource (or template)
+	scopeResourcePerUser                    // one caller, one resource (or template)
+	scopeQuotaGlobal                        // a quota of every caller, every tool
+	scopeQuotaPerUser                       // a quota of one caller, every tool
+	scopeToolQuotaGlobal                    // a quota of every caller, one tool
+	scopeToolQuotaPerUser                   // a quota of one caller, one tool
+	scopePromptQuotaGlobal                  // a quota of every caller, one prompt
+	scopePromptQuotaPerUser                 // a quota of one caller, one prompt
+	scopeResourceQuotaGlobal                // a quota of every caller, one resource
+	scopeResourceQuotaPerUser               // a quota of one caller, one resource
+	scopeConcurrentGlobal                   // calls in flight, every caller, every tool
+	scopeConcurrentPerUser                  // calls in flight, one caller, every tool
+	scopeToolConcurrentGlobal               // calls in flight, every caller, one tool
+	scopeToolConcurrentPerUser              // calls in flight, one caller, one tool
 	numScopes
 )
 
@@ -79,10 +83,18 @@ var scopeNames = [numScopes]string{
 	scopePromptQuotaPerUser:   "prompt_quota_per_user",
 	scopeResourceQuotaGlobal:  "resource_quota_global",
 	scopeResourceQuotaPerUser: "resource_quota_per_user",
+
+	scopeConcurrentGlobal:      "concurrent_global",
+	scopeConcurrentPerUser:     "concurrent_per_user",
+	scopeToolConcurrentGlobal:  "tool_concurrent_global",
+	scopeToolConcurrentPerUser: "tool_concurrent_per_user",
 }
 
 // isQuota reports whether the scope is a quota's.
-func (s scope) isQuota() bool { return s >= scopeQuotaGlobal && s < numScopes }
+func (s scope) isQuota() bool { return s >= scopeQuotaGlobal && s <= scopeResourceQuotaPerUser }
+
+// isCap reports whether the scope is an in-flight cap's.
+func (s scope) isCap() bool { return s >= scopeConcurrentGlobal && s < numScopes }
 
 func (s scope) String() string { return scopeNames[s] }
 

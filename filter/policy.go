@@ -51,6 +51,14 @@ type Policy struct {
 	GlobalQuota  *Quota `json:"globalQuota,omitempty"`
 	PerUserQuota *Quota `json:"perUserQuota,omitempty"`
 	TimeZone     string `json:"timeZone,omitempty"`
+	// GlobalMaxConcurrent and PerUserMaxConcurrent cap the server's tool
+	// calls admitted and not yet answered (0: no cap); a slot is given
+	// back when the call's response ends, or after ConcurrencyLease (a Go
+	// duration; DefaultConcurrencyLease when empty) if its replica died.
+	// PerUserMaxConcurrent needs Auth.
+	GlobalMaxConcurrent  int64  `json:"globalMaxConcurrent,omitempty"`
+	PerUserMaxConcurrent int64  `json:"perUserMaxConcurrent,omitempty"`
+	ConcurrencyLease     string `json:"concurrencyLease,omitempty"`
 	// Tools holds limits for single tools, by tool name, on top of the
 	// server's.
 	Tools map[string]ToolLimits `json:"tools,omitempty"`
@@ -86,10 +94,28 @@ type ToolLimits struct {
 	// Cost is how many tokens one call takes from every bucket it is
 	// checked against (a tool's: the server's too); 0 means 1.
 	Cost int64 `json:"cost,omitempty"`
-	// GlobalQuota and PerUserQuota count the tool's calls per calendar
-	// window, on top of the server's quotas (tools only).
+	// GlobalQuota and PerUserQuota count the entry's calls per calendar
+	// window, on top of the server's quotas for a tool.
 	GlobalQuota  *Quota `json:"globalQuota,omitempty"`
 	PerUserQuota *Quota `json:"perUserQuota,omitempty"`
+	// GlobalMaxConcurrent and PerUserMaxConcurrent cap the entry's calls
+	// in flight (tools only), on top of the server's caps.
+	GlobalMaxConcurrent  int64 `json:"globalMaxConcurrent,omitempty"`
+	PerUserMaxConcurrent int64 `json:"perUserMaxConcurrent,omitempty"`
+}
+
+// DefaultConcurrencyLease is how long a slot is held at most when the
+// replica that took it never gives it back: a longer call keeps running,
+// but no longer counts against the cap.
+const DefaultConcurrencyLease = 5 * time.Minute
+
+// concurrencyLease is the policy's lease.
+func (p *Policy) concurrencyLease() time.Duration {
+	if p.ConcurrencyLease == "" {
+		return DefaultConcurrencyLease
+	}
+	d, _ := time.ParseDuration(p.ConcurrencyLease) // validate checked it
+	return d
 }
 
 // cost is what one call takes.
@@ -97,7 +123,8 @@ func (l ToolLimits) cost() int64 { return max(l.Cost, 1) }
 
 func (l ToolLimits) clone() ToolLimits {
 	return ToolLimits{Global: clone(l.Global), PerUser: clone(l.PerUser), Cost: l.Cost,
-		GlobalQuota: cloneQuota(l.GlobalQuota), PerUserQuota: cloneQuota(l.PerUserQuota)}
+		GlobalQuota: cloneQuota(l.GlobalQuota), PerUserQuota: cloneQuota(l.PerUserQuota),
+		GlobalMaxConcurrent: l.GlobalMaxConcurrent, PerUserMaxConcurrent: l.PerUserMaxConcurrent}
 }
 
 func cloneQuota(q *Quota) *Quota {
@@ -216,6 +243,12 @@ func (p *Policy) validate() (namespace, name string, err error) {
 		errs = append(errs, errors.New("perUser needs auth: without it every caller is anonymous; configure auth or use global"))
 	}
 	errs = append(errs, p.validateQuotas("", p.GlobalQuota, p.PerUserQuota)...)
+	errs = append(errs, p.validateCaps("", p.GlobalMaxConcurrent, p.PerUserMaxConcurrent)...)
+	if p.ConcurrencyLease != "" {
+		if d, err := time.ParseDuration(p.ConcurrencyLease); err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("concurrencyLease %q must be a positive duration such as 5m", p.ConcurrencyLease))
+		}
+	}
 	if _, err := time.LoadLocation(p.TimeZone); err != nil {
 		errs = append(errs, fmt.Errorf("timeZone %q is not a time zone: use an IANA name such as Europe/Paris, or UTC", p.TimeZone))
 	}
@@ -248,8 +281,9 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 		switch {
 		case limits.Cost < 0:
 			errs = append(errs, fmt.Errorf("%s.cost must be at least 1, got %d", at, limits.Cost))
-		case field == "tools" && limits.Global == nil && limits.PerUser == nil && limits.Cost == 0 && limits.GlobalQuota == nil && limits.PerUserQuota == nil:
-			errs = append(errs, fmt.Errorf("%s: set global, perUser, a quota or cost", at))
+		case field == "tools" && limits.Global == nil && limits.PerUser == nil && limits.Cost == 0 && limits.GlobalQuota == nil && limits.PerUserQuota == nil &&
+			limits.GlobalMaxConcurrent == 0 && limits.PerUserMaxConcurrent == 0:
+			errs = append(errs, fmt.Errorf("%s: set global, perUser, a quota, a cap or cost", at))
 		case field != "tools" && limits.Global == nil && limits.PerUser == nil && limits.GlobalQuota == nil && limits.PerUserQuota == nil:
 			errs = append(errs, fmt.Errorf("%s: set global, perUser or a quota (the server's buckets count tool calls only)", at))
 		}
@@ -263,6 +297,11 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 			errs = append(errs, fmt.Errorf("%s.perUser needs auth: without it every caller is anonymous; configure auth or use global", at))
 		}
 		errs = append(errs, p.validateQuotas(at+".", limits.GlobalQuota, limits.PerUserQuota)...)
+		if field == "tools" {
+			errs = append(errs, p.validateCaps(at+".", limits.GlobalMaxConcurrent, limits.PerUserMaxConcurrent)...)
+		} else if limits.GlobalMaxConcurrent != 0 || limits.PerUserMaxConcurrent != 0 {
+			errs = append(errs, fmt.Errorf("%s: in-flight caps apply to tools only", at))
+		}
 		// The most tokens each limit the call is checked against can give.
 		most := map[string]int64{}
 		add := func(name string, l *limiter.Limit) {
@@ -288,6 +327,18 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 				errs = append(errs, fmt.Errorf("%s.cost %d is above %s %d: such a call could never pass; lower the cost or raise the limit", at, limits.cost(), name, most[name]))
 			}
 		}
+	}
+	return errs
+}
+
+// validateCaps checks a server's or a tool's in-flight caps.
+func (p *Policy) validateCaps(prefix string, global, perUser int64) []error {
+	var errs []error
+	if global < 0 || perUser < 0 {
+		errs = append(errs, fmt.Errorf("%smaxConcurrent must be at least 1 (0: no cap)", prefix))
+	}
+	if perUser > 0 && p.Auth == nil {
+		errs = append(errs, fmt.Errorf("%sperUserMaxConcurrent needs auth: without it every caller is anonymous; configure auth or use globalMaxConcurrent", prefix))
 	}
 	return errs
 }

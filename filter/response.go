@@ -121,8 +121,11 @@ func appendRateLimited(b, id []byte, stateless bool, retryAfter time.Duration, l
 func limitObject(s scope, entry string) []byte {
 	b := make([]byte, 0, 64+len(entry))
 	kind := "bucket"
-	if s.isQuota() {
+	switch {
+	case s.isQuota():
 		kind = "quota"
+	case s.isCap():
+		kind = "concurrency"
 	}
 	b = append(b, `{"kind":"`+kind+`","scope":"`...)
 	b = append(b, s.String()...)
