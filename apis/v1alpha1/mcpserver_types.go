@@ -25,6 +25,7 @@ const MaxTools = 128
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.authorization) || !self.authorization.rules.exists(r, has(r.scopes) && size(r.scopes) > 0) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".authorization.rules",reason="FieldValueForbidden",message="authorization.rules[].scopes need spec.auth.oidc: scopes are read from the caller's verified token"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",message="rateLimiting.tools[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.maxConcurrent) || !has(self.rateLimiting.maxConcurrent.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.maxConcurrent) && has(t.maxConcurrent.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser maxConcurrent needs spec.auth.oidc: per-user caps are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global cap"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.quota) || !has(self.rateLimiting.quota.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.quota) && has(t.quota.perUser))) && (!has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.quota) && has(t.quota.perUser))) && (!has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.quota) && has(t.quota.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser quota needs spec.auth.oidc: per-user quotas are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.prompts",reason="FieldValueForbidden",message="rateLimiting.prompts[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use prompts[].global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.resources",reason="FieldValueForbidden",message="rateLimiting.resources[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use resources[].global for a limit shared by all callers"
@@ -285,7 +286,7 @@ type OIDC struct {
 // passes only if every bucket that applies to it has a token; then one token
 // is taken from each.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser) || has(t.quota))) || has(self.prompts) || has(self.resources)",message="rateLimiting configures no bucket: set global, perUser or a quota, or add a tools[], prompts[] or resources[] entry with global or perUser (or remove rateLimiting)"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota) || has(self.maxConcurrent) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser) || has(t.quota) || has(t.maxConcurrent))) || has(self.prompts) || has(self.resources)",message="rateLimiting configures no bucket: set global, perUser, a quota or maxConcurrent, or add a tools[], prompts[] or resources[] entry with global or perUser (or remove rateLimiting)"
 // +kubebuilder:validation:XValidation:rule="!has(self.tools) || self.tools.all(t, !has(t.cost) || ((!has(self.global) || t.cost <= self.global.maxTokens) && (!has(self.perUser) || t.cost <= self.perUser.maxTokens)))",fieldPath=".tools",message="a tools[] cost is above the server's global or perUser maxTokens: a tool call takes its cost from the server's buckets too, so such a call could never pass; lower the cost or raise maxTokens"
 // +kubebuilder:validation:XValidation:rule="!has(self.tools) || !has(self.quota) || self.tools.all(t, !has(t.cost) || ((!has(self.quota.global) || t.cost <= self.quota.global.max) && (!has(self.quota.perUser) || t.cost <= self.quota.perUser.max)))",fieldPath=".tools",message="a tools[] cost is above the server's quota max: such a call could never pass; lower the cost or raise the quota"
 type RateLimiting struct {
@@ -294,6 +295,22 @@ type RateLimiting struct {
 	//
 	// +optional
 	Quota *QuotaLimits `json:"quota,omitempty"`
+
+	// MaxConcurrent caps the server's tool calls admitted and not yet
+	// answered, across every replica.
+	//
+	// +optional
+	MaxConcurrent *ConcurrencyLimits `json:"maxConcurrent,omitempty"`
+
+	// ConcurrencyLease bounds how long a call holds its slot when the
+	// replica that admitted it dies before it is answered (default 5m): a
+	// call that runs longer keeps running but stops counting.
+	//
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s')",message="concurrencyLease must be a positive duration such as 5m"
+	// +optional
+	ConcurrencyLease *metav1.Duration `json:"concurrencyLease,omitempty"`
 
 	// TimeZone is the IANA time zone quotas' windows are aligned to, such
 	// as Europe/Paris (default UTC): a day starts at its midnight.
@@ -355,6 +372,25 @@ type RateLimiting struct {
 	Resources []ResourceRateLimit `json:"resources,omitempty"`
 }
 
+// ConcurrencyLimits cap calls in flight: admitted, not yet answered.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="maxConcurrent must set global or perUser"
+type ConcurrencyLimits struct {
+	// Global caps every caller's calls together.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	Global *int64 `json:"global,omitempty"`
+
+	// PerUser caps each user's calls. Requires spec.auth.oidc.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	PerUser *int64 `json:"perUser,omitempty"`
+}
+
 // QuotaLimits are the quotas of a server or a tool.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser)",message="a quota must set global or perUser"
@@ -410,7 +446,7 @@ const (
 // ToolRateLimit configures the buckets of one tool and what one call of it
 // costs.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.cost) || has(self.quota)",message="each tools[] entry must set global, perUser, quota or cost"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.cost) || has(self.quota) || has(self.maxConcurrent)",message="each tools[] entry must set global, perUser, quota, maxConcurrent or cost"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || !has(self.quota) || ((!has(self.quota.global) || self.cost <= self.quota.global.max) && (!has(self.quota.perUser) || self.cost <= self.quota.perUser.max))",message="cost is above this entry's quota max: such a call could never pass; lower the cost or raise the quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
 type ToolRateLimit struct {
@@ -443,6 +479,12 @@ type ToolRateLimit struct {
 	//
 	// +optional
 	Quota *QuotaLimits `json:"quota,omitempty"`
+
+	// MaxConcurrent caps this tool's calls in flight, on top of the
+	// server's cap.
+	//
+	// +optional
+	MaxConcurrent *ConcurrencyLimits `json:"maxConcurrent,omitempty"`
 }
 
 // PromptRateLimit configures the buckets of one prompt.

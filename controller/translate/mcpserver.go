@@ -226,14 +226,25 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 	bucket("global", rl.Global)
 	bucket("perUser", rl.PerUser)
 	quota("", rl.Quota)
+	inFlight := func(name string, c *v1alpha1.ConcurrencyLimits) {
+		global, perUser := caps(c)
+		if global > 0 {
+			parts = append(parts, fmt.Sprintf("%smaxConcurrent.global %d", name, global))
+		}
+		if perUser > 0 {
+			parts = append(parts, fmt.Sprintf("%smaxConcurrent.perUser %d", name, perUser))
+		}
+	}
 	entry := func(name string, global, perUser *v1alpha1.Bucket, q *v1alpha1.QuotaLimits, c *int64) {
 		bucket(name+".global", global)
 		bucket(name+".perUser", perUser)
 		quota(name+".", q)
 		costs(name, c)
 	}
+	inFlight("", rl.MaxConcurrent)
 	for _, e := range rl.Tools {
 		entry(e.Name, e.Global, e.PerUser, e.Quota, e.Cost)
+		inFlight(e.Name+".", e.MaxConcurrent)
 	}
 	for _, e := range rl.Prompts {
 		entry("prompt "+e.Name, e.Global, e.PerUser, e.Quota, e.Cost)
@@ -283,10 +294,16 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		p.PerUser = limit(rl.PerUser)
 		p.GlobalQuota, p.PerUserQuota = quotas(rl.Quota)
 		p.TimeZone = rl.TimeZone
+		p.GlobalMaxConcurrent, p.PerUserMaxConcurrent = caps(rl.MaxConcurrent)
+		if rl.ConcurrencyLease != nil {
+			p.ConcurrencyLease = rl.ConcurrencyLease.Duration.String()
+		}
 		if len(rl.Tools) > 0 {
 			p.Tools = make(map[string]filter.ToolLimits, len(rl.Tools))
 			for _, e := range rl.Tools {
-				p.Tools[e.Name] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota)
+				l := entryLimits(e.Global, e.PerUser, e.Cost, e.Quota)
+				l.GlobalMaxConcurrent, l.PerUserMaxConcurrent = caps(e.MaxConcurrent)
+				p.Tools[e.Name] = l
 			}
 		}
 		if len(rl.Prompts) > 0 {
@@ -311,6 +328,20 @@ func entryLimits(global, perUser *v1alpha1.Bucket, c *int64, q *v1alpha1.QuotaLi
 	l := filter.ToolLimits{Global: limit(global), PerUser: limit(perUser), Cost: cost(c)}
 	l.GlobalQuota, l.PerUserQuota = quotas(q)
 	return l
+}
+
+// caps converts a server's or a tool's in-flight caps; 0 is no cap.
+func caps(c *v1alpha1.ConcurrencyLimits) (global, perUser int64) {
+	if c == nil {
+		return 0, 0
+	}
+	if c.Global != nil {
+		global = *c.Global
+	}
+	if c.PerUser != nil {
+		perUser = *c.PerUser
+	}
+	return global, perUser
 }
 
 // quotas converts a server's or an entry's quotas.

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/testgateway"
+	"github.com/toolgate/toolgate/internal/testredis"
+)
+
+// slowBackend is an MCP server whose tool "slow" holds every call until
+// released, counting the calls in flight and their most at once.
+type slowBackend struct {
+	addr          string
+	inFlight, top atomic.Int64
+	open          atomic.Bool // calls pass without waiting
+	mu            sync.Mutex
+	release       chan struct{}
+}
+
+func startSlowBackend(t *testing.T) *slowBackend {
+	t.Helper()
+	b := &slowBackend{release: make(chan struct{})}
+	server := mcp.NewServer(&mcp.Implementation{Name: "slow", Version: "v1.0.0"}, nil)
+	mcp.AddTool(server, &mcp.Tool{Name: "slow"}, func(ctx context.Context, _ *mcp.CallToolRequest, _ map[string]any) (*mcp.CallToolResult, any, error) {
+		n := b.inFlight.Add(1)
+		defer b.inFlight.Add(-1)
+		for {
+			top := b.top.Load()
+			if n <= top || b.top.CompareAndSwap(top, n) {
+				break
+			}
+		}
+		if b.open.Load() {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+		}
+		b.mu.Lock()
+		release := b.release
+		b.mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done(): // the gateway went away
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+	})
+	b.addr = serveOnLoopback(t, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	return b
+}
+
+// releaseAll lets the calls in flight end, and holds the next ones.
+func (b *slowBackend) releaseAll() {
+	b.mu.Lock()
+	close(b.release)
+	b.release = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// Two replicas on one Redis hold a user's calls in flight to the cap,
+// together: of 50 concurrent slow calls, 3 reach the backend. A replica
+// killed while its calls are in flight leaves their slots held until
+// their lease ends, then they are free again.
+func TestInFlightCapsHoldAcrossReplicas(t *testing.T) {
+	redisServer, err := testredis.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = redisServer.Close() })
+	issuer, _ := startIssuer(t)
+	backend := startSlowBackend(t)
+	config := func(port int) string {
+		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+`  rateLimiting:
+    maxConcurrent: {perUser: 3}
+    concurrencyLease: 6s
+`)
+	}
+	replicas := []*testgateway.Gateway{
+		testgateway.Start(t, config, "--redis-url", redisServer.URL()),
+		testgateway.Start(t, config, "--redis-url", redisServer.URL()),
+	}
+	token := claimsToken(t, issuer, "alice", nil)
+	const slowCall = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{}}}`
+	waitInFlight := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for backend.inFlight.Load() != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d calls in flight at the backend, want %d", backend.inFlight.Load(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	statuses := make(chan int, 50)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() { statuses <- post(t, replicas[i%2].URL, token, http.MethodPost, slowCall) })
+	}
+	waitInFlight(3)
+	// The 47 others are refused at once, while the 3 are held.
+	refused := 0
+	for refused < 47 {
+		select {
+		case s := <-statuses:
+			if s != http.StatusTooManyRequests {
+				t.Fatalf("a call ended with %d while 3 were in flight; want 429", s)
+			}
+			refused++
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of 47 calls refused", refused)
+		}
+	}
+	backend.releaseAll()
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != http.StatusOK {
+			t.Errorf("a call in flight ended with %d, want 200", s)
+		}
+	}
+	if top := backend.top.Load(); top != 3 {
+		t.Errorf("%d calls were in flight at the backend at once, want 3", top)
+	}
+
+	// A replica dies with 3 calls in flight: their slots stay held until
+	// the lease ends.
+	for range 3 {
+		go func() {
+			// The replica dies under it: no answer is expected.
+			req, _ := http.NewRequest(http.MethodPost, replicas[0].URL, strings.NewReader(slowCall))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", "Bearer "+token)
+			if res, err := client.Do(req); err == nil {
+				_ = res.Body.Close()
+			}
+		}()
+	}
+	waitInFlight(3)
+	if err := syscall.Kill(replicas[0].Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	backend.open.Store(true) // the calls end at the backend; nobody gives their slots back
+	backend.releaseAll()
+	if s := post(t, replicas[1].URL, token, http.MethodPost, slowCall); s != http.StatusTooManyRequests {
+		t.Errorf("with the dead replica's slots held: status %d, want 429", s)
+	}
+	replicas[1].WaitFor(t, "the dead replica's slots freed by their lease", func() bool {
+		return post(t, replicas[1].URL, token, http.MethodPost, slowCall) == http.StatusOK
+	})
+}
