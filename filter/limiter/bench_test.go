@@ -115,6 +115,39 @@ func BenchmarkTake(b *testing.B) {
 		meter.report(b, b.N)
 	})
 
+	// An in-flight cap beside them: its slot is taken in the same call and
+	// given back in a second one, as a call's answer ends.
+	b.Run("redis/buckets=2+quota+cap", func(b *testing.B) {
+		s := limiter.NewRedis(client, limiter.RedisOptions{Prefix: "bench"})
+		day := time.Now().Truncate(24 * time.Hour)
+		demands := append(benchDemands(2, "alice"),
+			limiter.Demand{
+				Bucket: limiter.BucketID{Server: server, User: "alice"}, Limit: limiter.Limit{MaxTokens: 1 << 50},
+				Tokens: 1, Window: limiter.Window{Start: day, End: day.Add(24 * time.Hour)},
+			},
+			limiter.Demand{
+				Bucket: limiter.BucketID{Server: server, User: "alice"}, Limit: limiter.Limit{MaxTokens: 4, RefillPeriod: time.Minute},
+				Tokens: 1, Slot: "bench",
+			})
+		if _, err := s.Take(ctx, demands); err != nil { // loads the script
+			b.Fatal(err)
+		}
+		if err := s.Release(ctx, demands); err != nil {
+			b.Fatal(err)
+		}
+		meter := startCommandMeter(b, admin)
+		b.ReportAllocs()
+		for b.Loop() {
+			if dec, err := s.Take(ctx, demands); err != nil || !dec.Allowed {
+				b.Fatalf("Take = %+v, %v", dec, err)
+			}
+			if err := s.Release(ctx, demands); err != nil {
+				b.Fatal(err)
+			}
+		}
+		meter.report(b, b.N)
+	})
+
 	b.Run("redis_rate/buckets=1", func(b *testing.B) {
 		l := redis_rate.NewLimiter(client)
 		limit := redis_rate.PerMinute(int(benchLimit.MaxTokens))
