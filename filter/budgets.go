@@ -28,6 +28,9 @@ type Budget struct {
 	// Window is a quota's calendar window (hour, day, week, month): then
 	// MaxTokens is its max, and FullInMs the time until it starts afresh.
 	Window string `json:"window,omitempty"`
+	// InFlight marks an in-flight cap: MaxTokens is its slots, and
+	// Remaining those free now.
+	InFlight bool `json:"inFlight,omitempty"`
 	// Remaining is the whole tokens left; FullInMs the time until the
 	// bucket is full again.
 	Remaining int64 `json:"remaining"`
@@ -90,12 +93,34 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 			demands = append(demands, quotaDemand(limiter.BucketID{Server: p.Server, Tool: tool, User: q.user}, q.quota, 1, now, loc))
 		}
 	}
+	lease := p.concurrencyLease()
+	addCaps := func(b Budget, kind, tool string, global, perUser int64) {
+		for _, c := range []struct {
+			scope scope
+			max   int64
+			user  string
+		}{{scopeConcurrentGlobal, global, ""}, {scopeConcurrentPerUser, perUser, user}} {
+			if c.max <= 0 || c.scope == scopeConcurrentPerUser && user == "" {
+				continue
+			}
+			bc := b
+			bc.Scope, bc.MaxTokens, bc.InFlight = c.scope.String(), c.max, true
+			if kind != "" {
+				bc.Scope = kind + "_" + bc.Scope
+			}
+			out.Buckets = append(out.Buckets, bc)
+			demands = append(demands, limiter.Demand{Bucket: limiter.BucketID{Server: p.Server, Tool: tool, User: c.user},
+				Limit: limiter.Limit{MaxTokens: c.max, RefillPeriod: lease}, Tokens: 1, Slot: "peek"})
+		}
+	}
 	add(Budget{Scope: ""}, "", p.Global, p.PerUser)
 	addQuotas(Budget{}, "", "", p.GlobalQuota, p.PerUserQuota)
+	addCaps(Budget{}, "", "", p.GlobalMaxConcurrent, p.PerUserMaxConcurrent)
 	for _, name := range slices.Sorted(maps.Keys(p.Tools)) {
 		l := p.Tools[name]
 		add(Budget{Scope: "tool", Tool: name, Cost: l.cost()}, name, l.Global, l.PerUser)
 		addQuotas(Budget{Tool: name, Cost: l.cost()}, "tool", name, l.GlobalQuota, l.PerUserQuota)
+		addCaps(Budget{Tool: name}, "tool", name, l.GlobalMaxConcurrent, l.PerUserMaxConcurrent)
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.Prompts)) {
 		l := p.Prompts[name]

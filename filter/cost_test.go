@@ -194,9 +194,10 @@ func TestBudgetsReadEveryBucketOfAUser(t *testing.T) {
 	hour := time.Hour
 	policy := filter.Policy{
 		Server: testServer, Auth: iss.auth(), Shadow: true,
-		Global:    limit(50, hour),
-		Prompts:   map[string]filter.ToolLimits{"review": {PerUser: limit(2, hour)}},
-		Resources: map[string]filter.ToolLimits{"file:///docs/{name}": {Global: limit(4, hour), Cost: 2}},
+		Global:               limit(50, hour),
+		PerUserMaxConcurrent: 2,
+		Prompts:              map[string]filter.ToolLimits{"review": {PerUser: limit(2, hour)}},
+		Resources:            map[string]filter.ToolLimits{"file:///docs/{name}": {Global: limit(4, hour), Cost: 2}},
 	}
 	h := newHarness(t, policy)
 	token := iss.token(t, "alice")
@@ -211,7 +212,7 @@ func TestBudgetsReadEveryBucketOfAUser(t *testing.T) {
 		for _, bu := range b.Buckets {
 			got[bu.Scope+"/"+bu.Prompt+bu.Resource] = bu.Remaining
 		}
-		want := map[string]int64{"global/": 50, "prompt_per_user/review": 1, "resource_global/file:///docs/{name}": 2}
+		want := map[string]int64{"global/": 50, "prompt_per_user/review": 1, "resource_global/file:///docs/{name}": 2, "concurrent_per_user/": 2}
 		if !b.Shadow || b.Degraded || len(got) != len(want) {
 			t.Fatalf("budgets %+v, want %v", b, want)
 		}
