@@ -615,8 +615,23 @@ func legacySSEMessage(r *http.Request) bool {
 	if !strings.Contains(r.URL.RawQuery, "ession") {
 		return false
 	}
-	q := r.URL.Query()
-	return q.Has("sessionId") || q.Has("sessionid") || q.Has("session_id")
+	for name := range r.URL.Query() {
+		if IsLegacySessionParam(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsLegacySessionParam reports whether a query parameter name is the one
+// by which the legacy HTTP+SSE transport names its session, as MCP SDKs
+// spell it.
+func IsLegacySessionParam(name string) bool {
+	switch name {
+	case "sessionId", "sessionid", "session_id":
+		return true
+	}
+	return false
 }
 
 // demand adds a call's cost to the bucket id, merging the demands of a
@@ -853,12 +868,8 @@ func unreadableBody(h http.Header) string {
 	if types := h["Content-Type"]; len(types) == 1 && types[0] == "application/json" && len(h["Content-Encoding"]) == 0 {
 		return "" // what MCP clients send: nothing to parse
 	}
-	for _, v := range h.Values("Content-Encoding") {
-		for coding := range strings.SplitSeq(v, ",") {
-			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
-				return fmt.Sprintf("Content-Encoding %q is not accepted: send the body uncompressed", c)
-			}
-		}
+	if c := codingOf(h); c != "" {
+		return fmt.Sprintf("Content-Encoding %q is not accepted: send the body uncompressed", c)
 	}
 	types := h.Values("Content-Type")
 	if len(types) != 1 {

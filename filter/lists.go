@@ -290,7 +290,8 @@ func (w *listWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// codingOf returns the response's content coding, "" for identity.
+// codingOf returns a message's content coding, "" for identity: the first
+// coding of its Content-Encoding fields that is not identity.
 func codingOf(h http.Header) string {
 	for _, v := range h.Values("Content-Encoding") {
 		for c := range strings.SplitSeq(v, ",") {

@@ -16,6 +16,8 @@ import (
 	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // MCP session affinity without shared state, and sessions bound to their
@@ -154,16 +156,6 @@ func (s *sessionSealer) open(token, user string) (endpoint, id string, ok bool) 
 	return string(plain[1 : 1+n]), string(plain[1+n:]), true
 }
 
-// isSessionParam reports whether a query parameter name is the legacy SSE
-// transport's session parameter.
-func isSessionParam(name string) bool {
-	switch name {
-	case "sessionId", "sessionid", "session_id":
-		return true
-	}
-	return false
-}
-
 // legacySessionParam returns the first session parameter of a raw query.
 func legacySessionParam(rawQuery string) (name, value string, ok bool) {
 	if !strings.Contains(rawQuery, "ession") {
@@ -173,7 +165,7 @@ func legacySessionParam(rawQuery string) (name, value string, ok bool) {
 		var pair string
 		pair, q, _ = strings.Cut(q, "&")
 		k, v, _ := strings.Cut(pair, "=")
-		if !isSessionParam(k) {
+		if !filter.IsLegacySessionParam(k) {
 			continue
 		}
 		if dv, err := url.QueryUnescape(v); err == nil {

@@ -439,14 +439,9 @@ func governedIndex(method []byte) int {
 	return -1
 }
 
-// DecideWith is Decide, remembering in m (nil: no memory) what holds for
-// every call of the caller to the same name.
-func (a *Authorizer) DecideWith(m *Memo, r Request) Decision {
-	return a.DecideCall(m, r.User, r.Claims, []byte(r.Method), []byte(r.Name), r.RawArguments)
-}
-
-// DecideCall is DecideWith for a request read from the wire: a call
-// already decided for the caller costs no allocation.
+// DecideCall is Decide for a request read from the wire, remembering in m
+// (nil: no memory) what holds for every call of the caller to the same
+// name: a call already decided for the caller costs no allocation.
 func (a *Authorizer) DecideCall(m *Memo, user string, claims map[string]any, method, name, arguments []byte) Decision {
 	k := governedIndex(method)
 	if m != nil && k >= 0 {

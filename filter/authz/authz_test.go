@@ -240,7 +240,7 @@ func TestPatterns(t *testing.T) {
 // A caller's decisions are remembered when no condition read the
 // arguments; an argument-based one is decided on every call; a new policy
 // starts afresh.
-func TestDecideWithRemembersWhatHoldsForEveryCall(t *testing.T) {
+func TestDecideCallRemembersWhatHoldsForEveryCall(t *testing.T) {
 	policy := authz.Policy{Rules: []authz.Rule{
 		{Name: "by-claims", Tools: []string{"search"}, When: "'eng' in claims.groups && request.name == 'search'"},
 		{Name: "by-arguments", Tools: []string{"create"}, When: "request.arguments.repo.startsWith('a/')"},
@@ -252,7 +252,7 @@ func TestDecideWithRemembersWhatHoldsForEveryCall(t *testing.T) {
 	claims := map[string]any{"groups": []any{"eng"}}
 	memo := new(authz.Memo)
 	call := func(a *authz.Authorizer, name, args string) bool {
-		return a.DecideWith(memo, authz.Request{User: "u", Claims: claims, Method: authz.MethodToolsCall, Name: name, RawArguments: []byte(args)}).Allowed
+		return a.DecideCall(memo, "u", claims, []byte(authz.MethodToolsCall), []byte(name), []byte(args)).Allowed
 	}
 	if !call(a, "search", "") {
 		t.Fatal("search refused")
