@@ -11,3 +11,18 @@ import (
 func NewRedisWithClock(client redis.UniversalClient, opts RedisOptions, now func() time.Time) *Redis {
 	return newRedis(client, opts, now)
 }
+
+// HoldPipeline takes one of the store's pipeline slots until the returned
+// function gives it back, so that a test can make decisions and releases
+// wait for a pipeline.
+func (r *Redis) HoldPipeline() (giveBack func()) {
+	r.senders <- struct{}{}
+	return func() { <-r.senders }
+}
+
+// Queued reports how many decisions and releases wait for a pipeline.
+func (r *Redis) Queued() (decisions, releases int) {
+	r.releases.mu.Lock()
+	defer r.releases.mu.Unlock()
+	return len(r.calls), len(r.releases.queued)
+}

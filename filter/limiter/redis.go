@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -83,7 +84,9 @@ var (
 // with the number of callers instead of queueing for connections. No
 // goroutine of the store's own carries them: a caller that finds a pipeline
 // free sends whatever has queued, its own decision included, and answers
-// the others.
+// the others. Release does not wait for Redis: the slots it gives back ride
+// in the next pipeline, ahead of its decisions, and one goroutine of the
+// store's own sends them when no decision comes along (see Release).
 //
 // The store follows its own health: a round trip that fails or times out
 // is a failure; once it has failed and has not succeeded for HealthWindow,
@@ -91,7 +94,7 @@ var (
 // to tell a dead Redis from a busy one. Only when the probe fails too is the
 // store unavailable: Take then answers ErrUnavailable at once, without
 // waiting on Redis, until the probe succeeds again. Close stops its
-// goroutines.
+// goroutines. RoundTrips counts what the store sent.
 //
 // Each bucket is one string key,
 //
@@ -115,6 +118,10 @@ type Redis struct {
 	stop     chan struct{}
 	senders  chan struct{} // a slot per pipeline in flight
 	closing  sync.Once
+	releases releaseQueue
+	// roundTrips counts the round trips sent or tried: pipelines and
+	// script calls of their own.
+	roundTrips atomic.Uint64
 	// now, when set, is the clock the script decides by instead of the
 	// server's TIME. Only tests set it (export_test.go), so that the
 	// shared store suite is exact on Redis as on memory.
@@ -153,6 +160,7 @@ func newRedis(client redis.UniversalClient, opts RedisOptions, now func() time.T
 		calls:    make(chan *call, max(2*pipelines*maxBatch, minQueue)),
 		stop:     make(chan struct{}),
 		senders:  make(chan struct{}, pipelines),
+		releases: releaseQueue{max: max(2*pipelines*maxBatch, minQueue)},
 		now:      now,
 	}
 	logger := opts.Logger
@@ -170,16 +178,29 @@ func newRedis(client redis.UniversalClient, opts RedisOptions, now func() time.T
 	return r
 }
 
-// Close stops the store's probe; decisions waiting get ErrClosed. It does
+// Close stops the store's probe and its releaser; decisions waiting get
+// ErrClosed. The releases still queued are sent in one last round trip,
+// bounded by Timeout (dropped when the store is unavailable: their lease
+// frees the slots); a Release after Close is sent on its own. Close does
 // not close the client.
 func (r *Redis) Close() error {
 	r.closing.Do(func() {
 		close(r.stop)
 		r.health.wait()
+		r.stopReleaser()
+		r.flushReleases()
 		r.drain()
 	})
 	return nil
 }
+
+// RoundTrips reports how many round trips to Redis the store has sent or
+// tried since NewRedis: one per pipeline (decisions and the releases riding
+// with them), one per script call of its own (Peek, the health probe, a
+// Release that could not be queued), and one more each time a script Redis
+// lost is sent again in full. Compared with the number of decisions, it
+// tells how well they share pipelines.
+func (r *Redis) RoundTrips() uint64 { return r.roundTrips.Load() }
 
 // Available reports whether the store is judged able to decide.
 func (r *Redis) Available() bool { return r.health.available() }
@@ -413,31 +434,6 @@ return 0
 
 var releaseScript = redis.NewScript(redisReleaseScript)
 
-// Release implements Releaser with one script call, outside the
-// pipelines. While the store is unavailable the slots are left to their
-// lease.
-func (r *Redis) Release(ctx context.Context, demands []Demand) error {
-	var caps []Demand
-	for _, d := range demands {
-		if d.Slot != "" {
-			caps = append(caps, d)
-		}
-	}
-	if len(caps) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	args := []any{caps[0].Slot}
-	for _, d := range caps {
-		args = append(args, d.Tokens)
-	}
-	if err := releaseScript.Run(ctx, r.client, r.keys(caps), args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("limiter: release in redis: %w", err)
-	}
-	return nil
-}
-
 // Peek implements Peeker with one read-only script call, outside the
 // pipelines; it answers ErrUnavailable while the store is unavailable.
 func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, error) {
@@ -453,7 +449,7 @@ func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, erro
 	if r.now != nil {
 		args = append(args, r.now().UnixMicro())
 	}
-	reply, err := peekScript.Run(ctx, r.client, r.keys(demands), args...).Slice()
+	reply, err := r.run(ctx, peekScript, r.keys(demands), args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("limiter: peek in redis: %w", err)
 	}

@@ -105,7 +105,9 @@ func TestRedisStore(t *testing.T) {
 	client := newClient(t, sharedRedis.Addr())
 	runStoreSuite(t, func(t *testing.T) (limiter.Store, clock) {
 		c := newFakeClock()
-		return limiter.NewRedisWithClock(client, limiter.RedisOptions{Prefix: newPrefix()}, c.Now), c
+		s := limiter.NewRedisWithClock(client, limiter.RedisOptions{Prefix: newPrefix()}, c.Now)
+		t.Cleanup(func() { _ = s.Close() })
+		return s, c
 	})
 }
 

@@ -37,7 +37,8 @@ func (c *call) finish(dec Decision, err error) {
 }
 
 // sendQueued sends the decisions waiting in r.calls, as many as MaxBatch,
-// in one round trip. The caller holds a pipeline slot.
+// and the releases queued, in one round trip. The caller holds a pipeline
+// slot.
 func (r *Redis) sendQueued() {
 	batch := make([]*call, 0, min(len(r.calls), r.maxBatch))
 	for len(batch) < r.maxBatch {
@@ -49,9 +50,9 @@ func (r *Redis) sendQueued() {
 		}
 		break
 	}
-	if len(batch) > 0 {
-		r.send(batch)
-	}
+	// Releases are taken after the decisions (see takeReleases), even when
+	// no decision is queued: the releaser sends them so.
+	r.send(batch)
 }
 
 // drain answers the decisions left in the queue at Close.
@@ -68,24 +69,43 @@ func (r *Redis) drain() {
 	}
 }
 
-// send decides a batch in one round trip (two when Redis lost the script)
-// and records the outcome in the store's health.
+// send decides a batch, and gives back the slots of the releases queued,
+// in one round trip (two when Redis lost a script), and records the
+// outcome in the store's health. It first waits for the pipeline that
+// carried releases before it to land (see takeReleases).
 func (r *Redis) send(batch []*call) {
+	rels, wait, mine := r.takeReleases()
+	if mine != nil {
+		defer r.landed(mine)
+	}
+	if len(batch) == 0 && len(rels) == 0 {
+		return // nothing queued: another pipeline took it all
+	}
+	if wait != nil {
+		// Bounded: that pipeline ends within its Timeout once the flights
+		// before it have, and there are at most as many as pipelines may
+		// be in flight, and Close's.
+		<-wait
+	}
+	// Decisions whose callers gave up while this pipeline waited are not
+	// sent: they took nothing.
 	live := batch[:0]
 	for _, c := range batch {
 		if c.state.CompareAndSwap(callQueued, callSent) {
 			live = append(live, c)
 		}
 	}
-	if len(live) == 0 {
+	if len(live) == 0 && len(rels) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
-	cmds := r.exec(ctx, live, false)
-	var lost []int // NOSCRIPT: Redis restarted or failed over
-	for i := range live {
-		if err := cmds[i].Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+	cmds := r.exec(ctx, rels, live, false)
+	// NOSCRIPT: Redis restarted or failed over. The decisions are sent
+	// again with EVAL in one more pipeline; releases never need it.
+	var lost []int
+	for i, cmd := range cmds[len(rels):] {
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			lost = append(lost, i)
 		}
 	}
@@ -94,8 +114,8 @@ func (r *Redis) send(batch []*call) {
 		for j, i := range lost {
 			again[j] = live[i]
 		}
-		for j, cmd := range r.exec(ctx, again, true) {
-			cmds[lost[j]] = cmd
+		for j, cmd := range r.exec(ctx, nil, again, true) {
+			cmds[len(rels)+lost[j]] = cmd
 		}
 	}
 	// Health first, so that the callers of a round trip that made the store
@@ -112,27 +132,53 @@ func (r *Redis) send(batch []*call) {
 	} else {
 		r.health.succeeded()
 	}
+	// A failed release needs no answer: its slots' lease frees them.
 	for i, c := range live {
-		r.answer(c, cmds[i])
+		r.answer(c, cmds[len(rels)+i])
 	}
 }
 
-// exec sends one pipeline of EVALSHA (or EVAL) commands, one per call.
-func (r *Redis) exec(ctx context.Context, calls []*call, eval bool) []*redis.Cmd {
-	cmds := make([]*redis.Cmd, len(calls))
+// exec sends one pipeline: an EVAL per release, then an EVALSHA (EVAL when
+// eval is set) per call, and returns their commands in that order.
+//
+// Releases are sent with the script's text, which Redis hashes to find
+// the script it keeps (a small script: a few hundred bytes and a SHA-1 per
+// release). With EVALSHA, a release could find the script missing
+// (NOSCRIPT: Redis lost it, or never ran a release since it restarted
+// while decisions went on) while the decisions behind it, whose script
+// Redis has, run at once: they would be decided before the release they
+// follow, and sent again afterwards it could not change their answer.
+func (r *Redis) exec(ctx context.Context, rels []*release, calls []*call, eval bool) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(rels)+len(calls))
+	r.roundTrips.Add(1)
 	// Errors are read per command below; the pipeline's own error is the
 	// first of them.
 	_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, rel := range rels {
+			cmds[i] = p.Eval(ctx, redisReleaseScript, rel.keys, rel.args...)
+		}
 		for i, c := range calls {
 			if eval {
-				cmds[i] = p.Eval(ctx, redisTakeScript, c.keys, c.args...)
+				cmds[len(rels)+i] = p.Eval(ctx, redisTakeScript, c.keys, c.args...)
 			} else {
-				cmds[i] = p.EvalSha(ctx, takeScript.Hash(), c.keys, c.args...)
+				cmds[len(rels)+i] = p.EvalSha(ctx, takeScript.Hash(), c.keys, c.args...)
 			}
 		}
 		return nil
 	})
 	return cmds
+}
+
+// run sends one script call of its own, EVALSHA, then EVAL when Redis lost
+// the script, and counts its round trips.
+func (r *Redis) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	r.roundTrips.Add(1)
+	cmd := script.EvalSha(ctx, r.client, keys, args...)
+	if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		r.roundTrips.Add(1)
+		cmd = script.Eval(ctx, r.client, keys, args...)
+	}
+	return cmd
 }
 
 // answer hands a command's outcome to its caller.
@@ -164,7 +210,7 @@ var probeDemand = []Demand{{
 // a Redis that answers PING but cannot run or write (a replica, OOM, a lost
 // script it cannot reload) is not taken for a working one.
 func (r *Redis) probe(ctx context.Context) error {
-	reply, err := takeScript.Run(ctx, r.client, r.keys(probeDemand), r.scriptArgs(probeDemand)...).Result()
+	reply, err := r.run(ctx, takeScript, r.keys(probeDemand), r.scriptArgs(probeDemand)...).Result()
 	if err != nil {
 		return err
 	}
