@@ -15,11 +15,12 @@ import (
 // it is now.
 type Budget struct {
 	// Scope is the bucket's scope (global, per_user, tool_per_user, ...);
-	// Tool, Prompt or Resource names an entry's bucket.
+	// Tool, Prompt, Resource or Method names an entry's bucket.
 	Scope    string `json:"scope"`
 	Tool     string `json:"tool,omitempty"`
 	Prompt   string `json:"prompt,omitempty"`
 	Resource string `json:"resource,omitempty"`
+	Method   string `json:"method,omitempty"`
 	// MaxTokens and RefillPeriod are the bucket's limit; Cost what one
 	// call of the entry takes (for the server's buckets, a tool's own).
 	MaxTokens    int64  `json:"maxTokens"`
@@ -31,6 +32,9 @@ type Budget struct {
 	// InFlight marks an in-flight cap: MaxTokens is its slots, and
 	// Remaining those free now.
 	InFlight bool `json:"inFlight,omitempty"`
+	// Shadow marks a limit in shadow mode (by itself, or with every limit
+	// of the server): decided and counted, it refuses nothing.
+	Shadow bool `json:"shadow,omitempty"`
 	// Remaining is the whole tokens left; FullInMs the time until the
 	// bucket is full again.
 	Remaining int64 `json:"remaining"`
@@ -60,12 +64,14 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 		if global != nil {
 			g := b
 			g.Scope, g.MaxTokens, g.RefillPeriod = scopeNameOf(b.Scope, false), global.MaxTokens, global.RefillPeriod.String()
+			g.Shadow = global.Shadow || p.Shadow
 			out.Buckets = append(out.Buckets, g)
 			demands = append(demands, limiter.Demand{Bucket: limiter.BucketID{Server: p.Server, Tool: entry}, Limit: *global, Tokens: 1})
 		}
 		if perUser != nil && user != "" {
 			u := b
 			u.Scope, u.MaxTokens, u.RefillPeriod = scopeNameOf(b.Scope, true), perUser.MaxTokens, perUser.RefillPeriod.String()
+			u.Shadow = perUser.Shadow || p.Shadow
 			out.Buckets = append(out.Buckets, u)
 			demands = append(demands, limiter.Demand{Bucket: limiter.BucketID{Server: p.Server, Tool: entry, User: user}, Limit: *perUser, Tokens: 1})
 		}
@@ -86,6 +92,7 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 			}
 			bq := b
 			bq.Scope, bq.MaxTokens, bq.Window = q.scope.String(), q.quota.Max, q.quota.Window
+			bq.Shadow = q.quota.Shadow || p.Shadow
 			if kind != "" {
 				bq.Scope = kind + "_" + bq.Scope
 			}
@@ -94,7 +101,7 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 		}
 	}
 	lease := p.concurrencyLease()
-	addCaps := func(b Budget, kind, tool string, global, perUser int64) {
+	addCaps := func(b Budget, kind, tool string, global, perUser int64, shadow bool) {
 		for _, c := range []struct {
 			scope scope
 			max   int64
@@ -105,6 +112,7 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 			}
 			bc := b
 			bc.Scope, bc.MaxTokens, bc.InFlight = c.scope.String(), c.max, true
+			bc.Shadow = shadow || p.Shadow
 			if kind != "" {
 				bc.Scope = kind + "_" + bc.Scope
 			}
@@ -115,23 +123,23 @@ func (s *Shared) Budgets(ctx context.Context, p *Policy, user string) (Budgets, 
 	}
 	add(Budget{Scope: ""}, "", p.Global, p.PerUser)
 	addQuotas(Budget{}, "", "", p.GlobalQuota, p.PerUserQuota)
-	addCaps(Budget{}, "", "", p.GlobalMaxConcurrent, p.PerUserMaxConcurrent)
-	for _, name := range slices.Sorted(maps.Keys(p.Tools)) {
-		l := p.Tools[name]
-		add(Budget{Scope: "tool", Tool: name, Cost: l.cost()}, name, l.Global, l.PerUser)
-		addQuotas(Budget{Tool: name, Cost: l.cost()}, "tool", name, l.GlobalQuota, l.PerUserQuota)
-		addCaps(Budget{Tool: name}, "tool", name, l.GlobalMaxConcurrent, l.PerUserMaxConcurrent)
+	addCaps(Budget{}, "", "", p.GlobalMaxConcurrent, p.PerUserMaxConcurrent, p.MaxConcurrentShadow)
+	entries := func(kind string, m map[string]ToolLimits, prefix string, named func(b *Budget, name string)) {
+		for _, name := range slices.Sorted(maps.Keys(m)) {
+			l := m[name]
+			b := Budget{Scope: kind, Cost: l.cost()}
+			named(&b, name)
+			add(b, prefix+name, l.Global, l.PerUser)
+			b.Scope = ""
+			addQuotas(b, kind, prefix+name, l.GlobalQuota, l.PerUserQuota)
+			b.Cost = 0
+			addCaps(b, kind, prefix+name, l.GlobalMaxConcurrent, l.PerUserMaxConcurrent, l.MaxConcurrentShadow)
+		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(p.Prompts)) {
-		l := p.Prompts[name]
-		add(Budget{Scope: "prompt", Prompt: name, Cost: l.cost()}, promptBucketPrefix+name, l.Global, l.PerUser)
-		addQuotas(Budget{Prompt: name, Cost: l.cost()}, "prompt", promptBucketPrefix+name, l.GlobalQuota, l.PerUserQuota)
-	}
-	for _, uri := range slices.Sorted(maps.Keys(p.Resources)) {
-		l := p.Resources[uri]
-		add(Budget{Scope: "resource", Resource: uri, Cost: l.cost()}, resourceBucketPrefix+uri, l.Global, l.PerUser)
-		addQuotas(Budget{Resource: uri, Cost: l.cost()}, "resource", resourceBucketPrefix+uri, l.GlobalQuota, l.PerUserQuota)
-	}
+	entries("tool", p.Tools, "", func(b *Budget, name string) { b.Tool = name })
+	entries("prompt", p.Prompts, promptBucketPrefix, func(b *Budget, name string) { b.Prompt = name })
+	entries("resource", p.Resources, resourceBucketPrefix, func(b *Budget, name string) { b.Resource = name })
+	entries("method", p.Methods, methodBucketPrefix, func(b *Budget, name string) { b.Method = name })
 	if len(demands) == 0 {
 		out.Buckets = []Budget{}
 		return out, nil

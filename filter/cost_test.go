@@ -3,6 +3,7 @@ package filter_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -400,5 +401,257 @@ func TestACapAdmitsAtMostItsSlotsInFlight(t *testing.T) {
 		if w := send(t.Context(), tool); w.Code != http.StatusOK {
 			t.Errorf("%s after every call ended: status %d: %s", tool, w.Code, w.Body)
 		}
+	}
+}
+
+// methods[] entries limit other requests by method, with the same buckets,
+// quotas and caps as the other entries; notifications and methods without
+// an entry stay unlimited.
+func TestMethodEntriesLimitOtherRequests(t *testing.T) {
+	iss := newIssuer(t)
+	hour := time.Hour
+	h := newHarness(t, filter.Policy{
+		Server: testServer, Auth: iss.auth(),
+		Methods: map[string]filter.ToolLimits{
+			"completion/complete": {PerUser: limit(2, hour)},
+			"resources/subscribe": {GlobalQuota: &filter.Quota{Max: 1, Window: filter.WindowDay}},
+		},
+	})
+	token := iss.token(t, "alice")
+	complete := func(id int) string {
+		return `{"jsonrpc":"2.0","id":` + itoa(id) + `,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"x"}}}`
+	}
+	subscribe := func(id int) string {
+		return `{"jsonrpc":"2.0","id":` + itoa(id) + `,"method":"resources/subscribe","params":{"uri":"file:///a"}}`
+	}
+	for i, step := range []struct {
+		body  string
+		limit string // the refusing limit; "" for a call that passes
+	}{
+		{complete(1), ""},
+		{complete(2), ""},
+		{complete(3), `{"kind":"bucket","scope":"method_per_user","method":"completion/complete"}`},
+		{`{"jsonrpc":"2.0","method":"completion/complete","params":{}}`, ""}, // a notification
+		{subscribe(4), ""},
+		{subscribe(5), `{"kind":"quota","scope":"method_quota_global","method":"resources/subscribe"}`},
+		{`{"jsonrpc":"2.0","id":6,"method":"tools/list"}`, ""},
+		{`{"jsonrpc":"2.0","id":7,"method":"ping"}`, ""},
+	} {
+		w := h.post(token, step.body)
+		switch {
+		case step.limit == "" && w.Code != http.StatusOK:
+			t.Errorf("step %d: status %d, want 200: %s", i+1, w.Code, w.Body)
+		case step.limit != "" && (w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), `"limit":`+step.limit)):
+			t.Errorf("step %d: status %d, body %s; want 429 naming %s", i+1, w.Code, w.Body, step.limit)
+		}
+	}
+	if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": "method_per_user", "result": "rejected"}); got != 1 {
+		t.Errorf("method_per_user rejections = %v, want 1", got)
+	}
+}
+
+// A methods[] entry may not stand in for the entries of tools/call,
+// prompts/get or resources/read, nor limit notifications; prompts,
+// resources and methods take caps.
+func TestMethodEntriesAreChecked(t *testing.T) {
+	shared, err := filter.NewShared(filter.SharedOptions{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		method string
+		want   string
+	}{
+		{"tools/call", "methods[tools/call]: tools/call has entries of its own"},
+		{"resources/read", "use tools[], prompts[] or resources[]"},
+		{"notifications/cancelled", "notifications are never limited"},
+		{"", "methods: an entry has an empty name"},
+	} {
+		_, err := filter.New(filter.Policy{Server: testServer, Methods: map[string]filter.ToolLimits{tt.method: {Global: limit(1, time.Hour)}}}, shared)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("methods[%s]: New() error = %v, want one containing %q", tt.method, err, tt.want)
+		}
+	}
+	if _, err := filter.New(filter.Policy{Server: testServer,
+		Methods:   map[string]filter.ToolLimits{"completion/complete": {GlobalMaxConcurrent: 1}},
+		Prompts:   map[string]filter.ToolLimits{"p": {GlobalMaxConcurrent: 1}},
+		Resources: map[string]filter.ToolLimits{"file:///{+p}": {GlobalMaxConcurrent: 1}}}, shared); err != nil {
+		t.Errorf("New() refused caps on prompts, resources and methods: %v", err)
+	}
+}
+
+// Caps on prompts, resources and methods hold their slots until the answer
+// ends, as tools' do.
+func TestPromptsResourcesAndMethodsTakeCaps(t *testing.T) {
+	shared, err := filter.NewShared(filter.SharedOptions{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := filter.New(filter.Policy{Server: testServer,
+		Prompts:   map[string]filter.ToolLimits{"review": {GlobalMaxConcurrent: 1}},
+		Resources: map[string]filter.ToolLimits{"file:///logs/{+path}": {GlobalMaxConcurrent: 1}},
+		Methods:   map[string]filter.ToolLimits{"completion/complete": {GlobalMaxConcurrent: 1}},
+	}, shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{}, 8)
+	release := make(chan struct{})
+	h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
+	}))
+	send := func(body string) *httptest.ResponseRecorder {
+		r := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/mcp", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for _, c := range []struct{ body, scope, entry string }{
+		{`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"review"}}`, "prompt_concurrent_global", `"prompt":"review"`},
+		{`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///logs/a/b"}}`, "resource_concurrent_global", `"resource":"file:///logs/{+path}"`},
+		{`{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{}}`, "method_concurrent_global", `"method":"completion/complete"`},
+	} {
+		done := make(chan *httptest.ResponseRecorder, 1)
+		go func() { done <- send(c.body) }()
+		<-entered
+		w := send(c.body)
+		want := `"limit":{"kind":"concurrency","scope":"` + c.scope + `",` + c.entry + `}`
+		if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), want) {
+			t.Errorf("a second %s in flight: status %d, %s; want 429 with %s", c.scope, w.Code, w.Body, want)
+		}
+		if got, want := w.Header().Get("RateLimit-Policy"), `"`+c.scope+`";q=1;qu="concurrent-requests"`; got != want {
+			t.Errorf("RateLimit-Policy %q, want %q", got, want)
+		}
+		if got, want := w.Header().Get("RateLimit"), `"`+c.scope+`";r=0`; got != want {
+			t.Errorf("RateLimit %q, want %q", got, want)
+		}
+		release <- struct{}{}
+		if w := <-done; w.Code != http.StatusOK {
+			t.Errorf("the first %s: status %d", c.scope, w.Code)
+		}
+		go func() { done <- send(c.body) }() // its slot is back
+		<-entered
+		release <- struct{}{}
+		if w := <-done; w.Code != http.StatusOK {
+			t.Errorf("%s after the first ended: status %d: %s", c.scope, w.Code, w.Body)
+		}
+	}
+}
+
+// The RateLimit fields list every limit a request is checked against,
+// buckets, quotas and caps, the one that refused it first, and of one
+// scope (a batch calling two tools) the most constrained only.
+func TestRateLimitFieldsListBucketsQuotasAndCaps(t *testing.T) {
+	iss := newIssuer(t)
+	hour := time.Hour
+	h := newHarness(t, filter.Policy{
+		Server: testServer, Auth: iss.auth(),
+		PerUser:              limit(10, hour),
+		PerUserQuota:         &filter.Quota{Max: 100, Window: filter.WindowDay},
+		PerUserMaxConcurrent: 4,
+		Tools: map[string]filter.ToolLimits{
+			"a": {PerUser: limit(3, hour)},
+			"b": {PerUser: limit(1, hour)},
+		},
+	})
+	token := iss.token(t, "alice")
+	w := h.post(token, `[`+call(1, "a")+`,`+call(2, "b")+`]`)
+	if w.Code != http.StatusOK {
+		t.Fatalf("batch: status %d: %s", w.Code, w.Body)
+	}
+	// The harness's clock reads 22:13:20 UTC: 6,400 s to midnight; the
+	// batch holds two slots until its answer ends.
+	if got, want := w.Header().Get("RateLimit-Policy"),
+		`"tool_per_user";q=1;w=3600, "per_user";q=10;w=3600, "quota_per_user";q=100;w=86400, "concurrent_per_user";q=4;qu="concurrent-requests"`; got != want {
+		t.Errorf("RateLimit-Policy\n %s, want\n %s", got, want)
+	}
+	if got, want := w.Header().Get("RateLimit"),
+		`"tool_per_user";r=0;t=3600, "per_user";r=8;t=720, "quota_per_user";r=98;t=6400, "concurrent_per_user";r=2`; got != want {
+		t.Errorf("RateLimit\n %s, want\n %s", got, want)
+	}
+	w = h.post(token, call(3, "b"))
+	if got, want := w.Header().Get("RateLimit-Policy"),
+		`"tool_per_user";q=1;w=3600, "per_user";q=10;w=3600, "quota_per_user";q=100;w=86400, "concurrent_per_user";q=4;qu="concurrent-requests"`; w.Code != http.StatusTooManyRequests || got != want {
+		t.Errorf("refused: status %d, RateLimit-Policy\n %s, want\n %s", w.Code, got, want)
+	}
+}
+
+// One limit in shadow mode beside enforced ones: the enforced limits alone
+// refuse, and take what each call takes; the shadow limit counts what it
+// would refuse, marked in the RateLimit fields, and takes only what it
+// would take if it were enforced: nothing from a call it would refuse.
+func TestOneShadowLimitBesideEnforcedOnes(t *testing.T) {
+	iss := newIssuer(t)
+	hour := time.Hour
+	shadowBucket := &limiter.Limit{MaxTokens: 2, RefillPeriod: hour, Shadow: true}
+	policy := filter.Policy{
+		Server: testServer, Auth: iss.auth(),
+		PerUser:             limit(5, hour),
+		PerUserQuota:        &filter.Quota{Max: 3, Window: filter.WindowDay, Shadow: true},
+		MaxConcurrentShadow: true, PerUserMaxConcurrent: 1,
+		Tools: map[string]filter.ToolLimits{"t": {PerUser: shadowBucket}},
+	}
+	h := newHarness(t, policy)
+	token := iss.token(t, "alice")
+	for i, step := range []struct {
+		status int
+		policy string // RateLimit-Policy
+	}{
+		// The call holds the cap's one slot: the most constrained limit.
+		{http.StatusOK, `"concurrent_per_user";q=1;qu="concurrent-requests";shadow, "per_user";q=5;w=3600, "quota_per_user";q=3;w=86400;shadow, "tool_per_user";q=2;w=3600;shadow`},
+		{http.StatusOK, `"tool_per_user";q=2;w=3600;shadow, "per_user";q=5;w=3600, "quota_per_user";q=3;w=86400;shadow, "concurrent_per_user";q=1;qu="concurrent-requests";shadow`},
+		// The shadow bucket is empty: it would refuse; the call passes,
+		// and takes nothing from it, the shadow quota or the shadow cap.
+		{http.StatusOK, `"tool_per_user";q=2;w=3600;shadow, "per_user";q=5;w=3600, "quota_per_user";q=3;w=86400;shadow, "concurrent_per_user";q=1;qu="concurrent-requests";shadow`},
+		{http.StatusOK, `"tool_per_user";q=2;w=3600;shadow, "per_user";q=5;w=3600, "quota_per_user";q=3;w=86400;shadow, "concurrent_per_user";q=1;qu="concurrent-requests";shadow`},
+		{http.StatusOK, `"tool_per_user";q=2;w=3600;shadow, "per_user";q=5;w=3600, "quota_per_user";q=3;w=86400;shadow, "concurrent_per_user";q=1;qu="concurrent-requests";shadow`},
+		// The enforced bucket is empty: it refuses, and names itself.
+		{http.StatusTooManyRequests, `"per_user";q=5;w=3600, "quota_per_user";q=3;w=86400;shadow, "concurrent_per_user";q=1;qu="concurrent-requests";shadow, "tool_per_user";q=2;w=3600;shadow`},
+	} {
+		w := h.post(token, call(i+1, "t"))
+		if w.Code != step.status {
+			t.Fatalf("call %d: status %d, want %d: %s", i+1, w.Code, step.status, w.Body)
+		}
+		if got := w.Header().Get("RateLimit-Policy"); got != step.policy {
+			t.Errorf("call %d: RateLimit-Policy\n %s, want\n %s", i+1, got, step.policy)
+		}
+		if step.status != http.StatusOK && !strings.Contains(w.Body.String(), `"limit":{"kind":"bucket","scope":"per_user"}`) {
+			t.Errorf("call %d: %s, want the per_user bucket named", i+1, w.Body)
+		}
+	}
+	for _, c := range []struct {
+		scope, result string
+		want          float64
+	}{
+		{"per_user", "allowed", 5},
+		{"per_user", "rejected", 1},
+		{"tool_per_user", "allowed", 2},
+		{"tool_per_user", "shadow_rejected", 4},
+		{"quota_per_user", "allowed", 2},
+	} {
+		if got := metricValue(t, h.reg, filter.MetricDecisions, map[string]string{"scope": c.scope, "result": c.result}); got != c.want {
+			t.Errorf("%s %s = %v, want %v", c.scope, c.result, got, c.want)
+		}
+	}
+	if got := metricValue(t, h.reg, filter.MetricShadowRefusals, nil); got != 3 {
+		t.Errorf("%s = %v, want 3 (calls 3 to 5)", filter.MetricShadowRefusals, got)
+	}
+	b, err := h.shared.Budgets(t.Context(), &policy, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]int64{}
+	for _, bu := range b.Buckets {
+		if bu.Shadow != (bu.Scope != "per_user") {
+			t.Errorf("%s: shadow %v", bu.Scope, bu.Shadow)
+		}
+		left[bu.Scope] = bu.Remaining
+	}
+	if want := map[string]int64{"per_user": 0, "tool_per_user": 0, "quota_per_user": 1, "concurrent_per_user": 1}; !maps.Equal(left, want) {
+		t.Errorf("budgets left %v, want %v", left, want)
 	}
 }

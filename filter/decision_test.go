@@ -141,8 +141,8 @@ func TestARequestMustPassBothTheServerAndTheToolPerUserBuckets(t *testing.T) {
 		if w.Code != http.StatusTooManyRequests {
 			t.Fatalf("second expensive_tool: status %d, want 429", w.Code)
 		}
-		if got, want := w.Header().Get("RateLimit-Policy"), `"tool_per_user";q=1;w=3600`; got != want {
-			t.Errorf("RateLimit-Policy = %q, want %q (the refusing bucket)", got, want)
+		if got, want := w.Header().Get("RateLimit-Policy"), `"tool_per_user";q=1;w=3600, "per_user";q=3;w=3600`; got != want {
+			t.Errorf("RateLimit-Policy = %q, want %q (the refusing bucket first)", got, want)
 		}
 		// 3 - 1 = 2 tokens are left in the server bucket.
 		if !h.bucketHolds(t, serverBucket, *serverLimit, 2) {
@@ -163,8 +163,8 @@ func TestARequestMustPassBothTheServerAndTheToolPerUserBuckets(t *testing.T) {
 		if w.Code != http.StatusTooManyRequests {
 			t.Fatalf("cheap_tool with the server bucket empty: status %d, want 429", w.Code)
 		}
-		if got, want := w.Header().Get("RateLimit-Policy"), `"per_user";q=3;w=3600`; got != want {
-			t.Errorf("RateLimit-Policy = %q, want %q (the refusing bucket)", got, want)
+		if got, want := w.Header().Get("RateLimit-Policy"), `"per_user";q=3;w=3600, "tool_per_user";q=5;w=3600`; got != want {
+			t.Errorf("RateLimit-Policy = %q, want %q (the refusing bucket first)", got, want)
 		}
 		if !h.bucketHolds(t, cheapBucket, *cheapLimit, 5) {
 			t.Errorf("the refused request took a token from the cheap_tool bucket")
@@ -204,7 +204,7 @@ func TestGlobalBucketsAreSharedByEveryCaller(t *testing.T) {
 	if w.Code != http.StatusTooManyRequests {
 		t.Fatalf("carol after two calls by others: status %d, want 429", w.Code)
 	}
-	if got, want := w.Header().Get("RateLimit-Policy"), `"tool_global";q=2;w=3600`; got != want {
+	if got, want := w.Header().Get("RateLimit-Policy"), `"tool_global";q=2;w=3600, "global";q=10;w=3600`; got != want {
 		t.Errorf("RateLimit-Policy = %q, want %q", got, want)
 	}
 }
@@ -290,7 +290,7 @@ func TestMethodsOtherThanToolsCallAreNotLimited(t *testing.T) {
 	}
 }
 
-func TestRateLimitFieldsDescribeTheMostConstrainedBucket(t *testing.T) {
+func TestRateLimitFieldsListEveryLimitTheMostConstrainedFirst(t *testing.T) {
 	iss := newIssuer(t)
 	h := newHarness(t, filter.Policy{
 		Server: testServer, Auth: iss.auth(), Global: limit(1000, time.Minute), PerUser: limit(100, time.Minute),
@@ -300,10 +300,10 @@ func TestRateLimitFieldsDescribeTheMostConstrainedBucket(t *testing.T) {
 	if w.Code != http.StatusOK {
 		t.Fatalf("status %d", w.Code)
 	}
-	if got, want := w.Header().Get("RateLimit-Policy"), `"tool_per_user";q=2;w=10`; got != want {
+	if got, want := w.Header().Get("RateLimit-Policy"), `"tool_per_user";q=2;w=10, "global";q=1000;w=60, "per_user";q=100;w=60`; got != want {
 		t.Errorf("RateLimit-Policy = %q, want %q", got, want)
 	}
-	if got, want := w.Header().Get("RateLimit"), `"tool_per_user";r=1;t=5`; got != want {
+	if got, want := w.Header().Get("RateLimit"), `"tool_per_user";r=1;t=5, "global";r=999;t=1, "per_user";r=99;t=1`; got != want {
 		t.Errorf("RateLimit = %q, want %q", got, want)
 	}
 }
@@ -357,7 +357,7 @@ func TestNewRefusesAPolicyItCannotEnforce(t *testing.T) {
 		{"zero maxTokens", filter.Policy{Server: testServer, Global: limit(0, time.Minute)}, "global: maxTokens must be at least 1"},
 		{"a zero refill period", filter.Policy{Server: testServer, Auth: auth, PerUser: limit(1, 0)}, "perUser: refillPeriod must be greater than 0s"},
 		{"a tool with no bucket nor cost", filter.Policy{Server: testServer, Tools: map[string]filter.ToolLimits{"t": {}}}, "tools[t]: set global, perUser, a quota, a cap or cost"},
-		{"a prompt with no bucket", filter.Policy{Server: testServer, Global: limit(5, time.Minute), Prompts: map[string]filter.ToolLimits{"p": {Cost: 2}}}, "prompts[p]: set global, perUser or a quota"},
+		{"a prompt with no bucket", filter.Policy{Server: testServer, Global: limit(5, time.Minute), Prompts: map[string]filter.ToolLimits{"p": {Cost: 2}}}, "prompts[p]: set global, perUser, a quota or a cap"},
 		{"a cost above the server's bucket", filter.Policy{Server: testServer, Global: limit(5, time.Minute), Tools: map[string]filter.ToolLimits{"t": {Cost: 6}}}, "tools[t].cost 6 is above global.maxTokens 5: such a call could never pass"},
 		{"a cost above the tool's bucket", filter.Policy{Server: testServer, Tools: map[string]filter.ToolLimits{"t": {Cost: 3, Global: limit(2, time.Minute)}}}, "tools[t].cost 3 is above tools[t].global.maxTokens 2"},
 		{"a cost above a resource's bucket", filter.Policy{Server: testServer, Resources: map[string]filter.ToolLimits{"file:///{p}": {Cost: 3, Global: limit(2, time.Minute)}}}, "resources[file:///{p}].cost 3 is above resources[file:///{p}].global.maxTokens 2"},

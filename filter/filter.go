@@ -40,10 +40,13 @@ type Filter struct {
 	// in flight (0: none), each slot leased for lease; hasCaps says the
 	// server or a tool has a cap.
 	globalMaxConcurrent, perUserMaxConcurrent int64
+	capShadow                                 bool
 	lease                                     time.Duration
 	hasCaps                                   bool
 	tools                                     map[string]*toolPolicy
 	prompts                                   map[string]*toolPolicy
+	// methods are the limits of other requests, by method.
+	methods map[string]*toolPolicy
 	// resources are the exact URIs; resourceTemplates the templates, most
 	// specific (longest) first.
 	resources         map[string]*toolPolicy
@@ -78,20 +81,36 @@ type toolPolicy struct {
 	cost    int64
 	// globalQuota and perUserQuota are a tool's quotas.
 	globalQuota, perUserQuota *Quota
-	// globalMaxConcurrent and perUserMaxConcurrent are a tool's caps.
+	// globalMaxConcurrent and perUserMaxConcurrent are a tool's caps;
+	// capShadow makes them shadow ones.
 	globalMaxConcurrent, perUserMaxConcurrent int64
+	capShadow                                 bool
 }
 
 // Bucket name prefixes of prompts' and resources' buckets.
 const (
 	promptBucketPrefix   = "\x00prompt:"
 	resourceBucketPrefix = "\x00resource:"
+	methodBucketPrefix   = "\x00method:"
 )
+
+// entryOf names the entry a bucket name stands for: its kind (tool,
+// prompt, resource or method) and its name as the policy spells it.
+func entryOf(bucket string) (kind, name string) {
+	for _, e := range [...]struct{ prefix, kind string }{
+		{promptBucketPrefix, "prompt"}, {resourceBucketPrefix, "resource"}, {methodBucketPrefix, "method"},
+	} {
+		if name, ok := strings.CutPrefix(bucket, e.prefix); ok {
+			return e.kind, name
+		}
+	}
+	return "tool", bucket
+}
 
 func newToolPolicy(bucket string, l ToolLimits) *toolPolicy {
 	return &toolPolicy{bucket: bucket, global: clone(l.Global), perUser: clone(l.PerUser), cost: l.cost(),
 		globalQuota: cloneQuota(l.GlobalQuota), perUserQuota: cloneQuota(l.PerUserQuota),
-		globalMaxConcurrent: l.GlobalMaxConcurrent, perUserMaxConcurrent: l.PerUserMaxConcurrent}
+		globalMaxConcurrent: l.GlobalMaxConcurrent, perUserMaxConcurrent: l.PerUserMaxConcurrent, capShadow: l.MaxConcurrentShadow}
 }
 
 // resourceTemplate is a resources[] entry with expressions.
@@ -141,6 +160,7 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		perUserQuota:         cloneQuota(policy.PerUserQuota),
 		globalMaxConcurrent:  policy.GlobalMaxConcurrent,
 		perUserMaxConcurrent: policy.PerUserMaxConcurrent,
+		capShadow:            policy.MaxConcurrentShadow,
 		lease:                policy.concurrencyLease(),
 		shadow:               policy.Shadow,
 	}
@@ -164,10 +184,19 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		f.prompts = make(map[string]*toolPolicy, len(policy.Prompts))
 		for name, limits := range policy.Prompts {
 			f.prompts[name] = newToolPolicy(promptBucketPrefix+name, limits)
+			f.hasCaps = f.hasCaps || limits.GlobalMaxConcurrent > 0 || limits.PerUserMaxConcurrent > 0
+		}
+	}
+	if len(policy.Methods) > 0 {
+		f.methods = make(map[string]*toolPolicy, len(policy.Methods))
+		for method, limits := range policy.Methods {
+			f.methods[method] = newToolPolicy(methodBucketPrefix+method, limits)
+			f.hasCaps = f.hasCaps || limits.GlobalMaxConcurrent > 0 || limits.PerUserMaxConcurrent > 0
 		}
 	}
 	for uri, limits := range policy.Resources {
 		tp := newToolPolicy(resourceBucketPrefix+uri, limits)
+		f.hasCaps = f.hasCaps || limits.GlobalMaxConcurrent > 0 || limits.PerUserMaxConcurrent > 0
 		if !strings.ContainsAny(uri, "{}") {
 			if f.resources == nil {
 				f.resources = map[string]*toolPolicy{}
@@ -471,10 +500,10 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 			continue
 		}
 		var entry *toolPolicy
-		var entryGlobal, entryPerUser, entryQuotaGlobal, entryQuotaPerUser scope
+		var kind entryScopes
 		switch string(m.method) {
 		case methodToolsCall:
-			entry, entryGlobal, entryPerUser = f.tools[string(m.name)], scopeToolGlobal, scopeToolPerUser
+			entry, kind = f.tools[string(m.name)], toolScopes
 			cost := int64(1)
 			if entry != nil {
 				cost = entry.cost
@@ -486,34 +515,39 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 				demands, scopes = demand(demands, scopes, scopePerUser, limiter.BucketID{Server: f.server, User: user}, *f.perUser, cost)
 			}
 			demands, scopes = f.quotaDemands(demands, scopes, "", cost, user, f.globalQuota, f.perUserQuota, scopeQuotaGlobal, scopeQuotaPerUser)
-			demands, scopes = f.capDemands(demands, scopes, "", slot, user, f.globalMaxConcurrent, f.perUserMaxConcurrent, scopeConcurrentGlobal, scopeConcurrentPerUser)
-			if entry != nil {
-				demands, scopes = f.capDemands(demands, scopes, entry.bucket, slot, user, entry.globalMaxConcurrent, entry.perUserMaxConcurrent, scopeToolConcurrentGlobal, scopeToolConcurrentPerUser)
-			}
-			entryQuotaGlobal, entryQuotaPerUser = scopeToolQuotaGlobal, scopeToolQuotaPerUser
+			demands, scopes = f.capDemands(demands, scopes, "", slot, user, f.globalMaxConcurrent, f.perUserMaxConcurrent, f.capShadow, scopeConcurrentGlobal, scopeConcurrentPerUser)
 		case methodPromptsGet:
 			if m.id == nil || f.prompts == nil {
 				continue // notifications are never limited
 			}
-			entry, entryGlobal, entryPerUser = f.prompts[string(m.name)], scopePromptGlobal, scopePromptPerUser
-			entryQuotaGlobal, entryQuotaPerUser = scopePromptQuotaGlobal, scopePromptQuotaPerUser
+			entry, kind = f.prompts[string(m.name)], promptScopes
 		case methodResourcesRead:
 			if m.id == nil || f.resources == nil && f.resourceTemplates == nil {
 				continue
 			}
-			entry, entryGlobal, entryPerUser = f.resourceLimits(string(m.name)), scopeResourceGlobal, scopeResourcePerUser
-			entryQuotaGlobal, entryQuotaPerUser = scopeResourceQuotaGlobal, scopeResourceQuotaPerUser
+			entry, kind = f.resourceLimits(string(m.name)), resourceScopes
+		default:
+			if m.id == nil || f.methods == nil {
+				continue
+			}
+			entry, kind = f.methods[string(m.method)], methodScopes
 		}
 		if entry == nil {
 			continue
 		}
 		if entry.global != nil {
-			demands, scopes = demand(demands, scopes, entryGlobal, limiter.BucketID{Server: f.server, Tool: entry.bucket}, *entry.global, entry.cost)
+			demands, scopes = demand(demands, scopes, kind.global, limiter.BucketID{Server: f.server, Tool: entry.bucket}, *entry.global, entry.cost)
 		}
 		if entry.perUser != nil {
-			demands, scopes = demand(demands, scopes, entryPerUser, limiter.BucketID{Server: f.server, Tool: entry.bucket, User: user}, *entry.perUser, entry.cost)
+			demands, scopes = demand(demands, scopes, kind.perUser, limiter.BucketID{Server: f.server, Tool: entry.bucket, User: user}, *entry.perUser, entry.cost)
 		}
-		demands, scopes = f.quotaDemands(demands, scopes, entry.bucket, entry.cost, user, entry.globalQuota, entry.perUserQuota, entryQuotaGlobal, entryQuotaPerUser)
+		demands, scopes = f.quotaDemands(demands, scopes, entry.bucket, entry.cost, user, entry.globalQuota, entry.perUserQuota, kind.quotaGlobal, kind.quotaPerUser)
+		demands, scopes = f.capDemands(demands, scopes, entry.bucket, slot, user, entry.globalMaxConcurrent, entry.perUserMaxConcurrent, entry.capShadow, kind.capGlobal, kind.capPerUser)
+	}
+	if f.shadow {
+		for i := range demands {
+			demands[i].Limit.Shadow = true
+		}
 	}
 	defer func() {
 		clear(demands) // drop the strings
@@ -522,10 +556,12 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 	if len(demands) == 0 {
 		return true
 	}
-	allowed, store := f.decide(w, r, in, demands, scopes)
+	allowed, store, shadowRefused := f.decide(w, r, in, demands, scopes)
 	if allowed && store != nil {
 		for _, d := range demands {
-			if d.Slot != "" {
+			// Of a request only shadow limits refused, no shadow slot
+			// was taken.
+			if d.Slot != "" && !(shadowRefused && d.Limit.Shadow) {
 				sc.held = append(sc.held, d)
 			}
 		}
@@ -658,14 +694,14 @@ func (f *Filter) quotaDemands(demands []limiter.Demand, scopes []scope, tool str
 
 // capDemands adds a slot of the server's caps (tool "") or a tool's, for
 // one call.
-func (f *Filter) capDemands(demands []limiter.Demand, scopes []scope, tool, slot, user string, global, perUser int64, globalScope, perUserScope scope) ([]limiter.Demand, []scope) {
+func (f *Filter) capDemands(demands []limiter.Demand, scopes []scope, tool, slot, user string, global, perUser int64, shadow bool, globalScope, perUserScope scope) ([]limiter.Demand, []scope) {
 	if global > 0 {
 		demands, scopes = addDemand(demands, scopes, globalScope, limiter.Demand{
-			Bucket: limiter.BucketID{Server: f.server, Tool: tool}, Limit: limiter.Limit{MaxTokens: global, RefillPeriod: f.lease}, Tokens: 1, Slot: slot})
+			Bucket: limiter.BucketID{Server: f.server, Tool: tool}, Limit: limiter.Limit{MaxTokens: global, RefillPeriod: f.lease, Shadow: shadow}, Tokens: 1, Slot: slot})
 	}
 	if perUser > 0 {
 		demands, scopes = addDemand(demands, scopes, perUserScope, limiter.Demand{
-			Bucket: limiter.BucketID{Server: f.server, Tool: tool, User: user}, Limit: limiter.Limit{MaxTokens: perUser, RefillPeriod: f.lease}, Tokens: 1, Slot: slot})
+			Bucket: limiter.BucketID{Server: f.server, Tool: tool, User: user}, Limit: limiter.Limit{MaxTokens: perUser, RefillPeriod: f.lease, Shadow: shadow}, Tokens: 1, Slot: slot})
 	}
 	return demands, scopes
 }
@@ -686,10 +722,10 @@ func addDemand(demands []limiter.Demand, scopes []scope, s scope, d limiter.Dema
 // unavailable the replica's local buckets decide, with the same limits. A
 // decision the store cannot make in time refuses the request with 503: a
 // caller's own load never lets him through.
-func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, demands []limiter.Demand, scopes []scope) (bool, limiter.Store) {
+func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, demands []limiter.Demand, scopes []scope) (allowed bool, store limiter.Store, shadowRefused bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), f.shared.storeTimeout)
 	start := time.Now()
-	store := f.shared.store
+	store = f.shared.store
 	decision, err := store.Take(ctx, demands)
 	m := f.metrics
 	if errors.Is(err, limiter.ErrUnavailable) {
@@ -718,41 +754,48 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 	}
 	if err != nil {
 		if r.Context().Err() != nil {
-			return false, nil // the client went away; there is no one to answer
+			return false, nil, false // the client went away; there is no one to answer
 		}
-		if f.shadow {
+		if allShadow(demands) {
 			// Limits in shadow mode never refuse: not for want of a
 			// decision either.
 			f.shared.logger.Debug("rate-limit decision not made in time; shadow limits let the request pass", "server", f.server, "error", err)
-			return true, nil
+			return true, nil, false
 		}
 		f.shared.logger.Debug("rate-limit decision not made in time; the request is refused", "server", f.server, "error", err)
 		w.Header().Set(headerRetryAfter, "1")
 		f.refuse(w, http.StatusServiceUnavailable, reasonOverloaded, firstID(in), CodeInternalError,
 			"Service Unavailable: the rate limit could not be checked in time; retry shortly")
-		return false, nil
+		return false, nil, false
 	}
 
-	if decision.Allowed {
+	if decision.Allowed && !decision.ShadowRefused {
 		for _, s := range scopes {
 			m.decisions[s][resultAllowed].Inc()
 		}
 		setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, mostConstrained(decision.Buckets))
-		if f.shadow {
-			markShadow(w.Header())
-		}
-		return true, store
+		return true, store, false
 	}
-	refused := resultRejected
-	if f.shadow {
-		refused = resultShadowRejected
-	}
+	// Refused, by enforced limits, or only by shadow ones (Allowed). Each
+	// refusing limit is counted; the one named is, of the refusers of the
+	// decisive kind, the slowest to allow.
+	decisiveShadow := decision.Allowed
 	refusing := -1
 	for i, b := range decision.Buckets {
-		if b.Allowed {
+		shadow := demands[i].Limit.Shadow
+		switch {
+		case b.Allowed && decision.Allowed && !shadow:
+			m.decisions[scopes[i]][resultAllowed].Inc() // taken
+		case b.Allowed:
+			// Nothing taken: as if enforced, the request is refused.
+		case shadow:
+			m.decisions[scopes[i]][resultShadowRejected].Inc()
+		default:
+			m.decisions[scopes[i]][resultRejected].Inc()
+		}
+		if b.Allowed || shadow != decisiveShadow {
 			continue
 		}
-		m.decisions[scopes[i]][refused].Inc()
 		if refusing < 0 || b.RetryAfter > decision.Buckets[refusing].RetryAfter {
 			refusing = i
 		}
@@ -764,22 +807,30 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 	if t != nil {
 		t.bucket = bucketName(scopes[refusing], demands[refusing].Bucket.Tool)
 	}
-	if f.shadow {
-		// Decided and counted as if enforced, and nothing was taken, as
-		// for a refusal; the call passes. The RateLimit fields say so.
+	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
+	if decision.Allowed {
+		// Only shadow limits would have refused: counted, and the call
+		// passes; what its enforced limits took is held.
 		m.shadowRefusals.Inc()
 		if t != nil {
 			t.shadowRefused = true
 		}
-		setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
-		markShadow(w.Header())
-		return true, nil // nothing was taken: no slot is held
+		return true, store, true
 	}
 	m.rejected[reasonRateLimited].Inc()
 	noteRefusal(w, reasonRateLimited)
-	setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, refusing)
 	writeRateLimited(w, r, in, decision.RetryAfter, limitObject(scopes[refusing], demands[refusing].Bucket.Tool))
-	return false, nil
+	return false, nil, false
+}
+
+// allShadow reports whether every demand is a shadow limit's.
+func allShadow(demands []limiter.Demand) bool {
+	for _, d := range demands {
+		if !d.Limit.Shadow {
+			return false
+		}
+	}
+	return true
 }
 
 // firstID is the id to answer a request with when one error answers it

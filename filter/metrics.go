@@ -42,59 +42,101 @@ const (
 type scope uint8
 
 const (
-	scopeGlobal                scope = iota // every caller, every tool
-	scopePerUser                            // one caller, every tool
-	scopeToolGlobal                         // every caller, one tool
-	scopeToolPerUser                        // one caller, one tool
-	scopePromptGlobal                       // every caller, one prompt
-	scopePromptPerUser                      // one caller, one prompt
-	scopeResourceGlobal                     // every caller, one resource (or template)
-	scopeResourcePerUser                    // one caller, one resource (or template)
-	scopeQuotaGlobal                        // a quota of every caller, every tool
-	scopeQuotaPerUser                       // a quota of one caller, every tool
-	scopeToolQuotaGlobal                    // a quota of every caller, one tool
-	scopeToolQuotaPerUser                   // a quota of one caller, one tool
-	scopePromptQuotaGlobal                  // a quota of every caller, one prompt
-	scopePromptQuotaPerUser                 // a quota of one caller, one prompt
-	scopeResourceQuotaGlobal                // a quota of every caller, one resource
-	scopeResourceQuotaPerUser               // a quota of one caller, one resource
-	scopeConcurrentGlobal                   // calls in flight, every caller, every tool
-	scopeConcurrentPerUser                  // calls in flight, one caller, every tool
-	scopeToolConcurrentGlobal               // calls in flight, every caller, one tool
-	scopeToolConcurrentPerUser              // calls in flight, one caller, one tool
+	scopeGlobal          scope = iota // every caller, every tool
+	scopePerUser                      // one caller, every tool
+	scopeToolGlobal                   // every caller, one tool
+	scopeToolPerUser                  // one caller, one tool
+	scopePromptGlobal                 // every caller, one prompt
+	scopePromptPerUser                // one caller, one prompt
+	scopeResourceGlobal               // every caller, one resource (or template)
+	scopeResourcePerUser              // one caller, one resource (or template)
+	scopeMethodGlobal                 // every caller, one other method
+	scopeMethodPerUser                // one caller, one other method
+
+	scopeQuotaGlobal          // a quota of every caller, every tool
+	scopeQuotaPerUser         // a quota of one caller, every tool
+	scopeToolQuotaGlobal      // a quota of every caller, one tool
+	scopeToolQuotaPerUser     // a quota of one caller, one tool
+	scopePromptQuotaGlobal    // a quota of every caller, one prompt
+	scopePromptQuotaPerUser   // a quota of one caller, one prompt
+	scopeResourceQuotaGlobal  // a quota of every caller, one resource
+	scopeResourceQuotaPerUser // a quota of one caller, one resource
+	scopeMethodQuotaGlobal    // a quota of every caller, one other method
+	scopeMethodQuotaPerUser   // a quota of one caller, one other method
+
+	scopeConcurrentGlobal          // calls in flight, every caller, every tool
+	scopeConcurrentPerUser         // calls in flight, one caller, every tool
+	scopeToolConcurrentGlobal      // calls in flight, every caller, one tool
+	scopeToolConcurrentPerUser     // calls in flight, one caller, one tool
+	scopePromptConcurrentGlobal    // gets in flight, every caller, one prompt
+	scopePromptConcurrentPerUser   // gets in flight, one caller, one prompt
+	scopeResourceConcurrentGlobal  // reads in flight, every caller, one resource
+	scopeResourceConcurrentPerUser // reads in flight, one caller, one resource
+	scopeMethodConcurrentGlobal    // requests in flight, every caller, one other method
+	scopeMethodConcurrentPerUser   // requests in flight, one caller, one other method
 	numScopes
 )
 
 var scopeNames = [numScopes]string{
-	scopeGlobal:           "global",
-	scopePerUser:          "per_user",
-	scopeToolGlobal:       "tool_global",
-	scopeToolPerUser:      "tool_per_user",
-	scopePromptGlobal:     "prompt_global",
-	scopePromptPerUser:    "prompt_per_user",
-	scopeResourceGlobal:   "resource_global",
-	scopeResourcePerUser:  "resource_per_user",
-	scopeQuotaGlobal:      "quota_global",
-	scopeQuotaPerUser:     "quota_per_user",
-	scopeToolQuotaGlobal:  "tool_quota_global",
-	scopeToolQuotaPerUser: "tool_quota_per_user",
+	scopeGlobal:          "global",
+	scopePerUser:         "per_user",
+	scopeToolGlobal:      "tool_global",
+	scopeToolPerUser:     "tool_per_user",
+	scopePromptGlobal:    "prompt_global",
+	scopePromptPerUser:   "prompt_per_user",
+	scopeResourceGlobal:  "resource_global",
+	scopeResourcePerUser: "resource_per_user",
+	scopeMethodGlobal:    "method_global",
+	scopeMethodPerUser:   "method_per_user",
 
+	scopeQuotaGlobal:          "quota_global",
+	scopeQuotaPerUser:         "quota_per_user",
+	scopeToolQuotaGlobal:      "tool_quota_global",
+	scopeToolQuotaPerUser:     "tool_quota_per_user",
 	scopePromptQuotaGlobal:    "prompt_quota_global",
 	scopePromptQuotaPerUser:   "prompt_quota_per_user",
 	scopeResourceQuotaGlobal:  "resource_quota_global",
 	scopeResourceQuotaPerUser: "resource_quota_per_user",
+	scopeMethodQuotaGlobal:    "method_quota_global",
+	scopeMethodQuotaPerUser:   "method_quota_per_user",
 
-	scopeConcurrentGlobal:      "concurrent_global",
-	scopeConcurrentPerUser:     "concurrent_per_user",
-	scopeToolConcurrentGlobal:  "tool_concurrent_global",
-	scopeToolConcurrentPerUser: "tool_concurrent_per_user",
+	scopeConcurrentGlobal:          "concurrent_global",
+	scopeConcurrentPerUser:         "concurrent_per_user",
+	scopeToolConcurrentGlobal:      "tool_concurrent_global",
+	scopeToolConcurrentPerUser:     "tool_concurrent_per_user",
+	scopePromptConcurrentGlobal:    "prompt_concurrent_global",
+	scopePromptConcurrentPerUser:   "prompt_concurrent_per_user",
+	scopeResourceConcurrentGlobal:  "resource_concurrent_global",
+	scopeResourceConcurrentPerUser: "resource_concurrent_per_user",
+	scopeMethodConcurrentGlobal:    "method_concurrent_global",
+	scopeMethodConcurrentPerUser:   "method_concurrent_per_user",
 }
 
 // isQuota reports whether the scope is a quota's.
-func (s scope) isQuota() bool { return s >= scopeQuotaGlobal && s <= scopeResourceQuotaPerUser }
+func (s scope) isQuota() bool { return s >= scopeQuotaGlobal && s <= scopeMethodQuotaPerUser }
 
 // isCap reports whether the scope is an in-flight cap's.
 func (s scope) isCap() bool { return s >= scopeConcurrentGlobal && s < numScopes }
+
+// entryScopes are the scopes of one kind of entry's limits: its buckets,
+// quotas and caps, each global and per user.
+type entryScopes struct {
+	kind                      string // tool, prompt, resource, method
+	global, perUser           scope
+	quotaGlobal, quotaPerUser scope
+	capGlobal, capPerUser     scope
+}
+
+var (
+	toolScopes = entryScopes{"tool", scopeToolGlobal, scopeToolPerUser, scopeToolQuotaGlobal, scopeToolQuotaPerUser,
+		scopeToolConcurrentGlobal, scopeToolConcurrentPerUser}
+	promptScopes = entryScopes{"prompt", scopePromptGlobal, scopePromptPerUser, scopePromptQuotaGlobal, scopePromptQuotaPerUser,
+		scopePromptConcurrentGlobal, scopePromptConcurrentPerUser}
+	resourceScopes = entryScopes{"resource", scopeResourceGlobal, scopeResourcePerUser, scopeResourceQuotaGlobal, scopeResourceQuotaPerUser,
+		scopeResourceConcurrentGlobal, scopeResourceConcurrentPerUser}
+	methodScopes = entryScopes{"method", scopeMethodGlobal, scopeMethodPerUser, scopeMethodQuotaGlobal, scopeMethodQuotaPerUser,
+		scopeMethodConcurrentGlobal, scopeMethodConcurrentPerUser}
+)
 
 func (s scope) String() string { return scopeNames[s] }
 

@@ -59,6 +59,9 @@ type Policy struct {
 	GlobalMaxConcurrent  int64  `json:"globalMaxConcurrent,omitempty"`
 	PerUserMaxConcurrent int64  `json:"perUserMaxConcurrent,omitempty"`
 	ConcurrencyLease     string `json:"concurrencyLease,omitempty"`
+	// MaxConcurrentShadow decides and counts the server's caps as if
+	// enforced, but they refuse nothing.
+	MaxConcurrentShadow bool `json:"maxConcurrentShadow,omitempty"`
 	// Tools holds limits for single tools, by tool name, on top of the
 	// server's.
 	Tools map[string]ToolLimits `json:"tools,omitempty"`
@@ -68,6 +71,11 @@ type Policy struct {
 	// The server's Global and PerUser buckets count tools/call only.
 	Prompts   map[string]ToolLimits `json:"prompts,omitempty"`
 	Resources map[string]ToolLimits `json:"resources,omitempty"`
+	// Methods holds limits for other requests, by JSON-RPC method (such
+	// as completion/complete or resources/subscribe). tools/call,
+	// prompts/get and resources/read have their own entries, and
+	// notifications are never limited.
+	Methods map[string]ToolLimits `json:"methods,omitempty"`
 	// Authorization, when set, decides which tools each caller may call;
 	// what no rule allows is refused. Nil lets every caller call every
 	// tool.
@@ -75,7 +83,9 @@ type Policy struct {
 	// Shadow decides the limits and counts their decisions as if they
 	// were enforced, but refuses nothing: a call they would refuse passes,
 	// counted as shadow_rejected, marked in the RateLimit-Policy field and
-	// the audit trail.
+	// the audit trail. It makes every limit a shadow one; a single bucket
+	// (Limit.Shadow), quota (Quota.Shadow) or set of caps
+	// (MaxConcurrentShadow) can be one by itself.
 	Shadow bool `json:"shadow,omitempty"`
 	// AuditArguments writes the value of each tool call's and prompt's
 	// arguments into the audit trail; without it a record holds only their
@@ -83,9 +93,9 @@ type Policy struct {
 	AuditArguments bool `json:"auditArguments,omitempty"`
 }
 
-// ToolLimits are the limits of one tool, prompt or resource: its buckets
-// and what one call costs. A tool's entry sets at least one of them; a
-// prompt's or a resource's sets a bucket.
+// ToolLimits are the limits of one tool, prompt, resource or method: its
+// buckets, quotas and caps, and what one call costs. A tool's entry sets at
+// least one of them; another entry sets a bucket, a quota or a cap.
 type ToolLimits struct {
 	// Global is shared by every caller of the tool.
 	Global *limiter.Limit `json:"global,omitempty"`
@@ -99,9 +109,12 @@ type ToolLimits struct {
 	GlobalQuota  *Quota `json:"globalQuota,omitempty"`
 	PerUserQuota *Quota `json:"perUserQuota,omitempty"`
 	// GlobalMaxConcurrent and PerUserMaxConcurrent cap the entry's calls
-	// in flight (tools only), on top of the server's caps.
+	// in flight, on top of the server's caps for a tool.
 	GlobalMaxConcurrent  int64 `json:"globalMaxConcurrent,omitempty"`
 	PerUserMaxConcurrent int64 `json:"perUserMaxConcurrent,omitempty"`
+	// MaxConcurrentShadow decides and counts the entry's caps as if
+	// enforced, but they refuse nothing.
+	MaxConcurrentShadow bool `json:"maxConcurrentShadow,omitempty"`
 }
 
 // DefaultConcurrencyLease is how long a slot is held at most when the
@@ -124,7 +137,7 @@ func (l ToolLimits) cost() int64 { return max(l.Cost, 1) }
 func (l ToolLimits) clone() ToolLimits {
 	return ToolLimits{Global: clone(l.Global), PerUser: clone(l.PerUser), Cost: l.Cost,
 		GlobalQuota: cloneQuota(l.GlobalQuota), PerUserQuota: cloneQuota(l.PerUserQuota),
-		GlobalMaxConcurrent: l.GlobalMaxConcurrent, PerUserMaxConcurrent: l.PerUserMaxConcurrent}
+		GlobalMaxConcurrent: l.GlobalMaxConcurrent, PerUserMaxConcurrent: l.PerUserMaxConcurrent, MaxConcurrentShadow: l.MaxConcurrentShadow}
 }
 
 func cloneQuota(q *Quota) *Quota {
@@ -171,6 +184,7 @@ func (p *Policy) Clone() *Policy {
 	c.Global, c.PerUser = clone(p.Global), clone(p.PerUser)
 	c.GlobalQuota, c.PerUserQuota = cloneQuota(p.GlobalQuota), cloneQuota(p.PerUserQuota)
 	c.Tools, c.Prompts, c.Resources = cloneLimits(p.Tools), cloneLimits(p.Prompts), cloneLimits(p.Resources)
+	c.Methods = cloneLimits(p.Methods)
 	return &c
 }
 
@@ -255,6 +269,15 @@ func (p *Policy) validate() (namespace, name string, err error) {
 	errs = append(errs, p.validateEntries("tools", p.Tools)...)
 	errs = append(errs, p.validateEntries("prompts", p.Prompts)...)
 	errs = append(errs, p.validateEntries("resources", p.Resources)...)
+	errs = append(errs, p.validateEntries("methods", p.Methods)...)
+	for _, method := range slices.Sorted(maps.Keys(p.Methods)) {
+		switch {
+		case method == methodToolsCall || method == methodPromptsGet || method == methodResourcesRead:
+			errs = append(errs, fmt.Errorf("methods[%s]: %s has entries of its own: use tools[], prompts[] or resources[] (or the server's limits for every tool call)", method, method))
+		case strings.HasPrefix(method, "notifications/"):
+			errs = append(errs, fmt.Errorf("methods[%s]: notifications are never limited: a client cannot be told it was refused", method))
+		}
+	}
 	for _, uri := range slices.Sorted(maps.Keys(p.Resources)) {
 		if _, err := compileURITemplate(uri); err != nil {
 			errs = append(errs, fmt.Errorf("resources[%s]: %w", uri, err))
@@ -284,8 +307,9 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 		case field == "tools" && limits.Global == nil && limits.PerUser == nil && limits.Cost == 0 && limits.GlobalQuota == nil && limits.PerUserQuota == nil &&
 			limits.GlobalMaxConcurrent == 0 && limits.PerUserMaxConcurrent == 0:
 			errs = append(errs, fmt.Errorf("%s: set global, perUser, a quota, a cap or cost", at))
-		case field != "tools" && limits.Global == nil && limits.PerUser == nil && limits.GlobalQuota == nil && limits.PerUserQuota == nil:
-			errs = append(errs, fmt.Errorf("%s: set global, perUser or a quota (the server's buckets count tool calls only)", at))
+		case field != "tools" && limits.Global == nil && limits.PerUser == nil && limits.GlobalQuota == nil && limits.PerUserQuota == nil &&
+			limits.GlobalMaxConcurrent == 0 && limits.PerUserMaxConcurrent == 0:
+			errs = append(errs, fmt.Errorf("%s: set global, perUser, a quota or a cap (the server's limits count tool calls only)", at))
 		}
 		if err := validateLimit(at+".global", limits.Global); err != nil {
 			errs = append(errs, err)
@@ -297,11 +321,7 @@ func (p *Policy) validateEntries(field string, entries map[string]ToolLimits) []
 			errs = append(errs, fmt.Errorf("%s.perUser needs auth: without it every caller is anonymous; configure auth or use global", at))
 		}
 		errs = append(errs, p.validateQuotas(at+".", limits.GlobalQuota, limits.PerUserQuota)...)
-		if field == "tools" {
-			errs = append(errs, p.validateCaps(at+".", limits.GlobalMaxConcurrent, limits.PerUserMaxConcurrent)...)
-		} else if limits.GlobalMaxConcurrent != 0 || limits.PerUserMaxConcurrent != 0 {
-			errs = append(errs, fmt.Errorf("%s: in-flight caps apply to tools only", at))
-		}
+		errs = append(errs, p.validateCaps(at+".", limits.GlobalMaxConcurrent, limits.PerUserMaxConcurrent)...)
 		// The most tokens each limit the call is checked against can give.
 		most := map[string]int64{}
 		add := func(name string, l *limiter.Limit) {

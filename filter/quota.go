@@ -14,6 +14,9 @@ type Quota struct {
 	// Window is hour, day, week (from Monday) or month, in the policy's
 	// time zone.
 	Window string `json:"window"`
+	// Shadow decides and counts the quota as if enforced, but it refuses
+	// nothing.
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // Quota windows.
@@ -60,5 +63,5 @@ func window(kind string, t time.Time, loc *time.Location) limiter.Window {
 // stands for the limit's period, which the RateLimit fields report.
 func quotaDemand(id limiter.BucketID, q *Quota, cost int64, now time.Time, loc *time.Location) limiter.Demand {
 	w := window(q.Window, now, loc)
-	return limiter.Demand{Bucket: id, Limit: limiter.Limit{MaxTokens: q.Max, RefillPeriod: w.End.Sub(w.Start)}, Tokens: cost, Window: w}
+	return limiter.Demand{Bucket: id, Limit: limiter.Limit{MaxTokens: q.Max, RefillPeriod: w.End.Sub(w.Start), Shadow: q.Shadow}, Tokens: cost, Window: w}
 }

@@ -131,15 +131,7 @@ func limitObject(s scope, entry string) []byte {
 	b = append(b, s.String()...)
 	b = append(b, '"')
 	if entry != "" {
-		var field string
-		switch {
-		case strings.HasPrefix(entry, promptBucketPrefix):
-			field, entry = "prompt", strings.TrimPrefix(entry, promptBucketPrefix)
-		case strings.HasPrefix(entry, resourceBucketPrefix):
-			field, entry = "resource", strings.TrimPrefix(entry, resourceBucketPrefix)
-		default:
-			field = "tool"
-		}
+		field, entry := entryOf(entry)
 		quoted, _ := json.Marshal(entry) // a string always marshals
 		b = append(b, `,"`+field+`":`...)
 		b = append(b, quoted...)
@@ -240,41 +232,74 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	_, _ = w.Write(body) //nolint:gosec // JSON the filter encoded, served as application/json
 }
 
-// setRateLimitFields describes bucket i, the one that constrains the
-// request most, in the RateLimit-Policy and RateLimit fields of
-// draft-ietf-httpapi-ratelimit-headers: the quota (q) per window (w, the
-// refill period), and what remains (r) until the bucket is full again (t).
-func setRateLimitFields(h http.Header, demands []limiter.Demand, scopes []scope, buckets []limiter.BucketState, i int) {
-	name := scopes[i].String()
-	limit, state := demands[i].Limit, buckets[i]
-	b := make([]byte, 0, 64)
-	b = append(b, '"')
-	b = append(b, name...)
-	b = append(b, `";q=`...)
-	b = strconv.AppendInt(b, limit.MaxTokens, 10)
-	b = append(b, ";w="...)
-	b = strconv.AppendInt(b, max(ceilSeconds(limit.RefillPeriod), 1), 10)
-	policy := len(b)
-	b = append(b, '"')
-	b = append(b, name...)
-	b = append(b, `";r=`...)
-	b = strconv.AppendInt(b, max(state.Remaining, 0), 10)
-	b = append(b, ";t="...)
-	b = strconv.AppendInt(b, ceilSeconds(state.ResetAfter), 10)
-	fields := string(b)
-	values := []string{fields[:policy], fields[policy:]} // one allocation for both
+// setRateLimitFields describes the limits a request was checked against in
+// the RateLimit-Policy and RateLimit fields of
+// draft-ietf-httpapi-ratelimit-headers, one item per limit, named by its
+// scope: a bucket's quota (q) per window (w, its refill period) and what
+// remains (r) until it is full again (t); a quota's max per calendar
+// window and what remains until the window ends; an in-flight cap's slots
+// (q, with qu="concurrent-requests") and those free (r). Item lead, the
+// limit that refused the request or else constrains it most, comes first;
+// of the limits of one scope (a batch calling two tools) only the most
+// constrained is listed. Limits in shadow mode carry the boolean parameter
+// shadow (an extension parameter, which clients that do not know it
+// ignore): they were decided and counted, but refuse nothing.
+func setRateLimitFields(h http.Header, demands []limiter.Demand, scopes []scope, buckets []limiter.BucketState, lead int) {
+	policy := make([]byte, 0, 48*len(demands))
+	state := make([]byte, 0, 40*len(demands))
+	item := func(i int) {
+		if len(policy) > 0 {
+			policy, state = append(policy, ", "...), append(state, ", "...)
+		}
+		name, limit, st := scopes[i].String(), demands[i].Limit, buckets[i]
+		policy = append(policy, '"')
+		policy = append(policy, name...)
+		policy = append(policy, `";q=`...)
+		policy = strconv.AppendInt(policy, limit.MaxTokens, 10)
+		state = append(state, '"')
+		state = append(state, name...)
+		state = append(state, `";r=`...)
+		state = strconv.AppendInt(state, max(st.Remaining, 0), 10)
+		if scopes[i].isCap() {
+			policy = append(policy, `;qu="concurrent-requests"`...)
+		} else {
+			policy = append(policy, ";w="...)
+			policy = strconv.AppendInt(policy, max(ceilSeconds(limit.RefillPeriod), 1), 10)
+			state = append(state, ";t="...)
+			state = strconv.AppendInt(state, ceilSeconds(st.ResetAfter), 10)
+		}
+		if demands[i].Limit.Shadow {
+			policy = append(policy, ";shadow"...)
+		}
+	}
+	item(lead)
+	for i := range demands {
+		if i != lead && !outranked(scopes, buckets, lead, i) {
+			item(i)
+		}
+	}
+	fields := string(policy) + string(state) // one allocation for both
+	values := []string{fields[:len(policy)], fields[len(policy):]}
 	h[headerRateLimitPolicy] = values[0:1:1]
 	h[headerRateLimit] = values[1:2:2]
 }
 
-// markShadow marks the RateLimit-Policy field of limits in shadow mode
-// with the boolean parameter shadow (an extension parameter, which clients
-// that do not know it ignore): they were decided and counted, but refuse
-// nothing.
-func markShadow(h http.Header) {
-	if v := h[headerRateLimitPolicy]; len(v) == 1 {
-		h[headerRateLimitPolicy] = []string{v[0] + ";shadow"}
+// outranked reports whether limit i has the scope of another that is
+// listed in its place: lead, or one more constrained (the first of equals).
+func outranked(scopes []scope, buckets []limiter.BucketState, lead, i int) bool {
+	for j := range scopes {
+		if j == i || scopes[j] != scopes[i] {
+			continue
+		}
+		if j == lead {
+			return true
+		}
+		b, c := buckets[j], buckets[i]
+		if b.Remaining < c.Remaining || b.Remaining == c.Remaining && (b.ResetAfter > c.ResetAfter || b.ResetAfter == c.ResetAfter && j < i) {
+			return true
+		}
 	}
+	return false
 }
 
 // ceilSeconds rounds d up to whole seconds, 0 for no time.

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/toolgate/toolgate/filter/audit"
@@ -188,6 +187,6 @@ func bucketName(s scope, entry string) string {
 	if entry == "" {
 		return s.String()
 	}
-	entry = strings.TrimPrefix(strings.TrimPrefix(entry, promptBucketPrefix), resourceBucketPrefix)
-	return s.String() + "/" + entry
+	_, name := entryOf(entry)
+	return s.String() + "/" + name
 }

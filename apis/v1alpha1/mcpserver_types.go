@@ -25,10 +25,11 @@ const MaxTools = 128
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.authorization) || !self.authorization.rules.exists(r, has(r.scopes) && size(r.scopes) > 0) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".authorization.rules",reason="FieldValueForbidden",message="authorization.rules[].scopes need spec.auth.oidc: scopes are read from the caller's verified token"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",message="rateLimiting.tools[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers"
-// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.maxConcurrent) || !has(self.rateLimiting.maxConcurrent.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.maxConcurrent) && has(t.maxConcurrent.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser maxConcurrent needs spec.auth.oidc: per-user caps are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global cap"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.maxConcurrent) || !has(self.rateLimiting.maxConcurrent.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.maxConcurrent) && has(t.maxConcurrent.perUser))) && (!has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.maxConcurrent) && has(t.maxConcurrent.perUser))) && (!has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.maxConcurrent) && has(t.maxConcurrent.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser maxConcurrent needs spec.auth.oidc: per-user caps are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global cap"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.quota) || !has(self.rateLimiting.quota.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.quota) && has(t.quota.perUser))) && (!has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.quota) && has(t.quota.perUser))) && (!has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.quota) && has(t.quota.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser quota needs spec.auth.oidc: per-user quotas are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.prompts",reason="FieldValueForbidden",message="rateLimiting.prompts[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use prompts[].global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.resources",reason="FieldValueForbidden",message="rateLimiting.resources[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use resources[].global for a limit shared by all callers"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.methods) || !self.rateLimiting.methods.exists(t, has(t.perUser) || (has(t.quota) && has(t.quota.perUser)) || (has(t.maxConcurrent) && has(t.maxConcurrent.perUser))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.methods",reason="FieldValueForbidden",message="a perUser limit of rateLimiting.methods[] needs spec.auth.oidc: per-user limits are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global limit"
 type MCPServerSpec struct {
 	// ServiceRef is the Service in the MCPServer's namespace that runs the
 	// MCP server.
@@ -286,7 +287,7 @@ type OIDC struct {
 // passes only if every bucket that applies to it has a token; then one token
 // is taken from each.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota) || has(self.maxConcurrent) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser) || has(t.quota) || has(t.maxConcurrent))) || has(self.prompts) || has(self.resources)",message="rateLimiting configures no bucket: set global, perUser, a quota or maxConcurrent, or add a tools[], prompts[] or resources[] entry with global or perUser (or remove rateLimiting)"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota) || has(self.maxConcurrent) || (has(self.tools) && self.tools.exists(t, has(t.global) || has(t.perUser) || has(t.quota) || has(t.maxConcurrent))) || has(self.prompts) || has(self.resources) || has(self.methods)",message="rateLimiting configures no limit: set global, perUser, a quota or maxConcurrent, or add a tools[], prompts[], resources[] or methods[] entry (or remove rateLimiting)"
 // +kubebuilder:validation:XValidation:rule="!has(self.tools) || self.tools.all(t, !has(t.cost) || ((!has(self.global) || t.cost <= self.global.maxTokens) && (!has(self.perUser) || t.cost <= self.perUser.maxTokens)))",fieldPath=".tools",message="a tools[] cost is above the server's global or perUser maxTokens: a tool call takes its cost from the server's buckets too, so such a call could never pass; lower the cost or raise maxTokens"
 // +kubebuilder:validation:XValidation:rule="!has(self.tools) || !has(self.quota) || self.tools.all(t, !has(t.cost) || ((!has(self.quota.global) || t.cost <= self.quota.global.max) && (!has(self.quota.perUser) || t.cost <= self.quota.perUser.max)))",fieldPath=".tools",message="a tools[] cost is above the server's quota max: such a call could never pass; lower the cost or raise the quota"
 type RateLimiting struct {
@@ -323,7 +324,11 @@ type RateLimiting struct {
 	// Shadow: every decision is made and counted as if enforced
 	// (toolgate_ratelimit_decisions_total{result="shadow_rejected"}, the
 	// audit trail's wouldRefuse) but nothing is refused, so that new
-	// limits can be tried on real traffic before they are enforced.
+	// limits can be tried on real traffic before they are enforced. One
+	// bucket, quota or set of caps can be put in Shadow mode by its own
+	// mode field; a call is then refused only by the enforced limits, and
+	// takes from the shadow ones only what it would take if they were
+	// enforced too.
 	//
 	// +kubebuilder:validation:Enum=Enforce;Shadow
 	// +kubebuilder:default=Enforce
@@ -370,6 +375,18 @@ type RateLimiting struct {
 	// +kubebuilder:validation:MaxItems=128
 	// +optional
 	Resources []ResourceRateLimit `json:"resources,omitempty"`
+
+	// Methods limit other requests by JSON-RPC method, such as
+	// completion/complete, resources/subscribe or tools/list. A method
+	// without an entry is not limited, and notifications never are.
+	// tools/call, prompts/get and resources/read are limited by the
+	// entries above.
+	//
+	// +listType=map
+	// +listMapKey=method
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Methods []MethodRateLimit `json:"methods,omitempty"`
 }
 
 // ConcurrencyLimits cap calls in flight: admitted, not yet answered.
@@ -389,6 +406,13 @@ type ConcurrencyLimits struct {
 	// +kubebuilder:validation:Maximum=1000000
 	// +optional
 	PerUser *int64 `json:"perUser,omitempty"`
+
+	// Mode is Enforce (the default) or Shadow: these caps are decided and
+	// counted as if enforced, but refuse nothing (see rateLimiting.mode).
+	//
+	// +kubebuilder:validation:Enum=Enforce;Shadow
+	// +optional
+	Mode RateLimitingMode `json:"mode,omitempty"`
 }
 
 // QuotaLimits are the quotas of a server or a tool.
@@ -421,6 +445,13 @@ type Quota struct {
 	//
 	// +kubebuilder:validation:Enum=Hour;Day;Week;Month
 	Window QuotaWindow `json:"window"`
+
+	// Mode is Enforce (the default) or Shadow: this quota is decided and
+	// counted as if enforced, but refuses nothing (see rateLimiting.mode).
+	//
+	// +kubebuilder:validation:Enum=Enforce;Shadow
+	// +optional
+	Mode RateLimitingMode `json:"mode,omitempty"`
 }
 
 // QuotaWindow is a quota's calendar window.
@@ -489,7 +520,7 @@ type ToolRateLimit struct {
 
 // PromptRateLimit configures the buckets of one prompt.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota)",message="each prompts[] entry must set global, perUser or quota"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota) || has(self.maxConcurrent)",message="each prompts[] entry must set global, perUser, quota or maxConcurrent"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || !has(self.quota) || ((!has(self.quota.global) || self.cost <= self.quota.global.max) && (!has(self.quota.perUser) || self.cost <= self.quota.perUser.max))",message="cost is above this entry's quota max: such a call could never pass; lower the cost or raise the quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
 type PromptRateLimit struct {
@@ -522,12 +553,17 @@ type PromptRateLimit struct {
 	//
 	// +optional
 	Quota *QuotaLimits `json:"quota,omitempty"`
+
+	// MaxConcurrent caps this prompt's gets in flight.
+	//
+	// +optional
+	MaxConcurrent *ConcurrencyLimits `json:"maxConcurrent,omitempty"`
 }
 
 // ResourceRateLimit configures the buckets of one resource, or of the
 // resources of one URI template.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota)",message="each resources[] entry must set global, perUser or quota"
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota) || has(self.maxConcurrent)",message="each resources[] entry must set global, perUser, quota or maxConcurrent"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || !has(self.quota) || ((!has(self.quota.global) || self.cost <= self.quota.global.max) && (!has(self.quota.perUser) || self.cost <= self.quota.perUser.max))",message="cost is above this entry's quota max: such a call could never pass; lower the cost or raise the quota"
 // +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
 type ResourceRateLimit struct {
@@ -562,10 +598,62 @@ type ResourceRateLimit struct {
 	//
 	// +optional
 	Quota *QuotaLimits `json:"quota,omitempty"`
+
+	// MaxConcurrent caps this resource's reads in flight.
+	//
+	// +optional
+	MaxConcurrent *ConcurrencyLimits `json:"maxConcurrent,omitempty"`
+}
+
+// MethodRateLimit configures the limits of one other JSON-RPC method.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.global) || has(self.perUser) || has(self.quota) || has(self.maxConcurrent)",message="each methods[] entry must set global, perUser, quota or maxConcurrent"
+// +kubebuilder:validation:XValidation:rule="!has(self.cost) || !has(self.quota) || ((!has(self.quota.global) || self.cost <= self.quota.global.max) && (!has(self.quota.perUser) || self.cost <= self.quota.perUser.max))",message="cost is above this entry's quota max: such a call could never pass; lower the cost or raise the quota"
+// +kubebuilder:validation:XValidation:rule="!has(self.cost) || ((!has(self.global) || self.cost <= self.global.maxTokens) && (!has(self.perUser) || self.cost <= self.perUser.maxTokens))",message="cost is above this entry's maxTokens: such a call could never pass; lower the cost or raise maxTokens"
+type MethodRateLimit struct {
+	// Method is the JSON-RPC method of the requests this entry limits.
+	// Not tools/call, prompts/get or resources/read (they have entries of
+	// their own), nor a notification.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="!(self in ['tools/call', 'prompts/get', 'resources/read'])",message="tools/call, prompts/get and resources/read are limited by tools[], prompts[] and resources[] entries (or the server's limits)"
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('notifications/')",message="notifications are never limited: a client cannot be told it was refused"
+	Method string `json:"method"`
+
+	// Global is one bucket for this method shared by all callers.
+	//
+	// +optional
+	Global *Bucket `json:"global,omitempty"`
+
+	// PerUser is one bucket per user for this method. Requires
+	// spec.auth.oidc.
+	//
+	// +optional
+	PerUser *Bucket `json:"perUser,omitempty"`
+
+	// Cost is how many tokens one request takes from this entry's buckets
+	// and quota. Default 1.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +optional
+	Cost *int64 `json:"cost,omitempty"`
+
+	// Quota counts this method's requests per calendar window.
+	//
+	// +optional
+	Quota *QuotaLimits `json:"quota,omitempty"`
+
+	// MaxConcurrent caps this method's requests in flight.
+	//
+	// +optional
+	MaxConcurrent *ConcurrencyLimits `json:"maxConcurrent,omitempty"`
 }
 
 // Bucket is a token bucket: it holds at most MaxTokens tokens and refills
-// continuously, from empty to full in RefillPeriod. Each call takes one token.
+// continuously, from empty to full in RefillPeriod. Each call takes its cost
+// (default 1).
 type Bucket struct {
 	// MaxTokens is the capacity of the bucket: the most calls allowed in a burst.
 	//
@@ -581,6 +669,13 @@ type Bucket struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$')",message="refillPeriod must be a positive duration such as 30s, 1m or 1h30m"
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('24h'))",message="refillPeriod must be greater than 0s and at most 24h"
 	RefillPeriod metav1.Duration `json:"refillPeriod"`
+
+	// Mode is Enforce (the default) or Shadow: this bucket is decided and
+	// counted as if enforced, but refuses nothing (see rateLimiting.mode).
+	//
+	// +kubebuilder:validation:Enum=Enforce;Shadow
+	// +optional
+	Mode RateLimitingMode `json:"mode,omitempty"`
 }
 
 // Condition types of an MCPServer.

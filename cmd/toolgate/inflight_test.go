@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testredis"
 )
@@ -61,6 +63,28 @@ func (b *slowBackend) releaseAll() {
 	close(b.release)
 	b.release = make(chan struct{})
 	b.mu.Unlock()
+}
+
+// freeSlots reads, through g's admin endpoint, how many of user's
+// concurrent_per_user slots on default/mcp are free.
+func freeSlots(t *testing.T, g *testgateway.Gateway, user string) int64 {
+	t.Helper()
+	res, err := http.Get("http://" + g.Admin + "/limits?server=default/mcp&user=" + user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var b filter.Budgets
+	if err := json.NewDecoder(res.Body).Decode(&b); err != nil {
+		t.Fatalf("/limits: status %d: %v", res.StatusCode, err)
+	}
+	for _, bu := range b.Buckets {
+		if bu.Scope == "concurrent_per_user" {
+			return bu.Remaining
+		}
+	}
+	t.Fatalf("/limits shows no concurrent_per_user cap: %+v", b)
+	return 0
 }
 
 // Two replicas on one Redis hold a user's calls in flight to the cap,
@@ -128,6 +152,11 @@ func TestInFlightCapsHoldAcrossReplicas(t *testing.T) {
 	if top := backend.top.Load(); top != 3 {
 		t.Errorf("%d calls were in flight at the backend at once, want 3", top)
 	}
+	// A slot is given back just after its answer ends, and the store
+	// both replicas share says so.
+	replicas[0].WaitFor(t, "the 3 slots given back", func() bool {
+		return freeSlots(t, replicas[0], "alice") == 3
+	})
 
 	// A replica dies with 3 calls in flight: their slots stay held until
 	// the lease ends.

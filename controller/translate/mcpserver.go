@@ -185,7 +185,12 @@ func (t *translator) rateLimitingCondition(m *v1alpha1.MCPServer) metav1.Conditi
 		return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonValid,
 			"shadow: decided and counted, never refused (set mode: Enforce to enforce): "+describeLimits(rl), gen)
 	}
-	return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonValid, "enforced: "+describeLimits(rl), gen)
+	limits := describeLimits(rl)
+	if strings.Contains(limits, shadowNote(v1alpha1.RateLimitingShadow)) {
+		return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonValid,
+			"enforced, but those marked shadow are decided and counted, never refused (set their mode: Enforce to enforce them): "+limits, gen)
+	}
+	return condition(v1alpha1.ConditionRateLimitingConfigValid, true, ReasonValid, "enforced: "+limits, gen)
 }
 
 func (t *translator) serviceRefCondition(m *v1alpha1.MCPServer) metav1.Condition {
@@ -202,7 +207,7 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 	var parts []string
 	bucket := func(name string, b *v1alpha1.Bucket) {
 		if b != nil {
-			parts = append(parts, fmt.Sprintf("%s %d/%s", name, b.MaxTokens, b.RefillPeriod.Duration))
+			parts = append(parts, fmt.Sprintf("%s %d/%s", name, b.MaxTokens, b.RefillPeriod.Duration)+shadowNote(b.Mode))
 		}
 	}
 	costs := func(name string, c *int64) {
@@ -219,7 +224,7 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 			q     *v1alpha1.Quota
 		}{{"global", q.Global}, {"perUser", q.PerUser}} {
 			if e.q != nil {
-				parts = append(parts, fmt.Sprintf("%squota.%s %d a %s", name, e.scope, e.q.Max, strings.ToLower(string(e.q.Window))))
+				parts = append(parts, fmt.Sprintf("%squota.%s %d a %s", name, e.scope, e.q.Max, strings.ToLower(string(e.q.Window)))+shadowNote(e.q.Mode))
 			}
 		}
 	}
@@ -228,11 +233,15 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 	quota("", rl.Quota)
 	inFlight := func(name string, c *v1alpha1.ConcurrencyLimits) {
 		global, perUser := caps(c)
+		note := ""
+		if capsShadow(c) {
+			note = shadowNote(v1alpha1.RateLimitingShadow)
+		}
 		if global > 0 {
-			parts = append(parts, fmt.Sprintf("%smaxConcurrent.global %d", name, global))
+			parts = append(parts, fmt.Sprintf("%smaxConcurrent.global %d", name, global)+note)
 		}
 		if perUser > 0 {
-			parts = append(parts, fmt.Sprintf("%smaxConcurrent.perUser %d", name, perUser))
+			parts = append(parts, fmt.Sprintf("%smaxConcurrent.perUser %d", name, perUser)+note)
 		}
 	}
 	entry := func(name string, global, perUser *v1alpha1.Bucket, q *v1alpha1.QuotaLimits, c *int64) {
@@ -248,16 +257,31 @@ func describeLimits(rl *v1alpha1.RateLimiting) string {
 	}
 	for _, e := range rl.Prompts {
 		entry("prompt "+e.Name, e.Global, e.PerUser, e.Quota, e.Cost)
+		inFlight("prompt "+e.Name+".", e.MaxConcurrent)
 	}
 	for _, e := range rl.Resources {
 		entry("resource "+e.URI, e.Global, e.PerUser, e.Quota, e.Cost)
+		inFlight("resource "+e.URI+".", e.MaxConcurrent)
+	}
+	for _, e := range rl.Methods {
+		entry("method "+e.Method, e.Global, e.PerUser, e.Quota, e.Cost)
+		inFlight("method "+e.Method+".", e.MaxConcurrent)
 	}
 	if rl.Quota != nil || slices.ContainsFunc(rl.Tools, func(e v1alpha1.ToolRateLimit) bool { return e.Quota != nil }) ||
 		slices.ContainsFunc(rl.Prompts, func(e v1alpha1.PromptRateLimit) bool { return e.Quota != nil }) ||
-		slices.ContainsFunc(rl.Resources, func(e v1alpha1.ResourceRateLimit) bool { return e.Quota != nil }) {
+		slices.ContainsFunc(rl.Resources, func(e v1alpha1.ResourceRateLimit) bool { return e.Quota != nil }) ||
+		slices.ContainsFunc(rl.Methods, func(e v1alpha1.MethodRateLimit) bool { return e.Quota != nil }) {
 		parts = append(parts, "quota windows in "+cmp.Or(rl.TimeZone, "UTC"))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// shadowNote marks a limit in shadow mode in describeLimits.
+func shadowNote(mode v1alpha1.RateLimitingMode) string {
+	if mode == v1alpha1.RateLimitingShadow {
+		return " (shadow)"
+	}
+	return ""
 }
 
 // policyFor converts an MCPServer into the filter's plain policy.
@@ -295,39 +319,52 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		p.GlobalQuota, p.PerUserQuota = quotas(rl.Quota)
 		p.TimeZone = rl.TimeZone
 		p.GlobalMaxConcurrent, p.PerUserMaxConcurrent = caps(rl.MaxConcurrent)
+		p.MaxConcurrentShadow = capsShadow(rl.MaxConcurrent)
 		if rl.ConcurrencyLease != nil {
 			p.ConcurrencyLease = rl.ConcurrencyLease.Duration.String()
 		}
 		if len(rl.Tools) > 0 {
 			p.Tools = make(map[string]filter.ToolLimits, len(rl.Tools))
 			for _, e := range rl.Tools {
-				l := entryLimits(e.Global, e.PerUser, e.Cost, e.Quota)
-				l.GlobalMaxConcurrent, l.PerUserMaxConcurrent = caps(e.MaxConcurrent)
-				p.Tools[e.Name] = l
+				p.Tools[e.Name] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
 			}
 		}
 		if len(rl.Prompts) > 0 {
 			p.Prompts = make(map[string]filter.ToolLimits, len(rl.Prompts))
 			for _, e := range rl.Prompts {
-				p.Prompts[e.Name] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota)
+				p.Prompts[e.Name] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
 			}
 		}
 		if len(rl.Resources) > 0 {
 			p.Resources = make(map[string]filter.ToolLimits, len(rl.Resources))
 			for _, e := range rl.Resources {
-				p.Resources[e.URI] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota)
+				p.Resources[e.URI] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
+			}
+		}
+		if len(rl.Methods) > 0 {
+			p.Methods = make(map[string]filter.ToolLimits, len(rl.Methods))
+			for _, e := range rl.Methods {
+				p.Methods[e.Method] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
 			}
 		}
 	}
 	return p
 }
 
-// entryLimits converts the limits of a tools[], prompts[] or resources[]
-// entry.
-func entryLimits(global, perUser *v1alpha1.Bucket, c *int64, q *v1alpha1.QuotaLimits) filter.ToolLimits {
+// entryLimits converts the limits of a tools[], prompts[], resources[] or
+// methods[] entry.
+func entryLimits(global, perUser *v1alpha1.Bucket, c *int64, q *v1alpha1.QuotaLimits, inFlight *v1alpha1.ConcurrencyLimits) filter.ToolLimits {
 	l := filter.ToolLimits{Global: limit(global), PerUser: limit(perUser), Cost: cost(c)}
 	l.GlobalQuota, l.PerUserQuota = quotas(q)
+	l.GlobalMaxConcurrent, l.PerUserMaxConcurrent = caps(inFlight)
+	l.MaxConcurrentShadow = capsShadow(inFlight)
 	return l
+}
+
+// capsShadow says whether a server's or an entry's caps are in shadow
+// mode.
+func capsShadow(c *v1alpha1.ConcurrencyLimits) bool {
+	return c != nil && c.Mode == v1alpha1.RateLimitingShadow
 }
 
 // caps converts a server's or a tool's in-flight caps; 0 is no cap.
@@ -353,7 +390,7 @@ func quotas(q *v1alpha1.QuotaLimits) (global, perUser *filter.Quota) {
 		if q == nil {
 			return nil
 		}
-		return &filter.Quota{Max: q.Max, Window: strings.ToLower(string(q.Window))}
+		return &filter.Quota{Max: q.Max, Window: strings.ToLower(string(q.Window)), Shadow: q.Mode == v1alpha1.RateLimitingShadow}
 	}
 	return convert(q.Global), convert(q.PerUser)
 }
@@ -370,5 +407,5 @@ func limit(b *v1alpha1.Bucket) *limiter.Limit {
 	if b == nil {
 		return nil
 	}
-	return &limiter.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod.Duration}
+	return &limiter.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod.Duration, Shadow: b.Mode == v1alpha1.RateLimitingShadow}
 }

@@ -12,24 +12,28 @@ import (
 )
 
 // Limit is a token bucket's shape: it holds at most MaxTokens tokens and
-// refills continuously from empty to full in RefillPeriod.
+// refills continuously from empty to full in RefillPeriod. A Shadow limit
+// is decided and counted as if enforced, but refuses nothing (see Take).
 //
 // In JSON it is {"maxTokens": 100, "refillPeriod": "1m0s"}: the period is a
-// Go duration string, as the MCPServer API spells it.
+// Go duration string, as the MCPServer API spells it; "shadow": true marks
+// a shadow limit.
 type Limit struct {
 	MaxTokens    int64
 	RefillPeriod time.Duration
+	Shadow       bool
 }
 
 // limitJSON is Limit's JSON form.
 type limitJSON struct {
 	MaxTokens    int64  `json:"maxTokens"`
 	RefillPeriod string `json:"refillPeriod"`
+	Shadow       bool   `json:"shadow,omitempty"`
 }
 
 // MarshalJSON encodes the refill period as a Go duration string.
 func (l Limit) MarshalJSON() ([]byte, error) {
-	return json.Marshal(limitJSON{MaxTokens: l.MaxTokens, RefillPeriod: l.RefillPeriod.String()})
+	return json.Marshal(limitJSON{MaxTokens: l.MaxTokens, RefillPeriod: l.RefillPeriod.String(), Shadow: l.Shadow})
 }
 
 // UnmarshalJSON decodes what MarshalJSON encodes. It checks the syntax
@@ -46,7 +50,7 @@ func (l *Limit) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("limit: refillPeriod: %w", err)
 	}
-	*l = Limit{MaxTokens: v.MaxTokens, RefillPeriod: period}
+	*l = Limit{MaxTokens: v.MaxTokens, RefillPeriod: period, Shadow: v.Shadow}
 	return nil
 }
 
@@ -125,15 +129,72 @@ type BucketState struct {
 }
 
 // Decision is the outcome of one Take.
+//
+// Demands whose Limit is Shadow are decided as if enforced, but refuse
+// nothing: Allowed says whether every enforced demand held its tokens. When
+// every demand held, enforced and shadow, all were taken. When an enforced
+// demand did not, nothing was taken. When only shadow demands did not
+// (ShadowRefused), the enforced demands' tokens were taken and none of the
+// shadow demands': they take what they would take if they were enforced,
+// and an enforced Take that is refused takes nothing.
 type Decision struct {
-	// Allowed is true when every bucket held its tokens and they were taken.
-	// When false, nothing was taken from any bucket.
+	// Allowed is true when every enforced demand held its tokens and they
+	// were taken. When false, nothing was taken from any bucket.
 	Allowed bool
-	// RetryAfter, when not Allowed, is the time until every rejecting bucket
-	// holds the tokens demanded again.
+	// ShadowRefused is true when the Take was Allowed and shadow demands
+	// would have refused it.
+	ShadowRefused bool
+	// RetryAfter, when not Allowed (or ShadowRefused), is the time until
+	// every rejecting enforced (or shadow) bucket holds the tokens demanded
+	// again.
 	RetryAfter time.Duration
 	// Buckets holds one state per demand, in order.
 	Buckets []BucketState
+}
+
+// settle sets the decision's Allowed, ShadowRefused and RetryAfter from its
+// bucket states, and says which demands' tokens are to be taken: all, only
+// the enforced ones, or none.
+func (dec *Decision) settle(demands []Demand) (take takeWhich) {
+	enforced, all := true, true
+	var enforcedRetry, shadowRetry time.Duration
+	for i, st := range dec.Buckets {
+		if st.Allowed {
+			continue
+		}
+		all = false
+		if demands[i].Limit.Shadow {
+			shadowRetry = max(shadowRetry, st.RetryAfter)
+		} else {
+			enforced = false
+			enforcedRetry = max(enforcedRetry, st.RetryAfter)
+		}
+	}
+	dec.Allowed, dec.ShadowRefused = enforced, enforced && !all
+	switch {
+	case all:
+		dec.RetryAfter = 0
+		return takeAll
+	case enforced:
+		dec.RetryAfter = shadowRetry
+		return takeEnforced
+	}
+	dec.RetryAfter = enforcedRetry
+	return takeNone
+}
+
+// takeWhich says which demands of a decided Take are taken.
+type takeWhich uint8
+
+const (
+	takeNone takeWhich = iota
+	takeAll
+	takeEnforced
+)
+
+// takes reports whether demand d is taken.
+func (t takeWhich) takes(d Demand) bool {
+	return t == takeAll || t == takeEnforced && !d.Limit.Shadow
 }
 
 // Store takes tokens from buckets.
@@ -184,6 +245,11 @@ func validate(demands []Demand) error {
 		}
 		if d.Tokens <= 0 {
 			return fmt.Errorf("limiter: demand %d (%+v): tokens must be at least 1, got %d", i, d.Bucket, d.Tokens)
+		}
+		for _, e := range demands[:i] {
+			if e.Bucket == d.Bucket && e.Limit.Shadow != d.Limit.Shadow && (e.Slot != "") == (d.Slot != "") && e.Window.IsZero() == d.Window.IsZero() {
+				return fmt.Errorf("limiter: demand %d (%+v): demands on one bucket share its limit's mode (shadow or enforced)", i, d.Bucket)
+			}
 		}
 		if d.Bucket.Server != demands[0].Bucket.Server {
 			return fmt.Errorf("limiter: demand %d (%+v): server %q differs from demand 0's %q: one decision covers one server's buckets", i, d.Bucket, d.Bucket.Server, demands[0].Bucket.Server)

@@ -173,15 +173,18 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 			next, used = append(next, after), append(used, 0)
 		}
 		dec.Buckets[i] = st
-		if !st.Allowed {
-			dec.Allowed = false
-			dec.RetryAfter = max(dec.RetryAfter, st.RetryAfter)
-		}
 	}
 
-	if dec.Allowed {
+	taking := dec.settle(demands)
+	if taking != takeNone {
 		// In order, so that the last demand on a bucket leaves its state.
 		for i, d := range demands {
+			if !taking.takes(d) {
+				// A shadow demand of a Take only its enforced demands
+				// allowed: nothing taken, reported as it is.
+				dec.Buckets[i].Remaining, dec.Buckets[i].ResetAfter = m.shards[idx[i]].stateOf(d, now, wall)
+				continue
+			}
 			if d.Slot != "" {
 				m.shards[idx[i]].hold(d, now)
 				continue
@@ -195,18 +198,7 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 	} else {
 		// Nothing was taken: report every bucket and quota as it is.
 		for i, d := range demands {
-			var st BucketState
-			switch {
-			case d.Slot != "":
-				st = slotState(m.shards[idx[i]].held(d.Bucket, now), d)
-			case !d.Window.IsZero():
-				st = quotaState(m.shards[idx[i]].quotaUsed(d, wall), wall, d)
-			default:
-				b := m.shards[idx[i]].buckets[d.Bucket]
-				capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
-				st = state(b.debt(now, capacity, period), capacity, period)
-			}
-			dec.Buckets[i].Remaining, dec.Buckets[i].ResetAfter = st.Remaining, st.ResetAfter
+			dec.Buckets[i].Remaining, dec.Buckets[i].ResetAfter = m.shards[idx[i]].stateOf(d, now, wall)
 		}
 	}
 
@@ -220,6 +212,22 @@ func (m *Memory) Take(_ context.Context, demands []Demand) (Decision, error) {
 		s.mu.Unlock()
 	}
 	return dec, nil
+}
+
+// stateOf reports a demand's bucket, quota or cap as it is at now (wall
+// for quotas): what remains, and the time until it is full again.
+func (s *shard) stateOf(d Demand, now, wall int64) (remaining int64, resetAfter time.Duration) {
+	var st BucketState
+	switch {
+	case d.Slot != "":
+		st = slotState(s.held(d.Bucket, now), d)
+	case !d.Window.IsZero():
+		st = quotaState(s.quotaUsed(d, wall), wall, d)
+	default:
+		capacity, period := uint64(d.Limit.MaxTokens), micros(d.Limit.RefillPeriod)
+		st = state(s.buckets[d.Bucket].debt(now, capacity, period), capacity, period)
+	}
+	return st.Remaining, st.ResetAfter
 }
 
 // held counts a cap's slots whose lease has not ended at now.

@@ -275,11 +275,20 @@ end
 local before, after, out = {}, {}, {1}
 local used, usedBefore, ending = {}, {}, {}
 local held, heldBefore, holds = {}, {}, {}
+-- shadow: the keys of shadow limits; refusedBy: 'enforced' or 'shadow'
+-- once a demand of that kind is not allowed.
+local shadow, refusedBy = {}, {}
 for i = 1, n do
   local key = KEYS[i]
   local capacity = tonumber(ARGV[3 * i - 2])
   local period = tonumber(ARGV[3 * i - 1])
   local tokens = tonumber(ARGV[3 * i])
+  local kind = 'enforced'
+  if capacity < 0 then
+    capacity = -capacity
+    shadow[key] = true
+    kind = 'shadow'
+  end
   if tokens < 0 then
     -- A cap: a sorted set of the slots held, scored by their lease's end.
     local want = -tokens
@@ -296,7 +305,7 @@ for i = 1, n do
       out[3 * i] = 0
       out[3 * i + 1] = 0
     else
-      out[1] = 0
+      refusedBy[kind] = true
       out[3 * i - 1] = math.max(capacity - h, 0)
       out[3 * i] = 0
       out[3 * i + 1] = 1000000
@@ -317,7 +326,7 @@ for i = 1, n do
       out[3 * i] = left
       out[3 * i + 1] = 0
     else
-      out[1] = 0
+      refusedBy[kind] = true
       out[3 * i - 1] = math.max(capacity - u, 0)
       out[3 * i] = left
       out[3 * i + 1] = math.max(left, 1)
@@ -345,7 +354,7 @@ for i = 1, n do
     out[3 * i] = ceildiv(taken, capacity)
     out[3 * i + 1] = 0
   else
-    out[1] = 0
+    refusedBy[kind] = true
     out[3 * i - 1] = 0
     out[3 * i] = 0
     if tokens <= capacity then
@@ -357,33 +366,48 @@ for i = 1, n do
   end
 end
 
-if out[1] == 1 then
+if refusedBy.enforced then
+  out[1] = 0
+elseif refusedBy.shadow then
+  out[1] = 2
+end
+-- taken: whether a key's demands are taken.
+local function taken(key)
+  return out[1] == 1 or (out[1] == 2 and not shadow[key])
+end
+
+if out[1] ~= 0 then
   for key, s in pairs(after) do
-    local ttl = s[1] - now
-    if s[2] > 0 then ttl = ttl + 1 end
-    redis.call('SET', key, string.format('%d:%d', s[1], s[2]), 'PX', ceildiv(ttl, 1000))
+    if taken(key) then
+      local ttl = s[1] - now
+      if s[2] > 0 then ttl = ttl + 1 end
+      redis.call('SET', key, string.format('%d:%d', s[1], s[2]), 'PX', ceildiv(ttl, 1000))
+    end
   end
   for key, u in pairs(used) do
-    if u ~= usedBefore[key] then
+    if u ~= usedBefore[key] and taken(key) then
       local ttl = ending[key] - now
       if ttl < 1000 then ttl = 1000 end
       redis.call('SET', key, string.format('%d', u), 'PX', ceildiv(ttl, 1000))
     end
   end
-  local taken = {}
+  local count = {}
   for _, h in ipairs(holds) do
     local key, want, lease = h[1], h[2], h[3]
-    local k = taken[key] or 0
-    for j = 1, want do
-      redis.call('ZADD', key, now + lease, slot .. '#' .. (k + j - 1))
+    if taken(key) then
+      local k = count[key] or 0
+      for j = 1, want do
+        redis.call('ZADD', key, now + lease, slot .. '#' .. (k + j - 1))
+      end
+      count[key] = k + want
+      redis.call('PEXPIRE', key, ceildiv(lease, 1000))
     end
-    taken[key] = k + want
-    redis.call('PEXPIRE', key, ceildiv(lease, 1000))
   end
-else
-  -- Nothing was taken: report every bucket and quota as it is.
-  for i = 1, n do
-    local capacity = tonumber(ARGV[3 * i - 2])
+end
+-- What was not taken is reported as it is.
+for i = 1, n do
+  if not taken(KEYS[i]) then
+    local capacity = math.abs(tonumber(ARGV[3 * i - 2]))
     local period = tonumber(ARGV[3 * i - 1])
     if tonumber(ARGV[3 * i]) < 0 then
       out[3 * i - 1] = math.max(capacity - heldBefore[KEYS[i]], 0)
@@ -558,12 +582,12 @@ func (r *Redis) scriptArgs(demands []Demand) []any {
 	slot := ""
 	for i, d := range demands {
 		if d.Slot != "" {
-			args = append(args, d.Limit.MaxTokens, int64(micros(d.Limit.RefillPeriod)), -d.Tokens)
+			args = append(args, capacityArg(d.Limit), int64(micros(d.Limit.RefillPeriod)), -d.Tokens)
 			slot = d.Slot
 			continue
 		}
 		if !d.Window.IsZero() {
-			args = append(args, d.Limit.MaxTokens, -d.Window.End.UnixMicro(), d.Tokens)
+			args = append(args, capacityArg(d.Limit), -d.Window.End.UnixMicro(), d.Tokens)
 			continue
 		}
 		if i > 0 && d.Limit == demands[i-1].Limit && demands[i-1].Window.IsZero() && demands[i-1].Slot == "" {
@@ -571,7 +595,7 @@ func (r *Redis) scriptArgs(demands []Demand) []any {
 			args = append(args, args[3*i-3], args[3*i-2], d.Tokens)
 			continue
 		}
-		args = append(args, d.Limit.MaxTokens, int64(micros(d.Limit.RefillPeriod)), d.Tokens)
+		args = append(args, capacityArg(d.Limit), int64(micros(d.Limit.RefillPeriod)), d.Tokens)
 	}
 	if slot != "" {
 		args = append(args, slot)
@@ -580,6 +604,15 @@ func (r *Redis) scriptArgs(demands []Demand) []any {
 		args = append(args, r.now().UnixMicro())
 	}
 	return args
+}
+
+// capacityArg is a limit's MaxTokens as redisTakeScript reads it: negative
+// for a shadow limit.
+func capacityArg(l Limit) int64 {
+	if l.Shadow {
+		return -l.MaxTokens
+	}
+	return l.MaxTokens
 }
 
 // decision reads redisTakeScript's reply to demands.
@@ -594,7 +627,7 @@ func decision(reply any, demands []Demand) (Decision, error) {
 			return Decision{}, fmt.Errorf("limiter: take from redis: unexpected reply %v", reply)
 		}
 	}
-	dec := Decision{Allowed: vals[0].(int64) == 1, Buckets: make([]BucketState, n)}
+	dec := Decision{Buckets: make([]BucketState, n)}
 	for i, d := range demands {
 		remaining, reset, retry := vals[1+3*i].(int64), vals[2+3*i].(int64), vals[3+3*i].(int64)
 		st := BucketState{Allowed: retry == 0, Remaining: remaining, ResetAfter: duration(uint64(max(reset, 0)))}
@@ -603,9 +636,20 @@ func decision(reply any, demands []Demand) (Decision, error) {
 			if d.Tokens > d.Limit.MaxTokens && d.Window.IsZero() && d.Slot == "" {
 				st.RetryAfter = d.Limit.RefillPeriod
 			}
-			dec.RetryAfter = max(dec.RetryAfter, st.RetryAfter)
 		}
 		dec.Buckets[i] = st
+	}
+	// The script took what the states say (see Decision): all, the
+	// enforced demands', or nothing.
+	want := int64(0)
+	switch dec.settle(demands) {
+	case takeAll:
+		want = 1
+	case takeEnforced:
+		want = 2
+	}
+	if vals[0].(int64) != want {
+		return Decision{}, fmt.Errorf("limiter: take from redis: reply %v: outcome %d disagrees with the demands' states", reply, vals[0])
 	}
 	return dec, nil
 }

@@ -123,6 +123,7 @@ var invalidDemands = []struct {
 	{"a cap with no lease", []limiter.Demand{validDemand, {Bucket: bob, Limit: limiter.Limit{MaxTokens: 3}, Tokens: 1, Slot: "s"}}},
 	{"two demands on one cap", []limiter.Demand{{Bucket: bob, Limit: validDemand.Limit, Tokens: 1, Slot: "s"}, {Bucket: bob, Limit: validDemand.Limit, Tokens: 1, Slot: "s"}}},
 	{"two slot names in one decision", []limiter.Demand{{Bucket: bob, Limit: validDemand.Limit, Tokens: 1, Slot: "s"}, {Bucket: carol, Limit: validDemand.Limit, Tokens: 1, Slot: "t"}}},
+	{"one bucket both shadow and enforced", []limiter.Demand{validDemand, {Bucket: validDemand.Bucket, Limit: limiter.Limit{MaxTokens: 3, RefillPeriod: time.Minute, Shadow: true}, Tokens: 1}}},
 	{"two servers in one decision", []limiter.Demand{validDemand, demand(limiter.BucketID{Server: "team-b/github", User: "alice"}, validDemand.Limit, 1)}},
 }
 
@@ -453,6 +454,71 @@ func runStoreSuite(t *testing.T, newStore func(t *testing.T) (limiter.Store, clo
 			}
 			wantAllowed(t, take(t, s, cap2, demand(bob, l, 2)), false) // the bucket refuses: no slot is held
 			wantAllowed(t, take(t, s, cap2), true)
+		}},
+		{"shadow limits refuse nothing, and take only from a call every limit allows", func(t *testing.T, s limiter.Store, c clock) {
+			enforced := limiter.Limit{MaxTokens: 5, RefillPeriod: time.Hour}
+			shadow := limiter.Limit{MaxTokens: 2, RefillPeriod: time.Hour, Shadow: true}
+			both := []limiter.Demand{demand(bob, enforced, 1), demand(alice, shadow, 1)}
+			for range 2 {
+				dec := take(t, s, both...)
+				if !dec.Allowed || dec.ShadowRefused {
+					t.Fatalf("within both limits: %+v", dec)
+				}
+			}
+			dec := take(t, s, both...) // the shadow bucket is empty
+			if !dec.Allowed || !dec.ShadowRefused || dec.Buckets[1].Allowed || !dec.Buckets[0].Allowed {
+				t.Fatalf("only the shadow bucket would refuse: %+v, want Allowed and ShadowRefused", dec)
+			}
+			wantRemaining(t, dec.Buckets[0], 2) // taken
+			wantRemaining(t, dec.Buckets[1], 0) // as it is
+			near(t, c, "RetryAfter", dec.RetryAfter, 30*time.Minute)
+			dec = take(t, s, demand(bob, enforced, 3), demand(alice, shadow, 1)) // the enforced bucket refuses
+			if dec.Allowed || dec.ShadowRefused {
+				t.Fatalf("the enforced bucket refuses: %+v", dec)
+			}
+			near(t, c, "RetryAfter", dec.RetryAfter, 12*time.Minute)
+			states, err := s.(limiter.Peeker).Peek(context.Background(), []limiter.Demand{demand(bob, enforced, 1), demand(alice, shadow, 1)})
+			if err != nil || states[0].Remaining != 2 || states[1].Remaining != 0 {
+				t.Errorf("after: %+v, %v; want 2 enforced tokens left and 0 shadow", states, err)
+			}
+			c.Advance(30 * time.Minute)
+			if dec := take(t, s, both...); !dec.Allowed || dec.ShadowRefused {
+				t.Errorf("the shadow bucket refilled a token: %+v", dec)
+			}
+		}},
+		{"a shadow quota and a shadow cap take nothing from a call they would refuse", func(t *testing.T, s limiter.Store, c clock) {
+			now := c.Now()
+			day := limiter.Window{Start: now.Add(-time.Hour), End: now.Add(time.Hour)}
+			quota := limiter.Demand{Bucket: bob, Limit: limiter.Limit{MaxTokens: 1, Shadow: true}, Tokens: 1, Window: day}
+			slot := func(name string) limiter.Demand {
+				return limiter.Demand{Bucket: carol, Limit: limiter.Limit{MaxTokens: 1, RefillPeriod: time.Minute, Shadow: true}, Tokens: 1, Slot: name}
+			}
+			l := limiter.Limit{MaxTokens: 10, RefillPeriod: time.Hour}
+			if dec := take(t, s, demand(alice, l, 1), quota, slot("a")); !dec.Allowed || dec.ShadowRefused {
+				t.Fatalf("first call: %+v", dec)
+			}
+			dec := take(t, s, demand(alice, l, 1), quota, slot("b"))
+			if !dec.Allowed || !dec.ShadowRefused || dec.Buckets[1].Allowed || dec.Buckets[2].Allowed {
+				t.Fatalf("second call: %+v, want both shadow limits refusing, and the call allowed", dec)
+			}
+			wantRemaining(t, dec.Buckets[0], 8)
+			states, err := s.(limiter.Peeker).Peek(context.Background(), []limiter.Demand{quota, slot("x")})
+			if err != nil || states[0].Remaining != 0 || states[1].Remaining != 0 {
+				t.Errorf("peek: %+v, %v; want the quota spent by the first call only, and its slot held", states, err)
+			}
+			if err := s.(limiter.Releaser).Release(context.Background(), []limiter.Demand{slot("a")}); err != nil {
+				t.Fatal(err)
+			}
+			// b was never held: its release must not free anyone's slot.
+			if err := s.(limiter.Releaser).Release(context.Background(), []limiter.Demand{slot("b")}); err != nil {
+				t.Fatal(err)
+			}
+			if dec := take(t, s, slot("c")); !dec.Allowed || dec.ShadowRefused {
+				t.Errorf("after a's release: %+v", dec)
+			}
+			if dec := take(t, s, slot("d")); !dec.Allowed || !dec.ShadowRefused {
+				t.Errorf("c holds the slot: %+v, want a shadow refusal", dec)
+			}
 		}},
 		{"invalid demands are refused and take nothing", func(t *testing.T, s limiter.Store, c clock) {
 			for _, tc := range invalidDemands {
