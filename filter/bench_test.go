@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/filter/authz"
 	"github.com/toolgate/toolgate/filter/limiter"
+	"github.com/toolgate/toolgate/internal/testredis"
 )
 
 // smallCall is a typical tools/call.
@@ -73,18 +75,32 @@ func BenchmarkMiddleware(b *testing.B) {
 // benchCall returns a function that sends smallCall with token through a
 // filter of three buckets that never run out (server per user, tool per
 // user, server global) and the given authorization, to a backend that
-// only reads the body; it fails the benchmark on any status but 200.
+// only reads the body; it panics on any status but 200.
 func benchCall(b *testing.B, shared *filter.Shared, iss *testIssuer, authorization *authz.Policy, token string) func() {
 	b.Helper()
-	plenty := limit(1<<40, time.Second)
-	f, err := filter.New(filter.Policy{
-		Server: testServer, Auth: iss.auth(), Global: plenty, PerUser: plenty,
-		Tools:         map[string]filter.ToolLimits{"expensive_tool": {PerUser: plenty}},
-		Authorization: authorization,
-	}, shared)
+	p := plentyPolicy(iss)
+	p.Authorization = authorization
+	f, err := filter.New(p, shared)
 	if err != nil {
 		b.Fatal(err)
 	}
+	return benchServe(f, token)
+}
+
+// plentyPolicy has three buckets that never run out: server per user,
+// tool per user, server global.
+func plentyPolicy(iss *testIssuer) filter.Policy {
+	plenty := limit(1<<40, time.Second)
+	return filter.Policy{
+		Server: testServer, Auth: iss.auth(), Global: plenty, PerUser: plenty,
+		Tools: map[string]filter.ToolLimits{"expensive_tool": {PerUser: plenty}},
+	}
+}
+
+// benchServe returns a function that sends smallCall with token through
+// f, to a backend that only reads the body; it panics on any status but
+// 200. Each goroutine needs its own.
+func benchServe(f *filter.Filter, token string) func() {
 	h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))
@@ -102,7 +118,7 @@ func benchCall(b *testing.B, shared *filter.Shared, iss *testIssuer, authorizati
 		w.status = http.StatusOK
 		h.ServeHTTP(w, r)
 		if w.status != http.StatusOK {
-			b.Fatalf("status %d", w.status)
+			panic(fmt.Sprintf("status %d", w.status)) // b.Fatal may not be called from RunParallel's goroutines
 		}
 	}
 }
@@ -247,3 +263,71 @@ type countingWriter struct {
 func (w *countingWriter) Header() http.Header         { return w.header }
 func (w *countingWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
 func (w *countingWriter) WriteHeader(int)             {}
+
+// BenchmarkLimitsOnRedis is a tools/call through a policy on Redis, by
+// many callers at once as a proxy serves them: the three buckets of
+// plentyPolicy, and the same with a per-user quota and a per-user in-flight
+// cap (a slot taken and given back on every call) besides. Neither runs
+// out. It reports the store's round trips per call. Run them together and
+// compare the medians: hack/bench-limits.sh.
+func BenchmarkLimitsOnRedis(b *testing.B) {
+	srv, err := testredis.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Close() })
+	iss := newIssuer(b)
+	withQuota, withCap := plentyPolicy(iss), plentyPolicy(iss)
+	withQuota.PerUserQuota = &filter.Quota{Max: 1 << 40, Window: filter.WindowDay}
+	withCap.PerUserMaxConcurrent = 1 << 20
+	withQuotaAndCap := withQuota
+	withQuotaAndCap.PerUserMaxConcurrent = withCap.PerUserMaxConcurrent
+	for _, tc := range []struct {
+		name   string
+		policy filter.Policy
+	}{
+		{"buckets", plentyPolicy(iss)},
+		{"buckets+quota", withQuota},
+		{"buckets+cap", withCap},
+		{"buckets+quota+cap", withQuotaAndCap},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			client, err := limiter.NewRedisClient(limiter.RedisConfig{URL: srv.URL()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer client.Close()
+			_ = client.FlushAll(b.Context()).Err()
+			store := limiter.NewRedis(client, limiter.RedisOptions{})
+			defer store.Close()
+			shared, err := filter.NewShared(filter.SharedOptions{Store: store, Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, err := filter.New(tc.policy, shared)
+			if err != nil {
+				b.Fatal(err)
+			}
+			// Callers are 8 users, each with a verified token in cache.
+			var tokens []string
+			for i := range 8 {
+				token := iss.token(b, fmt.Sprintf("user-%d", i))
+				benchServe(f, token)()
+				tokens = append(tokens, token)
+			}
+			var next atomic.Int64
+			start := store.RoundTrips()
+			b.SetParallelism(16)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				serve := benchServe(f, tokens[next.Add(1)%int64(len(tokens))])
+				for pb.Next() {
+					serve()
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(store.RoundTrips()-start)/float64(b.N), "round-trips/op")
+		})
+	}
+}

@@ -24,6 +24,7 @@ type slowBackend struct {
 	addr          string
 	inFlight, top atomic.Int64
 	open          atomic.Bool // calls pass without waiting
+	fail          atomic.Bool // requests fail: the connection is closed unanswered
 	mu            sync.Mutex
 	release       chan struct{}
 }
@@ -53,7 +54,16 @@ func startSlowBackend(t *testing.T) *slowBackend {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 	})
-	b.addr = serveOnLoopback(t, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true})
+	b.addr = serveOnLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b.fail.Load() {
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				_ = conn.Close()
+			}
+			return
+		}
+		mcpHandler.ServeHTTP(w, r)
+	}))
 	return b
 }
 
@@ -88,9 +98,11 @@ func freeSlots(t *testing.T, g *testgateway.Gateway, user string) int64 {
 }
 
 // Two replicas on one Redis hold a user's calls in flight to the cap,
-// together: of 50 concurrent slow calls, 3 reach the backend. A replica
-// killed while its calls are in flight leaves their slots held until
-// their lease ends, then they are free again.
+// together: of 50 concurrent slow calls, 3 reach the backend. A call gives
+// its slot back when its answer ends, when its client goes away and when
+// its backend fails, long before its lease (10 minutes) would free it. A
+// replica killed while its calls are in flight leaves their slots held
+// until their lease ends (6 seconds there), then they are free again.
 func TestInFlightCapsHoldAcrossReplicas(t *testing.T) {
 	redisServer, err := testredis.Start()
 	if err != nil {
@@ -99,16 +111,19 @@ func TestInFlightCapsHoldAcrossReplicas(t *testing.T) {
 	t.Cleanup(func() { _ = redisServer.Close() })
 	issuer, _ := startIssuer(t)
 	backend := startSlowBackend(t)
-	config := func(port int) string {
-		return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+`  rateLimiting:
+	startReplicas := func(lease string) []*testgateway.Gateway {
+		config := func(port int) string {
+			return testgateway.Config(port, backend.addr, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits")+`  rateLimiting:
     maxConcurrent: {perUser: 3}
-    concurrencyLease: 6s
+    concurrencyLease: `+lease+`
 `)
+		}
+		return []*testgateway.Gateway{
+			testgateway.Start(t, config, "--redis-url", redisServer.URL()),
+			testgateway.Start(t, config, "--redis-url", redisServer.URL()),
+		}
 	}
-	replicas := []*testgateway.Gateway{
-		testgateway.Start(t, config, "--redis-url", redisServer.URL()),
-		testgateway.Start(t, config, "--redis-url", redisServer.URL()),
-	}
+	replicas := startReplicas("10m")
 	token := claimsToken(t, issuer, "alice", nil)
 	const slowCall = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{}}}`
 	waitInFlight := func(n int64) {
@@ -154,12 +169,50 @@ func TestInFlightCapsHoldAcrossReplicas(t *testing.T) {
 	}
 	// A slot is given back just after its answer ends, and the store
 	// both replicas share says so.
-	replicas[0].WaitFor(t, "the 3 slots given back", func() bool {
-		return freeSlots(t, replicas[0], "alice") == 3
-	})
+	slotsBack := func(why string) {
+		t.Helper()
+		replicas[0].WaitFor(t, "the 3 slots given back after "+why, func() bool {
+			return freeSlots(t, replicas[0], "alice") == 3
+		})
+	}
+	slotsBack("their answers")
+
+	// Clients that go away give their slots back.
+	ctx, cancel := context.WithCancel(t.Context())
+	for i := range 3 {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, replicas[i%2].URL, strings.NewReader(slowCall))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", "Bearer "+token)
+			if res, err := client.Do(req); err == nil {
+				_ = res.Body.Close()
+			}
+		}()
+	}
+	waitInFlight(3)
+	if free := freeSlots(t, replicas[1], "alice"); free != 0 {
+		t.Errorf("%d slots free with 3 calls in flight, want 0", free)
+	}
+	cancel()
+	slotsBack("their clients went away")
+	backend.releaseAll() // the backend may not notice the gateway went away
+	waitInFlight(0)
+
+	// Calls whose backend fails give their slots back.
+	backend.fail.Store(true)
+	for i := range 3 {
+		if s := post(t, replicas[i%2].URL, token, http.MethodPost, slowCall); s != http.StatusBadGateway {
+			t.Errorf("a call whose backend closed the connection: status %d, want 502", s)
+		}
+	}
+	slotsBack("their backend failed")
+	backend.fail.Store(false)
 
 	// A replica dies with 3 calls in flight: their slots stay held until
-	// the lease ends.
+	// the lease ends. (Two replicas with a short lease; the first two
+	// stay idle.)
+	replicas = startReplicas("6s")
 	for range 3 {
 		go func() {
 			// The replica dies under it: no answer is expected.

@@ -103,7 +103,9 @@ const CapRetryAfter = time.Second
 type Releaser interface {
 	// Release gives back the slots the demands of an allowed Take hold;
 	// demands that are not caps' are ignored. Slots already given back,
-	// or past their lease, are no error.
+	// or past their lease, are no error. A Take of this store that starts
+	// after Release returned sees the slots free; another replica's may
+	// see them free a little later (Redis.Release).
 	Release(ctx context.Context, demands []Demand) error
 }
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the filter's Redis limits benchmark side by side and prints each
+# case's median time per call, its throughput ratio to the buckets-only
+# policy (baseline time / time; goal: at least 0.9 for buckets, a quota and
+# an in-flight cap) and its median round trips to Redis per call.
+#
+# The test binary is built once; each round runs every case in a process
+# of its own, in an order that alternates from round to round. COUNT rounds
+# (default 10) of BENCHTIME each (default 2s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT=${COUNT:-10}
+BENCHTIME=${BENCHTIME:-2s}
+./hack/redis.sh >/dev/null
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+go test -c -o "$bin/filter.test" ./filter
+benches=('buckets' 'buckets+quota' 'buckets+cap' 'buckets+quota+cap')
+results=$bin/results
+for ((round = 0; round < COUNT; round++)); do
+  order=("${benches[@]}")
+  if ((round % 2)); then
+    for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do tmp=${order[i]}; order[i]=${order[j]}; order[j]=$tmp; done
+  fi
+  for b in "${order[@]}"; do
+    (cd filter && "$bin/filter.test" -test.run '^$' -test.bench "^BenchmarkLimitsOnRedis\$/^${b//+/\\+}\$" -test.benchtime "$BENCHTIME" -test.benchmem) |
+      grep '^Benchmark' | tee -a "$results" >&2
+  done
+done
+awk '
+  function median(list,   k, v, i, j, x) {
+    k = split(substr(list, 2), v, " ")
+    for (i = 2; i <= k; i++) { x = v[i] + 0; j = i - 1; while (j > 0 && v[j] + 0 > x) { v[j+1] = v[j]; j-- } v[j+1] = x }
+    return (k % 2) ? v[(k+1)/2] : (v[k/2] + v[k/2+1]) / 2
+  }
+  {
+    name = $1; sub(/-[0-9]+$/, "", name); t[name] = t[name] " " $3
+    for (i = 4; i < NF; i++) if ($(i+1) == "round-trips/op") rt[name] = rt[name] " " $i
+  }
+  END {
+    for (n in t) { med[n] = median(t[n]); trips[n] = median(rt[n]) }
+    b = "BenchmarkLimitsOnRedis/buckets"
+    for (n in med) {
+      r = (n == b) ? "base" : sprintf("%.3fx", med[b] / med[n])
+      printf "%-44s %12.0f %10s %14.3f\n", n, med[n], r, trips[n]
+    }
+  }' "$results" | sort | { printf "%-44s %12s %10s %14s\n" "benchmark (median of $COUNT)" "ns/op" "vs base" "round-trips/op"; cat; }
