@@ -296,10 +296,10 @@ func BenchmarkLimitsOnRedis(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer client.Close()
+			defer func() { _ = client.Close() }()
 			_ = client.FlushAll(b.Context()).Err()
 			store := limiter.NewRedis(client, limiter.RedisOptions{})
-			defer store.Close()
+			defer func() { _ = store.Close() }()
 			shared, err := filter.NewShared(filter.SharedOptions{Store: store, Registerer: prometheus.NewRegistry()})
 			if err != nil {
 				b.Fatal(err)
