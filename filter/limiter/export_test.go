@@ -26,3 +26,14 @@ func (r *Redis) Queued() (decisions, releases int) {
 	defer r.releases.mu.Unlock()
 	return len(r.calls), len(r.releases.queued)
 }
+
+// DropQueuedReleases forgets the releases that wait for a pipeline, as if
+// they were lost on their way, and reports how many there were; their
+// slots stay pending.
+func (r *Redis) DropQueuedReleases() int {
+	r.releases.mu.Lock()
+	defer r.releases.mu.Unlock()
+	n := len(r.releases.queued)
+	r.releases.queued = nil
+	return n
+}

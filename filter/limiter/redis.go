@@ -213,7 +213,11 @@ func (r *Redis) Available() bool { return r.health.available() }
 // the count used in the window, and expires when the window ends. A cap's
 // demand gives its lease in µs for the period and minus its slots for the
 // tokens, and the slot's name follows the demands' arguments: its key is a
-// sorted set of the slots held, scored by their lease's end. The clock
+// sorted set of the slots held, scored by their lease's end. After the
+// slot's name, each cap's demand gives the number of slots given back
+// whose release the store has not yet seen run, then their members: they
+// are given back again first (see Release); that is written even when
+// the Take is refused. The clock
 // is the server's TIME; a test's clock may be given as one more argument,
 // the Unix time in µs (Redis.now). The reply is
 // {allowed (1 or 0), then for each demand: remaining, resetAfter µs,
@@ -225,20 +229,30 @@ func (r *Redis) Available() bool { return r.health.available() }
 const redisTakeScript = `
 local n = #KEYS
 -- Caps' demands give minus their slots for tokens; then the slot's name
--- follows the demands' arguments.
-local base = 3 * n
+-- follows the demands' arguments, and for each cap's demand, in order, the
+-- number of slots given back that the store has not seen freed, and their
+-- members.
+local pos = 3 * n + 1
 local slot
+local givenBack = {}
 for i = 1, n do
   if tonumber(ARGV[3 * i]) < 0 then
-    base = 3 * n + 1
-    slot = ARGV[base]
-    break
+    if slot == nil then
+      slot = ARGV[pos]
+      pos = pos + 1
+    end
+    local k = tonumber(ARGV[pos]) or -1
+    if k < 0 then
+      return redis.error_reply('toolgate limiter: want the slots given back after the slot name')
+    end
+    givenBack[i] = {pos + 1, pos + k}
+    pos = pos + k + 1
   end
 end
 local now
-if #ARGV == base + 1 then
+if #ARGV == pos then
   now = tonumber(ARGV[#ARGV])
-elseif #ARGV == base then
+elseif #ARGV == pos - 1 then
   local clock = redis.call('TIME')
   now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 else
@@ -294,8 +308,16 @@ for i = 1, n do
     local want = -tokens
     local h = held[key]
     if h == nil then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      for j = givenBack[i][1], givenBack[i][2] do
+        redis.call('ZREM', key, ARGV[j])
+      end
+      -- Slots past their lease count until the set looks full: only
+      -- then are they dropped, and the rest counted again.
       h = redis.call('ZCARD', key)
+      if want > capacity - h then
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+        h = redis.call('ZCARD', key)
+      end
       held[key], heldBefore[key] = h, h
     end
     if want <= capacity - h then
@@ -445,12 +467,13 @@ return out
 
 var peekScript = redis.NewScript(redisPeekScript)
 
-// redisReleaseScript gives back a Take's slots: ARGV[1] is the slot's
-// name, ARGV[1+i] how many slots KEYS[i] holds for it.
+// redisReleaseScript gives back slots: ARGV[2i-1] is the name of the slots
+// KEYS[i] holds, ARGV[2i] how many it holds. One call may give back the
+// slots of several Takes of one server.
 const redisReleaseScript = `
 for i = 1, #KEYS do
-  for k = 0, tonumber(ARGV[1 + i]) - 1 do
-    redis.call('ZREM', KEYS[i], ARGV[1] .. '#' .. k)
+  for k = 0, tonumber(ARGV[2 * i]) - 1 do
+    redis.call('ZREM', KEYS[i], ARGV[2 * i - 1] .. '#' .. k)
   end
 end
 return 0
@@ -532,7 +555,8 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{}, fmt.Errorf("limiter: take from redis: %w", err)
 	}
-	c := &call{demands: demands, keys: r.keys(demands), args: r.scriptArgs(demands), done: make(chan struct{})}
+	keys := r.keys(demands)
+	c := &call{demands: demands, keys: keys, args: r.scriptArgs(demands, keys), done: make(chan struct{})}
 	select {
 	case <-r.stop:
 		return Decision{}, ErrClosed
@@ -577,7 +601,7 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 }
 
 // scriptArgs are redisTakeScript's arguments for demands.
-func (r *Redis) scriptArgs(demands []Demand) []any {
+func (r *Redis) scriptArgs(demands []Demand, keys []string) []any {
 	args := make([]any, 0, 3*len(demands)+1)
 	slot := ""
 	for i, d := range demands {
@@ -599,6 +623,11 @@ func (r *Redis) scriptArgs(demands []Demand) []any {
 	}
 	if slot != "" {
 		args = append(args, slot)
+		for i, d := range demands {
+			if d.Slot != "" {
+				args = r.pendingOf(args, keys[i])
+			}
+		}
 	}
 	if r.now != nil {
 		args = append(args, r.now().UnixMicro())

@@ -50,8 +50,7 @@ func (r *Redis) sendQueued() {
 		}
 		break
 	}
-	// Releases are taken after the decisions (see takeReleases), even when
-	// no decision is queued: the releaser sends them so.
+	// Even when no decision is queued: the releaser sends releases so.
 	r.send(batch)
 }
 
@@ -71,23 +70,11 @@ func (r *Redis) drain() {
 
 // send decides a batch, and gives back the slots of the releases queued,
 // in one round trip (two when Redis lost a script), and records the
-// outcome in the store's health. It first waits for the pipeline that
-// carried releases before it to land (see takeReleases).
+// outcome in the store's health. The releases go first; no order between
+// pipelines is needed (see Release).
 func (r *Redis) send(batch []*call) {
-	rels, wait, mine := r.takeReleases()
-	if mine != nil {
-		defer r.landed(mine)
-	}
-	if len(batch) == 0 && len(rels) == 0 {
-		return // nothing queued: another pipeline took it all
-	}
-	if wait != nil {
-		// Bounded: that pipeline ends within its Timeout once the flights
-		// before it have, and there are at most as many as pipelines may
-		// be in flight, and Close's.
-		<-wait
-	}
-	// Decisions whose callers gave up while this pipeline waited are not
+	rels := r.takeReleases()
+	// Decisions whose callers gave up while they were queued are not
 	// sent: they took nothing.
 	live := batch[:0]
 	for _, c := range batch {
@@ -101,28 +88,32 @@ func (r *Redis) send(batch []*call) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	cmds := r.exec(ctx, rels, live, false)
-	// NOSCRIPT: Redis restarted or failed over. The decisions are sent
-	// again with EVAL in one more pipeline; releases never need it.
-	var lost []int
-	for i, cmd := range cmds[len(rels):] {
-		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			lost = append(lost, i)
+	// NOSCRIPT: Redis restarted or failed over. What it did not run is
+	// sent again with EVAL in one more pipeline.
+	var lostRels []*release
+	var lostCalls []*call
+	var at []int
+	for i, cmd := range cmds {
+		if err := cmd.Err(); err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			continue
+		}
+		at = append(at, i)
+		if i < len(rels) {
+			lostRels = append(lostRels, rels[i])
+		} else {
+			lostCalls = append(lostCalls, live[i-len(rels)])
 		}
 	}
-	if len(lost) > 0 {
-		again := make([]*call, len(lost))
-		for j, i := range lost {
-			again[j] = live[i]
-		}
-		for j, cmd := range r.exec(ctx, nil, again, true) {
-			cmds[len(rels)+lost[j]] = cmd
+	if len(at) > 0 {
+		for j, cmd := range r.exec(ctx, lostRels, lostCalls, true) {
+			cmds[at[j]] = cmd
 		}
 	}
 	// Health first, so that the callers of a round trip that made the store
 	// unavailable learn it from their error and decide elsewhere.
 	var failed error
 	for _, cmd := range cmds {
-		if err := cmd.Err(); err != nil {
+		if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
 			failed = err
 			break
 		}
@@ -132,22 +123,25 @@ func (r *Redis) send(batch []*call) {
 	} else {
 		r.health.succeeded()
 	}
-	// A failed release needs no answer: its slots' lease frees them.
+	// A failed release needs no answer: its slots stay pending until
+	// their lease frees them.
+	var done []*release
+	for i, rel := range rels {
+		if err := cmds[i].Err(); err == nil || errors.Is(err, redis.Nil) {
+			done = append(done, rel)
+		}
+	}
+	if len(done) > 0 {
+		r.answered(done)
+	}
 	for i, c := range live {
 		r.answer(c, cmds[len(rels)+i])
 	}
 }
 
-// exec sends one pipeline: an EVAL per release, then an EVALSHA (EVAL when
-// eval is set) per call, and returns their commands in that order.
-//
-// Releases are sent with the script's text, which Redis hashes to find
-// the script it keeps (a small script: a few hundred bytes and a SHA-1 per
-// release). With EVALSHA, a release could find the script missing
-// (NOSCRIPT: Redis lost it, or never ran a release since it restarted
-// while decisions went on) while the decisions behind it, whose script
-// Redis has, run at once: they would be decided before the release they
-// follow, and sent again afterwards it could not change their answer.
+// exec sends one pipeline: a script call per release (per server), then
+// one per decision, EVALSHA (EVAL when eval is set), and returns their
+// commands in that order.
 func (r *Redis) exec(ctx context.Context, rels []*release, calls []*call, eval bool) []*redis.Cmd {
 	cmds := make([]*redis.Cmd, len(rels)+len(calls))
 	r.roundTrips.Add(1)
@@ -155,7 +149,11 @@ func (r *Redis) exec(ctx context.Context, rels []*release, calls []*call, eval b
 	// first of them.
 	_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, rel := range rels {
-			cmds[i] = p.Eval(ctx, redisReleaseScript, rel.keys, rel.args...)
+			if eval {
+				cmds[i] = p.Eval(ctx, redisReleaseScript, rel.keys, rel.args...)
+			} else {
+				cmds[i] = p.EvalSha(ctx, releaseScript.Hash(), rel.keys, rel.args...)
+			}
 		}
 		for i, c := range calls {
 			if eval {
@@ -210,7 +208,7 @@ var probeDemand = []Demand{{
 // a Redis that answers PING but cannot run or write (a replica, OOM, a lost
 // script it cannot reload) is not taken for a working one.
 func (r *Redis) probe(ctx context.Context) error {
-	reply, err := r.run(ctx, takeScript, r.keys(probeDemand), r.scriptArgs(probeDemand)...).Result()
+	reply, err := r.run(ctx, takeScript, r.keys(probeDemand), r.scriptArgs(probeDemand, nil)...).Result()
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,23 +20,34 @@ import (
 // meanwhile, which is no time at all next to a call's length.
 const releaseLinger = time.Millisecond
 
-// release is one Release on its way to Redis: redisReleaseScript's keys and
-// arguments.
+// release is one Release on its way to Redis: redisReleaseScript's keys
+// and arguments for one server's slots, and the members it gives back per
+// key (for pending).
 type release struct {
-	keys []string
-	args []any
+	server  string
+	keys    []string
+	args    []any
+	members [][]string
 }
 
-// releaseQueue holds the releases waiting for a pipeline, and the flight
-// that decisions must let land before they leave (see takeReleases).
+// pendingSlot is a slot given back whose release Redis has not yet been
+// seen to run: every Take of its cap carries it (see scriptArgs), until its
+// release is answered or its lease has ended anyway.
+type pendingSlot struct {
+	member string
+	until  time.Time
+}
+
+// releaseQueue holds the releases waiting for a pipeline, and the slots
+// given back that Redis may not have freed yet.
 type releaseQueue struct {
 	mu     sync.Mutex
 	queued []*release // oldest first
 	oldest time.Time  // when queued[0] was queued
 	max    int        // past it, Release sends on its own
-	// flight is closed once the latest pipeline that carried releases is
-	// answered (or has failed); nil once it has.
-	flight chan struct{}
+	// pending holds, by cap key, the slots given back whose release is
+	// not yet answered.
+	pending map[string][]pendingSlot
 	// closed is set by Close: from then on Release sends on its own.
 	closed bool
 	// linger wakes the releaser; it is made, and the releaser started, by
@@ -50,14 +62,19 @@ type releaseQueue struct {
 
 // Release implements Releaser without waiting for Redis: it queues the
 // release and returns. The release rides in the next pipeline that leaves,
-// ahead of that pipeline's decisions, so that a Take that starts after
-// Release returned sees the slots free (takeReleases says why this holds
-// with several pipelines in flight); when no decision comes along to carry
-// it within a millisecond (releaseLinger), the store's releaser goroutine
-// sends it as soon as a pipeline is free. A release that fails counts in
-// the store's health like any failed round trip, and its slots are freed
-// by their lease; so are they, without a try, while the store is
-// unavailable.
+// with the releases of the same server in one script call, and when no
+// decision comes along to carry it within a millisecond (releaseLinger),
+// the store's releaser goroutine sends it as soon as a pipeline is free. A
+// release that fails counts in the store's health like any failed round
+// trip, and its slots are freed by their lease; so are they, without a
+// try, while the store is unavailable.
+//
+// A Take of this store that starts after Release returned sees the slots
+// free, in whatever pipeline and on whatever connection each travels: until
+// the release is answered, the store remembers the slots given back, and
+// every Take of their cap gives them back again first, in its own script
+// call (see scriptArgs). Pipelines thus never wait for one another. Another
+// replica sees them free once the release has run.
 //
 // Only when the queue is full (more releases than the decisions Take may
 // queue), or after Close, does Release send on its own, in one script call
@@ -75,32 +92,42 @@ func (r *Redis) Release(ctx context.Context, demands []Demand) error {
 	if !r.health.available() {
 		return nil // left to the lease, as the store cannot be reached
 	}
-	args := make([]any, 0, 1+len(caps))
-	args = append(args, caps[0].Slot)
-	for _, d := range caps {
-		args = append(args, d.Tokens)
+	rel := &release{server: caps[0].Bucket.Server, keys: r.keys(caps), args: make([]any, 0, 2*len(caps)), members: make([][]string, len(caps))}
+	for i, d := range caps {
+		rel.args = append(rel.args, d.Slot, d.Tokens)
+		for k := range d.Tokens {
+			rel.members[i] = append(rel.members[i], slotMember(d.Slot, k))
+		}
 	}
-	rel := &release{keys: r.keys(caps), args: args}
-	if r.queueRelease(rel) {
+	if r.queueRelease(rel, caps) {
 		return nil
 	}
 	return r.releaseNow(ctx, rel)
 }
 
-// queueRelease queues rel for the next pipeline, and arms the releaser's
-// timer unless it runs; it reports false when the queue is full or the
-// store closed.
-func (r *Redis) queueRelease(rel *release) bool {
+// queueRelease queues rel for the next pipeline, remembers its slots as
+// pending, and arms the releaser's timer unless it runs; it reports false
+// when the queue is full or the store closed.
+func (r *Redis) queueRelease(rel *release, caps []Demand) bool {
 	q := &r.releases
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed || len(q.queued) >= q.max {
 		return false
 	}
+	now := time.Now()
 	if len(q.queued) == 0 {
-		q.oldest = time.Now()
+		q.oldest = now
 	}
 	q.queued = append(q.queued, rel)
+	if q.pending == nil {
+		q.pending = map[string][]pendingSlot{}
+	}
+	for i, key := range rel.keys {
+		for _, m := range rel.members[i] {
+			q.pending[key] = append(q.pending[key], pendingSlot{member: m, until: now.Add(caps[i].Limit.RefillPeriod)})
+		}
+	}
 	switch {
 	case q.linger == nil:
 		q.linger, q.armed = time.NewTimer(releaseLinger), true
@@ -111,6 +138,55 @@ func (r *Redis) queueRelease(rel *release) bool {
 		q.armed = true
 	}
 	return true
+}
+
+// pendingOf appends to args, for a Take's cap key, the number of its slots
+// given back whose release is not yet answered, then their members; it
+// forgets those whose lease has ended.
+func (r *Redis) pendingOf(args []any, key string) []any {
+	q := &r.releases
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	slots := q.pending[key]
+	live := slots[:0]
+	now := time.Now()
+	for _, p := range slots {
+		if p.until.After(now) {
+			live = append(live, p)
+		}
+	}
+	switch {
+	case len(live) == 0:
+		delete(q.pending, key)
+	case len(live) < len(slots):
+		clear(slots[len(live):])
+		q.pending[key] = live
+	}
+	args = append(args, int64(len(live)))
+	for _, p := range live {
+		args = append(args, p.member)
+	}
+	return args
+}
+
+// answered forgets the pending slots of releases Redis has run.
+func (r *Redis) answered(rels []*release) {
+	q := &r.releases
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, rel := range rels {
+		for i, key := range rel.keys {
+			slots := q.pending[key]
+			for _, m := range rel.members[i] {
+				slots = slices.DeleteFunc(slots, func(p pendingSlot) bool { return p.member == m })
+			}
+			if len(slots) == 0 {
+				delete(q.pending, key)
+			} else {
+				q.pending[key] = slots
+			}
+		}
+	}
 }
 
 // releaseNow sends rel on its own and waits for it, for at most Timeout,
@@ -124,6 +200,7 @@ func (r *Redis) releaseNow(ctx context.Context, rel *release) error {
 		return fmt.Errorf("limiter: release in redis: %w", err)
 	}
 	r.health.succeeded()
+	r.answered([]*release{rel})
 	return nil
 }
 
@@ -177,63 +254,32 @@ func (r *Redis) lingerOrDisarm() bool {
 }
 
 // takeReleases hands every queued release to the pipeline about to leave,
-// and returns the flight that pipeline must wait for before it leaves: the
-// latest pipeline that carried releases, until it lands (nil when none is
-// in the air). When it hands out releases, the pipeline becomes the latest
-// flight: mine is to be given to landed once it is answered. A pipeline's
-// releases are sent ahead of its decisions.
-//
-// Why a release is never lost, and only ever seen late (which refuses a
-// decision a slot too early, and never lets a cap be exceeded):
-//
-//   - A release leaves the queue once, under the queue's lock, into one
-//     pipeline that sends it, with its script's text so that Redis cannot
-//     have lost the script (see exec). If that round trip fails, the
-//     slot's lease frees it. Close sends what is still queued.
-//   - A Take that starts after a Release returned sees its slots free. Its
-//     decision was queued after the release was, and its pipeline takes
-//     its decisions off their queue before it takes the releases (send is
-//     called after sendQueued drained r.calls). So when that pipeline takes
-//     the releases, the release is either still queued, and leaves in it,
-//     ahead of the decision (Redis runs one pipeline's commands in order on
-//     one connection, and a Take's keys and those of its release share one
-//     Cluster hash slot), or an earlier pipeline took it, under the same
-//     lock, and made itself the flight. The decision's pipeline waits for
-//     the latest flight to land, and each flight waited for the one before
-//     it before it left, so every earlier flight, the release's included,
-//     has been answered before the decision is sent.
-//   - Two senders whose releases and decisions were queued at the same
-//     moment, with no such order between them, send them on two
-//     connections, and Redis may run either first. A decision run before a
-//     release finds the slot still held: it may be refused although the
-//     slot was about to be free, which is late, and never more slots than
-//     the cap. A release cannot run before the decision that took its slot,
-//     since that decision was answered before Release was called.
-//
-// Flights follow one another only while releases flow: a pipeline that
-// carries no release makes no flight, and leaves at once when the last
-// flight has landed.
-func (r *Redis) takeReleases() (rels []*release, wait <-chan struct{}, mine chan struct{}) {
+// grouped by server: one script call gives back the slots of one server's
+// releases (their keys share a Cluster hash slot).
+func (r *Redis) takeReleases() []*release {
 	q := &r.releases
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	rels, q.queued, wait = q.queued, nil, q.flight
-	if len(rels) > 0 {
-		mine = make(chan struct{})
-		q.flight = mine
-	}
-	return rels, wait, mine
-}
-
-// landed tells the pipelines waiting for flight mine that it was answered.
-func (r *Redis) landed(mine chan struct{}) {
-	q := &r.releases
-	q.mu.Lock()
-	if q.flight == mine {
-		q.flight = nil
-	}
+	rels := q.queued
+	q.queued = nil
 	q.mu.Unlock()
-	close(mine)
+	if len(rels) < 2 {
+		return rels
+	}
+	var groups []*release
+	at := map[string]int{}
+	for _, rel := range rels {
+		i, ok := at[rel.server]
+		if !ok {
+			at[rel.server] = len(groups)
+			groups = append(groups, &release{server: rel.server})
+			i = len(groups) - 1
+		}
+		g := groups[i]
+		g.keys = append(g.keys, rel.keys...)
+		g.args = append(g.args, rel.args...)
+		g.members = append(g.members, rel.members...)
+	}
+	return groups
 }
 
 // stopReleaser makes Release send on its own from now on, and waits for

@@ -145,6 +145,42 @@ func warmUp(t *testing.T, s *limiter.Redis) {
 	waitAllFree(t, s, d)
 }
 
+// A Take that starts after a Release returned gives the released slot
+// back itself, so that it sees it free even when the release reaches
+// Redis after it, or never: here the release is held back (it waits for
+// the only pipeline), then lost.
+func TestRedisTakeGivesBackWhatWasReleasedBeforeIt(t *testing.T) {
+	s, _ := releaseStore(t, sharedRedis.Addr(), limiter.RedisOptions{Pipelines: 1, Timeout: time.Second})
+	held := capOf("alice", "first", 1)
+	if !takeSlot(t, s, held) {
+		t.Fatal("the first take was refused")
+	}
+	giveBack := s.HoldPipeline() // the only one
+	release(t, s, held)
+	next := capOf("alice", "second", 1)
+	allowed := make(chan bool, 1)
+	go func() { allowed <- takeSlot(t, s, next) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if decisions, releases := s.Queued(); decisions == 1 && releases == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the take and the release did not queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := s.DropQueuedReleases(); n != 1 {
+		t.Fatalf("dropped %d releases, want 1", n)
+	}
+	giveBack()
+	if !<-allowed {
+		t.Fatal("a take after the release was refused: it did not give the slot back itself")
+	}
+	release(t, s, next)
+	waitAllFree(t, s, next)
+}
+
 // A Release does not wait for Redis, yet a Take that starts after it
 // returned sees its slot free, whether the release left with that Take, in
 // a pipeline before it or from the store's releaser.
