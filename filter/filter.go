@@ -286,10 +286,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost, http.MethodGet, http.MethodDelete:
 	case http.MethodOptions:
-		if isCORSPreflight(r) {
+		if IsCORSPreflight(r) {
 			// Browsers send preflights without credentials and act on
 			// nothing but the answer's CORS headers; the backend gives
-			// those. A token sent anyway is not the backend's.
+			// those, unless the route's CORS filter answered before the
+			// request got here. A token sent anyway is not the backend's.
 			if f.auth != nil && !f.forwardAuthorization {
 				r.Header.Del("Authorization")
 			}
@@ -902,9 +903,11 @@ func headerNameMatches(header string, name []byte) bool {
 	return err == nil && bytes.Equal(decoded, name)
 }
 
-// isCORSPreflight reports whether r is a browser's CORS preflight: an
-// OPTIONS request with Origin and Access-Control-Request-Method, and no body.
-func isCORSPreflight(r *http.Request) bool {
+// IsCORSPreflight reports whether r is a browser's CORS preflight: an
+// OPTIONS request with Origin and Access-Control-Request-Method, and no
+// body. The filter lets such requests pass without a token; the gateway's
+// CORS filter, which runs before it, answers the same requests itself.
+func IsCORSPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&
 		r.Header.Get("Access-Control-Request-Method") != "" && !hasBody(r)
 }

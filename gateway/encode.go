@@ -112,6 +112,14 @@ func redactFilter(f Filter) Filter {
 		u.Path = clonePtr(u.Path)
 		f.URLRewrite = &u
 	}
+	if f.CORS != nil {
+		c := *f.CORS
+		c.AllowOrigins = slices.Clone(c.AllowOrigins)
+		c.AllowMethods = slices.Clone(c.AllowMethods)
+		c.AllowHeaders = slices.Clone(c.AllowHeaders)
+		c.ExposeHeaders = slices.Clone(c.ExposeHeaders)
+		f.CORS = &c
+	}
 	if f.ExtensionRef != nil {
 		ref := *f.ExtensionRef
 		ref.MCPServer = ref.MCPServer.Clone() // holds no secret

@@ -86,6 +86,11 @@ func fullConfig(t *testing.T) *Config {
 								Path:     &PathModifier{Type: ReplacePrefixMatch, ReplacePrefixMatch: "/", ReplaceFullPath: "/mcp"},
 							}},
 							{Type: FilterExtensionRef, ExtensionRef: &ExtensionRef{Group: "toolgate.dev", Kind: "MCPServer", Name: "github", MCPServer: policy}},
+							{Type: FilterCORS, CORS: &CORS{
+								AllowOrigins: []string{"https://app.example.com", "http://localhost:6274"}, AllowCredentials: true,
+								AllowMethods: []string{"POST", "GET", "DELETE"}, AllowHeaders: []string{"Authorization", "Content-Type"},
+								ExposeHeaders: []string{"Mcp-Session-Id", "WWW-Authenticate"}, MaxAge: 600,
+							}},
 						},
 						Backends: []Backend{{
 							Name:                "team-a/github-mcp:8080",
@@ -227,6 +232,7 @@ func TestRedactedHidesKeysAndHeaderValuesAndKeepsTheRest(t *testing.T) {
 	rule.Backends[0].Endpoints[0] = "changed"
 	rule.Filters[3].ExtensionRef.MCPServer.Tools["other_tool"].PerUser.MaxTokens = 1
 	rule.Filters[2].URLRewrite.Path.ReplaceFullPath = "/changed"
+	rule.Filters[4].CORS.AllowOrigins[0] = "https://changed.example"
 	l.VirtualHosts[0].Hostnames[0] = "changed"
 	after, err := EncodeConfig(cfg)
 	if err != nil {

@@ -8,15 +8,21 @@ import (
 )
 
 // wrapFilters builds the handler chain of a filter list around next, once
-// per snapshot. Filters run in list order, as the spec recommends.
+// per snapshot. Filters run in list order, as the spec recommends, but for
+// CORS, which runs first.
 func (c *compiler) wrapFilters(filters []Filter, next http.Handler) (http.Handler, error) {
-	rewrites, redirects := 0, 0
-	for _, f := range filters {
+	rewrites, redirects, cors := 0, 0, -1
+	for i, f := range filters {
 		switch f.Type {
 		case FilterURLRewrite:
 			rewrites++
 		case FilterRequestRedirect:
 			redirects++
+		case FilterCORS:
+			if cors >= 0 {
+				return nil, fmt.Errorf("at most one CORS filter is allowed")
+			}
+			cors = i
 		}
 	}
 	if rewrites > 1 {
@@ -27,9 +33,23 @@ func (c *compiler) wrapFilters(filters []Filter, next http.Handler) (http.Handle
 	}
 	h := next
 	for i := len(filters) - 1; i >= 0; i-- {
+		if i == cors {
+			continue
+		}
 		var err error
 		if h, err = c.wrapFilter(filters[i], h); err != nil {
 			return nil, fmt.Errorf("filter %d (%s): %w", i, filters[i].Type, err)
+		}
+	}
+	if cors >= 0 {
+		// Outermost, wherever the list has it: the spec asks for list
+		// order only "wherever possible", and CORS headers belong on
+		// every answer of the rule, the other filters' included (a 401
+		// of the MCP filter, a redirect), while a preflight must be
+		// answered before any of them refuses it for lack of a token.
+		var err error
+		if h, err = c.wrapFilter(filters[cors], h); err != nil {
+			return nil, fmt.Errorf("filter %d (%s): %w", cors, filters[cors].Type, err)
 		}
 	}
 	return h, nil
@@ -60,6 +80,15 @@ func (c *compiler) wrapFilter(f Filter, next http.Handler) (http.Handler, error)
 			return nil, err
 		}
 		return &urlRewriteFilter{cfg: *f.URLRewrite, next: next}, nil
+	case FilterCORS:
+		if f.CORS == nil {
+			return nil, fmt.Errorf("cors is not set")
+		}
+		policy, err := newCORSPolicy(f.CORS)
+		if err != nil {
+			return nil, err
+		}
+		return &corsFilter{policy: policy, next: next}, nil
 	case FilterExtensionRef:
 		ref := f.ExtensionRef
 		if ref == nil {
@@ -198,18 +227,26 @@ func (f *responseHeaderFilter) ServeHTTP(w http.ResponseWriter, r *http.Request)
 	f.next.ServeHTTP(&responseHeaderWriter{ResponseWriter: w, mod: f.mod}, r)
 }
 
-// responseHeaderWriter applies a header modifier just before the response
-// header is written.
+// responseModifier changes a response's header fields just before they are
+// written.
+type responseModifier interface {
+	modifyResponse(h http.Header)
+}
+
+func (m *headerModifier) modifyResponse(h http.Header) { m.apply(h, nil) }
+
+// responseHeaderWriter applies a response modifier just before the
+// response header is written.
 type responseHeaderWriter struct {
 	http.ResponseWriter
-	mod  *headerModifier
+	mod  responseModifier
 	done bool
 }
 
 func (w *responseHeaderWriter) modify() {
 	if !w.done {
 		w.done = true
-		w.mod.apply(w.Header(), nil)
+		w.mod.modifyResponse(w.Header())
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/toolgate/toolgate/filter"
 )
 
 // entryHandler is where every request on a gateway socket starts: it loads
@@ -79,12 +81,13 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 const wellKnownResourceMetadata = "/.well-known/oauth-protected-resource"
 
 // serveResourceMetadata answers a request for the RFC 9728 metadata of the
-// resource at path (the root form when path is ""): the rule a request to
-// path would reach on this host must have a filter that protects it. It
-// returns false, having written nothing, when there is none: the request is
-// then routed as any other.
+// resource at path (the root form when path is ""), or a browser's
+// preflight for it: the rule a request to path would reach on this host
+// must have a filter that protects it. It returns false, having written
+// nothing, when there is none: the request is then routed as any other.
 func (s *Server) serveResourceMetadata(snap *snapshot, key portKey, w http.ResponseWriter, r *http.Request, path string) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	preflight := filter.IsCORSPreflight(r)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !preflight {
 		return false
 	}
 	var e *matchEntry
@@ -110,9 +113,18 @@ func (s *Server) serveResourceMetadata(snap *snapshot, key portKey, w http.Respo
 	if e == nil || e.rule.metadata == nil {
 		return false
 	}
+	if preflight {
+		metadataCORS.preflight(w, r, metadataCORS.allowed(r.Header.Values("Origin")))
+		return true
+	}
 	e.rule.metadata.ServeResourceMetadata(w, r, resourceURL(r, path))
 	return true
 }
+
+// metadataCORS answers preflights for resource metadata, a public document
+// that browser clients ask for with an MCP-Protocol-Version header (which
+// needs a preflight) and read with "Access-Control-Allow-Origin: *".
+var metadataCORS = &corsPolicy{anyOrigin: true, methods: "GET, HEAD", anyHeader: true, maxAge: "3600"}
 
 // resourceURL is the URL of the resource at path, as the gateway receives
 // requests to it: the listener's scheme and the request's Host.

@@ -289,6 +289,7 @@ const (
 	FilterResponseHeaderModifier FilterType = "ResponseHeaderModifier"
 	FilterRequestRedirect        FilterType = "RequestRedirect"
 	FilterURLRewrite             FilterType = "URLRewrite"
+	FilterCORS                   FilterType = "CORS"
 	FilterExtensionRef           FilterType = "ExtensionRef"
 )
 
@@ -299,6 +300,7 @@ type Filter struct {
 	ResponseHeaderModifier *HeaderModifier `json:"responseHeaderModifier,omitempty"`
 	RequestRedirect        *Redirect       `json:"requestRedirect,omitempty"`
 	URLRewrite             *URLRewrite     `json:"urlRewrite,omitempty"`
+	CORS                   *CORS           `json:"cors,omitempty"`
 	ExtensionRef           *ExtensionRef   `json:"extensionRef,omitempty"`
 }
 
@@ -359,6 +361,35 @@ type PathModifier struct {
 	Type               PathModifierType `json:"type"`
 	ReplaceFullPath    string           `json:"replaceFullPath,omitempty"`
 	ReplacePrefixMatch string           `json:"replacePrefixMatch,omitempty"`
+}
+
+// CORS answers browsers' cross-origin requests to a rule (the Gateway API's
+// HTTPCORSFilter). The gateway answers a preflight (OPTIONS with Origin and
+// Access-Control-Request-Method) itself, and adds the CORS headers to every
+// other response of the rule, whatever filter or backend writes it; it
+// runs before the rule's other filters, wherever the list has it. See
+// [CORS.Check] for the values it accepts.
+type CORS struct {
+	// AllowOrigins are the origins allowed: "*" alone for every one, or
+	// scheme://host[:port] with scheme http or https, where host may be
+	// "*" (any host) or start with "*." (any name below, at any depth).
+	// Without a port, the scheme's (80 or 443) is meant. An allowed
+	// origin is echoed in Access-Control-Allow-Origin ("*" answers "*"
+	// unless AllowCredentials).
+	AllowOrigins []string `json:"allowOrigins,omitempty"`
+	// AllowCredentials answers Access-Control-Allow-Credentials: true.
+	AllowCredentials bool `json:"allowCredentials,omitempty"`
+	// AllowMethods and AllowHeaders are what a preflight may ask for; "*"
+	// alone answers whatever it asks for.
+	AllowMethods []string `json:"allowMethods,omitempty"`
+	AllowHeaders []string `json:"allowHeaders,omitempty"`
+	// ExposeHeaders are the response header fields a page may read beside
+	// the safelisted ones; "*" exposes all of them.
+	ExposeHeaders []string `json:"exposeHeaders,omitempty"`
+	// MaxAge is how many seconds a browser may keep a preflight's answer.
+	// Zero sends no Access-Control-Max-Age; the translator applies the
+	// spec's default of 5.
+	MaxAge int32 `json:"maxAge,omitempty"`
 }
 
 // ExtensionRef is an implementation-specific filter: the MCP policy filter

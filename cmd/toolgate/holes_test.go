@@ -146,21 +146,7 @@ func TestWhatReachesTheBackendIsWhatTheFilterInspected(t *testing.T) {
 	_ = zw.Close()
 
 	send := func(method, body string, header ...string) int {
-		req, err := http.NewRequest(method, g.URL, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Set(header[i], header[i+1])
-		}
-		res, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		_ = res.Body.Close()
-		return res.StatusCode
+		return request(t, method, g.URL, body, append([]string{"Content-Type", "application/json"}, header...)...).StatusCode
 	}
 	refused := []struct {
 		name   string

@@ -46,7 +46,7 @@ const defaultGatewayClass = "toolgate"
 // translate/gateway.go finishGateways), GatewayInfrastructure (labels and
 // annotations are not propagated: controller/provision/objects.go),
 // ListenerSet, frontend client certificate validation, BackendTLSPolicy,
-// HTTPRouteRequestMirror (and its variants), HTTPRouteCORS, HTTPRouteRetry
+// HTTPRouteRequestMirror (and its variants), HTTPRouteRetry
 // (and its variants), HTTPRouteBackendProtocolH2C (no h2c transport:
 // gateway/proxy.go) and GatewayBackendClientCertificate.
 var supportedFeatures = []features.FeatureName{
@@ -74,6 +74,9 @@ var supportedFeatures = []features.FeatureName{
 	features.SupportHTTPRoute308RedirectStatusCode,
 	features.SupportHTTPRouteHostRewrite,
 	features.SupportHTTPRoutePathRewrite,
+	// The CORS filter answers preflights and sets the CORS headers of every
+	// answer of its rule (gateway/cors.go; translate/filters.go corsFilter).
+	features.SupportHTTPRouteCORS,
 	// timeouts.request and timeouts.backendRequest (gateway/compile.go
 	// requestTimeout, gateway/proxy.go).
 	features.SupportHTTPRouteRequestTimeout,

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -54,6 +55,14 @@ func (t *translator) translateFilters(rs *routeState, route *gwv1.HTTPRoute, fil
 				rewrite.Hostname = string(*ur.Hostname)
 			}
 			out = append(out, gateway.Filter{Type: gateway.FilterURLRewrite, URLRewrite: rewrite})
+		case gwv1.HTTPRouteFilterCORS:
+			if slices.ContainsFunc(filters[:i], func(f gwv1.HTTPRouteFilter) bool { return f.Type == gwv1.HTTPRouteFilterCORS }) {
+				rs.unsupported(at + ": a rule (or backendRef) may have one CORS filter: merge it into the first one")
+				continue
+			}
+			if c := corsFilter(rs, f.CORS, at); c != nil {
+				out = append(out, gateway.Filter{Type: gateway.FilterCORS, CORS: c})
+			}
 		case gwv1.HTTPRouteFilterExtensionRef:
 			out = append(out, t.extensionRef(rs, route, f.ExtensionRef, at))
 		default:
@@ -75,6 +84,39 @@ func headerModifier(m *gwv1.HTTPHeaderFilter) *gateway.HeaderModifier {
 		out.Add = append(out.Add, gateway.Header{Name: string(h.Name), Value: h.Value})
 	}
 	out.Remove = append(out.Remove, m.Remove...)
+	return out
+}
+
+// defaultCORSMaxAge is the spec's default of cors.maxAge, in seconds, for
+// routes that did not go through the API server's defaulting (standalone
+// mode).
+const defaultCORSMaxAge = 5
+
+// corsFilter converts a CORS filter, or returns nil and makes the route
+// refused (UnsupportedValue) with what to fix when the gateway could not
+// serve it.
+func corsFilter(rs *routeState, c *gwv1.HTTPCORSFilter, at string) *gateway.CORS {
+	if c == nil {
+		rs.unsupported(at + ": cors is required for a CORS filter")
+		return nil
+	}
+	out := &gateway.CORS{AllowCredentials: c.AllowCredentials != nil && *c.AllowCredentials, MaxAge: cmp.Or(c.MaxAge, defaultCORSMaxAge)}
+	for _, o := range c.AllowOrigins {
+		out.AllowOrigins = append(out.AllowOrigins, string(o))
+	}
+	for _, m := range c.AllowMethods {
+		out.AllowMethods = append(out.AllowMethods, string(m))
+	}
+	for _, h := range c.AllowHeaders {
+		out.AllowHeaders = append(out.AllowHeaders, string(h))
+	}
+	for _, h := range c.ExposeHeaders {
+		out.ExposeHeaders = append(out.ExposeHeaders, string(h))
+	}
+	if err := out.Check(); err != nil {
+		rs.unsupported(fmt.Sprintf("%s: cors.%v", at, err))
+		return nil
+	}
 	return out
 }
 

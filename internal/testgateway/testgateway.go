@@ -20,9 +20,18 @@ import (
 // MCPServer's spec lines besides serviceRef (auth, rateLimiting, ...),
 // indented by two spaces; "" for none.
 func Config(port int, backendAddr, policy string) string {
+	return ConfigWithFilters(port, backendAddr, policy, "")
+}
+
+// ConfigWithFilters is Config whose route rule has more filters after the
+// ExtensionRef: filters holds their list items, indented by four spaces.
+func ConfigWithFilters(port int, backendAddr, policy, filters string) string {
 	_, backendPort, _ := net.SplitHostPort(backendAddr)
 	if policy != "" {
 		policy = strings.TrimRight(policy, "\n") + "\n"
+	}
+	if filters != "" {
+		filters = strings.TrimRight(filters, "\n") + "\n"
 	}
 	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -42,7 +51,7 @@ spec:
     filters:
     - type: ExtensionRef
       extensionRef: {group: toolgate.dev, kind: MCPServer, name: mcp}
-    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: mcp}]
+%s    backendRefs: [{group: toolgate.dev, kind: MCPServer, name: mcp}]
 ---
 apiVersion: toolgate.dev/v1alpha1
 kind: MCPServer
@@ -64,7 +73,7 @@ metadata:
 addressType: IPv4
 ports: [{name: mcp, port: %s}]
 endpoints: [{addresses: [127.0.0.1]}]
-`, port, backendPort, policy, backendPort, backendPort)
+`, port, filters, backendPort, policy, backendPort, backendPort)
 }
 
 // OIDC is the spec lines of an MCPServer whose callers prove who they are
