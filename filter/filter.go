@@ -64,6 +64,9 @@ type Filter struct {
 	authz *authz.Authorizer
 	// auditArguments writes arguments' values into the audit trail.
 	auditArguments bool
+	// backend, when set, puts the gateway's credential on requests to the
+	// backend (BackendAuth).
+	backend *backendCredentials
 	// shadow decides and counts the limits but never refuses.
 	shadow bool
 }
@@ -166,6 +169,9 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 	}
 	if policy.Auth != nil {
 		f.auth = newAuthenticator(shared, *policy.Auth)
+	}
+	if policy.BackendAuth != nil {
+		f.backend = newBackendCredentials(policy.BackendAuth, shared.backendTokens)
 	}
 	if f.timeZone, err = time.LoadLocation(policy.TimeZone); err != nil {
 		return nil, fmt.Errorf("filter: timeZone: %w", err) // validate checked it already
@@ -305,6 +311,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var who caller
+	next := h.next
+	if f.backend != nil {
+		// The caller's own credential stays here (it is removed below);
+		// the backend gets the gateway's, once the request has passed.
+		next = f.withBackendCredentials(h.next, bearerToken(r))
+	}
 	if f.auth != nil {
 		c, failure := f.auth.identify(r.Context(), r, f.resourceURL)
 		if failure != nil {
@@ -331,6 +343,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Header.Del("Authorization")
 		}
 	}
+	if f.backend != nil {
+		r.Header.Del("Authorization") // even an unverified caller's
+	}
 	if r.Method != http.MethodPost {
 		if hasBody(r) {
 			// A lenient backend could read a tool call from it that the
@@ -343,10 +358,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f.authz != nil && r.Method == http.MethodGet {
 			// A resumed stream replays responses, and the legacy SSE
 			// transport sends them all here: lists among them.
-			f.serveFilteringLists(w, r, who, h.next)
+			f.serveFilteringLists(w, r, who, next)
 			return
 		}
-		h.next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r)
 		return
 	}
 	if problem := unreadableBody(r.Header); problem != "" {
@@ -423,10 +438,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
 	if filterLists {
-		f.serveFilteringLists(w, r, who, h.next)
+		f.serveFilteringLists(w, r, who, next)
 		return
 	}
-	h.next.ServeHTTP(w, r)
+	next.ServeHTTP(w, r)
 }
 
 // serveFilteringLists serves a request whose response may carry list

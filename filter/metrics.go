@@ -198,10 +198,11 @@ const (
 	reasonForbidden
 	reasonNotAllowed
 	reasonListUnreadable
+	reasonBackendCredentials
 	numReasons
 )
 
-var reasonNames = [numReasons]string{
+var reasonNames = [numReasons]string{ //nolint:gosec // metric label values, not credentials
 	reasonParseError:           "parse_error",
 	reasonInvalidRequest:       "invalid_request",
 	reasonHeaderMismatch:       "header_mismatch",
@@ -218,6 +219,7 @@ var reasonNames = [numReasons]string{
 	reasonForbidden:            "insufficient_scope",
 	reasonNotAllowed:           "not_allowed",
 	reasonListUnreadable:       "list_unreadable",
+	reasonBackendCredentials:   "backend_credentials",
 }
 
 // metrics are the filter's collectors, shared by every server.

@@ -87,6 +87,10 @@ type Policy struct {
 	// (Limit.Shadow), quota (Quota.Shadow) or set of caps
 	// (MaxConcurrentShadow) can be one by itself.
 	Shadow bool `json:"shadow,omitempty"`
+	// BackendAuth, when set, is how the gateway authenticates to the
+	// backend: a static header, or a token of its own or exchanged for the
+	// caller's. The caller's token is not forwarded with it.
+	BackendAuth *BackendAuth `json:"backendAuth,omitempty"`
 	// AuditArguments writes the value of each tool call's and prompt's
 	// arguments into the audit trail; without it a record holds only their
 	// size and SHA-256.
@@ -185,6 +189,7 @@ func (p *Policy) Clone() *Policy {
 	c.GlobalQuota, c.PerUserQuota = cloneQuota(p.GlobalQuota), cloneQuota(p.PerUserQuota)
 	c.Tools, c.Prompts, c.Resources = cloneLimits(p.Tools), cloneLimits(p.Prompts), cloneLimits(p.Resources)
 	c.Methods = cloneLimits(p.Methods)
+	c.BackendAuth = p.BackendAuth.clone()
 	return &c
 }
 
@@ -233,6 +238,9 @@ func (p *Policy) validate() (namespace, name string, err error) {
 		if p.Auth == nil {
 			errs = append(errs, errors.New("resourceURL names a protected resource: it needs auth"))
 		}
+	}
+	if p.BackendAuth != nil {
+		errs = append(errs, p.BackendAuth.validate(p.Auth != nil, p.ForwardAuthorization)...)
 	}
 	if err := validateLimit("global", p.Global); err != nil {
 		errs = append(errs, err)

@@ -146,6 +146,7 @@ type Shared struct {
 	origin                    func(*http.Request) Origin
 	oidcCtx                   context.Context // carries the HTTP client; never cancelled
 	tokens                    *tokenCache
+	backendTokens             *backendTokens
 
 	httpClient         *http.Client     // fetches key sets
 	keyRefreshInterval time.Duration    // the least time between two fetches of a key set
@@ -207,6 +208,11 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 		return nil, fmt.Errorf("filter: token cache: %w", err)
 	}
 	s.tokens = &tokenCache{entries: cache, maxAge: cmpOr(opts.TokenCacheMaxAge, DefaultTokenCacheMaxAge)}
+	// Backends' tokens are asked for with the same client: a token
+	// endpoint, like an issuer, is reached with its own timeout.
+	if s.backendTokens, err = newBackendTokens(client, cmpOr(opts.TokenCacheSize, DefaultTokenCacheSize)); err != nil {
+		return nil, fmt.Errorf("filter: %w", err)
+	}
 	if s.metrics, err = newMetrics(opts.Registerer, s.store); err != nil {
 		return nil, fmt.Errorf("filter: %w", err)
 	}

@@ -43,10 +43,10 @@ func DecodeConfig(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// redacted replaces every secret in a redacted Config: private keys, and
-// header and query parameter values, since a RequestHeaderModifier may
-// inject a credential for the backend and a header or query parameter
-// match may test for one.
+// redacted replaces every secret in a redacted Config: private keys, an
+// MCPServer's backend credentials, and header and query parameter values,
+// since a RequestHeaderModifier may inject a credential for the backend
+// and a header or query parameter match may test for one.
 const redacted = "[redacted]"
 
 // Redacted returns a deep copy of c that is safe to show: every private key
@@ -122,7 +122,11 @@ func redactFilter(f Filter) Filter {
 	}
 	if f.ExtensionRef != nil {
 		ref := *f.ExtensionRef
-		ref.MCPServer = ref.MCPServer.Clone() // holds no secret
+		ref.MCPServer = ref.MCPServer.Clone()
+		if ref.MCPServer != nil && ref.MCPServer.BackendAuth != nil {
+			// The backend's credential: a Secret's value.
+			ref.MCPServer.BackendAuth = ref.MCPServer.BackendAuth.Redacted()
+		}
 		f.ExtensionRef = &ref
 	}
 	return f

@@ -27,7 +27,13 @@ func fullConfig(t *testing.T) *Config {
 		Authorization: &authz.Policy{Rules: []authz.Rule{
 			{Name: "engineers", Tools: []string{"search_*"}, Prompts: []string{"review"}, Resources: []string{"file:///docs/*"}, When: "'engineering' in claims.groups", Scopes: []string{"repo:read"}},
 		}},
-		AuditArguments:       true,
+		AuditArguments: true,
+		// Encoded here only: a policy sets one of them.
+		BackendAuth: &filter.BackendAuth{
+			Header:            &filter.StaticHeader{Name: "X-API-Key", Value: "backend-secret"},
+			ClientCredentials: &filter.OAuth2Client{TokenURL: "https://as.example/token", ClientID: "toolgate", ClientSecret: "client-secret", Scopes: []string{"repo"}, Audience: "https://backend.example", AllowInsecureHTTP: true},
+			TokenExchange:     &filter.OAuth2Client{TokenURL: "https://as.example/token", ClientID: "toolgate", ClientSecret: "exchange-secret", Audience: "github"},
+		},
 		Shadow:               true,
 		GlobalQuota:          &filter.Quota{Max: 100000, Window: "month"},
 		PerUserQuota:         &filter.Quota{Max: 1000, Window: "day", Shadow: true},
@@ -224,8 +230,15 @@ func TestRedactedHidesKeysAndHeaderValuesAndKeepsTheRest(t *testing.T) {
 	if m := rule.Matches[0]; m.Headers[0].Value != redacted || m.QueryParams[0].Value != redacted || m.QueryParams[0].Type != MatchRegularExpression {
 		t.Errorf("redacted match = %+v, want values redacted and types kept", m)
 	}
-	if ref := rule.Filters[3].ExtensionRef; !reflect.DeepEqual(ref.MCPServer, cfg.Listeners[0].VirtualHosts[0].Routes[0].Rules[0].Filters[3].ExtensionRef.MCPServer) {
-		t.Errorf("redacted policy = %+v, want it unchanged", ref.MCPServer)
+	served := cfg.Listeners[0].VirtualHosts[0].Routes[0].Rules[0].Filters[3].ExtensionRef.MCPServer
+	want := served.Clone()
+	want.BackendAuth = served.BackendAuth.Redacted()
+	if ref := rule.Filters[3].ExtensionRef; !reflect.DeepEqual(ref.MCPServer, want) {
+		t.Errorf("redacted policy = %+v, want it unchanged but for its backend credentials", ref.MCPServer)
+	}
+	if b := rule.Filters[3].ExtensionRef.MCPServer.BackendAuth; b.Header.Value != redacted || b.ClientCredentials.ClientSecret != redacted ||
+		b.TokenExchange.ClientSecret != redacted || b.ClientCredentials.ClientID != "toolgate" || served.BackendAuth.Header.Value != "backend-secret" {
+		t.Errorf("redacted backend credentials %+v, served %+v", b, served.BackendAuth)
 	}
 
 	// A deep copy: changing it leaves the served config as it was.

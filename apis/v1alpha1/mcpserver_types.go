@@ -23,6 +23,10 @@ const MaxTools = 128
 // on its callers.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.perUser",reason="FieldValueForbidden",message="rateLimiting.perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use rateLimiting.global for a limit shared by all callers"
+// +kubebuilder:validation:XValidation:rule="!has(self.backendAuth) || !has(self.backendAuth.tokenExchange) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".backendAuth.tokenExchange",reason="FieldValueForbidden",message="backendAuth.tokenExchange needs spec.auth.oidc: it exchanges the caller's verified token"
+// +kubebuilder:validation:XValidation:rule="!has(self.backendAuth) || !has(self.auth) || !has(self.auth.forwardAuthorization) || !self.auth.forwardAuthorization",fieldPath=".backendAuth",reason="FieldValueForbidden",message="backendAuth and auth.forwardAuthorization exclude each other: the server gets the gateway's credential, never the caller's token"
+// +kubebuilder:validation:XValidation:rule="!has(self.backendAuth) || !has(self.backendAuth.clientCredentials) || !self.backendAuth.clientCredentials.tokenURL.startsWith('http://') || (has(self.backendAuth.clientCredentials.allowInsecureHTTP) && self.backendAuth.clientCredentials.allowInsecureHTTP)",fieldPath=".backendAuth.clientCredentials.tokenURL",message="tokenURL must be https://: the client secret would cross the network in clear (allowInsecureHTTP lets a test server use http)"
+// +kubebuilder:validation:XValidation:rule="!has(self.backendAuth) || !has(self.backendAuth.tokenExchange) || !self.backendAuth.tokenExchange.tokenURL.startsWith('http://') || (has(self.backendAuth.tokenExchange.allowInsecureHTTP) && self.backendAuth.tokenExchange.allowInsecureHTTP)",fieldPath=".backendAuth.tokenExchange.tokenURL",message="tokenURL must be https://: the client secret would cross the network in clear (allowInsecureHTTP lets a test server use http)"
 // +kubebuilder:validation:XValidation:rule="!has(self.authorization) || !self.authorization.rules.exists(r, has(r.scopes) && size(r.scopes) > 0) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".authorization.rules",reason="FieldValueForbidden",message="authorization.rules[].scopes need spec.auth.oidc: scopes are read from the caller's verified token"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.perUser)) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting.tools",reason="FieldValueForbidden",message="rateLimiting.tools[].perUser needs spec.auth.oidc: per-user buckets are keyed by the verified token's user claim. Add spec.auth.oidc, or use tools[].global for a limit shared by all callers"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || ((!has(self.rateLimiting.maxConcurrent) || !has(self.rateLimiting.maxConcurrent.perUser)) && (!has(self.rateLimiting.tools) || !self.rateLimiting.tools.exists(t, has(t.maxConcurrent) && has(t.maxConcurrent.perUser))) && (!has(self.rateLimiting.prompts) || !self.rateLimiting.prompts.exists(t, has(t.maxConcurrent) && has(t.maxConcurrent.perUser))) && (!has(self.rateLimiting.resources) || !self.rateLimiting.resources.exists(t, has(t.maxConcurrent) && has(t.maxConcurrent.perUser)))) || (has(self.auth) && has(self.auth.oidc))",fieldPath=".rateLimiting",reason="FieldValueForbidden",message="a perUser maxConcurrent needs spec.auth.oidc: per-user caps are keyed by the verified token's user claim. Add spec.auth.oidc, or use a global cap"
@@ -82,6 +86,120 @@ type MCPServerSpec struct {
 	//
 	// +optional
 	Audit *Audit `json:"audit,omitempty"`
+
+	// BackendAuth says how the gateway authenticates to the MCP server:
+	// with a static header from a Secret, with a token of its own (OAuth
+	// 2.0 client credentials) or with each caller's token exchanged for
+	// one meant for the server (RFC 8693). The caller's token is never
+	// forwarded with it. Secrets are read from the MCPServer's namespace.
+	//
+	// +optional
+	BackendAuth *BackendAuth `json:"backendAuth,omitempty"`
+}
+
+// BackendAuth is how the gateway authenticates to the MCP server: exactly
+// one way.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.header) ? 1 : 0) + (has(self.clientCredentials) ? 1 : 0) + (has(self.tokenExchange) ? 1 : 0) == 1",message="backendAuth must set exactly one of header, clientCredentials and tokenExchange"
+type BackendAuth struct {
+	// Header sends one header with every request to the server, its value
+	// read from a Secret: an API key or a personal access token.
+	//
+	// +optional
+	Header *BackendHeader `json:"header,omitempty"`
+
+	// ClientCredentials gets the gateway's own token for the server from
+	// an authorization server (the client credentials grant), cached until
+	// it nears its expiry, and sends it as a bearer token.
+	//
+	// +optional
+	ClientCredentials *OAuth2Client `json:"clientCredentials,omitempty"`
+
+	// TokenExchange exchanges each caller's verified token at an
+	// authorization server for one whose audience is the server (RFC
+	// 8693), cached per caller's token until it nears its expiry, and
+	// sends it as a bearer token. Requires spec.auth.oidc and audience.
+	//
+	// +kubebuilder:validation:XValidation:rule="has(self.audience)",message="tokenExchange needs audience: it names the MCP server the exchanged token is for"
+	// +optional
+	TokenExchange *OAuth2Client `json:"tokenExchange,omitempty"`
+}
+
+// SecretKeyReference names one key of a Secret in the MCPServer's
+// namespace.
+type SecretKeyReference struct {
+	// Name of the Secret.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Key in the Secret's data.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// BackendHeader is a header the gateway sends to the server.
+type BackendHeader struct {
+	// Name of the header, such as Authorization or X-API-Key (default
+	// Authorization).
+	//
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	// +kubebuilder:default=Authorization
+	// +optional
+	Name string `json:"name,omitempty"`
+
+	// Prefix goes before the Secret's value, such as "Bearer " for a
+	// personal access token; empty by default.
+	//
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	Prefix string `json:"prefix,omitempty"`
+
+	// SecretRef is where the value is.
+	SecretRef SecretKeyReference `json:"secretRef"`
+}
+
+// OAuth2Client is how the gateway asks an authorization server for the
+// server's tokens: as a confidential client authenticated with HTTP Basic.
+type OAuth2Client struct {
+	// TokenURL is the authorization server's token endpoint; https://
+	// unless allowInsecureHTTP.
+	//
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://`
+	TokenURL string `json:"tokenURL"`
+
+	// ClientID is the gateway's client id at the authorization server.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	ClientID string `json:"clientID"`
+
+	// ClientSecretRef is where the client secret is.
+	ClientSecretRef SecretKeyReference `json:"clientSecretRef"`
+
+	// Scopes asked for; optional.
+	//
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Scopes []string `json:"scopes,omitempty"`
+
+	// Audience names the MCP server to the authorization server (the
+	// audience parameter).
+	//
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	Audience string `json:"audience,omitempty"`
+
+	// AllowInsecureHTTP lets tokenURL be a plain http:// URL, for a test
+	// authorization server on a network you trust.
+	//
+	// +optional
+	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
 }
 
 // Audit configures an MCPServer's audit records.
@@ -693,6 +811,9 @@ const (
 	// ConditionAuthorizationValid says whether spec.authorization compiles;
 	// set only with spec.authorization.
 	ConditionAuthorizationValid = "AuthorizationValid"
+	// ConditionBackendAuthValid says whether spec.backendAuth's Secrets
+	// resolve; set only with spec.backendAuth.
+	ConditionBackendAuthValid = "BackendAuthValid"
 )
 
 // MCPServerStatus is the observed state of an MCPServer.

@@ -49,6 +49,13 @@ func (t *translator) translateMCPServers() {
 			continue
 		}
 		policy := policyFor(m)
+		backendAuth, err := t.backendAuth(m)
+		if err != nil {
+			status.Conditions = append(t.invalidMCPServer(m, err, nil),
+				condition(v1alpha1.ConditionBackendAuthValid, false, ReasonSecretNotFound, err.Error()+": create it, or fix the reference", gen))
+			continue
+		}
+		policy.BackendAuth = backendAuth
 		if err := policy.Validate(); err != nil {
 			var authzErr error
 			if policy.Authorization != nil {
@@ -100,6 +107,9 @@ func (t *translator) finishMCPServers() {
 			t.serviceRefCondition(m),
 		}
 		if c, ok := issuerCondition(m); ok {
+			conditions = append(conditions, c)
+		}
+		if c, ok := backendAuthCondition(m); ok {
 			conditions = append(conditions, c)
 		}
 		if a := m.Spec.Authorization; a != nil {
