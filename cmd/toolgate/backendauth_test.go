@@ -10,11 +10,13 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testhydra"
+	"github.com/toolgate/toolgate/internal/testissuer"
 )
 
 // backendAudience is the audience of the MCP server behind the gateway
@@ -139,5 +141,67 @@ func TestBackendIsNotCalledWhenHydraRefusesTheGateway(t *testing.T) {
 	}
 	if seen := backend.authorizations(); len(seen) != 0 {
 		t.Errorf("the backend was called: %q", seen)
+	}
+}
+
+// Each caller's token is exchanged at the authorization server (RFC 8693)
+// for one of the same user for the backend's audience, once per caller's
+// token: the backend sees alice's and bob's exchanged tokens, never theirs.
+func TestBackendGetsEachCallersTokenExchanged(t *testing.T) {
+	issuer, token := startIssuer(t)
+	backend := startAuthorizationsBackend(t)
+	g := testgateway.Start(t, func(port int) string {
+		spec := testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), "limits") + fmt.Sprintf(`  backendAuth:
+    tokenExchange:
+      tokenURL: %s
+      clientID: %s
+      clientSecretRef: {name: exchanger, key: secret}
+      audience: %s
+      allowInsecureHTTP: true
+`, issuer.TokenURL(), testissuer.ExchangeClientID, backendAudience)
+		return testgateway.Config(port, backend.addr, spec) + fmt.Sprintf(`---
+apiVersion: v1
+kind: Secret
+metadata: {name: exchanger}
+data: {secret: %s}
+`, base64.StdEncoding.EncodeToString([]byte(testissuer.ExchangeClientSecret)))
+	})
+	alice, bob := token("alice"), token("bob")
+	callers := []struct{ user, token string }{{"alice", alice}, {"bob", bob}, {"alice", alice}}
+	for i, c := range callers {
+		status, _, body := postMCP(t, g.URL, c.token, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`, i))
+		if status != http.StatusOK {
+			t.Fatalf("%s: status %d: %s", c.user, status, body)
+		}
+	}
+	seen := backend.authorizations()
+	if len(seen) != len(callers) {
+		t.Fatalf("the backend got %d requests, want %d", len(seen), len(callers))
+	}
+	for i, a := range seen {
+		exchanged, ok := strings.CutPrefix(a, "Bearer ")
+		if !ok || exchanged == callers[i].token {
+			t.Fatalf("call %d: the backend got Authorization %q, want an exchanged token", i, a)
+		}
+		parsed, err := jwt.ParseSigned(exchanged, []jose.SignatureAlgorithm{jose.RS256})
+		var claims jwt.Claims
+		if err == nil {
+			err = parsed.UnsafeClaimsWithoutVerification(&claims)
+		}
+		if err != nil || claims.Subject != callers[i].user || !slices.Equal(claims.Audience, jwt.Audience{backendAudience}) {
+			t.Errorf("call %d: the backend's token has sub %q aud %v (%v), want %s for %s", i, claims.Subject, claims.Audience, err, callers[i].user, backendAudience)
+		}
+	}
+	if seen[0] != seen[2] {
+		t.Errorf("alice's token was exchanged twice")
+	}
+	exchanges := 0
+	for _, it := range issuer.IssuedTokens() {
+		if it.ClientID == testissuer.ExchangeClientID {
+			exchanges++
+		}
+	}
+	if exchanges != 2 {
+		t.Errorf("%d exchanges, want 2 (one per caller's token)", exchanges)
 	}
 }

@@ -1,7 +1,8 @@
 // Package testissuer is an OIDC issuer and OAuth 2.0 authorization server
 // for tests: on loopback it serves its metadata and JWKS, signs RS256 tokens
-// for any user, and runs the authorization code flow with PKCE for one
-// public client, approving every request at once as a fixed user.
+// for any user, runs the authorization code flow with PKCE for one public
+// client, approving every request at once as a fixed user, and exchanges
+// its own tokens for others (RFC 8693) for one confidential client.
 package testissuer
 
 import (
@@ -30,6 +31,13 @@ import (
 // http redirect URI on a loopback address, as a native app does (RFC 8252
 // section 7.3). There is no dynamic client registration.
 const ClientID = "testissuer-client"
+
+// ExchangeClientID and ExchangeClientSecret are the confidential client
+// that may exchange tokens (RFC 8693), authenticated with HTTP Basic.
+const (
+	ExchangeClientID     = "testissuer-exchanger"
+	ExchangeClientSecret = "exchanger-secret" //nolint:gosec // a test client's secret, published on purpose
+)
 
 // DefaultUser is the user the authorization endpoint approves as until
 // SetUser names another.
@@ -216,7 +224,7 @@ func (i *Issuer) metadata() map[string]any {
 		"token_endpoint":                        i.TokenURL(),
 		"jwks_uri":                              i.JWKSURL(),
 		"response_types_supported":              []string{"code"},
-		"grant_types_supported":                 []string{"authorization_code"},
+		"grant_types_supported":                 []string{"authorization_code", grantTokenExchange},
 		"code_challenge_methods_supported":      []string{"S256"},
 		"token_endpoint_auth_methods_supported": []string{"none"},
 		// The authorization response names the issuer (RFC 9207).
@@ -290,15 +298,19 @@ func (i *Issuer) authorize(w http.ResponseWriter, r *http.Request) {
 // it was issued to and the PKCE verifier of its challenge (RFC 7636), and
 // answers with a JWT whose aud is the resource asked for (RFC 8707).
 func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		tokenError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("read the form: %v", err))
+		return
+	}
+	if r.PostForm.Get("grant_type") == grantTokenExchange {
+		i.exchange(w, r)
+		return
+	}
 	// The client is public: it authenticates with nothing, and a client
 	// that tries to (golang.org/x/oauth2 first tries HTTP Basic) is told so.
 	if r.Header.Get("Authorization") != "" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="testissuer"`)
 		tokenError(w, http.StatusUnauthorized, "invalid_client", "the client is public: send client_id in the body and no Authorization header")
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		tokenError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("read the form: %v", err))
 		return
 	}
 	form := r.PostForm
@@ -356,6 +368,77 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, body)
+}
+
+// grantTokenExchange is the grant type of RFC 8693.
+const grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange" //nolint:gosec // a grant type's URN
+
+// exchange is the token endpoint for the token exchange grant (RFC 8693):
+// the exchanging client authenticates with HTTP Basic, the subject token
+// is one of this issuer's access tokens, unexpired, and the new token has
+// the subject's sub, the audience asked for, and an act claim naming the
+// client.
+func (i *Issuer) exchange(w http.ResponseWriter, r *http.Request) {
+	id, secret, ok := r.BasicAuth()
+	if !ok || id != ExchangeClientID || subtle.ConstantTimeCompare([]byte(secret), []byte(ExchangeClientSecret)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Basic realm="testissuer"`)
+		tokenError(w, http.StatusUnauthorized, "invalid_client", "the exchanging client must authenticate with HTTP Basic")
+		return
+	}
+	form := r.PostForm
+	if form.Get("subject_token_type") != "urn:ietf:params:oauth:token-type:access_token" {
+		tokenError(w, http.StatusBadRequest, "invalid_request", "subject_token_type must be urn:ietf:params:oauth:token-type:access_token")
+		return
+	}
+	audience := form.Get("audience")
+	if audience == "" {
+		tokenError(w, http.StatusBadRequest, "invalid_target", "audience is required")
+		return
+	}
+	subject, err := i.verify(form.Get("subject_token"))
+	if err != nil {
+		tokenError(w, http.StatusBadRequest, "invalid_grant", "the subject token is not valid: "+err.Error())
+		return
+	}
+	issued := IssuedToken{User: subject.Subject, ClientID: id, Audience: audience, Scope: form.Get("scope")}
+	extra := map[string]any{"act": map[string]any{"sub": id}}
+	if issued.Scope != "" {
+		extra["scope"] = issued.Scope
+	}
+	i.mu.Lock()
+	key, kid := i.key, i.keyID
+	i.mu.Unlock()
+	token, err := i.signWith(key, kid, issued.User, audience, extra)
+	if err != nil {
+		tokenError(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	i.mu.Lock()
+	i.issued = append(i.issued, issued)
+	i.mu.Unlock()
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{"access_token": token, "token_type": "Bearer", "expires_in": int(time.Hour.Seconds()),
+		"issued_token_type": "urn:ietf:params:oauth:token-type:access_token"})
+}
+
+// verify checks that token is one of the issuer's, signed by a key it
+// publishes, unexpired, and returns its claims.
+func (i *Issuer) verify(token string) (jwt.Claims, error) {
+	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		return jwt.Claims{}, err
+	}
+	i.mu.Lock()
+	keys := jose.JSONWebKeySet{Keys: append([]jose.JSONWebKey(nil), i.published...)}
+	i.mu.Unlock()
+	var claims jwt.Claims
+	if err := parsed.Claims(keys, &claims); err != nil {
+		return jwt.Claims{}, err
+	}
+	if err := claims.ValidateWithLeeway(jwt.Expected{Issuer: i.URL(), Time: time.Now()}, 0); err != nil {
+		return jwt.Claims{}, err
+	}
+	return claims, nil
 }
 
 // loopbackRedirect parses a redirect URI the client may use: http, on a

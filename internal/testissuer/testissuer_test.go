@@ -1,11 +1,14 @@
 package testissuer
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -265,5 +268,72 @@ func TestWithoutAResourceTheTokenIsForTheClient(t *testing.T) {
 	want := IssuedToken{User: DefaultUser, ClientID: ClientID, Audience: ClientID}
 	if got := i.IssuedTokens(); len(got) != 1 || got[0] != want {
 		t.Errorf("IssuedTokens() = %+v, want [%+v]", got, want)
+	}
+}
+
+// The exchanging client trades one of the issuer's tokens for a token of
+// the same user for the audience it asks for; a wrong secret, a token the
+// issuer did not sign, and a missing audience are refused.
+func TestTheIssuerExchangesItsTokens(t *testing.T) {
+	i := startIssuer(t)
+	subject, err := i.Token("alice", "gateway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := i.SignedToken(other, "test", "alice", "gateway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange := func(secret, token, audience string) (int, map[string]any) {
+		form := url.Values{"grant_type": {grantTokenExchange}, "subject_token": {token},
+			"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "audience": {audience}}
+		req, _ := http.NewRequest(http.MethodPost, i.TokenURL(), strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(ExchangeClientID, secret)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&body)
+		return res.StatusCode, body
+	}
+	status, body := exchange(ExchangeClientSecret, subject, "backend")
+	if status != http.StatusOK {
+		t.Fatalf("exchange: status %d, %v", status, body)
+	}
+	token, _ := body["access_token"].(string)
+	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		jwt.Claims
+		Act struct {
+			Sub string `json:"sub"`
+		} `json:"act"`
+	}
+	if err := parsed.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		t.Fatal(err)
+	}
+	if claims.Subject != "alice" || !slices.Equal(claims.Audience, jwt.Audience{"backend"}) || claims.Act.Sub != ExchangeClientID {
+		t.Errorf("exchanged token: sub %q aud %v act %q", claims.Subject, claims.Audience, claims.Act.Sub)
+	}
+	for _, tc := range []struct {
+		name, secret, token, audience string
+		want                          int
+	}{
+		{"a wrong secret", "wrong", subject, "backend", http.StatusUnauthorized},
+		{"a forged subject token", ExchangeClientSecret, forged, "backend", http.StatusBadRequest},
+		{"no audience", ExchangeClientSecret, subject, "", http.StatusBadRequest},
+	} {
+		if status, body := exchange(tc.secret, tc.token, tc.audience); status != tc.want {
+			t.Errorf("%s: status %d %v, want %d", tc.name, status, body, tc.want)
+		}
 	}
 }
