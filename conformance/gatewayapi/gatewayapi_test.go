@@ -43,9 +43,7 @@ const defaultGatewayClass = "toolgate"
 // HTTPRoute, ReferenceGrant) are enabled by the profile itself. Each entry
 // names the code that implements it. What is left out is not implemented:
 // GatewayStaticAddresses and GatewayAddressEmpty (spec.addresses is refused:
-// translate/gateway.go finishGateways), GatewayInfrastructure (labels and
-// annotations are not propagated: controller/provision/objects.go),
-// ListenerSet, frontend client certificate validation, BackendTLSPolicy,
+// translate/gateway.go finishGateways), ListenerSet, frontend client certificate validation, BackendTLSPolicy,
 // HTTPRouteRequestMirror (and its variants), HTTPRouteRetry
 // (and its variants), HTTPRouteBackendProtocolH2C (no h2c transport:
 // gateway/proxy.go) and GatewayBackendClientCertificate.
@@ -53,6 +51,12 @@ var supportedFeatures = []features.FeatureName{
 	// Listeners bind any port; the provisioned Service exposes each one
 	// (controller/provision/objects.go listenerPorts).
 	features.SupportGatewayPort8080,
+	// spec.infrastructure's labels and annotations reach the provisioned
+	// ServiceAccount, Deployment, pods and Service
+	// (controller/provision/objects.go infrastructureMeta); a
+	// parametersRef refuses the Gateway with InvalidParameters
+	// (translate/gateway.go finishGateways).
+	features.SupportGatewayInfrastructure,
 	// Listeners sharing a port: the most specific hostname alone serves a
 	// request (gateway/host.go hostIndex, gateway/compile.go lookup).
 	features.SupportGatewayHTTPListenerIsolation,

@@ -56,13 +56,36 @@ var gatewayKind = schema.GroupVersion(gwv1.GroupVersion).WithKind("Gateway")
 // plane: names, labels, the Gateway annotation, and the Gateway as the
 // controlling owner, so that deleting it deletes them.
 func objectMeta(gw *gwv1.Gateway, n ResourceNames) metav1.ObjectMeta {
+	labels, annotations := infrastructureMeta(gw, n)
+	annotations[AnnotationGateway] = n.Gateway.String()
 	return metav1.ObjectMeta{
 		Name:            n.Name,
 		Namespace:       gw.Namespace,
-		Labels:          maps.Clone(n.Labels),
-		Annotations:     map[string]string{AnnotationGateway: n.Gateway.String()},
+		Labels:          labels,
+		Annotations:     annotations,
 		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(gw, gatewayKind)},
 	}
+}
+
+// infrastructureMeta returns new maps of the labels and annotations every
+// data-plane object and proxy pod of gw carries: those of the Gateway's
+// spec.infrastructure, the Gateway API's gateway-name label, and
+// toolgate's own labels, which win over the Gateway's for the same key
+// (they select the proxy pods). Only toolgate's own labels are selectors:
+// a Deployment's selector cannot change.
+func infrastructureMeta(gw *gwv1.Gateway, n ResourceNames) (labels, annotations map[string]string) {
+	labels, annotations = map[string]string{}, map[string]string{}
+	if infra := gw.Spec.Infrastructure; infra != nil {
+		for k, v := range infra.Labels {
+			labels[string(k)] = string(v)
+		}
+		for k, v := range infra.Annotations {
+			annotations[string(k)] = string(v)
+		}
+	}
+	labels[gwv1.GatewayNameLabelKey] = boundedLabelValue(gw.Name)
+	maps.Copy(labels, n.Labels)
+	return labels, annotations
 }
 
 // ServiceAccount is the identity of gw's proxies. It is bound to no role:
@@ -178,6 +201,14 @@ func Deployment(gw *gwv1.Gateway, p Params, caCertPEM []byte) *appsv1.Deployment
 	}
 
 	meta := objectMeta(gw, n)
+	podLabels, podAnnotations := infrastructureMeta(gw, n)
+	maps.Copy(podAnnotations, map[string]string{
+		AnnotationGateway:      n.Gateway.String(),
+		AnnotationCAHash:       caHash(caCertPEM),
+		"prometheus.io/scrape": "true",
+		"prometheus.io/port":   strconv.Itoa(int(AdminPort)),
+		"prometheus.io/path":   "/metrics",
+	})
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: meta,
@@ -186,14 +217,8 @@ func Deployment(gw *gwv1.Gateway, p Params, caCertPEM []byte) *appsv1.Deployment
 			Selector: &metav1.LabelSelector{MatchLabels: maps.Clone(n.Labels)},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
-					Labels: maps.Clone(n.Labels),
-					Annotations: map[string]string{
-						AnnotationGateway:      n.Gateway.String(),
-						AnnotationCAHash:       caHash(caCertPEM),
-						"prometheus.io/scrape": "true",
-						"prometheus.io/port":   strconv.Itoa(int(AdminPort)),
-						"prometheus.io/path":   "/metrics",
-					},
+					Labels:      podLabels,
+					Annotations: podAnnotations,
 				},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:           n.Name,

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -72,7 +73,7 @@ func TestNamespacedObjectsAreOwnedByTheGateway(t *testing.T) {
 			if diff := cmp.Diff(wantOwner(), o.GetOwnerReferences()); diff != "" {
 				t.Errorf("owner references (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(Names(gw).Labels, o.GetLabels()); diff != "" {
+			if diff := cmp.Diff(metaLabels(gw), o.GetLabels()); diff != "" {
 				t.Errorf("labels (-want +got):\n%s", diff)
 			}
 			if got := o.GetAnnotations()[AnnotationGateway]; got != "team-a/web" {
@@ -205,11 +206,11 @@ func TestDeploymentPodShape(t *testing.T) {
 	c := proxyContainer(t, d)
 	labels := Names(gw).Labels
 
-	t.Run("the selector and the pod labels are the Gateway's labels", func(t *testing.T) {
+	t.Run("the selector is the Gateway's labels, which the pods carry", func(t *testing.T) {
 		if diff := cmp.Diff(&metav1.LabelSelector{MatchLabels: labels}, d.Spec.Selector); diff != "" {
 			t.Errorf("selector (-want +got):\n%s", diff)
 		}
-		if diff := cmp.Diff(labels, d.Spec.Template.Labels); diff != "" {
+		if diff := cmp.Diff(metaLabels(gw), d.Spec.Template.Labels); diff != "" {
 			t.Errorf("pod labels (-want +got):\n%s", diff)
 		}
 	})
@@ -547,5 +548,49 @@ func TestStateOf(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// metaLabels are the labels of gw's data-plane objects without
+// spec.infrastructure: toolgate's and the Gateway API's gateway-name.
+func metaLabels(gw *gwv1.Gateway) map[string]string {
+	labels := maps.Clone(Names(gw).Labels)
+	labels[gwv1.GatewayNameLabelKey] = gw.Name
+	return labels
+}
+
+// The labels and annotations of a Gateway's spec.infrastructure reach its
+// ServiceAccount, Deployment, pods and Service; toolgate's own labels win
+// over the Gateway's for the same key, and the selectors stay toolgate's.
+func TestInfrastructureMetadataIsCarriedOntoTheDataPlane(t *testing.T) {
+	gw := testGateway()
+	gw.Spec.Infrastructure = &gwv1.GatewayInfrastructure{
+		Labels:      map[gwv1.LabelKey]gwv1.LabelValue{"team": "payments", LabelName: "not-toolgate"},
+		Annotations: map[gwv1.AnnotationKey]gwv1.AnnotationValue{"example.com/owner": "alice", AnnotationGateway: "elsewhere/other"},
+	}
+	want := metaLabels(gw)
+	want["team"] = "payments"
+	d := Deployment(gw, testParams, testCAPEM)
+	for _, tt := range []struct {
+		what                string
+		labels, annotations map[string]string
+	}{
+		{"ServiceAccount", ServiceAccount(gw).Labels, ServiceAccount(gw).Annotations},
+		{"Deployment", d.Labels, d.Annotations},
+		{"pod template", d.Spec.Template.Labels, d.Spec.Template.Annotations},
+		{"Service", Service(gw, testParams).Labels, Service(gw, testParams).Annotations},
+	} {
+		if diff := cmp.Diff(want, tt.labels); diff != "" {
+			t.Errorf("%s labels (-want +got):\n%s", tt.what, diff)
+		}
+		if tt.annotations["example.com/owner"] != "alice" || tt.annotations[AnnotationGateway] != "team-a/web" {
+			t.Errorf("%s annotations %v, want the Gateway's and toolgate's (which wins)", tt.what, tt.annotations)
+		}
+	}
+	if diff := cmp.Diff(Names(gw).Labels, d.Spec.Selector.MatchLabels); diff != "" {
+		t.Errorf("Deployment selector (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(Names(gw).Labels, Service(gw, testParams).Spec.Selector); diff != "" {
+		t.Errorf("Service selector (-want +got):\n%s", diff)
 	}
 }

@@ -3,6 +3,7 @@ package provision_test
 import (
 	"crypto/tls"
 	"encoding/base64"
+	"maps"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -139,7 +140,9 @@ var _ = Describe("Ensure", func() {
 		var sa corev1.ServiceAccount
 		Expect(k8sClient.Get(ctx, dataPlaneKey(gw), &sa)).To(Succeed())
 		Expect(sa.OwnerReferences).To(ConsistOf(ownedBy(gw)))
-		Expect(sa.Labels).To(Equal(names.Labels))
+		metaLabels := maps.Clone(names.Labels)
+		metaLabels[gwv1.GatewayNameLabelKey] = gw.Name
+		Expect(sa.Labels).To(Equal(metaLabels))
 		Expect(sa.AutomountServiceAccountToken).To(HaveValue(BeFalse()))
 
 		By("the Deployment")
@@ -147,7 +150,7 @@ var _ = Describe("Ensure", func() {
 		Expect(d.OwnerReferences).To(ConsistOf(ownedBy(gw)))
 		Expect(d.Spec.Replicas).To(HaveValue(BeEquivalentTo(1)))
 		Expect(d.Spec.Selector.MatchLabels).To(Equal(names.Labels))
-		Expect(d.Spec.Template.Labels).To(Equal(names.Labels))
+		Expect(d.Spec.Template.Labels).To(Equal(metaLabels))
 		pod := d.Spec.Template.Spec
 		Expect(pod.ServiceAccountName).To(Equal(names.Name))
 		Expect(pod.AutomountServiceAccountToken).To(HaveValue(BeFalse()))
@@ -213,7 +216,10 @@ var _ = Describe("Ensure", func() {
 		secret := getConfigSecret(gw)
 		Expect(secret.Name).To(Equal("toolgate-certified-config"))
 		Expect(secret.OwnerReferences).To(ConsistOf(ownedBy(gw)))
-		Expect(secret.Labels).To(Equal(provision.Names(gw).Labels))
+		Expect(secret.Labels).To(HaveKeyWithValue(gwv1.GatewayNameLabelKey, "certified"))
+		for k, v := range provision.Names(gw).Labels {
+			Expect(secret.Labels).To(HaveKeyWithValue(k, v))
+		}
 		Expect(secret.Annotations).To(HaveKeyWithValue(provision.AnnotationGateway, gw.Namespace+"/certified"))
 		Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
 		Expect(secret.Data).To(HaveLen(3))

@@ -316,6 +316,10 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 		}
 		accepted := condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonAccepted, "the Gateway is accepted", gen)
 		switch {
+		case gw.Spec.Infrastructure != nil && gw.Spec.Infrastructure.ParametersRef != nil:
+			ref := gw.Spec.Infrastructure.ParametersRef
+			accepted = condition(gwv1.GatewayConditionAccepted, false, gwv1.GatewayReasonInvalidParameters,
+				fmt.Sprintf("spec.infrastructure.parametersRef (%s %s/%s) is not supported: a Gateway takes its data plane's parameters from its GatewayClass's parametersRef; remove it", ref.Kind, ref.Group, ref.Name), gen)
 		case len(gw.Spec.Addresses) > 0:
 			accepted = condition(gwv1.GatewayConditionAccepted, false, gwv1.GatewayReasonUnsupportedAddress,
 				"spec.addresses is not supported: the Gateway's address comes from its data-plane Service; remove spec.addresses", gen)
