@@ -17,6 +17,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/controller/pki"
 	"github.com/toolgate/toolgate/controller/provision"
 	"github.com/toolgate/toolgate/controller/translate"
 )
@@ -461,5 +462,82 @@ var _ = Describe("MCPServer status", func() {
 		Expect(change(m, func() { m.Spec.RateLimiting = nil })).To(Succeed())
 		Eventually(func() string { return valid().Reason }, wait, poll).Should(Equal("NotConfigured"))
 		Expect(valid().Status).To(Equal(metav1.ConditionTrue))
+	})
+})
+
+var _ = Describe("BackendTLSPolicy status", func() {
+	It("reports the policy under each Gateway whose routes use its Service, follows its CA ConfigMap, and keeps other controllers' ancestors", func() {
+		ns := newNamespace()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 80)
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "secure", Namespace: ns},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: 443}}},
+		}
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		route := &gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
+			Spec: gwv1.HTTPRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gw.Name)}}},
+				Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{
+					BackendObjectReference: gwv1.BackendObjectReference{Name: "secure", Port: ptr(gwv1.PortNumber(443))},
+				}}}}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, route)).To(Succeed())
+		ca, err := pki.NewCA(time.Now())
+		Expect(err).NotTo(HaveOccurred())
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "backend-ca", Namespace: ns}, Data: map[string]string{"ca.crt": string(ca.CertPEM())}}
+		Expect(k8sClient.Create(ctx, cm)).To(Succeed())
+		policy := &gwv1.BackendTLSPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "secure", Namespace: ns},
+			Spec: gwv1.BackendTLSPolicySpec{
+				TargetRefs: []gwv1.LocalPolicyTargetReferenceWithSectionName{{
+					LocalPolicyTargetReference: gwv1.LocalPolicyTargetReference{Group: "", Kind: "Service", Name: "secure"},
+				}},
+				Validation: gwv1.BackendTLSPolicyValidation{
+					CACertificateRefs: []gwv1.LocalObjectReference{{Group: "", Kind: "ConfigMap", Name: "backend-ca"}},
+					Hostname:          "secure.example.com",
+				},
+			},
+		}
+		Expect(k8sClient.Create(ctx, policy)).To(Succeed())
+
+		ours := func() []metav1.Condition {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(policy), policy)).To(Succeed())
+			for _, a := range policy.Status.Ancestors {
+				if a.ControllerName == translate.ControllerName && string(a.AncestorRef.Name) == gw.Name {
+					return a.Conditions
+				}
+			}
+			return nil
+		}
+		Eventually(ours, wait, poll).Should(And(
+			Satisfy(haveCondition("Accepted", metav1.ConditionTrue, "Accepted")),
+			Satisfy(haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs"))))
+
+		By("an empty ca.crt: no valid CA certificate")
+		Expect(change(cm, func() { cm.Data["ca.crt"] = "" })).To(Succeed())
+		Eventually(ours, wait, poll).Should(And(
+			Satisfy(haveCondition("Accepted", metav1.ConditionFalse, "NoValidCACertificate")),
+			Satisfy(haveCondition("ResolvedRefs", metav1.ConditionFalse, "InvalidCACertificateRef"))))
+
+		By("another controller's ancestor is left alone")
+		theirs := gwv1.PolicyAncestorStatus{
+			AncestorRef:    gwv1.ParentReference{Name: "elsewhere"},
+			ControllerName: "example.com/other",
+			Conditions: []metav1.Condition{{
+				Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", ObservedGeneration: policy.Generation,
+				LastTransitionTime: metav1.Now(),
+			}},
+		}
+		Expect(changeStatus(policy, func() { policy.Status.Ancestors = append(policy.Status.Ancestors, theirs) })).To(Succeed())
+		Expect(change(cm, func() { cm.Data["ca.crt"] = string(ca.CertPEM()) })).To(Succeed())
+		Eventually(ours, wait, poll).Should(Satisfy(haveCondition("Accepted", metav1.ConditionTrue, "Accepted")))
+		Expect(policy.Status.Ancestors).To(ContainElement(HaveField("ControllerName", gwv1.GatewayController("example.com/other"))))
+
+		By("no route uses the Service any more: our ancestor goes")
+		Expect(k8sClient.Delete(ctx, route)).To(Succeed())
+		Eventually(ours, wait, poll).Should(BeNil())
+		Expect(policy.Status.Ancestors).To(HaveLen(1))
 	})
 })

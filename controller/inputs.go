@@ -44,8 +44,8 @@ func NewScheme() (*runtime.Scheme, error) {
 func inputKinds() []client.Object {
 	return []client.Object{
 		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.ReferenceGrant{},
-		&v1alpha1.MCPServer{}, &corev1.Service{}, &discoveryv1.EndpointSlice{},
-		&corev1.Secret{}, &corev1.Namespace{},
+		&gwv1.BackendTLSPolicy{}, &v1alpha1.MCPServer{}, &corev1.Service{}, &discoveryv1.EndpointSlice{},
+		&corev1.Secret{}, &corev1.ConfigMap{}, &corev1.Namespace{},
 	}
 }
 
@@ -62,9 +62,11 @@ func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, 
 		services   corev1.ServiceList
 		slices     discoveryv1.EndpointSliceList
 		secrets    corev1.SecretList
+		configMaps corev1.ConfigMapList
+		tls        gwv1.BackendTLSPolicyList
 		namespaces corev1.NamespaceList
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &mcpServers, &services, &slices, &secrets, &namespaces} {
+	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &tls, &mcpServers, &services, &slices, &secrets, &configMaps, &namespaces} {
 		if err := c.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("list %T: %w", l, err)
 		}
@@ -77,6 +79,8 @@ func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, 
 	res.Services = pointers(services.Items)
 	res.EndpointSlices = pointers(slices.Items)
 	res.Secrets = pointers(secrets.Items)
+	res.ConfigMaps = pointers(configMaps.Items)
+	res.BackendTLSPolicies = pointers(tls.Items)
 	res.Namespaces = pointers(namespaces.Items)
 	return res, nil
 }

@@ -82,6 +82,7 @@ func setupStream(mgr ctrl.Manager, opts Options, memory *translate.PolicyMemory)
 	p := &publisher{
 		reader: mgr.GetCache(), admission: validator, hub: hub, memory: memory,
 		controllerName: opts.ControllerName, loopback: so.LoopbackEndpoints, log: opts.Logger,
+		refuseExternalNames: opts.RefuseExternalNames,
 	}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
@@ -104,6 +105,8 @@ type publisher struct {
 	controllerName gwv1.GatewayController
 	loopback       bool
 	log            *slog.Logger
+	// refuseExternalNames is Options.RefuseExternalNames.
+	refuseExternalNames bool
 }
 
 func (p *publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
@@ -113,6 +116,7 @@ func (p *publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 	}
 	out := translate.Translate(res, translate.Options{
 		ControllerName: p.controllerName, Admission: p.admission, LoopbackEndpoints: p.loopback, Memory: p.memory,
+		RefuseExternalNames: p.refuseExternalNames,
 	})
 	ours := map[string]bool{}
 	for _, c := range res.GatewayClasses {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,8 +25,8 @@ import (
 // RBAC of the controller: it reads every input, writes status, and records
 // Events. Provisioning's own rules live in package provision.
 //
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;httproutes;referencegrants,verbs=get;list;watch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses/status;gateways/status;httproutes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;httproutes;referencegrants;backendtlspolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses/status;gateways/status;httproutes/status;backendtlspolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=toolgate.dev,resources=mcpservers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=toolgate.dev,resources=mcpservers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=services;secrets;namespaces;configmaps,verbs=get;list;watch
@@ -50,6 +49,9 @@ type Options struct {
 	Stream *StreamOptions
 	// Logger receives the controller's logs.
 	Logger *slog.Logger
+	// RefuseExternalNames refuses Services of type ExternalName as
+	// backends (translate.Options.RefuseExternalNames).
+	RefuseExternalNames bool
 }
 
 // Reconciler recomputes everything on any change: the inputs are few and the
@@ -101,10 +103,11 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 			kinds = append(kinds, owned)
 		}
 	}
+	// ConfigMaps are inputs: BackendTLSPolicies' CA certificates, and
+	// GatewayClass parameters.
 	for _, kind := range kinds {
 		b = b.Watches(kind, all)
 	}
-	b = b.Watches(&corev1.ConfigMap{}, all)
 	if err := b.Complete(r); err != nil {
 		return err
 	}
@@ -124,7 +127,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	params, classProblems := r.classParams(ctx, res)
 
 	// First pass: which Gateways are accepted, and so get a data plane.
-	opts := translate.Options{ControllerName: r.opts.ControllerName, Admission: r.admission, Memory: r.memory}
+	opts := translate.Options{
+		ControllerName: r.opts.ControllerName, Admission: r.admission, Memory: r.memory,
+		RefuseExternalNames: r.opts.RefuseExternalNames,
+	}
 	first := translate.Translate(res, opts)
 	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
 	var live []types.NamespacedName

@@ -216,6 +216,11 @@ func printStatus(w io.Writer, res *translate.Resources, out *translate.Result, s
 			printConditions(w, "MCPServer "+nn(m).String(), st.Conditions)
 		}
 	}
+	for _, p := range res.BackendTLSPolicies {
+		for _, a := range out.Status.BackendTLSPolicies[nn(p)] {
+			printConditions(w, fmt.Sprintf("BackendTLSPolicy %s (Gateway %s)", nn(p), a.AncestorRef.Name), a.Conditions)
+		}
+	}
 }
 
 func printConditions(w io.Writer, what string, conds []metav1.Condition) {

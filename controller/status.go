@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -69,23 +70,28 @@ func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out 
 			continue
 		}
 		next := r.DeepCopy()
-		next.Status.Parents = nil
-		for _, p := range r.Status.Parents {
-			if !mine(p) {
-				next.Status.Parents = append(next.Status.Parents, p)
-			}
-		}
-		for _, p := range computed {
-			var old []metav1.Condition
-			for _, op := range r.Status.Parents {
-				if mine(op) && equality.Semantic.DeepEqual(op.ParentRef, p.ParentRef) {
-					old = op.Conditions
-				}
-			}
-			p.Conditions = w.merge(r, old, p.Conditions)
-			next.Status.Parents = append(next.Status.Parents, p)
-		}
+		next.Status.Parents = mergeOwned(w, r, r.Status.Parents, computed, mine,
+			func(p gwv1.RouteParentStatus) gwv1.ParentReference { return p.ParentRef },
+			func(p *gwv1.RouteParentStatus) *[]metav1.Condition { return &p.Conditions })
 		errs = append(errs, w.patch(ctx, r, next, r.Status, next.Status))
+	}
+	for _, p := range res.BackendTLSPolicies {
+		computed, ok := out.Status.BackendTLSPolicies[nn(p)]
+		mine := func(a gwv1.PolicyAncestorStatus) bool { return a.ControllerName == w.controllerName }
+		if !ok && !slices.ContainsFunc(p.Status.Ancestors, mine) {
+			continue
+		}
+		next := p.DeepCopy()
+		next.Status.Ancestors = mergeOwned(w, p, p.Status.Ancestors, computed, mine,
+			func(a gwv1.PolicyAncestorStatus) gwv1.ParentReference { return a.AncestorRef },
+			func(a *gwv1.PolicyAncestorStatus) *[]metav1.Condition { return &a.Conditions })
+		if next.Status.Ancestors == nil {
+			next.Status.Ancestors = []gwv1.PolicyAncestorStatus{} // the CRD requires the list
+		}
+		if len(next.Status.Ancestors) > maxAncestors {
+			next.Status.Ancestors = next.Status.Ancestors[:maxAncestors]
+		}
+		errs = append(errs, w.patch(ctx, p, next, p.Status, next.Status))
 	}
 	for _, m := range res.MCPServers {
 		computed, ok := out.Status.MCPServers[nn(m)]
@@ -99,6 +105,37 @@ func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out 
 	}
 	return errors.Join(errs...)
 }
+
+// mergeOwned returns the entries of stored (route parents, policy
+// ancestors) that other controllers own (mine is false), then computed,
+// each with its conditions merged with those of the stored entry of this
+// controller for the same reference (ref), so that unchanged conditions
+// keep their lastTransitionTime.
+func mergeOwned[T any](w *statusWriter, obj client.Object, stored, computed []T, mine func(T) bool,
+	ref func(T) gwv1.ParentReference, conditions func(*T) *[]metav1.Condition) []T {
+	var out []T
+	for _, e := range stored {
+		if !mine(e) {
+			out = append(out, e)
+		}
+	}
+	for _, e := range computed {
+		var old []metav1.Condition
+		for _, se := range stored {
+			if mine(se) && equality.Semantic.DeepEqual(ref(se), ref(e)) {
+				old = *conditions(&se)
+			}
+		}
+		c := conditions(&e)
+		*c = w.merge(obj, old, *c)
+		out = append(out, e)
+	}
+	return out
+}
+
+// maxAncestors is the most ancestors a policy's status may hold (the
+// CRD's maxItems).
+const maxAncestors = 16
 
 func hasParent(parents []gwv1.RouteParentStatus, f func(gwv1.RouteParentStatus) bool) bool {
 	for _, p := range parents {

@@ -23,8 +23,14 @@ type compiledBackend struct {
 	// EndpointPathGETOnly.
 	path        string
 	pathGETOnly bool
-	next        atomic.Uint64 // round-robin position among endpoints
-	handler     http.Handler  // backend filters, then the proxy
+	// transport reaches the backend over TLS (Backend.TLS); nil uses the
+	// proxy's. tlsPolicy names its BackendTLSPolicy, and noCA is set when
+	// that policy has no valid CA certificate: nothing is dialed.
+	transport http.RoundTripper
+	tlsPolicy string
+	noCA      bool
+	next      atomic.Uint64 // round-robin position among endpoints
+	handler   http.Handler  // backend filters, then the proxy
 }
 
 // pickEndpoint balances across the backend's endpoints round-robin.
@@ -69,9 +75,15 @@ func (c *compiler) newBackendSet(backends []Backend) (*backendSet, error) {
 		switch scheme {
 		case "":
 			scheme = "http"
+			if b.TLS != nil {
+				scheme = "https"
+			}
 		case "http", "https":
 		default:
 			return nil, fmt.Errorf("backend %d (%s): unsupported scheme %q", i, b.Name, b.Scheme)
+		}
+		if b.TLS != nil && scheme != "https" {
+			return nil, fmt.Errorf("backend %d (%s): TLS needs scheme https, not %q", i, b.Name, b.Scheme)
 		}
 		for _, ep := range b.Endpoints {
 			if _, _, err := net.SplitHostPort(ep); err != nil {
@@ -96,10 +108,21 @@ func (c *compiler) newBackendSet(backends []Backend) (*backendSet, error) {
 			path:        b.EndpointPath,
 			pathGETOnly: b.EndpointPathGETOnly,
 		}
+		if b.TLS != nil {
+			cb.tlsPolicy = b.TLS.Policy
+			if cb.noCA = !b.TLS.hasRoots(); !cb.noCA {
+				tr, key, err := c.transports.get(b.TLS)
+				if err != nil {
+					return nil, fmt.Errorf("backend %d (%s): %w", i, b.Name, err)
+				}
+				cb.transport = tr
+				c.used[key] = true
+			}
+		}
 		s.total += uint64(b.Weight)
 		s.backends = append(s.backends, cb)
 		s.cumulative = append(s.cumulative, s.total)
-		if !b.Invalid && b.Weight > 0 {
+		if !b.Invalid && !cb.noCA && b.Weight > 0 {
 			for _, ep := range b.Endpoints {
 				if _, dup := s.byEndpoint[ep]; !dup {
 					s.byEndpoint[ep] = cb
@@ -159,8 +182,9 @@ func (s *backendSet) sticky(r *http.Request, x *exchange) (*compiledBackend, str
 }
 
 // ServeHTTP sends the request to the session's endpoint or to a weighted
-// choice. The share of an invalid backend answers 500 and a backend without
-// endpoints 503, as the spec says.
+// choice. The share of an invalid backend, or of one whose TLS policy has
+// no valid CA certificate, answers 500 and a backend without endpoints
+// 503, as the spec says.
 func (s *backendSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := exchangeOf(r)
 	if x == nil {
@@ -193,6 +217,12 @@ func (s *backendSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.backend = b
 	if b.invalid {
 		writeError(w, http.StatusInternalServerError, "backend "+b.name+" is not resolved")
+		return
+	}
+	if b.noCA {
+		// The spec: connections that would use an invalid CA certificate
+		// fail with a 5xx.
+		writeError(w, http.StatusInternalServerError, "backend "+b.name+": its BackendTLSPolicy "+b.tlsPolicy+" has no valid CA certificate")
 		return
 	}
 	ep := b.pickEndpoint()

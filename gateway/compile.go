@@ -18,6 +18,9 @@ import (
 type snapshot struct {
 	config *Config
 	ports  map[portKey]*portTable
+	// transports are the keys of the TLS transports its backends use
+	// (backendTransports.retain).
+	transports map[string]bool
 }
 
 // portKey identifies one socket.
@@ -138,6 +141,10 @@ type compiler struct {
 	// rule and backend referring to the same resolved ExtensionRef shares
 	// one filter within the snapshot.
 	built map[extensionKey][]builtExtension
+	// transports reach backends with TLS; used collects the keys of those
+	// this snapshot uses.
+	transports *backendTransports
+	used       map[string]bool
 }
 
 type extensionKey struct{ group, kind, name string }
@@ -151,13 +158,17 @@ type builtExtension struct {
 }
 
 // compile validates cfg and builds its snapshot: matchers, handler chains,
-// extension filters (with extensions) and parsed certificates.
-func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer, extensions ExtensionBuilder) (*snapshot, error) {
+// extension filters (with extensions), parsed certificates and the
+// transports of TLS backends (from transports; nil builds new ones).
+func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer, extensions ExtensionBuilder, transports *backendTransports) (*snapshot, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("config is nil")
 	}
-	c := &compiler{proxy: proxy, sessions: sessions, extensions: extensions, built: map[extensionKey][]builtExtension{}}
-	snap := &snapshot{config: cfg, ports: map[portKey]*portTable{}}
+	c := &compiler{
+		proxy: proxy, sessions: sessions, extensions: extensions, built: map[extensionKey][]builtExtension{},
+		transports: transports, used: map[string]bool{},
+	}
+	snap := &snapshot{config: cfg, ports: map[portKey]*portTable{}, transports: c.used}
 	byPort := map[portKey]map[string]*listenerTable{}
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]

@@ -94,6 +94,12 @@ func redactRule(r Rule) Rule {
 	r.Backends = cloneSlice(r.Backends, func(b Backend) Backend {
 		b.Endpoints = slices.Clone(b.Endpoints)
 		b.Filters = cloneSlice(b.Filters, redactFilter)
+		if b.TLS != nil {
+			// CA certificates are public: copied, not redacted.
+			t := *b.TLS
+			t.SubjectAltNames = slices.Clone(t.SubjectAltNames)
+			b.TLS = &t
+		}
 		return b
 	})
 	return r

@@ -107,6 +107,12 @@ func fullConfig(t *testing.T) *Config {
 							Filters:             []Filter{backendFilter},
 							EndpointPath:        "/mcp",
 							EndpointPathGETOnly: true,
+							// Encoded here only: a policy sets roots of one kind.
+							TLS: &BackendTLS{
+								Policy: "team-a/github-tls", ServerName: "github.example.com",
+								CACertificatesPEM: certs[0].CertificatePEM, SystemRoots: true,
+								SubjectAltNames: []SubjectAltName{{Hostname: "github.example.com"}, {URI: "spiffe://example.com/github"}},
+							},
 						}},
 						Timeouts: Timeouts{Request: 10 * time.Second, BackendRequest: 2500 * time.Millisecond},
 					}, {
@@ -246,6 +252,8 @@ func TestRedactedHidesKeysAndHeaderValuesAndKeepsTheRest(t *testing.T) {
 	rule.Filters[3].ExtensionRef.MCPServer.Tools["other_tool"].PerUser.MaxTokens = 1
 	rule.Filters[2].URLRewrite.Path.ReplaceFullPath = "/changed"
 	rule.Filters[4].CORS.AllowOrigins[0] = "https://changed.example"
+	rule.Backends[0].TLS.SubjectAltNames[0].Hostname = "changed.example"
+	rule.Backends[0].TLS.ServerName = "changed.example"
 	l.VirtualHosts[0].Hostnames[0] = "changed"
 	after, err := EncodeConfig(cfg)
 	if err != nil {

@@ -218,22 +218,29 @@ func (c *wrapCounter) Wrap(next http.Handler) http.Handler {
 	})
 }
 
-// testCertificates returns a self-signed certificate for the names, as PEM.
-func testCertificates(t *testing.T, names ...string) []Certificate {
+// servingTemplate is a new key and the template of a serving certificate
+// for names, valid for a day.
+func servingTemplate(t *testing.T, commonName string, names ...string) (*ecdsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
+	return key, &x509.Certificate{
 		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: names[0]},
+		Subject:      pkix.Name{CommonName: commonName},
 		DNSNames:     names,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
+}
+
+// testCertificates returns a self-signed certificate for the names, as PEM.
+func testCertificates(t *testing.T, names ...string) []Certificate {
+	t.Helper()
+	key, tmpl := servingTemplate(t, names[0], names...)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)

@@ -35,9 +35,9 @@ import (
 //     rewrote it, as the spec says.
 //   - MCP session ids are restored on the way in and sealed on the way out
 //     (affinity.go).
-//   - Errors: 503 when the endpoint cannot be reached, 504 on a timeout, 502
-//     otherwise, each with a one-line body. Once a response has started an
-//     error can only cut it.
+//   - Errors: 503 when the endpoint cannot be reached or its TLS handshake
+//     fails, 504 on a timeout, 502 otherwise, each with a one-line body.
+//     Once a response has started an error can only cut it.
 type proxy struct {
 	rp          *httputil.ReverseProxy
 	sessions    *sessionSealer
@@ -49,7 +49,7 @@ func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Lo
 	p := &proxy{sessions: sessions, log: log, trustedHops: trustedHops}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      transport,
+		Transport:      &backendRoundTripper{next: transport},
 		FlushInterval:  -1,
 		ErrorHandler:   p.errorHandler,
 		ModifyResponse: p.modifyResponse,
@@ -59,16 +59,21 @@ func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Lo
 	return p
 }
 
+// Dialing backends: connecting is bounded, an established connection is
+// kept alive with TCP keep-alives.
+const (
+	connectTimeout = 5 * time.Second
+	keepAlive      = 30 * time.Second
+)
+
 // defaultTransport is used when Options.Transport is nil. It never uses an
 // environment proxy, does not add Accept-Encoding (bodies pass through
 // unchanged), bounds connecting but not waiting for a response, so long
-// tool calls and event streams are not cut.
-func defaultTransport() *http.Transport {
+// tool calls and event streams are not cut. It dials with a backendDialer
+// (trustNames: Options.TrustBackendNames).
+func defaultTransport(trustNames bool) *http.Transport {
 	return &http.Transport{
-		DialContext: (&net.Dialer{
-			Timeout:   5 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		DialContext:           newBackendDialer(trustNames).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
@@ -221,12 +226,17 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		return // the client went away: nobody to answer
 	}
 	if x != nil {
-		p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
+		attrs := []slog.Attr{
 			slog.String("route", x.routeLabel()),
 			slog.String("backend", x.backend.name),
 			slog.String("endpoint", x.endpoint),
 			slog.Int("status", code),
-			slog.String("error", err.Error()))
+			slog.String("error", err.Error()),
+		}
+		if x.backend.tlsPolicy != "" {
+			attrs = append(attrs, slog.String("backendTLSPolicy", x.backend.tlsPolicy))
+		}
+		p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error", attrs...)
 	}
 	writeError(w, code, msg)
 }
@@ -245,6 +255,10 @@ func upstreamErrorStatus(r *http.Request, err error) (int, string) {
 			return http.StatusServiceUnavailable, "upstream connect timeout"
 		}
 		return http.StatusServiceUnavailable, "upstream connect error"
+	case isTLSError(err):
+		// Part of connecting, as for Envoy: the backend's certificate is
+		// not one its BackendTLSPolicy trusts, or it does not speak TLS.
+		return http.StatusServiceUnavailable, "upstream TLS handshake failed"
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() {

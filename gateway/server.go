@@ -34,7 +34,18 @@ type Options struct {
 	Extensions ExtensionBuilder
 	// Transport reaches the backends; nil uses a transport that never cuts
 	// a slow response or an event stream (timeouts come from the routes).
+	// Backends with TLS (Backend.TLS) get transports of their own, cloned
+	// from Transport when it is an *http.Transport, else default ones.
 	Transport http.RoundTripper
+	// TrustBackendNames resolves the host names of backends (ExternalName
+	// Services, FQDN EndpointSlices) as the system does, search domains
+	// included, and lets them reach any address. By default a name is
+	// resolved as an absolute name and an address no backend may have
+	// (loopback, link-local, unspecified) is refused when it is dialed:
+	// whoever can write a Service must not reach the proxy's own ports or
+	// the node's metadata service. Standalone mode sets it (its files are
+	// the operator's own); the default transport is what it applies to.
+	TrustBackendNames bool
 	// Metrics are served on /metrics of the admin listener; nil creates
 	// metrics on a new registry.
 	Metrics *Metrics
@@ -98,6 +109,9 @@ type Server struct {
 	metrics  *Metrics
 	sessions *sessionSealer
 	proxy    *proxy
+	// transports reach the backends with TLS; each Apply keeps those its
+	// snapshot uses.
+	transports *backendTransports
 
 	snap  atomic.Pointer[snapshot]
 	ready atomic.Bool
@@ -154,8 +168,10 @@ func New(opts Options) (*Server, error) {
 	}
 	transport := opts.Transport
 	if transport == nil {
-		transport = defaultTransport()
+		transport = defaultTransport(opts.TrustBackendNames)
 	}
+	base, _ := transport.(*http.Transport)
+	s.transports = newBackendTransports(base, opts.TrustBackendNames)
 	s.proxy = newProxy(transport, s.sessions, s.log, opts.TrustedHops)
 	if s.opts.DrainTimeout <= 0 {
 		s.opts.DrainTimeout = 30 * time.Second
@@ -191,7 +207,7 @@ func New(opts Options) (*Server, error) {
 // with their connections. On error nothing changes, unless a port this Apply
 // had to release could not be bound again: the error then says which.
 func (s *Server) Apply(cfg *Config) error {
-	snap, err := compile(cfg, s.proxy, s.sessions, s.opts.Extensions)
+	snap, err := compile(cfg, s.proxy, s.sessions, s.opts.Extensions, s.transports)
 	if err != nil {
 		return fmt.Errorf("apply gateway config: %w", err)
 	}
@@ -240,6 +256,7 @@ func (s *Server) Apply(cfg *Config) error {
 	// counted from their first.
 	s.metrics.retainRoutes(s, cfg)
 	s.snap.Store(snap)
+	s.transports.retain(snap.transports)
 	for _, old := range replaced {
 		s.retire(old)
 	}

@@ -465,4 +465,41 @@ type Backend struct {
 	// legacy HTTP+SSE transport GET opens the event stream there, and
 	// messages are POSTed to the path the server announced in it.
 	EndpointPathGETOnly bool `json:"endpointPathGETOnly,omitempty"`
+	// TLS, when set, is how the gateway connects to the backend over TLS
+	// (a BackendTLSPolicy); Scheme must then be "https" or empty.
+	TLS *BackendTLS `json:"tls,omitempty"`
+}
+
+// BackendTLS says how the gateway connects to a backend over TLS and
+// verifies its certificate: a BackendTLSPolicy, resolved.
+//
+// The gateway sends ServerName as SNI and verifies the backend's chain
+// against CACertificatesPEM or, with SystemRoots, the system's roots.
+// Without SubjectAltNames the certificate must hold ServerName; with them,
+// it must hold one of them and ServerName is not checked. A BackendTLS
+// with neither CACertificatesPEM nor SystemRoots has no valid CA
+// certificate: the backend's requests answer 500 and nothing is dialed.
+type BackendTLS struct {
+	// Policy names the BackendTLSPolicy, "namespace/name", for logs,
+	// errors and /config.
+	Policy string `json:"policy,omitempty"`
+	// ServerName is the SNI, and the name the certificate must hold when
+	// there are no SubjectAltNames.
+	ServerName string `json:"serverName"`
+	// CACertificatesPEM are the certificates that may sign the backend's
+	// chain, PEM, one after the other. Public: never redacted.
+	CACertificatesPEM string `json:"caCertificatesPEM,omitempty"`
+	// SystemRoots trusts the system's roots instead.
+	SystemRoots bool `json:"systemRoots,omitempty"`
+	// SubjectAltNames, when set, are the names of which the certificate
+	// must hold one.
+	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+}
+
+// SubjectAltName is one name a backend's certificate may hold: a DNS name
+// (Hostname, a leading "*." in the certificate matching one label) or a
+// URI (URI, such as a SPIFFE id, compared exactly).
+type SubjectAltName struct {
+	Hostname string `json:"hostname,omitempty"`
+	URI      string `json:"uri,omitempty"`
 }

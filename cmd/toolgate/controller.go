@@ -20,6 +20,11 @@ import (
 
 const shutdownTimeout = 30 * time.Second
 
+// externalNamesHelp describes --allow-external-name-services.
+const externalNamesHelp = "serve Services of type ExternalName as backends: the proxies dial the name, usually over TLS from a BackendTLSPolicy. " +
+	"Whoever writes a Service in a namespace then chooses where that namespace's routes send traffic (names of the proxies' loopback, " +
+	"link-local addresses and the cluster's Services are refused even so); false refuses them all"
+
 func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("controller", "Run the control plane: status for GatewayClasses, Gateways, HTTPRoutes and MCPServers, and a data plane per Gateway.", stderr)
 	var (
@@ -35,6 +40,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		streamNames    = fs.String("config-stream-names", "", "extra comma-separated DNS names or IPs of the stream's serving certificate, beside the host of --config-stream-url and the Service's names")
 		caSecret       = fs.String("config-ca-secret", "toolgate-config-ca", "Secret, in the controller's namespace, holding the CA of the config stream; created when missing")
 		devLocalhost   = fs.Bool("dev-localhost-endpoints", false, "let EndpointSlices point at the proxies' loopback: FQDN addresses under localhost become 127.0.0.1. For development and tests on one host, never in a cluster")
+		externalNames  = fs.Bool("allow-external-name-services", true, externalNamesHelp)
 		params         provision.Params
 		serviceType    string
 	)
@@ -122,7 +128,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		logger.Warn("--dev-localhost-endpoints: EndpointSlices may point at the proxies' loopback; never use this in a cluster")
 	}
 	err = controller.Setup(mgr, controller.Options{
-		Params: params, Logger: logger, CA: ca,
+		Params: params, Logger: logger, CA: ca, RefuseExternalNames: !*externalNames,
 		Stream: &controller.StreamOptions{
 			Address: *streamAddress, CA: ca, DNSNames: stream.dnsNames, IPs: stream.ips,
 			LoopbackEndpoints: *devLocalhost,

@@ -16,7 +16,7 @@ import (
 func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("standalone --config DIR", "Serve the Gateways, HTTPRoutes and MCPServers of the manifests in DIR, without a cluster; reload when a file changes.", stderr)
 	var (
-		dir          = fs.String("config", "", "folder of manifests (*.yaml): Gateways, HTTPRoutes, ReferenceGrants, MCPServers, Secrets, Services and EndpointSlices (required)")
+		dir          = fs.String("config", "", "folder of manifests (*.yaml): Gateways, HTTPRoutes, ReferenceGrants, BackendTLSPolicies, MCPServers, Secrets, ConfigMaps, Services and EndpointSlices (required)")
 		listenAddr   = fs.String("listen-address", "127.0.0.1", "IP address the Gateways' listeners bind")
 		adminAddress = fs.String("admin-address", "127.0.0.1:9901", "address of /healthz, /readyz, /metrics and /config (/config answers loopback clients only); empty disables it")
 		trustedHops  = fs.Int("trusted-hops", 0, trustedHopsHelp)
@@ -53,8 +53,11 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 		sessionKey = make([]byte, 32)
 		_, _ = rand.Read(sessionKey)
 	}
+	// The files are the operator's own: backend names resolve as the
+	// system resolves them, to any address.
 	dp, err := store.newDataPlane(ctx, gateway.Options{
 		SessionKey: sessionKey, AdminAddress: *adminAddress, TrustedHops: *trustedHops,
+		TrustBackendNames: true,
 	}, logger)
 	if err != nil {
 		return err

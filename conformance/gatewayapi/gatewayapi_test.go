@@ -43,7 +43,7 @@ const defaultGatewayClass = "toolgate"
 // HTTPRoute, ReferenceGrant) are enabled by the profile itself. Each entry
 // names the code that implements it. What is left out is not implemented:
 // GatewayStaticAddresses and GatewayAddressEmpty (spec.addresses is refused:
-// translate/gateway.go finishGateways), ListenerSet, frontend client certificate validation, BackendTLSPolicy,
+// translate/gateway.go finishGateways), ListenerSet, frontend client certificate validation,
 // HTTPRouteRequestMirror (and its variants), HTTPRouteRetry
 // (and its variants), HTTPRouteBackendProtocolH2C (no h2c transport:
 // gateway/proxy.go) and GatewayBackendClientCertificate.
@@ -95,6 +95,12 @@ var supportedFeatures = []features.FeatureName{
 	features.SupportHTTPRouteNamedRouteRule,
 	// Upgrades pass through httputil.ReverseProxy (gateway/proxy.go).
 	features.SupportHTTPRouteBackendProtocolWebSocket,
+	// BackendTLSPolicy: the translator resolves policies, their CA
+	// ConfigMaps and their status (translate/backendtls.go); the proxy
+	// connects with the policy's SNI, roots and subject alternative names
+	// (gateway/backendtls.go).
+	features.SupportBackendTLSPolicy,
+	features.SupportBackendTLSPolicySANValidation,
 }
 
 // TestGatewayAPIConformance runs the GATEWAY-HTTP conformance profile against

@@ -102,7 +102,7 @@ func (l *Loader) read(res *translate.Resources, r io.Reader, source string) erro
 
 var (
 	gwGroup        = gwv1.GroupName
-	kindsSupported = []string{"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "MCPServer", "Service", "EndpointSlice", "Secret", "Namespace"}
+	kindsSupported = []string{"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "BackendTLSPolicy", "MCPServer", "Service", "EndpointSlice", "Secret", "ConfigMap", "Namespace"}
 )
 
 func (l *Loader) add(res *translate.Resources, u *unstructured.Unstructured) error {
@@ -135,8 +135,12 @@ func (l *Loader) add(res *translate.Resources, u *unstructured.Unstructured) err
 		err = into(u, &res.Services)
 	case gvk == discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"):
 		err = into(u, &res.EndpointSlices)
+	case gvk.Group == gwGroup && gvk.Kind == "BackendTLSPolicy" && gvk.Version == gwv1.GroupVersion.Version:
+		err = into(u, &res.BackendTLSPolicies)
 	case gvk == corev1.SchemeGroupVersion.WithKind("Secret"):
 		err = into(u, &res.Secrets)
+	case gvk == corev1.SchemeGroupVersion.WithKind("ConfigMap"):
+		err = into(u, &res.ConfigMaps)
 	case gvk == corev1.SchemeGroupVersion.WithKind("Namespace"):
 		err = into(u, &res.Namespaces)
 	default:

@@ -21,8 +21,13 @@ func TestReadSaysWhereAndWhatIsWrong(t *testing.T) {
 	}{
 		{
 			name: "a kind toolgate does not read",
-			yaml: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
-			want: []string{"f.yaml: document 1 (ConfigMap \"c\")", "kind /v1, Kind=ConfigMap is not one toolgate reads"},
+			yaml: "apiVersion: v1\nkind: Pod\nmetadata: {name: c}\n",
+			want: []string{"f.yaml: document 1 (Pod \"c\")", "kind /v1, Kind=Pod is not one toolgate reads"},
+		},
+		{
+			name: "a BackendTLSPolicy of a version the API server no longer serves",
+			yaml: "apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: BackendTLSPolicy\nmetadata: {name: p}\n",
+			want: []string{"gateway.networking.k8s.io/v1alpha3 is not a supported version of BackendTLSPolicy"},
 		},
 		{
 			name: "an MCPServer with perUser and no auth, refused as the API server refuses it",
@@ -68,8 +73,11 @@ func TestDirReadsEveryYAMLFileAndDefaultsTheNamespace(t *testing.T) {
 	}
 	dir := t.TempDir()
 	files := map[string]string{
-		"a.yaml":    "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: t, namespace: other}\nspec: {ports: [{port: 80}]}\n",
-		"b.yml":     "apiVersion: toolgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: m}\nspec: {serviceRef: {name: s, port: 80}}\n",
+		"a.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: t, namespace: other}\nspec: {ports: [{port: 80}]}\n",
+		"b.yml":  "apiVersion: toolgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: m}\nspec: {serviceRef: {name: s, port: 80}}\n",
+		"c.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca}\ndata: {ca.crt: x}\n---\n" +
+			"apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {name: p}\n" +
+			"spec: {targetRefs: [{group: '', kind: Service, name: s}], validation: {hostname: s.example.com, caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}\n",
 		"notes.txt": "not read",
 	}
 	for name, content := range files {
@@ -86,5 +94,11 @@ func TestDirReadsEveryYAMLFileAndDefaultsTheNamespace(t *testing.T) {
 	}
 	if len(res.MCPServers) != 1 || res.MCPServers[0].Spec.Path != "/mcp" {
 		t.Errorf("the MCPServer was not read with its defaults: %+v", res.MCPServers)
+	}
+	if len(res.ConfigMaps) != 1 || res.ConfigMaps[0].Namespace != "default" || res.ConfigMaps[0].Data["ca.crt"] != "x" {
+		t.Errorf("configMaps = %+v", res.ConfigMaps)
+	}
+	if len(res.BackendTLSPolicies) != 1 || res.BackendTLSPolicies[0].Spec.Validation.Hostname != "s.example.com" {
+		t.Errorf("backendTLSPolicies = %+v", res.BackendTLSPolicies)
 	}
 }

@@ -71,15 +71,76 @@ func (t *translator) translateBackend(rs *routeState, route *gwv1.HTTPRoute, ref
 	if !ok {
 		return invalid(gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s not found", svcName))
 	}
+	external := svc.Spec.Type == corev1.ServiceTypeExternalName
 	svcPort, ok := servicePort(svc, port)
+	if !ok && external && len(svc.Spec.Ports) == 0 {
+		// An ExternalName Service often declares no port: the name is
+		// all it says, and the reference gives the port.
+		svcPort, ok = corev1.ServicePort{Port: port}, true
+	}
 	if !ok {
 		return invalid(gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s has no port %d", svcName, port))
 	}
 	if svcPort.AppProtocol != nil && (*svcPort.AppProtocol == "https" || *svcPort.AppProtocol == "kubernetes.io/https") {
 		b.Scheme = "https"
 	}
-	b.Endpoints = t.endpoints(svcName, svcPort)
+	if external {
+		host, err := t.externalNameHost(svc)
+		if err != nil {
+			return invalid(gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("Service %s: %v", svcName, err))
+		}
+		// The proxy resolves the name when it connects, to the port the
+		// Service declares (no proxy of the cluster stands between).
+		b.Endpoints = []string{net.JoinHostPort(host, strconv.Itoa(int(svcPort.Port)))}
+	} else {
+		b.Endpoints = t.endpoints(svcName, svcPort)
+	}
+	if u := t.backendTLS(svcName, svcPort); u != nil {
+		tls := u.applied.tls
+		tls.SubjectAltNames = slices.Clone(tls.SubjectAltNames)
+		b.TLS, b.Scheme = &tls, "https"
+		rs.tlsUses = append(rs.tlsUses, u)
+	}
 	return b
+}
+
+// externalNameHost is the host an ExternalName Service names, or an error
+// that says why it cannot be a backend. Whoever writes a Service in a
+// namespace chooses the name, so besides Options.RefuseExternalNames some
+// names are always refused, as endpointHost refuses their addresses:
+//
+//   - loopback, link-local and unspecified IP addresses, and names under
+//     "localhost" (standalone mode, Options.LoopbackEndpoints, maps those
+//     to 127.0.0.1 and allows loopback addresses), so that a route cannot
+//     reach the proxy's admin port or the node's metadata service; the
+//     proxy refuses a name that resolves to such addresses when it dials;
+//   - names of the cluster's Services (NAME.NAMESPACE.svc...), which would
+//     reach another namespace's Service without its ReferenceGrant.
+func (t *translator) externalNameHost(svc *corev1.Service) (string, error) {
+	if t.opts.RefuseExternalNames {
+		return "", fmt.Errorf("type ExternalName (%q) is refused by this controller (--allow-external-name-services=false): "+
+			"ask the cluster's administrator, or run the backend in the cluster", svc.Spec.ExternalName)
+	}
+	name := strings.TrimSuffix(strings.ToLower(svc.Spec.ExternalName), ".")
+	if name == "" {
+		return "", fmt.Errorf("type ExternalName without spec.externalName: set the host to connect to")
+	}
+	if ip, err := netip.ParseAddr(name); err == nil {
+		if !t.opts.LoopbackEndpoints && !isEndpointIP(ip) {
+			return "", fmt.Errorf("spec.externalName %s is a loopback, link-local or unspecified address, which a backend may not have", name)
+		}
+		return ip.String(), nil
+	}
+	if isLocalhost(name) {
+		if !t.opts.LoopbackEndpoints {
+			return "", fmt.Errorf("spec.externalName %s names the proxy's own loopback, which a backend may not be", name)
+		}
+		return "127.0.0.1", nil
+	}
+	if labels := strings.Split(name, "."); len(labels) >= 3 && labels[2] == "svc" {
+		return "", fmt.Errorf("spec.externalName %s names a Service of the cluster: refer to that Service itself (in another namespace, with a ReferenceGrant there)", name)
+	}
+	return name, nil
 }
 
 // backendTarget is the group, kind and namespace a backendRef names, with

@@ -135,15 +135,23 @@ func dump(t *testing.T, r *translate.Result) []byte {
 	for name, s := range r.Status.GatewayClasses {
 		classes[name] = withoutNulls(t, s)
 	}
+	status := map[string]any{
+		"gatewayClasses": classes,
+		"gateways":       gws,
+		"httpRoutes":     routes,
+		"mcpServers":     mcps,
+	}
+	if len(r.Status.BackendTLSPolicies) > 0 {
+		tlsPolicies := map[string]any{}
+		for nn, s := range r.Status.BackendTLSPolicies {
+			tlsPolicies[nn.String()] = withoutNulls(t, s)
+		}
+		status["backendTLSPolicies"] = tlsPolicies
+	}
 	data, err := json.Marshal(map[string]any{
 		"gateways": gateways,
 		"policies": policies,
-		"status": map[string]any{
-			"gatewayClasses": classes,
-			"gateways":       gws,
-			"httpRoutes":     routes,
-			"mcpServers":     mcps,
-		},
+		"status":   status,
 	})
 	if err != nil {
 		t.Fatal(err)

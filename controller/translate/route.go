@@ -35,6 +35,8 @@ type routeState struct {
 	// ExtensionRef filter (ConditionMCPPolicyEnforced).
 	reachesMCP bool
 	bypasses   []string
+	// tlsUses are the BackendTLSPolicies of its backends.
+	tlsUses []*tlsUse
 }
 
 // ConditionMCPPolicyEnforced is the route parent condition, set on routes
@@ -214,6 +216,9 @@ func (t *translator) attach(rs *routeState, gs *gatewayState, ref gwv1.ParentRef
 	}
 	for _, m := range rs.mcpServers {
 		t.use(m, key(gs.gw))
+	}
+	for _, u := range rs.tlsUses {
+		t.useBackendTLS(u, key(gs.gw))
 	}
 	status.Conditions = []metav1.Condition{
 		condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "the route is attached", gen),

@@ -1,5 +1,6 @@
-// Package translate turns Kubernetes objects -- Gateway API resources,
-// MCPServers, Services, EndpointSlices and Secrets -- into one gateway
+// Package translate turns Kubernetes objects -- Gateway API resources
+// (BackendTLSPolicies too), MCPServers, Services, EndpointSlices, Secrets
+// and ConfigMaps -- into one gateway
 // snapshot per Gateway, the MCP filter policies, and the status of every
 // object. It is a pure function: it never talks to the API server, so the
 // controller, the proxy and standalone mode all run the same code and the
@@ -37,6 +38,9 @@ type Resources struct {
 	Services        []*corev1.Service
 	EndpointSlices  []*discoveryv1.EndpointSlice
 	Secrets         []*corev1.Secret
+	// ConfigMaps hold BackendTLSPolicies' CA certificates.
+	ConfigMaps         []*corev1.ConfigMap
+	BackendTLSPolicies []*gwv1.BackendTLSPolicy
 	// Namespaces are needed for allowedRoutes namespace selectors.
 	Namespaces []*corev1.Namespace
 	// DataPlanes is the observed state of each Gateway's data plane. A
@@ -82,6 +86,11 @@ type Options struct {
 	// edit of it cannot be applied. Optional: without it an invalid
 	// MCPServer serves nothing.
 	Memory *PolicyMemory
+	// RefuseExternalNames refuses Services of type ExternalName as
+	// backends (ResolvedRefs=False, RefNotPermitted). By default they are
+	// served: the proxy resolves the name when it connects (see
+	// externalNameHost for the names that are always refused).
+	RefuseExternalNames bool
 }
 
 // Result is the translator's output.
@@ -106,6 +115,10 @@ type Status struct {
 	// owns; other controllers' entries are left alone by the writer.
 	HTTPRoutes map[types.NamespacedName][]gwv1.RouteParentStatus
 	MCPServers map[types.NamespacedName]*v1alpha1.MCPServerStatus
+	// BackendTLSPolicies holds, per policy, the ancestor statuses (one per
+	// Gateway it applies under) this controller owns; a policy that
+	// applies under none has no entry.
+	BackendTLSPolicies map[types.NamespacedName][]gwv1.PolicyAncestorStatus
 }
 
 // Translate computes snapshots, policies and status from res.
@@ -126,15 +139,19 @@ func Translate(res *Resources, opts Options) *Result {
 				Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
 				HTTPRoutes:     map[types.NamespacedName][]gwv1.RouteParentStatus{},
 				MCPServers:     map[types.NamespacedName]*v1alpha1.MCPServerStatus{},
+
+				BackendTLSPolicies: map[types.NamespacedName][]gwv1.PolicyAncestorStatus{},
 			},
 		},
 	}
+	t.indexBackendTLSPolicies()
 	t.translateMCPServers()
 	t.translateGatewayClasses()
 	gateways := t.translateGateways()
 	t.translateHTTPRoutes(gateways)
 	t.finishGateways(gateways)
 	t.finishMCPServers()
+	t.finishBackendTLSPolicies()
 	return t.out
 }
 
@@ -147,6 +164,10 @@ type translator struct {
 	valid []*v1alpha1.MCPServer
 	// usedBy lists, per MCPServer, the Gateways whose routes apply it.
 	usedBy map[types.NamespacedName][]types.NamespacedName
+	// tlsPolicies are the BackendTLSPolicies, resolved; tlsTargets lists
+	// those of each target in order of precedence.
+	tlsPolicies map[types.NamespacedName]*tlsPolicy
+	tlsTargets  map[tlsTarget][]*tlsPolicy
 }
 
 // index finds input objects by name.
@@ -156,6 +177,7 @@ type index struct {
 	services       map[types.NamespacedName]*corev1.Service
 	endpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
 	secrets        map[types.NamespacedName]*corev1.Secret
+	configMaps     map[types.NamespacedName]*corev1.ConfigMap
 	namespaces     map[string]*corev1.Namespace
 }
 
@@ -166,6 +188,7 @@ func newIndex(res *Resources) *index {
 		services:       map[types.NamespacedName]*corev1.Service{},
 		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
 		secrets:        map[types.NamespacedName]*corev1.Secret{},
+		configMaps:     map[types.NamespacedName]*corev1.ConfigMap{},
 		namespaces:     map[string]*corev1.Namespace{},
 	}
 	for _, c := range res.GatewayClasses {
@@ -187,6 +210,9 @@ func newIndex(res *Resources) *index {
 	}
 	for _, s := range res.Secrets {
 		idx.secrets[key(s)] = s
+	}
+	for _, c := range res.ConfigMaps {
+		idx.configMaps[key(c)] = c
 	}
 	for _, n := range res.Namespaces {
 		idx.namespaces[n.Name] = n

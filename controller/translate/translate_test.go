@@ -112,9 +112,9 @@ func TestLoopbackEndpointsAreKeptOnlyWhenAllowed(t *testing.T) {
 	}
 }
 
-// loopbackFixture is a route to a Service with one EndpointSlice of the
-// given address type and address.
-const loopbackFixture = `
+// routeToMCPFixture is a Gateway apps/gw and a route apps/r to port 80 of
+// Service apps/mcp, which the fixtures below define.
+const routeToMCPFixture = `
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: toolgate}
@@ -133,7 +133,11 @@ metadata: {name: r, namespace: apps}
 spec:
   parentRefs: [{name: gw}]
   rules: [{backendRefs: [{name: mcp, port: 80}]}]
----
+`
+
+// loopbackFixture is a route to a Service with one EndpointSlice of the
+// given address type and address.
+const loopbackFixture = routeToMCPFixture + `---
 apiVersion: v1
 kind: Service
 metadata: {name: mcp, namespace: apps}
@@ -145,6 +149,60 @@ metadata: {name: mcp-1, namespace: apps, labels: {kubernetes.io/service-name: mc
 addressType: %s
 ports: [{name: http, port: 8000}]
 endpoints: [{addresses: ["%s"]}]
+`
+
+// An ExternalName Service is a backend the proxy dials by name, unless
+// the name would reach the proxy itself (standalone mode, whose files are
+// the operator's own, maps localhost to loopback as it does for
+// EndpointSlices) or the controller refuses ExternalName Services.
+func TestExternalNamesAreDialedUnlessTheModeRefusesThem(t *testing.T) {
+	cases := []struct {
+		name         string
+		externalName string
+		opts         translate.Options
+		want         string // the endpoint; "" when the backend is refused
+	}{
+		{"a name is dialed at the Service's port", "mcp.vendor.example", translate.Options{}, "mcp.vendor.example:80"},
+		{"localhost is refused in proxy mode", "localhost", translate.Options{}, ""},
+		{"localhost is the loopback address in standalone mode", "localhost", translate.Options{LoopbackEndpoints: true}, "127.0.0.1:80"},
+		{"a loopback IP is allowed in standalone mode", "127.0.0.1", translate.Options{LoopbackEndpoints: true}, "127.0.0.1:80"},
+		{"an IPv6 address is written with brackets", "2001:db8::7", translate.Options{}, "[2001:db8::7]:80"},
+		{"every name is refused when the controller refuses ExternalName", "mcp.vendor.example", translate.Options{RefuseExternalNames: true}, ""},
+	}
+	loader, err := load.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := loader.Read(strings.NewReader(fmt.Sprintf(externalNameFixture, tc.externalName)), "fixture")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := translate.Translate(res, tc.opts)
+			cfg := out.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}]
+			if cfg == nil || len(cfg.Listeners) != 1 {
+				t.Fatalf("no snapshot of apps/gw: %+v", out.Status.Gateways)
+			}
+			b := cfg.Listeners[0].VirtualHosts[0].Routes[0].Rules[0].Backends[0]
+			if got := strings.Join(b.Endpoints, ","); got != tc.want || b.Invalid != (tc.want == "") {
+				t.Errorf("endpoints %q (invalid %v), want %q", got, b.Invalid, tc.want)
+			}
+			conditions := out.Status.HTTPRoutes[types.NamespacedName{Namespace: "apps", Name: "r"}][0].Conditions
+			resolved := conditions[1]
+			if tc.want == "" && (resolved.Status != metav1.ConditionFalse || resolved.Reason != "RefNotPermitted") {
+				t.Errorf("ResolvedRefs = %+v, want False RefNotPermitted", resolved)
+			}
+		})
+	}
+}
+
+// externalNameFixture is a route to an ExternalName Service.
+const externalNameFixture = routeToMCPFixture + `---
+apiVersion: v1
+kind: Service
+metadata: {name: mcp, namespace: apps}
+spec: {type: ExternalName, externalName: "%s", ports: [{port: 80, name: http}]}
 `
 
 // The snapshot carries what the data plane needs to serve, secrets
