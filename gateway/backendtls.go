@@ -248,8 +248,13 @@ type backendRoundTripper struct {
 }
 
 func (rt *backendRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	if x := exchangeOf(r); x != nil && x.backend != nil && x.backend.transport != nil {
-		return x.backend.transport.RoundTrip(r)
+	x := exchangeOf(r)
+	next := rt.next
+	if x != nil && x.backend != nil && x.backend.transport != nil {
+		next = x.backend.transport
 	}
-	return rt.next.RoundTrip(r)
+	if x != nil && x.rule != nil && x.rule.retry != nil {
+		return x.rule.retry.roundTrip(next, r)
+	}
+	return next.RoundTrip(r)
 }

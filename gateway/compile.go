@@ -68,7 +68,9 @@ type compiledRule struct {
 	index    int
 	name     string
 	timeouts Timeouts
-	handler  http.Handler
+	// retry sends backend requests again; nil sends each once.
+	retry   *retrier
+	handler http.Handler
 	// metadata serves the RFC 9728 metadata of the rule's protected
 	// resource; nil when no filter of the rule protects it.
 	metadata ResourceMetadataServer
@@ -293,7 +295,11 @@ func (c *compiler) compileRule(route *compiledRoute, index int, rule *Rule) (*co
 	if rule.Timeouts.Request < 0 || rule.Timeouts.BackendRequest < 0 {
 		return nil, fmt.Errorf("negative timeout")
 	}
-	cr := &compiledRule{route: route, index: index, name: rule.Name, timeouts: rule.Timeouts}
+	retry, err := compileRetry(rule.Retry)
+	if err != nil {
+		return nil, err
+	}
+	cr := &compiledRule{route: route, index: index, name: rule.Name, timeouts: rule.Timeouts, retry: retry}
 	backends, err := c.newBackendSet(rule.Backends)
 	if err != nil {
 		return nil, err

@@ -115,6 +115,7 @@ func fullConfig(t *testing.T) *Config {
 							},
 						}},
 						Timeouts: Timeouts{Request: 10 * time.Second, BackendRequest: 2500 * time.Millisecond},
+						Retry:    &Retry{Codes: []int{500, 503}, Attempts: 2, Backoff: "100ms"},
 					}, {
 						Filters: []Filter{{Type: FilterRequestRedirect, RequestRedirect: &Redirect{
 							Scheme: "https", Hostname: "example.com", Port: 8443, StatusCode: 301,

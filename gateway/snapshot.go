@@ -151,6 +151,9 @@ type Rule struct {
 	Backends []Backend `json:"backends,omitempty"`
 	// Timeouts bound the request.
 	Timeouts Timeouts `json:"timeouts,omitzero"`
+	// Retry, when set, sends a backend request again on the statuses it
+	// names and on failed connections.
+	Retry *Retry `json:"retry,omitempty"`
 }
 
 // Timeouts are an HTTPRoute rule's timeouts. Zero means no timeout, which is

@@ -319,6 +319,9 @@ func (t *translator) translateRules(route *gwv1.HTTPRoute) *routeState {
 			r.Timeouts.Request = parseDuration(rs, rule.Timeouts.Request, where+".timeouts.request")
 			r.Timeouts.BackendRequest = parseDuration(rs, rule.Timeouts.BackendRequest, where+".timeouts.backendRequest")
 		}
+		if rule.Retry != nil {
+			r.Retry = translateRetry(rs, rule.Retry, where+".retry")
+		}
 		for j, br := range rule.BackendRefs {
 			t.checkMCPPolicy(rs, route, rule.Filters, br, fmt.Sprintf("%s.backendRefs[%d]", where, j))
 			b := t.translateBackend(rs, route, br.BackendRef, fmt.Sprintf("%s.backendRefs[%d]", where, j))
