@@ -108,6 +108,13 @@ func (c *compiler) newBackendSet(backends []Backend) (*backendSet, error) {
 			path:        b.EndpointPath,
 			pathGETOnly: b.EndpointPathGETOnly,
 		}
+		if b.Protocol != "" && b.Protocol != BackendProtocolH2C {
+			return nil, fmt.Errorf("backend %d (%s): protocol %q is not one the gateway speaks (h2c, or none for HTTP/1.1)", i, b.Name, b.Protocol)
+		}
+		if b.Protocol == BackendProtocolH2C && b.TLS == nil {
+			cb.transport = c.transports.h2c()
+			c.used[h2cTransportKey] = true
+		}
 		if b.TLS != nil {
 			cb.tlsPolicy = b.TLS.Policy
 			if cb.noCA = !b.TLS.hasRoots(); !cb.noCA {

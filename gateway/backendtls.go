@@ -73,6 +73,36 @@ func (t *backendTransports) get(b *BackendTLS) (*http.Transport, string, error) 
 	return tr, key, nil
 }
 
+// h2cTransportKey names the h2c transport among the TLS ones.
+const h2cTransportKey = "h2c"
+
+// h2c returns the transport that reaches backends with HTTP/2 over
+// cleartext TCP (prior knowledge), cloned as TLS transports are.
+func (t *backendTransports) h2c() *http.Transport {
+	if t != nil {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if tr, ok := t.byKey[h2cTransportKey]; ok {
+			return tr
+		}
+	}
+	var tr *http.Transport
+	switch {
+	case t == nil:
+		tr = defaultTransport(false)
+	case t.base != nil:
+		tr = t.base.Clone()
+	default:
+		tr = defaultTransport(t.trustNames)
+	}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	if t != nil {
+		t.byKey[h2cTransportKey] = tr
+	}
+	return tr
+}
+
 // retain drops the transports whose keys are not in keep, closing their
 // idle connections; requests in flight on them finish normally.
 func (t *backendTransports) retain(keep map[string]bool) {

@@ -107,6 +107,7 @@ func fullConfig(t *testing.T) *Config {
 							Filters:             []Filter{backendFilter},
 							EndpointPath:        "/mcp",
 							EndpointPathGETOnly: true,
+							Protocol:            BackendProtocolH2C,
 							// Encoded here only: a policy sets roots of one kind.
 							TLS: &BackendTLS{
 								Policy: "team-a/github-tls", ServerName: "github.example.com",

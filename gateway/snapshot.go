@@ -471,7 +471,15 @@ type Backend struct {
 	// TLS, when set, is how the gateway connects to the backend over TLS
 	// (a BackendTLSPolicy); Scheme must then be "https" or empty.
 	TLS *BackendTLS `json:"tls,omitempty"`
+	// Protocol is BackendProtocolH2C for a backend that speaks HTTP/2
+	// without TLS (a Service port's appProtocol kubernetes.io/h2c); empty
+	// for HTTP/1.1 (or HTTP/2 negotiated over TLS).
+	Protocol string `json:"protocol,omitempty"`
 }
+
+// BackendProtocolH2C is Backend.Protocol for HTTP/2 over cleartext TCP,
+// with prior knowledge.
+const BackendProtocolH2C = "h2c"
 
 // BackendTLS says how the gateway connects to a backend over TLS and
 // verifies its certificate: a BackendTLSPolicy, resolved.

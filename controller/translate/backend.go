@@ -81,8 +81,14 @@ func (t *translator) translateBackend(rs *routeState, route *gwv1.HTTPRoute, ref
 	if !ok {
 		return invalid(gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s has no port %d", svcName, port))
 	}
-	if svcPort.AppProtocol != nil && (*svcPort.AppProtocol == "https" || *svcPort.AppProtocol == "kubernetes.io/https") {
-		b.Scheme = "https"
+	if svcPort.AppProtocol != nil {
+		switch *svcPort.AppProtocol {
+		case "https", "kubernetes.io/https":
+			b.Scheme = "https"
+		case "kubernetes.io/h2c":
+			// HTTP/2 without TLS, with prior knowledge (GEP-1911).
+			b.Protocol = gateway.BackendProtocolH2C
+		}
 	}
 	if external {
 		host, err := t.externalNameHost(svc)
