@@ -43,10 +43,11 @@ const defaultGatewayClass = "toolgate"
 // HTTPRoute, ReferenceGrant) are enabled by the profile itself. Each entry
 // names the code that implements it. What is left out is not implemented:
 // GatewayStaticAddresses and GatewayAddressEmpty (spec.addresses is refused:
-// translate/gateway.go finishGateways), ListenerSet, frontend client certificate validation,
-// HTTPRouteRequestMirror (and its variants), HTTPRouteRetry
-// (and its variants), HTTPRouteBackendProtocolH2C (no h2c transport:
-// gateway/proxy.go) and GatewayBackendClientCertificate.
+// translate/gateway.go finishGateways), ListenerSet, frontend client
+// certificate validation, HTTPRouteRequestMirror (and its variants), the
+// retry variants (HTTPRouteRetryBackendTimeout and
+// HTTPRouteRetryConnectionError, which v1.6.3 tests nothing of) and
+// GatewayBackendClientCertificate.
 var supportedFeatures = []features.FeatureName{
 	// Listeners bind any port; the provisioned Service exposes each one
 	// (controller/provision/objects.go listenerPorts).
@@ -95,6 +96,10 @@ var supportedFeatures = []features.FeatureName{
 	features.SupportHTTPRouteNamedRouteRule,
 	// Upgrades pass through httputil.ReverseProxy (gateway/proxy.go).
 	features.SupportHTTPRouteBackendProtocolWebSocket,
+	// rules[].retry (gateway/retry.go; translate/retry.go).
+	features.SupportHTTPRouteRetry,
+	// appProtocol kubernetes.io/h2c (gateway/backendtls.go h2c).
+	features.SupportHTTPRouteBackendProtocolH2C,
 	// BackendTLSPolicy: the translator resolves policies, their CA
 	// ConfigMaps and their status (translate/backendtls.go); the proxy
 	// connects with the policy's SNI, roots and subject alternative names
