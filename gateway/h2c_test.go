@@ -34,6 +34,25 @@ func TestAnH2CBackendIsReachedWithHTTP2(t *testing.T) {
 	}
 }
 
+// A cleartext listener answers HTTP/2 with prior knowledge, and HTTP/1.1.
+func TestAnHTTPListenerSpeaksH2CWithPriorKnowledge(t *testing.T) {
+	s := newServer(t, Options{})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("b", 1, echoBackend(t, "b"))}}))
+	h2c := &http.Transport{Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(h2c.CloseIdleConnections)
+	for name, client := range map[string]*http.Client{"h2c": {Transport: h2c}, "HTTP/1.1": http.DefaultClient} {
+		res, err := client.Get(gatewayURL(t, s, "web") + "/")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		_ = res.Body.Close()
+		if want := map[string]int{"h2c": 2, "HTTP/1.1": 1}[name]; res.StatusCode != http.StatusOK || res.ProtoMajor != want {
+			t.Errorf("%s: status %d over HTTP/%d, want 200 over HTTP/%d", name, res.StatusCode, res.ProtoMajor, want)
+		}
+	}
+}
+
 func TestAnUnknownBackendProtocolIsRefused(t *testing.T) {
 	b := Backend{Name: "b", Weight: 1, Endpoints: []string{"127.0.0.1:1"}, Protocol: "spdy"}
 	s := newServer(t, Options{})

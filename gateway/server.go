@@ -321,6 +321,12 @@ func (s *Server) listen(key portKey, protocol Protocol, addr string) (*socket, e
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: s.certificateFor(key),
 		}
+	} else {
+		// Cleartext listeners speak HTTP/1.1, and HTTP/2 to clients that
+		// know the listener does (prior knowledge, as gRPC clients do).
+		sk.srv.Protocols = new(http.Protocols)
+		sk.srv.Protocols.SetHTTP1(true)
+		sk.srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	return sk, nil
 }
