@@ -57,20 +57,24 @@ func (t *backendTransports) get(b *BackendTLS) (*http.Transport, string, error) 
 	if err != nil {
 		return nil, "", err
 	}
-	var tr *http.Transport
-	switch {
-	case t == nil:
-		tr = defaultTransport(false)
-	case t.base != nil:
-		tr = t.base.Clone()
-	default:
-		tr = defaultTransport(t.trustNames)
-	}
+	tr := t.newTransport()
 	tr.TLSClientConfig = cfg
 	if t != nil {
 		t.byKey[key] = tr
 	}
 	return tr, key, nil
+}
+
+// newTransport is a transport of its own for some backends: a clone of the
+// base one, or a default one.
+func (t *backendTransports) newTransport() *http.Transport {
+	switch {
+	case t == nil:
+		return defaultTransport(false)
+	case t.base != nil:
+		return t.base.Clone()
+	}
+	return defaultTransport(t.trustNames)
 }
 
 // h2cTransportKey names the h2c transport among the TLS ones.
@@ -86,15 +90,7 @@ func (t *backendTransports) h2c() *http.Transport {
 			return tr
 		}
 	}
-	var tr *http.Transport
-	switch {
-	case t == nil:
-		tr = defaultTransport(false)
-	case t.base != nil:
-		tr = t.base.Clone()
-	default:
-		tr = defaultTransport(t.trustNames)
-	}
+	tr := t.newTransport()
 	tr.Protocols = new(http.Protocols)
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	if t != nil {
