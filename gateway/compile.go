@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"strings"
@@ -45,7 +46,11 @@ type listenerTable struct {
 	name         string
 	port         int
 	certificates []tls.Certificate
-	routes       hostIndex[*routeTable]
+	// clientCAs verify client certificates as clientAuth says; nil asks
+	// for none.
+	clientCAs  *x509.CertPool
+	clientAuth tls.ClientAuthType
+	routes     hostIndex[*routeTable]
 }
 
 // routeTable holds the rules serving one hostname, in precedence order, in
@@ -218,6 +223,21 @@ func (c *compiler) compileListener(l *Listener) (*listenerTable, error) {
 		return nil, err
 	}
 	lt := &listenerTable{name: l.Name, port: l.Port, certificates: certificates}
+	if v := l.ClientValidation; v != nil {
+		if l.Protocol != ProtocolHTTPS {
+			return nil, fmt.Errorf("client certificate validation on a %s listener: it needs HTTPS", l.Protocol)
+		}
+		lt.clientCAs = x509.NewCertPool()
+		if !lt.clientCAs.AppendCertsFromPEM([]byte(v.CACertificatesPEM)) {
+			return nil, fmt.Errorf("client certificate validation: no CA certificate in caCertificatesPEM")
+		}
+		lt.clientAuth = tls.RequireAndVerifyClientCert
+		if v.AllowInsecureFallback {
+			// Asked for, not required, and not verified: the backends
+			// authorize the clients.
+			lt.clientAuth = tls.RequestClientCert
+		}
+	}
 	entriesByHost := map[string][]*matchEntry{}
 	for _, vh := range l.VirtualHosts {
 		hostnames := vh.Hostnames

@@ -64,6 +64,9 @@ func fullConfig(t *testing.T) *Config {
 			Protocol:     ProtocolHTTPS,
 			Hostname:     "*.example.com",
 			Certificates: certs,
+			ClientValidation: &ClientValidation{
+				CACertificatesPEM: certs[0].CertificatePEM, AllowInsecureFallback: true,
+			},
 			VirtualHosts: []VirtualHost{{
 				Hostnames: []string{"mcp.example.com"},
 				Routes: []Route{{

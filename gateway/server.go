@@ -318,8 +318,9 @@ func (s *Server) listen(key portKey, protocol Protocol, addr string) (*socket, e
 	sk.srv = s.newHTTPServer(&entryHandler{server: s, key: key})
 	if protocol == ProtocolHTTPS {
 		sk.srv.TLSConfig = &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: s.certificateFor(key),
+			MinVersion:         tls.VersionTLS12,
+			GetCertificate:     s.certificateFor(key),
+			GetConfigForClient: s.clientValidationFor(key),
 		}
 	} else {
 		// Cleartext listeners speak HTTP/1.1, and HTTP/2 to clients that
@@ -408,6 +409,29 @@ func (s *Server) certificateFor(key portKey) func(*tls.ClientHelloInfo) (*tls.Ce
 			}
 		}
 		return &l.certificates[0], nil
+	}
+}
+
+// clientValidationFor returns the TLS configuration of a handshake on key's
+// socket whose listener (chosen by server name, as its certificate is)
+// verifies client certificates; nil, the socket's own, for the others.
+func (s *Server) clientValidationFor(key portKey) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		pt := s.snap.Load().ports[key]
+		if pt == nil {
+			return nil, nil
+		}
+		l, ok := pt.listeners.first(requestHostname(hello.ServerName))
+		if !ok || l.clientCAs == nil {
+			return nil, nil
+		}
+		return &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: s.certificateFor(key),
+			ClientCAs:      l.clientCAs,
+			ClientAuth:     l.clientAuth,
+			NextProtos:     []string{"h2", "http/1.1"},
+		}, nil
 	}
 }
 

@@ -96,6 +96,9 @@ type Listener struct {
 	Hostname string `json:"hostname,omitempty"`
 	// Certificates serve HTTPS. The first one the client supports is used.
 	Certificates []Certificate `json:"certificates,omitempty"`
+	// ClientValidation, on an HTTPS listener, verifies the certificates
+	// clients present (a Gateway's spec.tls.frontend).
+	ClientValidation *ClientValidation `json:"clientValidation,omitempty"`
 	// VirtualHosts hold the routes attached to this listener.
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
 }
@@ -513,4 +516,14 @@ type BackendTLS struct {
 type SubjectAltName struct {
 	Hostname string `json:"hostname,omitempty"`
 	URI      string `json:"uri,omitempty"`
+}
+
+// ClientValidation is how an HTTPS listener verifies client certificates.
+type ClientValidation struct {
+	// CACertificatesPEM are the CA certificates a client certificate must
+	// chain to.
+	CACertificatesPEM string `json:"caCertificatesPEM"`
+	// AllowInsecureFallback lets clients connect whose certificate is
+	// missing or does not verify; by default the handshake fails for them.
+	AllowInsecureFallback bool `json:"allowInsecureFallback,omitempty"`
 }

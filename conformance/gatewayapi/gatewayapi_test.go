@@ -43,8 +43,8 @@ const defaultGatewayClass = "toolgate"
 // HTTPRoute, ReferenceGrant) are enabled by the profile itself. Each entry
 // names the code that implements it. What is left out is not implemented:
 // GatewayStaticAddresses and GatewayAddressEmpty (spec.addresses is refused:
-// translate/gateway.go finishGateways), ListenerSet, frontend client
-// certificate validation, HTTPRouteRequestMirror (and its variants),
+// translate/gateway.go finishGateways), ListenerSet,
+// HTTPRouteRequestMirror (and its variants),
 // GatewayBackendClientCertificate, and HTTPRouteRetry with its variants:
 // rules[].retry is implemented (gateway/retry.go), but the standard
 // channel's HTTPRoute CRD has no retry field, so the API server drops it
@@ -59,6 +59,11 @@ var supportedFeatures = []features.FeatureName{
 	// parametersRef refuses the Gateway with InvalidParameters
 	// (translate/gateway.go finishGateways).
 	features.SupportGatewayInfrastructure,
+	// spec.tls.frontend: HTTPS listeners verify client certificates
+	// against CA ConfigMaps or Secrets, per port or by default
+	// (translate/frontendtls.go; gateway/server.go clientValidationFor).
+	features.SupportGatewayFrontendClientCertificateValidation,
+	features.SupportGatewayFrontendClientCertificateValidationInsecureFallback,
 	// Listeners sharing a port: the most specific hostname alone serves a
 	// request (gateway/host.go hostIndex, gateway/compile.go lookup).
 	features.SupportGatewayHTTPListenerIsolation,

@@ -57,8 +57,10 @@ type listenerState struct {
 	conflicted     metav1.Condition
 	supportedKinds []gwv1.RouteGroupKind
 	certificates   []gateway.Certificate
-	attachedRoutes int32
-	virtualHosts   []gateway.VirtualHost
+	// clientValidation verifies clients' certificates (spec.tls.frontend).
+	clientValidation *gateway.ClientValidation
+	attachedRoutes   int32
+	virtualHosts     []gateway.VirtualHost
 }
 
 // usable reports whether routes can attach and traffic can be served.
@@ -99,6 +101,7 @@ func (t *translator) translateListener(gw *gwv1.Gateway, l gwv1.Listener) *liste
 	case gwv1.HTTPProtocolType:
 	case gwv1.HTTPSProtocolType:
 		t.resolveCertificates(gw, ls)
+		t.resolveClientValidation(gw, ls)
 	default:
 		ls.accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
 			fmt.Sprintf("protocol %q is not supported: use HTTP or HTTPS", l.Protocol), gen)
@@ -310,7 +313,9 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 					Protocol:     gateway.Protocol(l.spec.Protocol),
 					Hostname:     hostnameOf(l.spec.Hostname),
 					Certificates: l.certificates,
-					VirtualHosts: l.virtualHosts,
+
+					ClientValidation: l.clientValidation,
+					VirtualHosts:     l.virtualHosts,
 				})
 			}
 		}
@@ -338,6 +343,10 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 			programmed = condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonPending, "waiting for the data plane: "+dataPlaneMessage(dp, haveDP), gen)
 		}
 		status.Conditions = []metav1.Condition{accepted, programmed}
+		if insecureFrontend(gw) {
+			status.Conditions = append(status.Conditions, condition(gwv1.GatewayConditionInsecureFrontendValidationMode, true, gwv1.GatewayReasonConfigurationChanged,
+				"spec.tls.frontend lets clients whose certificate is missing or fails validation connect (AllowInsecureFallback): the backends must authorize them", gen))
+		}
 		t.out.Status.Gateways[nn] = status
 		if accepted.Status == metav1.ConditionTrue {
 			t.out.Gateways[nn] = cfg
