@@ -338,30 +338,37 @@ func TestPromptsAndResourcesTakeQuotas(t *testing.T) {
 	}
 }
 
-// An in-flight cap admits at most its slots at once, and a call gives its
-// slot back when its answer ends, whether or not its client stayed.
-func TestACapAdmitsAtMostItsSlotsInFlight(t *testing.T) {
-	iss := newIssuer(t)
+// holdingFilter is the filter of policy in front of a backend that holds
+// each call until release lets it go (a send lets one go, a close all) or
+// its client goes; entered gets a value as each call reaches it.
+func holdingFilter(t *testing.T, policy filter.Policy) (h http.Handler, entered <-chan struct{}, release chan<- struct{}) {
+	t.Helper()
 	shared, err := filter.NewShared(filter.SharedOptions{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := filter.New(filter.Policy{Server: testServer, Auth: iss.auth(), PerUserMaxConcurrent: 2,
-		Tools: map[string]filter.ToolLimits{"report": {GlobalMaxConcurrent: 1}}}, shared)
+	f, err := filter.New(policy, shared)
 	if err != nil {
 		t.Fatal(err)
 	}
-	entered := make(chan struct{}, 8)
-	release := make(chan struct{})
-	h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
+	in, out := make(chan struct{}, 8), make(chan struct{})
+	return f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in <- struct{}{}
 		select {
-		case <-release:
+		case <-out:
 		case <-r.Context().Done():
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
-	}))
+	})), in, out
+}
+
+// An in-flight cap admits at most its slots at once, and a call gives its
+// slot back when its answer ends, whether or not its client stayed.
+func TestACapAdmitsAtMostItsSlotsInFlight(t *testing.T) {
+	iss := newIssuer(t)
+	h, entered, release := holdingFilter(t, filter.Policy{Server: testServer, Auth: iss.auth(), PerUserMaxConcurrent: 2,
+		Tools: map[string]filter.ToolLimits{"report": {GlobalMaxConcurrent: 1}}})
 	token := iss.token(t, "alice")
 	send := func(ctx context.Context, tool string) *httptest.ResponseRecorder {
 		r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/mcp", strings.NewReader(call(1, tool)))
@@ -483,26 +490,11 @@ func TestMethodEntriesAreChecked(t *testing.T) {
 // Caps on prompts, resources and methods hold their slots until the answer
 // ends, as tools' do.
 func TestPromptsResourcesAndMethodsTakeCaps(t *testing.T) {
-	shared, err := filter.NewShared(filter.SharedOptions{Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := filter.New(filter.Policy{Server: testServer,
+	h, entered, release := holdingFilter(t, filter.Policy{Server: testServer,
 		Prompts:   map[string]filter.ToolLimits{"review": {GlobalMaxConcurrent: 1}},
 		Resources: map[string]filter.ToolLimits{"file:///logs/{+path}": {GlobalMaxConcurrent: 1}},
 		Methods:   map[string]filter.ToolLimits{"completion/complete": {GlobalMaxConcurrent: 1}},
-	}, shared)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entered := make(chan struct{}, 8)
-	release := make(chan struct{})
-	h := f.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
-		<-release
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
-	}))
+	})
 	send := func(body string) *httptest.ResponseRecorder {
 		r := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/mcp", strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")

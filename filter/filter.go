@@ -315,7 +315,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.backend != nil {
 		// The caller's own credential stays here (it is removed below);
 		// the backend gets the gateway's, once the request has passed.
-		next = f.withBackendCredentials(h.next, bearerToken(r))
+		subject := ""
+		if f.backend.exchange {
+			subject = bearerToken(r)
+		}
+		next = f.withBackendCredentials(h.next, subject)
 	}
 	if f.auth != nil {
 		c, failure := f.auth.identify(r.Context(), r, f.resourceURL)

@@ -245,41 +245,46 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 // shadow (an extension parameter, which clients that do not know it
 // ignore): they were decided and counted, but refuse nothing.
 func setRateLimitFields(h http.Header, demands []limiter.Demand, scopes []scope, buckets []limiter.BucketState, lead int) {
-	policy := make([]byte, 0, 48*len(demands))
-	state := make([]byte, 0, 40*len(demands))
-	item := func(i int) {
-		if len(policy) > 0 {
-			policy, state = append(policy, ", "...), append(state, ", "...)
+	// Both fields are written into one buffer, and made one string: the
+	// policy items, then the state items, each in the same order.
+	b := make([]byte, 0, 88*len(demands))
+	each := func(item func(i int)) {
+		item(lead)
+		for i := range demands {
+			if i != lead && !outranked(scopes, buckets, lead, i) {
+				b = append(b, ", "...)
+				item(i)
+			}
 		}
-		name, limit, st := scopes[i].String(), demands[i].Limit, buckets[i]
-		policy = append(policy, '"')
-		policy = append(policy, name...)
-		policy = append(policy, `";q=`...)
-		policy = strconv.AppendInt(policy, limit.MaxTokens, 10)
-		state = append(state, '"')
-		state = append(state, name...)
-		state = append(state, `";r=`...)
-		state = strconv.AppendInt(state, max(st.Remaining, 0), 10)
+	}
+	each(func(i int) {
+		b = append(b, '"')
+		b = append(b, scopes[i].String()...)
+		b = append(b, `";q=`...)
+		b = strconv.AppendInt(b, demands[i].Limit.MaxTokens, 10)
 		if scopes[i].isCap() {
-			policy = append(policy, `;qu="concurrent-requests"`...)
+			b = append(b, `;qu="concurrent-requests"`...)
 		} else {
-			policy = append(policy, ";w="...)
-			policy = strconv.AppendInt(policy, max(ceilSeconds(limit.RefillPeriod), 1), 10)
-			state = append(state, ";t="...)
-			state = strconv.AppendInt(state, ceilSeconds(st.ResetAfter), 10)
+			b = append(b, ";w="...)
+			b = strconv.AppendInt(b, max(ceilSeconds(demands[i].Limit.RefillPeriod), 1), 10)
 		}
 		if demands[i].Limit.Shadow {
-			policy = append(policy, ";shadow"...)
+			b = append(b, ";shadow"...)
 		}
-	}
-	item(lead)
-	for i := range demands {
-		if i != lead && !outranked(scopes, buckets, lead, i) {
-			item(i)
+	})
+	policy := len(b)
+	each(func(i int) {
+		b = append(b, '"')
+		b = append(b, scopes[i].String()...)
+		b = append(b, `";r=`...)
+		b = strconv.AppendInt(b, max(buckets[i].Remaining, 0), 10)
+		if !scopes[i].isCap() {
+			b = append(b, ";t="...)
+			b = strconv.AppendInt(b, ceilSeconds(buckets[i].ResetAfter), 10)
 		}
-	}
-	fields := string(policy) + string(state) // one allocation for both
-	values := []string{fields[:len(policy)], fields[len(policy):]}
+	})
+	fields := string(b)
+	values := []string{fields[:policy], fields[policy:]} // one allocation for both
 	h[headerRateLimitPolicy] = values[0:1:1]
 	h[headerRateLimit] = values[1:2:2]
 }

@@ -12,29 +12,21 @@
 # 10) of BENCHTIME each (default 1s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/bench-rounds.sh
 COUNT=${COUNT:-10}
 BENCHTIME=${BENCHTIME:-1s}
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go test -c -o "$bin/filter.test" ./filter
 benches=(
-  'BenchmarkAuthorization/^rules=0$'
-  'BenchmarkAuthorization/^rules=20$'
-  'BenchmarkAuthorization/^rules=20-by-arguments$'
-  'BenchmarkToolsList/^unfiltered$'
-  'BenchmarkToolsList/^filtered$'
+  '^BenchmarkAuthorization$/^rules=0$'
+  '^BenchmarkAuthorization$/^rules=20$'
+  '^BenchmarkAuthorization$/^rules=20-by-arguments$'
+  '^BenchmarkToolsList$/^unfiltered$'
+  '^BenchmarkToolsList$/^filtered$'
 )
 results=$bin/results
-for ((round = 0; round < COUNT; round++)); do
-  order=("${benches[@]}")
-  if ((round % 2)); then
-    for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do tmp=${order[i]}; order[i]=${order[j]}; order[j]=$tmp; done
-  fi
-  for b in "${order[@]}"; do
-    (cd filter && "$bin/filter.test" -test.run '^$' -test.bench "^${b%%/*}\$/${b#*/}" -test.benchtime "$BENCHTIME" -test.benchmem) |
-      grep '^Benchmark' | tee -a "$results" >&2
-  done
-done
+bench_rounds "$bin/filter.test" filter "$results" "${benches[@]}"
 awk '
   { name = $1; sub(/-[0-9]+$/, "", name); t[name] = t[name] " " $3 }
   END {

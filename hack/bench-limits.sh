@@ -9,24 +9,17 @@
 # (default 10) of BENCHTIME each (default 2s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/bench-rounds.sh
 COUNT=${COUNT:-10}
 BENCHTIME=${BENCHTIME:-2s}
 ./hack/redis.sh >/dev/null
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go test -c -o "$bin/filter.test" ./filter
-benches=('buckets' 'buckets+quota' 'buckets+cap' 'buckets+quota+cap')
+benches=()
+for b in 'buckets' 'buckets\+quota' 'buckets\+cap' 'buckets\+quota\+cap'; do benches+=("^BenchmarkLimitsOnRedis\$/^$b\$"); done
 results=$bin/results
-for ((round = 0; round < COUNT; round++)); do
-  order=("${benches[@]}")
-  if ((round % 2)); then
-    for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do tmp=${order[i]}; order[i]=${order[j]}; order[j]=$tmp; done
-  fi
-  for b in "${order[@]}"; do
-    (cd filter && "$bin/filter.test" -test.run '^$' -test.bench "^BenchmarkLimitsOnRedis\$/^${b//+/\\+}\$" -test.benchtime "$BENCHTIME" -test.benchmem) |
-      grep '^Benchmark' | tee -a "$results" >&2
-  done
-done
+bench_rounds "$bin/filter.test" filter "$results" "${benches[@]}"
 awk '
   function median(list,   k, v, i, j, x) {
     k = split(substr(list, 2), v, " ")

@@ -333,32 +333,34 @@ func policyFor(m *v1alpha1.MCPServer) *filter.Policy {
 		if rl.ConcurrencyLease != nil {
 			p.ConcurrencyLease = rl.ConcurrencyLease.Duration.String()
 		}
-		if len(rl.Tools) > 0 {
-			p.Tools = make(map[string]filter.ToolLimits, len(rl.Tools))
-			for _, e := range rl.Tools {
-				p.Tools[e.Name] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
-			}
-		}
-		if len(rl.Prompts) > 0 {
-			p.Prompts = make(map[string]filter.ToolLimits, len(rl.Prompts))
-			for _, e := range rl.Prompts {
-				p.Prompts[e.Name] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
-			}
-		}
-		if len(rl.Resources) > 0 {
-			p.Resources = make(map[string]filter.ToolLimits, len(rl.Resources))
-			for _, e := range rl.Resources {
-				p.Resources[e.URI] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
-			}
-		}
-		if len(rl.Methods) > 0 {
-			p.Methods = make(map[string]filter.ToolLimits, len(rl.Methods))
-			for _, e := range rl.Methods {
-				p.Methods[e.Method] = entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
-			}
-		}
+		p.Tools = entriesOf(rl.Tools, func(e v1alpha1.ToolRateLimit) (string, filter.ToolLimits) {
+			return e.Name, entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
+		})
+		p.Prompts = entriesOf(rl.Prompts, func(e v1alpha1.PromptRateLimit) (string, filter.ToolLimits) {
+			return e.Name, entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
+		})
+		p.Resources = entriesOf(rl.Resources, func(e v1alpha1.ResourceRateLimit) (string, filter.ToolLimits) {
+			return e.URI, entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
+		})
+		p.Methods = entriesOf(rl.Methods, func(e v1alpha1.MethodRateLimit) (string, filter.ToolLimits) {
+			return e.Method, entryLimits(e.Global, e.PerUser, e.Cost, e.Quota, e.MaxConcurrent)
+		})
 	}
 	return p
+}
+
+// entriesOf converts the entries of tools[], prompts[], resources[] or
+// methods[] into the policy's map, by the key each names; nil for none.
+func entriesOf[E any](entries []E, convert func(E) (string, filter.ToolLimits)) map[string]filter.ToolLimits {
+	if len(entries) == 0 {
+		return nil
+	}
+	out := make(map[string]filter.ToolLimits, len(entries))
+	for _, e := range entries {
+		k, l := convert(e)
+		out[k] = l
+	}
+	return out
 }
 
 // entryLimits converts the limits of a tools[], prompts[], resources[] or
