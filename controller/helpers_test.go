@@ -37,15 +37,6 @@ func startMCPBackendT(t fataler) (port int32, stop func()) {
 	return int32(ln.Addr().(*net.TCPAddr).Port), func() { _ = srv.Close() }
 }
 
-func freePortT(t fataler) int32 {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return int32(ln.Addr().(*net.TCPAddr).Port)
-}
-
 // rawCall sends a raw JSON-RPC tools/call and returns the status, the
 // Retry-After header and the decoded body (status 0 when the request
 // failed).

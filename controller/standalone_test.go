@@ -76,7 +76,7 @@ func TestStandaloneServesReloadsAndKeepsTheLastGoodConfiguration(t *testing.T) {
 	defer issuer.Close()
 	backendPort, stopBackend := startMCPBackendT(t)
 	defer stopBackend()
-	listenPort := freePortT(t)
+	listenPort := int32(testproc.FreePort(t))
 
 	dir := t.TempDir()
 	write := func(name, content string) {

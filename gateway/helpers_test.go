@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,8 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate/filter"
+
+	"github.com/toolgate/toolgate/internal/testproc"
 )
 
 // waitLong bounds every wait in these tests. It is generous on purpose:
@@ -183,16 +186,11 @@ func decodeEcho(t *testing.T, body []byte) echoed {
 	return e
 }
 
-// closedPort returns a loopback address nobody listens on.
+// closedPort returns a loopback address nobody listens on, reserved for the
+// test so that nothing else starts listening on it.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testproc.FreePort(t)))
 }
 
 // extensionFunc is a test implementation of ExtensionFilter.

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/toolgate/toolgate/internal/testproc"
 )
 
 // rollbackHost is the server name of the HTTPS listeners in these tests.
@@ -15,18 +17,7 @@ const rollbackHost = "gw.example.com"
 
 // freePort returns a loopback port nobody listens on, for listeners that
 // must keep their port across Applies (port 0 would pick a new one).
-func freePort(t *testing.T) int {
-	t.Helper()
-	_, port, err := net.SplitHostPort(closedPort(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
+var freePort = testproc.FreePort
 
 // portListener is a listener on 127.0.0.1:port with one route to be.
 func portListener(name string, port int, protocol Protocol, certs []Certificate, be Backend) Listener {

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/toolgate/toolgate/internal/testport"
 )
 
 // waitTimeout bounds how long WaitFor waits: generous, for a loaded machine
@@ -145,28 +147,27 @@ func (l *Log) String() string {
 	return l.buf.String()
 }
 
-// FreePort is a TCP port on 127.0.0.1 that nothing listened on a moment
-// ago.
+// FreePort is one such port.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	return FreePorts(t, 1)[0]
 }
 
-// FreePorts is n distinct such ports: each is held until all are found, so
-// that the kernel cannot hand the same one out twice (it may reuse a port
-// the moment it is closed).
+// FreePorts is n distinct free ports on 127.0.0.1, reserved for the test
+// until it ends (see package testport): nothing else on the machine takes
+// them in the meantime, so a server may be started on them and restarted.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("find a free port: %v", err)
-		}
-		defer ln.Close()
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	ports, err := testport.Reserve("127.0.0.1", n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ports
+	t.Cleanup(func() {
+		for _, p := range ports {
+			p.Release()
+		}
+	})
+	return testport.Numbers(ports)
 }
 
 // Process is a child process a test started. It is killed when the test

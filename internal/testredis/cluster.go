@@ -8,12 +8,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/toolgate/toolgate/internal/testport"
 )
 
 // Cluster is a Redis Cluster of three masters, no replicas, owned by a test.
 type Cluster struct {
 	// Nodes are the masters; each serves a third of the hash slots.
 	Nodes []*Server
+
+	reserved []*testport.Port // the nodes' client and bus ports
 }
 
 // clusterNodeTimeout is how long a node may not answer before the others
@@ -36,11 +40,12 @@ func StartCluster() (*Cluster, error) {
 	const nodes = 3
 	// A node's client port and its cluster bus port (by default the client
 	// port plus 10000, which may be taken or past 65535).
-	ports, err := freePorts(2 * nodes)
+	reserved, err := testport.Reserve("127.0.0.1", 2*nodes)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{}
+	ports := testport.Numbers(reserved)
+	c := &Cluster{reserved: reserved}
 	ok := false
 	defer func() {
 		if !ok {
@@ -112,5 +117,8 @@ func (c *Cluster) Addrs() []string {
 
 // Close stops every node and removes their files.
 func (c *Cluster) Close() error {
-	return closeAll(c.Nodes)
+	err := closeAll(c.Nodes)
+	release(c.reserved)
+	c.reserved = nil
+	return err
 }

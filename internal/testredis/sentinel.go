@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/toolgate/toolgate/internal/testport"
 )
 
 // Sentinel is a Redis Sentinel deployment owned by a test: a master, its
@@ -24,6 +26,8 @@ type Sentinel struct {
 	Replica *Server
 	// Sentinels watch Master.
 	Sentinels []*Server
+
+	reserved []*testport.Port // the master's, the replica's and the sentinels' ports
 }
 
 // Sentinel timings, short so that a failover completes in a few seconds.
@@ -48,11 +52,12 @@ func StartSentinel() (*Sentinel, error) {
 			return nil, err
 		}
 	}
-	ports, err := freePorts(5)
+	reserved, err := testport.Reserve("127.0.0.1", 5)
 	if err != nil {
 		return nil, err
 	}
-	s := &Sentinel{MasterName: "toolgate-test"}
+	ports := testport.Numbers(reserved)
+	s := &Sentinel{MasterName: "toolgate-test", reserved: reserved}
 	ok := false
 	defer func() {
 		if !ok {
@@ -191,5 +196,8 @@ func (s *Sentinel) Close() error {
 			servers = append(servers, srv)
 		}
 	}
-	return closeAll(servers)
+	err := closeAll(servers)
+	release(s.reserved)
+	s.reserved = nil
+	return err
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/toolgate/toolgate/internal/testport"
 )
 
 // Server is a redis-server (or redis-sentinel) process owned by a test.
@@ -27,6 +29,9 @@ type Server struct {
 	args    []string
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd has exited
+	// reserved are the ports released when the server is closed: its own,
+	// unless it belongs to a deployment that holds them.
+	reserved []*testport.Port
 }
 
 // Start starts redis-server on a free loopback port. It fails, never skips,
@@ -40,10 +45,11 @@ func StartOn(ip string) (*Server, error) {
 	if err := lookPath("redis-server", "redis-server"); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(1)
+	reserved, err := testport.Reserve(ip, 1)
 	if err != nil {
 		return nil, err
 	}
+	ports := testport.Numbers(reserved)
 	more := []string{"--bind", ip}
 	if parsed := net.ParseIP(ip); parsed == nil || !parsed.IsLoopback() {
 		// Protected mode answers only loopback clients when there is no
@@ -53,7 +59,12 @@ func StartOn(ip string) (*Server, error) {
 	s, err := startServer("redis-server", ports[0], func(dir string) ([]string, error) {
 		return serverArgs(ports[0], dir, more...), nil
 	}, ip)
-	return s, err
+	if err != nil {
+		release(reserved)
+		return nil, err
+	}
+	s.reserved = reserved
+	return s, nil
 }
 
 // startServer makes a temporary directory, asks args for the program's
@@ -174,9 +185,11 @@ func (s *Server) Stop() error {
 	return nil
 }
 
-// Close stops the server and removes its files.
+// Close stops the server, removes its files and releases its port.
 func (s *Server) Close() error {
 	err := s.Stop()
+	release(s.reserved)
+	s.reserved = nil
 	if rmErr := os.RemoveAll(s.dir); rmErr != nil {
 		err = errors.Join(err, fmt.Errorf("remove %s: %w", s.dir, rmErr))
 	}
@@ -232,19 +245,11 @@ func poll(timeout time.Duration, check func() error) error {
 	}
 }
 
-// freePorts finds n distinct free loopback ports. They are held together
-// until all are found, so none is returned twice.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+// release gives reserved ports back.
+func release(ports []*testport.Port) {
+	for _, p := range ports {
+		p.Release()
 	}
-	return ports, nil
 }
 
 // tail is the last n lines of s.
