@@ -256,6 +256,68 @@ var _ = Describe("Gateway status and its data plane", func() {
 	})
 })
 
+var _ = Describe("ListenerSet status", func() {
+	It("attaches the sets a Gateway admits, exposes their ports on its data plane, and refuses the others with NotAllowed", func() {
+		ns := newNamespace()
+		gw := &gwv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("gw"), Namespace: ns},
+			Spec: gwv1.GatewaySpec{
+				GatewayClassName: gwv1.ObjectName(newGatewayClass(translate.ControllerName)),
+				Listeners:        []gwv1.Listener{{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: 8080}},
+				AllowedListeners: &gwv1.AllowedListeners{Namespaces: &gwv1.ListenerNamespaces{From: ptr(gwv1.NamespacesFromSame)}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, gw)).To(Succeed())
+		newSet := func(ns string, port int32) *gwv1.ListenerSet {
+			set := &gwv1.ListenerSet{
+				ObjectMeta: metav1.ObjectMeta{Name: unique("set"), Namespace: ns},
+				Spec: gwv1.ListenerSetSpec{
+					ParentRef: gwv1.ParentGatewayReference{Name: gwv1.ObjectName(gw.Name), Namespace: ptr(gwv1.Namespace(gw.Namespace))},
+					Listeners: []gwv1.ListenerEntry{{Name: "extra", Protocol: gwv1.HTTPProtocolType, Port: gwv1.PortNumber(port)}},
+				},
+			}
+			Expect(k8sClient.Create(ctx, set)).To(Succeed())
+			return set
+		}
+		admitted := newSet(ns, 9090)
+		refused := newSet(newNamespace(), 9191)
+		setConditions := func(set *gwv1.ListenerSet) func() []metav1.Condition {
+			return func() []metav1.Condition {
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(set), set)).To(Succeed())
+				return set.Status.Conditions
+			}
+		}
+
+		By("accepting the set of the Gateway's namespace, with its listener's status, and counting it on the Gateway")
+		Eventually(setConditions(admitted), wait, poll).Should(Satisfy(haveCondition("Accepted", metav1.ConditionTrue, "Accepted")))
+		Expect(admitted.Status.Listeners).To(HaveLen(1))
+		Expect(admitted.Status.Listeners[0].Conditions).To(Satisfy(haveCondition("Accepted", metav1.ConditionTrue, "Accepted")))
+		Expect(conditionOf(admitted.Status.Conditions, "Accepted").ObservedGeneration).To(Equal(admitted.Generation))
+		Eventually(func() *int32 {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(gw), gw)).To(Succeed())
+			return gw.Status.AttachedListenerSets
+		}, wait, poll).Should(HaveValue(Equal(int32(1))))
+
+		By("refusing the set of another namespace")
+		Eventually(setConditions(refused), wait, poll).Should(Satisfy(haveCondition("Accepted", metav1.ConditionFalse, "NotAllowed")))
+		Expect(refused.Status.Conditions).To(Satisfy(haveCondition("Programmed", metav1.ConditionFalse, "NotAllowed")))
+
+		By("exposing the admitted set's port, and not the refused one's, on the data plane's Service")
+		servicePorts := func() []int32 {
+			var svc corev1.Service
+			if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: provision.Names(gw).Name}, &svc); err != nil {
+				return nil
+			}
+			var ports []int32
+			for _, p := range svc.Spec.Ports {
+				ports = append(ports, p.Port)
+			}
+			return ports
+		}
+		Eventually(servicePorts, wait, poll).Should(ConsistOf(int32(8080), int32(9090)))
+	})
+})
+
 var _ = Describe("HTTPRoute status", func() {
 	It("keeps a route with an ExtensionRef to a missing MCPServer Accepted with ResolvedRefs False, and heals when it appears", func() {
 		ns := newNamespace()

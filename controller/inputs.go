@@ -44,7 +44,7 @@ func NewScheme() (*runtime.Scheme, error) {
 func inputKinds() []client.Object {
 	return []client.Object{
 		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.ReferenceGrant{},
-		&gwv1.BackendTLSPolicy{}, &v1alpha1.MCPServer{}, &corev1.Service{}, &discoveryv1.EndpointSlice{},
+		&gwv1.BackendTLSPolicy{}, &gwv1.ListenerSet{}, &v1alpha1.MCPServer{}, &corev1.Service{}, &discoveryv1.EndpointSlice{},
 		&corev1.Secret{}, &corev1.ConfigMap{}, &corev1.Namespace{},
 	}
 }
@@ -65,8 +65,9 @@ func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, 
 		configMaps corev1.ConfigMapList
 		tls        gwv1.BackendTLSPolicyList
 		namespaces corev1.NamespaceList
+		sets       gwv1.ListenerSetList
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &tls, &mcpServers, &services, &slices, &secrets, &configMaps, &namespaces} {
+	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &tls, &sets, &mcpServers, &services, &slices, &secrets, &configMaps, &namespaces} {
 		if err := c.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("list %T: %w", l, err)
 		}
@@ -82,6 +83,7 @@ func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, 
 	res.ConfigMaps = pointers(configMaps.Items)
 	res.BackendTLSPolicies = pointers(tls.Items)
 	res.Namespaces = pointers(namespaces.Items)
+	res.ListenerSets = pointers(sets.Items)
 	return res, nil
 }
 

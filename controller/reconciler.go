@@ -25,8 +25,8 @@ import (
 // RBAC of the controller: it reads every input, writes status, and records
 // Events. Provisioning's own rules live in package provision.
 //
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;httproutes;referencegrants;backendtlspolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses/status;gateways/status;httproutes/status;backendtlspolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;httproutes;referencegrants;backendtlspolicies;listenersets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses/status;gateways/status;httproutes/status;backendtlspolicies/status;listenersets/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=toolgate.dev,resources=mcpservers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=toolgate.dev,resources=mcpservers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=services;secrets;namespaces;configmaps,verbs=get;list;watch
@@ -147,7 +147,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		if _, accepted := first.Gateways[key]; !accepted {
 			continue
 		}
-		state, err := r.provisioner.Ensure(ctx, gw, p)
+		state, err := r.provisioner.Ensure(ctx, withListeners(gw, first.ListenerSetListeners[key]), p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("provision the data plane of Gateway %s: %w", key, err))
 			res.DataPlanes[key] = translate.DataPlane{Message: err.Error()}
@@ -183,4 +183,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, errs[0]
 	}
 	return reconcile.Result{}, nil
+}
+
+// withListeners is gw with more listeners (those of its ListenerSets), so
+// that its data plane exposes their ports too. gw itself is not changed.
+func withListeners(gw *gwv1.Gateway, more []gwv1.Listener) *gwv1.Gateway {
+	if len(more) == 0 {
+		return gw
+	}
+	gw = gw.DeepCopy()
+	gw.Spec.Listeners = append(gw.Spec.Listeners, more...)
+	return gw
 }

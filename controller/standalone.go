@@ -206,6 +206,17 @@ func printStatus(w io.Writer, res *translate.Resources, out *translate.Result, s
 			printConditions(w, fmt.Sprintf("  listener %s%s, %d route(s)", l.Name, where, l.AttachedRoutes), l.Conditions)
 		}
 	}
+	for _, set := range res.ListenerSets {
+		st, ok := out.Status.ListenerSets[nn(set)]
+		if !ok {
+			fmt.Fprintf(w, "  ListenerSet %s: not served (its parentRef is no Gateway served here)\n", nn(set))
+			continue
+		}
+		printConditions(w, "ListenerSet "+nn(set).String(), st.Conditions)
+		for _, l := range st.Listeners {
+			printConditions(w, fmt.Sprintf("  listener %s, %d route(s)", l.Name, l.AttachedRoutes), l.Conditions)
+		}
+	}
 	for _, r := range res.HTTPRoutes {
 		for _, p := range out.Status.HTTPRoutes[nn(r)] {
 			printConditions(w, fmt.Sprintf("HTTPRoute %s (parent %s)", nn(r), p.ParentRef.Name), p.Conditions)

@@ -50,6 +50,7 @@ func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out 
 		next := g.DeepCopy()
 		next.Status.Addresses = computed.Addresses
 		next.Status.Conditions = w.merge(g, g.Status.Conditions, computed.Conditions)
+		next.Status.AttachedListenerSets = computed.AttachedListenerSets
 		next.Status.Listeners = nil
 		for _, l := range computed.Listeners {
 			var old []metav1.Condition
@@ -62,6 +63,26 @@ func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out 
 			next.Status.Listeners = append(next.Status.Listeners, l)
 		}
 		errs = append(errs, w.patch(ctx, g, next, g.Status, next.Status))
+	}
+	for _, set := range res.ListenerSets {
+		computed, ok := out.Status.ListenerSets[nn(set)]
+		if !ok {
+			continue
+		}
+		next := set.DeepCopy()
+		next.Status.Conditions = w.merge(set, set.Status.Conditions, computed.Conditions)
+		next.Status.Listeners = nil
+		for _, l := range computed.Listeners {
+			var old []metav1.Condition
+			for _, ol := range set.Status.Listeners {
+				if ol.Name == l.Name {
+					old = ol.Conditions
+				}
+			}
+			l.Conditions = w.merge(set, old, l.Conditions)
+			next.Status.Listeners = append(next.Status.Listeners, l)
+		}
+		errs = append(errs, w.patch(ctx, set, next, set.Status, next.Status))
 	}
 	for _, r := range res.HTTPRoutes {
 		computed, ok := out.Status.HTTPRoutes[nn(r)]

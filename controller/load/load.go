@@ -102,7 +102,7 @@ func (l *Loader) read(res *translate.Resources, r io.Reader, source string) erro
 
 var (
 	gwGroup        = gwv1.GroupName
-	kindsSupported = []string{"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "BackendTLSPolicy", "MCPServer", "Service", "EndpointSlice", "Secret", "ConfigMap", "Namespace"}
+	kindsSupported = []string{"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "BackendTLSPolicy", "ListenerSet", "MCPServer", "Service", "EndpointSlice", "Secret", "ConfigMap", "Namespace"}
 )
 
 func (l *Loader) add(res *translate.Resources, u *unstructured.Unstructured) error {
@@ -137,6 +137,8 @@ func (l *Loader) add(res *translate.Resources, u *unstructured.Unstructured) err
 		err = into(u, &res.EndpointSlices)
 	case gvk.Group == gwGroup && gvk.Kind == "BackendTLSPolicy" && gvk.Version == gwv1.GroupVersion.Version:
 		err = into(u, &res.BackendTLSPolicies)
+	case gvk.Group == gwGroup && gvk.Kind == "ListenerSet" && gvk.Version == gwv1.GroupVersion.Version:
+		err = into(u, &res.ListenerSets)
 	case gvk == corev1.SchemeGroupVersion.WithKind("Secret"):
 		err = into(u, &res.Secrets)
 	case gvk == corev1.SchemeGroupVersion.WithKind("ConfigMap"):

@@ -34,7 +34,7 @@ func (t *translator) resolveClientValidation(gw *gwv1.Gateway, ls *listenerState
 	if v == nil {
 		return
 	}
-	gen := gw.Generation
+	gen := ls.owner.generation
 	var pems, problems []string
 	var reason gwv1.ListenerConditionReason
 	for i, ref := range v.CACertificateRefs {

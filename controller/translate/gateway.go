@@ -47,11 +47,29 @@ func (t *translator) ours(gw *gwv1.Gateway) bool {
 type gatewayState struct {
 	gw        *gwv1.Gateway
 	listeners []*listenerState
+	// sets are the ListenerSets whose parentRef is this Gateway, in order
+	// of precedence (see listenerset.go).
+	sets []*listenerSetState
+}
+
+// listenerOwner is the object that declares a listener: its Gateway, or a
+// ListenerSet attached to it. Its conditions carry the owner's generation,
+// its references are the owner's, and allowedRoutes' Same is the owner's
+// namespace.
+type listenerOwner struct {
+	kind       string // kindGateway or kindListenerSet
+	namespace  string
+	generation int64
+}
+
+func gatewayOwner(gw *gwv1.Gateway) listenerOwner {
+	return listenerOwner{kind: kindGateway, namespace: gw.Namespace, generation: gw.Generation}
 }
 
 // listenerState is one listener during translation.
 type listenerState struct {
 	spec           gwv1.Listener
+	owner          listenerOwner
 	accepted       metav1.Condition
 	resolvedRefs   metav1.Condition
 	conflicted     metav1.Condition
@@ -81,18 +99,21 @@ func (t *translator) translateGateways() []*gatewayState {
 		}
 		gs := &gatewayState{gw: gw}
 		for _, l := range gw.Spec.Listeners {
-			gs.listeners = append(gs.listeners, t.translateListener(gw, l))
+			gs.listeners = append(gs.listeners, t.translateListener(gw, gatewayOwner(gw), l))
 		}
 		markConflicts(gw, gs.listeners)
+		t.translateListenerSets(gs)
 		out = append(out, gs)
 	}
 	return out
 }
 
-func (t *translator) translateListener(gw *gwv1.Gateway, l gwv1.Listener) *listenerState {
-	gen := gw.Generation
+// translateListener checks one listener of gw, declared by owner.
+func (t *translator) translateListener(gw *gwv1.Gateway, owner listenerOwner, l gwv1.Listener) *listenerState {
+	gen := owner.generation
 	ls := &listenerState{
 		spec:         l,
+		owner:        owner,
 		accepted:     condition(gwv1.ListenerConditionAccepted, true, gwv1.ListenerReasonAccepted, "the listener is valid", gen),
 		resolvedRefs: condition(gwv1.ListenerConditionResolvedRefs, true, gwv1.ListenerReasonResolvedRefs, "all references resolved", gen),
 		conflicted:   condition(gwv1.ListenerConditionConflicted, false, gwv1.ListenerReasonNoConflicts, "no conflicts", gen),
@@ -100,15 +121,20 @@ func (t *translator) translateListener(gw *gwv1.Gateway, l gwv1.Listener) *liste
 	switch l.Protocol {
 	case gwv1.HTTPProtocolType:
 	case gwv1.HTTPSProtocolType:
-		t.resolveCertificates(gw, ls)
+		t.resolveCertificates(ls)
 		t.resolveClientValidation(gw, ls)
 	default:
 		ls.accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
 			fmt.Sprintf("protocol %q is not supported: use HTTP or HTTPS", l.Protocol), gen)
 		// No route kind is served over a protocol toolgate does not speak:
 		// supportedKinds is empty (upstream conformance test
-		// GatewayListenerUnsupportedProtocol).
+		// GatewayListenerUnsupportedProtocol), and kinds that allowedRoutes
+		// names cannot be served.
 		ls.supportedKinds = []gwv1.RouteGroupKind{}
+		if l.AllowedRoutes != nil && len(l.AllowedRoutes.Kinds) > 0 {
+			ls.resolvedRefs = condition(gwv1.ListenerConditionResolvedRefs, false, gwv1.ListenerReasonInvalidRouteKinds,
+				fmt.Sprintf("no route kind is served over protocol %q: toolgate serves HTTPRoute over HTTP and HTTPS", l.Protocol), gen)
+		}
 		return ls
 	}
 	ls.supportedKinds, ls.resolvedRefs = supportedKinds(l, ls.resolvedRefs, gen)
@@ -147,8 +173,8 @@ func supportedKinds(l gwv1.Listener, resolved metav1.Condition, gen int64) ([]gw
 }
 
 // resolveCertificates loads an HTTPS listener's certificates.
-func (t *translator) resolveCertificates(gw *gwv1.Gateway, ls *listenerState) {
-	gen := gw.Generation
+func (t *translator) resolveCertificates(ls *listenerState) {
+	gen, owner := ls.owner.generation, ls.owner
 	l := ls.spec
 	invalid := func(reason gwv1.ListenerConditionReason, msg string) {
 		ls.resolvedRefs = condition(gwv1.ListenerConditionResolvedRefs, false, reason, msg, gen)
@@ -171,11 +197,11 @@ func (t *translator) resolveCertificates(gw *gwv1.Gateway, ls *listenerState) {
 			invalid(gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("tls.certificateRefs[%d]: only core Secrets are supported", i))
 			return
 		}
-		ns := gw.Namespace
+		ns := owner.namespace
 		if ref.Namespace != nil && *ref.Namespace != "" {
 			ns = string(*ref.Namespace)
 		}
-		if ns != gw.Namespace && !t.referenceAllowed(gatewayGroup, kindGateway, gw.Namespace, "", kindSecret, ns, string(ref.Name)) {
+		if ns != owner.namespace && !t.referenceAllowed(gatewayGroup, owner.kind, owner.namespace, "", kindSecret, ns, string(ref.Name)) {
 			invalid(gwv1.ListenerReasonRefNotPermitted,
 				fmt.Sprintf("tls.certificateRefs[%d]: Secret %s/%s is in another namespace and no ReferenceGrant there allows it", i, ns, ref.Name))
 			return
@@ -242,7 +268,7 @@ func hostnameOf(h *gwv1.Hostname) string {
 
 // allowsRoute reports whether the listener's allowedRoutes admit an
 // HTTPRoute from namespace ns.
-func (t *translator) allowsRoute(gw *gwv1.Gateway, l *listenerState, ns string) bool {
+func (t *translator) allowsRoute(l *listenerState, ns string) bool {
 	if !slices.ContainsFunc(l.supportedKinds, func(k gwv1.RouteGroupKind) bool { return k.Kind == kindHTTPRoute }) {
 		return false
 	}
@@ -258,23 +284,29 @@ func (t *translator) allowsRoute(gw *gwv1.Gateway, l *listenerState, ns string) 
 	case gwv1.NamespacesFromAll:
 		return true
 	case gwv1.NamespacesFromSame:
-		return ns == gw.Namespace
+		return ns == l.owner.namespace
 	case gwv1.NamespacesFromSelector:
 		if selector == nil {
 			return false
 		}
-		sel, err := metav1.LabelSelectorAsSelector(selector)
-		if err != nil {
-			return false
-		}
-		n, ok := t.idx.namespaces[ns]
-		if !ok {
-			return false
-		}
-		return sel.Matches(labels.Set(n.Labels))
+		return t.namespaceSelected(selector, ns)
 	default:
 		return false
 	}
+}
+
+// namespaceSelected reports whether namespace ns has the labels selector
+// asks for.
+func (t *translator) namespaceSelected(selector *metav1.LabelSelector, ns string) bool {
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil {
+		return false
+	}
+	n, ok := t.idx.namespaces[ns]
+	if !ok {
+		return false
+	}
+	return sel.Matches(labels.Set(n.Labels))
 }
 
 // finishGateways writes the Gateways' status and snapshots once routes are
@@ -306,17 +338,7 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 				Conditions:     []metav1.Condition{l.accepted, programmed, l.resolvedRefs, l.conflicted},
 			})
 			if l.programmable() {
-				cfg.Listeners = append(cfg.Listeners, gateway.Listener{
-					Name:         nn.String() + "/" + string(l.spec.Name),
-					Address:      t.opts.ListenAddress,
-					Port:         int(l.spec.Port),
-					Protocol:     gateway.Protocol(l.spec.Protocol),
-					Hostname:     hostnameOf(l.spec.Hostname),
-					Certificates: l.certificates,
-
-					ClientValidation: l.clientValidation,
-					VirtualHosts:     l.virtualHosts,
-				})
+				cfg.Listeners = append(cfg.Listeners, t.snapshotListener(nn.String()+"/"+string(l.spec.Name), l))
 			}
 		}
 		accepted := condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonAccepted, "the Gateway is accepted", gen)
@@ -343,6 +365,7 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 			programmed = condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonPending, "waiting for the data plane: "+dataPlaneMessage(dp, haveDP), gen)
 		}
 		status.Conditions = []metav1.Condition{accepted, programmed}
+		status.AttachedListenerSets = ptr(t.finishListenerSets(gs, accepted.Status == metav1.ConditionTrue, dp, haveDP, cfg))
 		if insecureFrontend(gw) {
 			status.Conditions = append(status.Conditions, condition(gwv1.GatewayConditionInsecureFrontendValidationMode, true, gwv1.GatewayReasonConfigurationChanged,
 				"spec.tls.frontend lets clients whose certificate is missing or fails validation connect (AllowInsecureFallback): the backends must authorize them", gen))
@@ -351,6 +374,20 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 		if accepted.Status == metav1.ConditionTrue {
 			t.out.Gateways[nn] = cfg
 		}
+	}
+}
+
+// snapshotListener is listener l in the snapshot, named name.
+func (t *translator) snapshotListener(name string, l *listenerState) gateway.Listener {
+	return gateway.Listener{
+		Name:             name,
+		Address:          t.opts.ListenAddress,
+		Port:             int(l.spec.Port),
+		Protocol:         gateway.Protocol(l.spec.Protocol),
+		Hostname:         hostnameOf(l.spec.Hostname),
+		Certificates:     l.certificates,
+		ClientValidation: l.clientValidation,
+		VirtualHosts:     l.virtualHosts,
 	}
 }
 

@@ -141,6 +141,13 @@ func dump(t *testing.T, r *translate.Result) []byte {
 		"httpRoutes":     routes,
 		"mcpServers":     mcps,
 	}
+	if len(r.Status.ListenerSets) > 0 {
+		sets := map[string]any{}
+		for nn, s := range r.Status.ListenerSets {
+			sets[nn.String()] = withoutNulls(t, s)
+		}
+		status["listenerSets"] = sets
+	}
 	if len(r.Status.BackendTLSPolicies) > 0 {
 		tlsPolicies := map[string]any{}
 		for nn, s := range r.Status.BackendTLSPolicies {

@@ -130,21 +130,34 @@ func (t *translator) translateHTTPRoutes(gateways []*gatewayState) {
 		var rs *routeState // built on first use: routes of other controllers cost nothing
 		var parents []gwv1.RouteParentStatus
 		for _, ref := range route.Spec.ParentRefs {
-			if (ref.Group != nil && *ref.Group != gatewayGroup) || (ref.Kind != nil && *ref.Kind != kindGateway) {
+			if ref.Group != nil && *ref.Group != gatewayGroup {
 				continue
 			}
-			ns := route.Namespace
-			if ref.Namespace != nil && *ref.Namespace != "" {
-				ns = string(*ref.Namespace)
-			}
-			gs, ok := byName[ns+"/"+string(ref.Name)]
-			if !ok {
+			var parent routeParent
+			switch {
+			case ref.Kind == nil || *ref.Kind == kindGateway:
+				ns := route.Namespace
+				if ref.Namespace != nil && *ref.Namespace != "" {
+					ns = string(*ref.Namespace)
+				}
+				gs, ok := byName[ns+"/"+string(ref.Name)]
+				if !ok {
+					continue
+				}
+				parent = routeParent{gateway: key(gs.gw), what: "Gateway " + key(gs.gw).String(), listeners: gs.listeners}
+			case *ref.Kind == kindListenerSet:
+				p, ok := t.listenerSetParent(route.Namespace, ref)
+				if !ok {
+					continue
+				}
+				parent = p
+			default:
 				continue
 			}
 			if rs == nil {
 				rs = t.translateRules(route)
 			}
-			parents = append(parents, t.attach(rs, gs, ref))
+			parents = append(parents, t.attach(rs, parent, ref))
 		}
 		if parents != nil {
 			t.out.Status.HTTPRoutes[key(route)] = parents
@@ -152,9 +165,19 @@ func (t *translator) translateHTTPRoutes(gateways []*gatewayState) {
 	}
 }
 
+// routeParent is what a route's parentRef attaches it to: the listeners of
+// a Gateway, or those of a ListenerSet attached to one.
+type routeParent struct {
+	gateway   types.NamespacedName // the Gateway whose snapshot serves the route
+	what      string               // "Gateway NAMESPACE/NAME" or "ListenerSet NAMESPACE/NAME"
+	listeners []*listenerState
+	// notAllowed, when set, says why no route attaches to it.
+	notAllowed string
+}
+
 // attach attaches the route to the listeners of one parentRef and returns
 // that parent's status.
-func (t *translator) attach(rs *routeState, gs *gatewayState, ref gwv1.ParentReference) gwv1.RouteParentStatus {
+func (t *translator) attach(rs *routeState, parent routeParent, ref gwv1.ParentReference) gwv1.RouteParentStatus {
 	route := rs.route
 	gen := route.Generation
 	status := gwv1.RouteParentStatus{ParentRef: ref, ControllerName: t.opts.ControllerName}
@@ -165,8 +188,11 @@ func (t *translator) attach(rs *routeState, gs *gatewayState, ref gwv1.ParentRef
 		}
 		return status
 	}
+	if parent.notAllowed != "" {
+		return reject(gwv1.RouteReasonNotAllowedByListeners, parent.notAllowed)
+	}
 	var candidates []*listenerState
-	for _, l := range gs.listeners {
+	for _, l := range parent.listeners {
 		if ref.SectionName != nil && *ref.SectionName != l.spec.Name {
 			continue
 		}
@@ -176,16 +202,16 @@ func (t *translator) attach(rs *routeState, gs *gatewayState, ref gwv1.ParentRef
 		candidates = append(candidates, l)
 	}
 	if len(candidates) == 0 {
-		return reject(gwv1.RouteReasonNoMatchingParent, fmt.Sprintf("Gateway %s has no listener matching sectionName %s and port %s", key(gs.gw), strOr(ref.SectionName), portOr(ref.Port)))
+		return reject(gwv1.RouteReasonNoMatchingParent, fmt.Sprintf("%s has no listener matching sectionName %s and port %s", parent.what, strOr(ref.SectionName), portOr(ref.Port)))
 	}
 	var allowed []*listenerState
 	for _, l := range candidates {
-		if l.usable() && t.allowsRoute(gs.gw, l, route.Namespace) {
+		if l.usable() && t.allowsRoute(l, route.Namespace) {
 			allowed = append(allowed, l)
 		}
 	}
 	if len(allowed) == 0 {
-		return reject(gwv1.RouteReasonNotAllowedByListeners, fmt.Sprintf("no listener of Gateway %s that this parentRef selects is valid and allows HTTPRoutes from namespace %s (see the listeners' allowedRoutes)", key(gs.gw), route.Namespace))
+		return reject(gwv1.RouteReasonNotAllowedByListeners, fmt.Sprintf("no listener of %s that this parentRef selects is valid and allows HTTPRoutes from namespace %s (see the listeners' allowedRoutes)", parent.what, route.Namespace))
 	}
 	attached := 0
 	for _, l := range allowed {
@@ -215,10 +241,10 @@ func (t *translator) attach(rs *routeState, gs *gatewayState, ref gwv1.ParentRef
 		return reject(rs.accepted.reason, rs.accepted.message)
 	}
 	for _, m := range rs.mcpServers {
-		t.use(m, key(gs.gw))
+		t.use(m, parent.gateway)
 	}
 	for _, u := range rs.tlsUses {
-		t.useBackendTLS(u, key(gs.gw))
+		t.useBackendTLS(u, parent.gateway)
 	}
 	status.Conditions = []metav1.Condition{
 		condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "the route is attached", gen),

@@ -41,6 +41,8 @@ type Resources struct {
 	// ConfigMaps hold BackendTLSPolicies' CA certificates.
 	ConfigMaps         []*corev1.ConfigMap
 	BackendTLSPolicies []*gwv1.BackendTLSPolicy
+	// ListenerSets add listeners to the Gateways that admit them.
+	ListenerSets []*gwv1.ListenerSet
 	// Namespaces are needed for allowedRoutes namespace selectors.
 	Namespaces []*corev1.Namespace
 	// DataPlanes is the observed state of each Gateway's data plane. A
@@ -103,6 +105,10 @@ type Result struct {
 	Policies map[types.NamespacedName]*filter.Policy
 	// Status holds the status of every input object the translator owns.
 	Status Status
+	// ListenerSetListeners holds, per accepted Gateway, the listeners of
+	// its ListenerSets that it serves: its data plane exposes their ports
+	// besides its own listeners'.
+	ListenerSetListeners map[types.NamespacedName][]gwv1.Listener
 }
 
 // Status is the status the translation computed. Conditions carry no
@@ -119,6 +125,9 @@ type Status struct {
 	// Gateway it applies under) this controller owns; a policy that
 	// applies under none has no entry.
 	BackendTLSPolicies map[types.NamespacedName][]gwv1.PolicyAncestorStatus
+	// ListenerSets holds the status of every ListenerSet whose parentRef
+	// is a Gateway of this controller.
+	ListenerSets map[types.NamespacedName]*gwv1.ListenerSetStatus
 }
 
 // Translate computes snapshots, policies and status from res.
@@ -127,13 +136,15 @@ func Translate(res *Resources, opts Options) *Result {
 		opts.ControllerName = ControllerName
 	}
 	t := &translator{
-		res:    res,
-		opts:   opts,
-		idx:    newIndex(res),
-		usedBy: map[types.NamespacedName][]types.NamespacedName{},
+		res:          res,
+		opts:         opts,
+		idx:          newIndex(res),
+		usedBy:       map[types.NamespacedName][]types.NamespacedName{},
+		listenerSets: map[types.NamespacedName]*listenerSetState{},
 		out: &Result{
-			Gateways: map[types.NamespacedName]*gateway.Config{},
-			Policies: map[types.NamespacedName]*filter.Policy{},
+			Gateways:             map[types.NamespacedName]*gateway.Config{},
+			Policies:             map[types.NamespacedName]*filter.Policy{},
+			ListenerSetListeners: map[types.NamespacedName][]gwv1.Listener{},
 			Status: Status{
 				GatewayClasses: map[string]*gwv1.GatewayClassStatus{},
 				Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
@@ -141,6 +152,7 @@ func Translate(res *Resources, opts Options) *Result {
 				MCPServers:     map[types.NamespacedName]*v1alpha1.MCPServerStatus{},
 
 				BackendTLSPolicies: map[types.NamespacedName][]gwv1.PolicyAncestorStatus{},
+				ListenerSets:       map[types.NamespacedName]*gwv1.ListenerSetStatus{},
 			},
 		},
 	}
@@ -168,6 +180,9 @@ type translator struct {
 	// those of each target in order of precedence.
 	tlsPolicies map[types.NamespacedName]*tlsPolicy
 	tlsTargets  map[tlsTarget][]*tlsPolicy
+	// listenerSets are the ListenerSets whose parentRef is one of this
+	// controller's Gateways.
+	listenerSets map[types.NamespacedName]*listenerSetState
 }
 
 // index finds input objects by name.
