@@ -71,60 +71,13 @@ func (c *compiler) newBackendSet(backends []Backend) (*backendSet, error) {
 		if b.Weight < 0 {
 			return nil, fmt.Errorf("backend %d (%s): negative weight %d", i, b.Name, b.Weight)
 		}
-		scheme := b.Scheme
-		switch scheme {
-		case "":
-			scheme = "http"
-			if b.TLS != nil {
-				scheme = "https"
-			}
-		case "http", "https":
-		default:
-			return nil, fmt.Errorf("backend %d (%s): unsupported scheme %q", i, b.Name, b.Scheme)
-		}
-		if b.TLS != nil && scheme != "https" {
-			return nil, fmt.Errorf("backend %d (%s): TLS needs scheme https, not %q", i, b.Name, b.Scheme)
-		}
-		for _, ep := range b.Endpoints {
-			if _, _, err := net.SplitHostPort(ep); err != nil {
-				return nil, fmt.Errorf("backend %d (%s): endpoint %q: %w", i, b.Name, ep, err)
-			}
-		}
-		if b.EndpointPath != "" && !strings.HasPrefix(b.EndpointPath, "/") {
-			return nil, fmt.Errorf("backend %d (%s): endpoint path %q must start with /", i, b.Name, b.EndpointPath)
-		}
 		h, err := c.wrapFilters(b.Filters, c.proxy)
 		if err != nil {
 			return nil, fmt.Errorf("backend %d (%s): %w", i, b.Name, err)
 		}
-		cb := &compiledBackend{
-			name:      b.Name,
-			weight:    int64(b.Weight),
-			scheme:    scheme,
-			endpoints: append([]string(nil), b.Endpoints...),
-			invalid:   b.Invalid,
-			handler:   h,
-
-			path:        b.EndpointPath,
-			pathGETOnly: b.EndpointPathGETOnly,
-		}
-		if b.Protocol != "" && b.Protocol != BackendProtocolH2C {
-			return nil, fmt.Errorf("backend %d (%s): protocol %q is not one the gateway speaks (h2c, or none for HTTP/1.1)", i, b.Name, b.Protocol)
-		}
-		if b.Protocol == BackendProtocolH2C && b.TLS == nil {
-			cb.transport = c.transports.h2c()
-			c.used[h2cTransportKey] = true
-		}
-		if b.TLS != nil {
-			cb.tlsPolicy = b.TLS.Policy
-			if cb.noCA = !b.TLS.hasRoots(); !cb.noCA {
-				tr, key, err := c.transports.get(b.TLS)
-				if err != nil {
-					return nil, fmt.Errorf("backend %d (%s): %w", i, b.Name, err)
-				}
-				cb.transport = tr
-				c.used[key] = true
-			}
+		cb, err := c.compileBackend(&b, h)
+		if err != nil {
+			return nil, fmt.Errorf("backend %d (%s): %w", i, b.Name, err)
 		}
 		s.total += uint64(b.Weight)
 		s.backends = append(s.backends, cb)
@@ -138,6 +91,63 @@ func (c *compiler) newBackendSet(backends []Backend) (*backendSet, error) {
 		}
 	}
 	return s, nil
+}
+
+// compileBackend checks b and compiles it with handler, its filters then
+// the proxy (nil for a mirror's backend), and the transport it needs.
+func (c *compiler) compileBackend(b *Backend, handler http.Handler) (*compiledBackend, error) {
+	scheme := b.Scheme
+	switch scheme {
+	case "":
+		scheme = "http"
+		if b.TLS != nil {
+			scheme = "https"
+		}
+	case "http", "https":
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q", b.Scheme)
+	}
+	if b.TLS != nil && scheme != "https" {
+		return nil, fmt.Errorf("TLS needs scheme https, not %q", b.Scheme)
+	}
+	for _, ep := range b.Endpoints {
+		if _, _, err := net.SplitHostPort(ep); err != nil {
+			return nil, fmt.Errorf("endpoint %q: %w", ep, err)
+		}
+	}
+	if b.EndpointPath != "" && !strings.HasPrefix(b.EndpointPath, "/") {
+		return nil, fmt.Errorf("endpoint path %q must start with /", b.EndpointPath)
+	}
+	cb := &compiledBackend{
+		name:      b.Name,
+		weight:    int64(b.Weight),
+		scheme:    scheme,
+		endpoints: append([]string(nil), b.Endpoints...),
+		invalid:   b.Invalid,
+		handler:   handler,
+
+		path:        b.EndpointPath,
+		pathGETOnly: b.EndpointPathGETOnly,
+	}
+	if b.Protocol != "" && b.Protocol != BackendProtocolH2C {
+		return nil, fmt.Errorf("protocol %q is not one the gateway speaks (h2c, or none for HTTP/1.1)", b.Protocol)
+	}
+	if b.Protocol == BackendProtocolH2C && b.TLS == nil {
+		cb.transport = c.transports.h2c()
+		c.used[h2cTransportKey] = true
+	}
+	if b.TLS != nil {
+		cb.tlsPolicy = b.TLS.Policy
+		if cb.noCA = !b.TLS.hasRoots(); !cb.noCA {
+			tr, key, err := c.transports.get(b.TLS)
+			if err != nil {
+				return nil, err
+			}
+			cb.transport = tr
+			c.used[key] = true
+		}
+	}
+	return cb, nil
 }
 
 // pick returns the backend for the next request, or nil when no backend has

@@ -152,6 +152,10 @@ type compiler struct {
 	// this snapshot uses.
 	transports *backendTransports
 	used       map[string]bool
+	// mirrors sends the copies of mirror filters; mirrorStrip is what the
+	// copies of the rule being compiled lose (see mirrorStrip).
+	mirrors     *mirrorSender
+	mirrorStrip []string
 }
 
 type extensionKey struct{ group, kind, name string }
@@ -166,14 +170,16 @@ type builtExtension struct {
 
 // compile validates cfg and builds its snapshot: matchers, handler chains,
 // extension filters (with extensions), parsed certificates and the
-// transports of TLS backends (from transports; nil builds new ones).
-func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer, extensions ExtensionBuilder, transports *backendTransports) (*snapshot, error) {
+// transports of TLS backends (from transports; nil builds new ones); its
+// mirror filters send their copies with mirrors (nil: a sender of their
+// own).
+func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer, extensions ExtensionBuilder, transports *backendTransports, mirrors *mirrorSender) (*snapshot, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("config is nil")
 	}
 	c := &compiler{
 		proxy: proxy, sessions: sessions, extensions: extensions, built: map[extensionKey][]builtExtension{},
-		transports: transports, used: map[string]bool{},
+		transports: transports, used: map[string]bool{}, mirrors: mirrors,
 	}
 	snap := &snapshot{config: cfg, ports: map[portKey]*portTable{}, transports: c.used}
 	byPort := map[portKey]map[string]*listenerTable{}
@@ -320,6 +326,7 @@ func (c *compiler) compileRule(route *compiledRoute, index int, rule *Rule) (*co
 		return nil, err
 	}
 	cr := &compiledRule{route: route, index: index, name: rule.Name, timeouts: rule.Timeouts, retry: retry}
+	c.mirrorStrip = mirrorStrip(rule)
 	backends, err := c.newBackendSet(rule.Backends)
 	if err != nil {
 		return nil, err

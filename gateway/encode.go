@@ -91,18 +91,20 @@ func redactRule(r Rule) Rule {
 		return m
 	})
 	r.Filters = cloneSlice(r.Filters, redactFilter)
-	r.Backends = cloneSlice(r.Backends, func(b Backend) Backend {
-		b.Endpoints = slices.Clone(b.Endpoints)
-		b.Filters = cloneSlice(b.Filters, redactFilter)
-		if b.TLS != nil {
-			// CA certificates are public: copied, not redacted.
-			t := *b.TLS
-			t.SubjectAltNames = slices.Clone(t.SubjectAltNames)
-			b.TLS = &t
-		}
-		return b
-	})
+	r.Backends = cloneSlice(r.Backends, redactBackend)
 	return r
+}
+
+func redactBackend(b Backend) Backend {
+	b.Endpoints = slices.Clone(b.Endpoints)
+	b.Filters = cloneSlice(b.Filters, redactFilter)
+	if b.TLS != nil {
+		// CA certificates are public: copied, not redacted.
+		t := *b.TLS
+		t.SubjectAltNames = slices.Clone(t.SubjectAltNames)
+		b.TLS = &t
+	}
+	return b
 }
 
 func redactFilter(f Filter) Filter {
@@ -125,6 +127,12 @@ func redactFilter(f Filter) Filter {
 		c.AllowHeaders = slices.Clone(c.AllowHeaders)
 		c.ExposeHeaders = slices.Clone(c.ExposeHeaders)
 		f.CORS = &c
+	}
+	if f.RequestMirror != nil {
+		m := *f.RequestMirror
+		m.Backend = redactBackend(m.Backend)
+		m.Fraction = clonePtr(m.Fraction)
+		f.RequestMirror = &m
 	}
 	if f.ExtensionRef != nil {
 		ref := *f.ExtensionRef

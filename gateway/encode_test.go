@@ -100,6 +100,10 @@ func fullConfig(t *testing.T) *Config {
 								AllowMethods: []string{"POST", "GET", "DELETE"}, AllowHeaders: []string{"Authorization", "Content-Type"},
 								ExposeHeaders: []string{"Mcp-Session-Id", "WWW-Authenticate"}, MaxAge: 600,
 							}},
+							{Type: FilterRequestMirror, RequestMirror: &RequestMirror{
+								Backend:  Backend{Name: "team-a/github-shadow:8080", Weight: 1, Endpoints: []string{"10.0.0.3:8080"}},
+								Fraction: &Fraction{Numerator: 1, Denominator: 4},
+							}},
 						},
 						Backends: []Backend{{
 							Name:                "team-a/github-mcp:8080",
@@ -257,6 +261,8 @@ func TestRedactedHidesKeysAndHeaderValuesAndKeepsTheRest(t *testing.T) {
 	rule.Filters[3].ExtensionRef.MCPServer.Tools["other_tool"].PerUser.MaxTokens = 1
 	rule.Filters[2].URLRewrite.Path.ReplaceFullPath = "/changed"
 	rule.Filters[4].CORS.AllowOrigins[0] = "https://changed.example"
+	rule.Filters[5].RequestMirror.Backend.Endpoints[0] = "changed"
+	rule.Filters[5].RequestMirror.Fraction.Numerator = 3
 	rule.Backends[0].TLS.SubjectAltNames[0].Hostname = "changed.example"
 	rule.Backends[0].TLS.ServerName = "changed.example"
 	l.VirtualHosts[0].Hostnames[0] = "changed"

@@ -34,6 +34,10 @@ type exchange struct {
 	sessionID    string
 	sessionParam string
 
+	// mirrors are the copies the rule's mirror filters noted, sent when
+	// the request is forwarded.
+	mirrors []pendingMirror
+
 	upstreamErr error
 	// body wraps the request body on its way to the backend (one
 	// allocation with the exchange); clientBodyErr is why reading it

@@ -89,6 +89,11 @@ func (c *compiler) wrapFilter(f Filter, next http.Handler) (http.Handler, error)
 			return nil, err
 		}
 		return &corsFilter{policy: policy, next: next}, nil
+	case FilterRequestMirror:
+		if f.RequestMirror == nil {
+			return nil, fmt.Errorf("requestMirror is not set")
+		}
+		return c.compileMirror(f.RequestMirror, next)
 	case FilterExtensionRef:
 		ref := f.ExtensionRef
 		if ref == nil {

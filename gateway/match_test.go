@@ -15,7 +15,7 @@ import (
 // compiled compiles cfg for routing tests; backends are never reached.
 func compiled(t *testing.T, cfg *Config) *snapshot {
 	t.Helper()
-	snap, err := compile(cfg, http.NotFoundHandler(), newSessionSealer([]byte("test key")), nil, nil)
+	snap, err := compile(cfg, http.NotFoundHandler(), newSessionSealer([]byte("test key")), nil, nil, nil)
 	if err != nil {
 		t.Fatalf("compile: %v", err)
 	}
@@ -521,7 +521,7 @@ func TestInvalidConfigsAreRejected(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := compile(tc.cfg, http.NotFoundHandler(), newSessionSealer([]byte("k")), nil, nil); err == nil {
+			if _, err := compile(tc.cfg, http.NotFoundHandler(), newSessionSealer([]byte("k")), nil, nil, nil); err == nil {
 				t.Fatal("compile accepted an invalid config")
 			}
 		})

@@ -21,6 +21,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	streams  *prometheus.GaugeVec
+	mirrors  *prometheus.CounterVec
 
 	// mu makes "is the route current, then record" one step, so that a
 	// request finishing on a removed route cannot bring back the series
@@ -58,8 +59,12 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 			Name: "toolgate_gateway_active_streams",
 			Help: "Responses currently streaming server-sent events to clients, by HTTPRoute.",
 		}, []string{"route"}),
+		mirrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_gateway_mirrored_requests_total",
+			Help: "Copies of requests for RequestMirror filters, by result: sent (the mirror answered), failed (it could not be reached or did not answer in time), dropped (not sent: no endpoint, a body over 1 MiB, too many copies in flight).",
+		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.streams} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.streams, m.mirrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register gateway metrics: %w", err)
 		}

@@ -90,6 +90,8 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "no endpoint chosen")
 		return
 	}
+	// Every filter has let the request through: its mirrors go now.
+	r = sendMirrors(r, x)
 	if d := x.rule.timeouts.BackendRequest; d > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
@@ -111,17 +113,7 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Body = &x.body
 	}
 
-	realIP := clientAddress(pr.In, p.trustedHops)
-	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 && p.trustedHops > 0 {
-		pr.Out.Header["X-Forwarded-For"] = slices.Clone(prior)
-	}
-	pr.SetXForwarded() // appends the peer to X-Forwarded-For, or sets it alone
-	pr.Out.Header.Set("X-Forwarded-Host", x.host)
-	if realIP != "" {
-		pr.Out.Header.Set("X-Real-IP", realIP)
-	} else {
-		pr.Out.Header.Del("X-Real-IP")
-	}
+	setForwarded(pr, x.host, p.trustedHops)
 
 	if x.sessionID != "" {
 		if x.sessionParam != "" {
@@ -129,6 +121,24 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 		} else {
 			pr.Out.Header.Set(sessionHeader, x.sessionID)
 		}
+	}
+}
+
+// setForwarded sets the forwarding fields of pr.Out, whose client-sent
+// Forwarded and X-Forwarded-* fields are gone: X-Forwarded-For (the
+// trusted part of the client's, and the peer), X-Forwarded-Host (host, as
+// the client sent it), X-Forwarded-Proto and X-Real-IP.
+func setForwarded(pr *httputil.ProxyRequest, host string, trustedHops int) {
+	realIP := clientAddress(pr.In, trustedHops)
+	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 && trustedHops > 0 {
+		pr.Out.Header["X-Forwarded-For"] = slices.Clone(prior)
+	}
+	pr.SetXForwarded() // appends the peer to X-Forwarded-For, or sets it alone
+	pr.Out.Header.Set("X-Forwarded-Host", host)
+	if realIP != "" {
+		pr.Out.Header.Set("X-Real-IP", realIP)
+	} else {
+		pr.Out.Header.Del("X-Real-IP")
 	}
 }
 

@@ -71,7 +71,7 @@ func (rt *retrier) roundTrip(next http.RoundTripper, req *http.Request) (*http.R
 	if rt.attempts == 0 {
 		return next.RoundTrip(req)
 	}
-	body, ok, err := replayable(req)
+	body, ok, err := replayable(req, maxRetryBody)
 	if err != nil {
 		return nil, err
 	}
@@ -113,20 +113,21 @@ func (rt *retrier) retries(ctx context.Context, res *http.Response, err error) b
 	return slices.Contains(rt.codes, res.StatusCode)
 }
 
-// replayable reads req's body so that it can be sent again, and reports
-// false, with req's body left to be read once, when it is too long.
-func replayable(req *http.Request) (body []byte, ok bool, err error) {
+// replayable reads req's body, up to limit bytes, so that it can be sent
+// again, and reports false, with req's body left to be read once, when it
+// is longer.
+func replayable(req *http.Request, limit int64) (body []byte, ok bool, err error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return nil, true, nil
 	}
-	if req.ContentLength > maxRetryBody {
+	if req.ContentLength > limit {
 		return nil, false, nil
 	}
-	data, err := io.ReadAll(io.LimitReader(req.Body, maxRetryBody+1))
+	data, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
 	if err != nil {
 		return nil, false, fmt.Errorf("read the request body: %w", err)
 	}
-	if len(data) > maxRetryBody {
+	if int64(len(data)) > limit {
 		// Too long to keep: what was read goes first, the rest after.
 		req.Body = struct {
 			io.Reader

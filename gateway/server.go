@@ -112,6 +112,8 @@ type Server struct {
 	// transports reach the backends with TLS; each Apply keeps those its
 	// snapshot uses.
 	transports *backendTransports
+	// mirrors sends the copies of RequestMirror filters.
+	mirrors *mirrorSender
 
 	snap  atomic.Pointer[snapshot]
 	ready atomic.Bool
@@ -173,6 +175,7 @@ func New(opts Options) (*Server, error) {
 	base, _ := transport.(*http.Transport)
 	s.transports = newBackendTransports(base, opts.TrustBackendNames)
 	s.proxy = newProxy(transport, s.sessions, s.log, opts.TrustedHops)
+	s.mirrors = newMirrorSender(transport, s.log, s.metrics, opts.TrustedHops)
 	if s.opts.DrainTimeout <= 0 {
 		s.opts.DrainTimeout = 30 * time.Second
 	}
@@ -207,7 +210,7 @@ func New(opts Options) (*Server, error) {
 // with their connections. On error nothing changes, unless a port this Apply
 // had to release could not be bound again: the error then says which.
 func (s *Server) Apply(cfg *Config) error {
-	snap, err := compile(cfg, s.proxy, s.sessions, s.opts.Extensions, s.transports)
+	snap, err := compile(cfg, s.proxy, s.sessions, s.opts.Extensions, s.transports, s.mirrors)
 	if err != nil {
 		return fmt.Errorf("apply gateway config: %w", err)
 	}

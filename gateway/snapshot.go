@@ -296,6 +296,7 @@ const (
 	FilterRequestRedirect        FilterType = "RequestRedirect"
 	FilterURLRewrite             FilterType = "URLRewrite"
 	FilterCORS                   FilterType = "CORS"
+	FilterRequestMirror          FilterType = "RequestMirror"
 	FilterExtensionRef           FilterType = "ExtensionRef"
 )
 
@@ -307,6 +308,7 @@ type Filter struct {
 	RequestRedirect        *Redirect       `json:"requestRedirect,omitempty"`
 	URLRewrite             *URLRewrite     `json:"urlRewrite,omitempty"`
 	CORS                   *CORS           `json:"cors,omitempty"`
+	RequestMirror          *RequestMirror  `json:"requestMirror,omitempty"`
 	ExtensionRef           *ExtensionRef   `json:"extensionRef,omitempty"`
 }
 
@@ -396,6 +398,33 @@ type CORS struct {
 	// Zero sends no Access-Control-Max-Age; the translator applies the
 	// spec's default of 5.
 	MaxAge int32 `json:"maxAge,omitempty"`
+}
+
+// RequestMirror sends a copy of a share of the rule's requests to another
+// backend and discards its answer (the Gateway API's
+// HTTPRequestMirrorFilter). The copy is the request as the filters before
+// this one left it, with its body when the body is at most 1 MiB (a longer
+// one is not mirrored), sent to one endpoint of Backend once the request is
+// forwarded to its own backend: a request the gateway answers itself (a
+// redirect, a refusal of an MCP policy, a backend with no endpoint) is not
+// mirrored. The mirror's failure or slowness never changes or delays the
+// client's answer. A mirror of a request under an MCP policy (a rule or
+// backend with an MCPServer ExtensionRef) carries no credential: its
+// Authorization header and the policy's backendAuth header are removed.
+type RequestMirror struct {
+	// Backend is where copies go. Its Weight and Filters are not used; an
+	// Invalid backend (an unresolved backendRef) receives nothing.
+	Backend Backend `json:"backend"`
+	// Fraction, when set, is the share of requests mirrored, each request
+	// drawn independently; nil mirrors every request.
+	Fraction *Fraction `json:"fraction,omitempty"`
+}
+
+// Fraction is Numerator/Denominator, with 0 <= Numerator <= Denominator
+// and Denominator > 0.
+type Fraction struct {
+	Numerator   int32 `json:"numerator"`
+	Denominator int32 `json:"denominator"`
 }
 
 // ExtensionRef is an implementation-specific filter: the MCP policy filter

@@ -13,8 +13,10 @@ import (
 )
 
 // translateFilters converts HTTPRoute filters. prefixOnly says whether every
-// match of the rule is a PathPrefix, which ReplacePrefixMatch needs.
-func (t *translator) translateFilters(rs *routeState, route *gwv1.HTTPRoute, filters []gwv1.HTTPRouteFilter, where string, prefixOnly bool) []gateway.Filter {
+// match of the rule is a PathPrefix, which ReplacePrefixMatch needs;
+// ruleFilters are the rule's filters when filters are a backendRef's (nil
+// when they are the rule's own), which apply to its requests too.
+func (t *translator) translateFilters(rs *routeState, route *gwv1.HTTPRoute, filters, ruleFilters []gwv1.HTTPRouteFilter, where string, prefixOnly bool) []gateway.Filter {
 	var out []gateway.Filter
 	for i, f := range filters {
 		at := fmt.Sprintf("%s[%d]", where, i)
@@ -63,6 +65,10 @@ func (t *translator) translateFilters(rs *routeState, route *gwv1.HTTPRoute, fil
 			if c := corsFilter(rs, f.CORS, at); c != nil {
 				out = append(out, gateway.Filter{Type: gateway.FilterCORS, CORS: c})
 			}
+		case gwv1.HTTPRouteFilterRequestMirror:
+			if m := t.requestMirror(rs, route, f.RequestMirror, append(slices.Clip(ruleFilters), filters...), at); m != nil {
+				out = append(out, gateway.Filter{Type: gateway.FilterRequestMirror, RequestMirror: m})
+			}
 		case gwv1.HTTPRouteFilterExtensionRef:
 			out = append(out, t.extensionRef(rs, route, f.ExtensionRef, at))
 		default:
@@ -84,6 +90,45 @@ func headerModifier(m *gwv1.HTTPHeaderFilter) *gateway.HeaderModifier {
 		out.Add = append(out.Add, gateway.Header{Name: string(h.Name), Value: h.Value})
 	}
 	out.Remove = append(out.Remove, m.Remove...)
+	return out
+}
+
+// requestMirror converts a RequestMirror filter. Its backendRef is resolved
+// as any other (ReferenceGrant, ResolvedRefs=False with the reason when it
+// cannot be, BackendTLSPolicy); an unresolved one stays in the snapshot,
+// marked invalid, and the gateway drops it. filters are those of the
+// requests mirrored, for ConditionMCPPolicyEnforced: copies sent to an MCP
+// server reach it as requests do.
+func (t *translator) requestMirror(rs *routeState, route *gwv1.HTTPRoute, m *gwv1.HTTPRequestMirrorFilter, filters []gwv1.HTTPRouteFilter, at string) *gateway.RequestMirror {
+	if m == nil {
+		rs.unsupported(at + ": requestMirror is required for a RequestMirror filter")
+		return nil
+	}
+	ref := gwv1.BackendRef{BackendObjectReference: m.BackendRef}
+	where := at + ".requestMirror.backendRef"
+	t.checkMCPPolicy(rs, route, filters, gwv1.HTTPBackendRef{BackendRef: ref}, where)
+	out := &gateway.RequestMirror{Backend: t.translateBackend(rs, route, ref, where)}
+	switch {
+	case m.Percent != nil && m.Fraction != nil:
+		rs.unsupported(at + ": requestMirror sets percent and fraction: keep one")
+		return nil
+	case m.Percent != nil:
+		if *m.Percent < 0 || *m.Percent > 100 {
+			rs.unsupported(fmt.Sprintf("%s: requestMirror.percent %d is not between 0 and 100", at, *m.Percent))
+			return nil
+		}
+		out.Fraction = &gateway.Fraction{Numerator: *m.Percent, Denominator: 100}
+	case m.Fraction != nil:
+		f := gateway.Fraction{Numerator: m.Fraction.Numerator, Denominator: 100}
+		if m.Fraction.Denominator != nil {
+			f.Denominator = *m.Fraction.Denominator
+		}
+		if f.Denominator <= 0 || f.Numerator < 0 || f.Numerator > f.Denominator {
+			rs.unsupported(fmt.Sprintf("%s: requestMirror.fraction %d/%d: the numerator must be between 0 and the denominator, which must be positive", at, f.Numerator, f.Denominator))
+			return nil
+		}
+		out.Fraction = &f
+	}
 	return out
 }
 

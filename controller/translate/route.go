@@ -340,7 +340,7 @@ func (t *translator) translateRules(route *gwv1.HTTPRoute) *routeState {
 			r.Matches = append(r.Matches, gm)
 		}
 		where := fmt.Sprintf("rules[%d]", i)
-		r.Filters = t.translateFilters(rs, route, rule.Filters, where+".filters", hasPrefixOnly)
+		r.Filters = t.translateFilters(rs, route, rule.Filters, nil, where+".filters", hasPrefixOnly)
 		if rule.Timeouts != nil {
 			r.Timeouts.Request = parseDuration(rs, rule.Timeouts.Request, where+".timeouts.request")
 			r.Timeouts.BackendRequest = parseDuration(rs, rule.Timeouts.BackendRequest, where+".timeouts.backendRequest")
@@ -351,7 +351,7 @@ func (t *translator) translateRules(route *gwv1.HTTPRoute) *routeState {
 		for j, br := range rule.BackendRefs {
 			t.checkMCPPolicy(rs, route, rule.Filters, br, fmt.Sprintf("%s.backendRefs[%d]", where, j))
 			b := t.translateBackend(rs, route, br.BackendRef, fmt.Sprintf("%s.backendRefs[%d]", where, j))
-			b.Filters = t.translateFilters(rs, route, br.Filters, fmt.Sprintf("%s.backendRefs[%d].filters", where, j), hasPrefixOnly)
+			b.Filters = t.translateFilters(rs, route, br.Filters, rule.Filters, fmt.Sprintf("%s.backendRefs[%d].filters", where, j), hasPrefixOnly)
 			if rewritesPath(r.Filters) || rewritesPath(b.Filters) {
 				// The route says where requests go on the backend.
 				b.EndpointPath, b.EndpointPathGETOnly = "", false
