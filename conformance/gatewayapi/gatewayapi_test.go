@@ -112,6 +112,10 @@ var supportedFeatures = []features.FeatureName{
 	// (gateway/backendtls.go).
 	features.SupportBackendTLSPolicy,
 	features.SupportBackendTLSPolicySANValidation,
+	// ListenerSets attach to the Gateways whose allowedListeners admit
+	// them; their listeners follow the Gateway's in precedence
+	// (translate/listenerset.go).
+	features.SupportListenerSet,
 }
 
 // TestGatewayAPIConformance runs the GATEWAY-HTTP conformance profile against
