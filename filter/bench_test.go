@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/filter/authz"
@@ -317,6 +320,7 @@ func BenchmarkLimitsOnRedis(b *testing.B) {
 			}
 			var next atomic.Int64
 			start := store.RoundTrips()
+			cpuStart := redisCPU(b, client)
 			b.SetParallelism(16)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -328,6 +332,29 @@ func BenchmarkLimitsOnRedis(b *testing.B) {
 			})
 			b.StopTimer()
 			b.ReportMetric(float64(store.RoundTrips()-start)/float64(b.N), "round-trips/op")
+			b.ReportMetric((redisCPU(b, client)-cpuStart).Seconds()*1e6/float64(b.N), "redis-cpu-µs/op")
 		})
 	}
+}
+
+// redisCPU is the CPU time the Redis server has used (INFO cpu: user and
+// system), so that a benchmark can say what one call costs Redis.
+func redisCPU(b *testing.B, client redis.UniversalClient) time.Duration {
+	b.Helper()
+	info, err := client.Info(b.Context(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for line := range strings.Lines(info) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s: %v", name, err)
+			}
+			total += v
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }

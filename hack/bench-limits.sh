@@ -2,7 +2,9 @@
 # Runs the filter's Redis limits benchmark side by side and prints each
 # case's median time per call, its throughput ratio to the buckets-only
 # policy (baseline time / time; goal: at least 0.9 for buckets, a quota and
-# an in-flight cap) and its median round trips to Redis per call.
+# an in-flight cap), its median round trips to Redis per call, and the
+# median CPU time the Redis server spent per call (INFO cpu): the machine
+# has two cores and Redis, single-threaded, is what runs out first.
 #
 # The test binary is built once; each round runs every case in a process
 # of its own, in an order that alternates from round to round. COUNT rounds
@@ -28,13 +30,16 @@ awk '
   }
   {
     name = $1; sub(/-[0-9]+$/, "", name); t[name] = t[name] " " $3
-    for (i = 4; i < NF; i++) if ($(i+1) == "round-trips/op") rt[name] = rt[name] " " $i
+    for (i = 4; i < NF; i++) {
+      if ($(i+1) == "round-trips/op") rt[name] = rt[name] " " $i
+      if ($(i+1) == "redis-cpu-µs/op") cpu[name] = cpu[name] " " $i
+    }
   }
   END {
-    for (n in t) { med[n] = median(t[n]); trips[n] = median(rt[n]) }
+    for (n in t) { med[n] = median(t[n]); trips[n] = median(rt[n]); rcpu[n] = median(cpu[n]) }
     b = "BenchmarkLimitsOnRedis/buckets"
     for (n in med) {
       r = (n == b) ? "base" : sprintf("%.3fx", med[b] / med[n])
-      printf "%-44s %12.0f %10s %14.3f\n", n, med[n], r, trips[n]
+      printf "%-44s %12.0f %10s %14.3f %16.1f\n", n, med[n], r, trips[n], rcpu[n]
     }
-  }' "$results" | sort | { printf "%-44s %12s %10s %14s\n" "benchmark (median of $COUNT)" "ns/op" "vs base" "round-trips/op"; cat; }
+  }' "$results" | sort | { printf "%-44s %12s %10s %14s %16s\n" "benchmark (median of $COUNT)" "ns/op" "vs base" "round-trips/op" "redis-cpu-µs/op"; cat; }
