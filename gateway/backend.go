@@ -136,16 +136,25 @@ func (c *compiler) compileBackend(b *Backend, handler http.Handler) (*compiledBa
 		cb.transport = c.transports.h2c()
 		c.used[h2cTransportKey] = true
 	}
-	if b.TLS != nil {
+	switch {
+	case b.TLS != nil:
 		cb.tlsPolicy = b.TLS.Policy
 		if cb.noCA = !b.TLS.hasRoots(); !cb.noCA {
-			tr, key, err := c.transports.get(b.TLS)
+			tr, key, err := c.transports.get(b.TLS, c.clientCert)
 			if err != nil {
 				return nil, err
 			}
 			cb.transport = tr
 			c.used[key] = true
 		}
+	case scheme == "https" && c.clientCert != nil:
+		// The proxy's own transport presents no certificate.
+		tr, key, err := c.transports.https(c.clientCert)
+		if err != nil {
+			return nil, err
+		}
+		cb.transport = tr
+		c.used[key] = true
 	}
 	return cb, nil
 }

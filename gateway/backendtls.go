@@ -37,15 +37,85 @@ func newBackendTransports(base *http.Transport, trustNames bool) *backendTranspo
 	return &backendTransports{base: base, trustNames: trustNames, byKey: map[string]*http.Transport{}}
 }
 
-// get returns the transport for b and the key that names it for retain.
-// b must have a CA: see [BackendTLS.hasRoots].
-func (t *backendTransports) get(b *BackendTLS) (*http.Transport, string, error) {
+// backendClientCert is the certificate the gateway presents to backends
+// over TLS (Config.BackendClientCertificate), parsed, and a digest of its
+// PEM that tells it from another in transport keys.
+type backendClientCert struct {
+	cert   tls.Certificate
+	digest string
+}
+
+// parseClientCertificate parses c; nil for nil.
+func parseClientCertificate(c *Certificate) (*backendClientCert, error) {
+	if c == nil {
+		return nil, nil
+	}
+	pair, err := tls.X509KeyPair([]byte(c.CertificatePEM), []byte(c.PrivateKeyPEM))
+	if err != nil {
+		return nil, fmt.Errorf("backend client certificate: %w", err)
+	}
+	sum := sha256.Sum256([]byte(c.CertificatePEM + "\x00" + c.PrivateKeyPEM))
+	return &backendClientCert{cert: pair, digest: hex.EncodeToString(sum[:])}, nil
+}
+
+// present makes cfg present c to servers that ask for a client
+// certificate: always, whatever CAs the server says it accepts (it decides
+// whether c will do); a nil c presents none.
+func (c *backendClientCert) present(cfg *tls.Config) {
+	if c == nil {
+		return
+	}
+	cert := c.cert
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+}
+
+func (c *backendClientCert) key() string {
+	if c == nil {
+		return ""
+	}
+	return c.digest
+}
+
+// get returns the transport for b, presenting client (nil: no client
+// certificate), and the key that names it for retain. b must have a CA:
+// see [BackendTLS.hasRoots].
+func (t *backendTransports) get(b *BackendTLS, client *backendClientCert) (*http.Transport, string, error) {
 	data, err := json.Marshal(b)
 	if err != nil {
 		return nil, "", err
 	}
-	sum := sha256.Sum256(data)
+	sum := sha256.Sum256(append(data, client.key()...))
 	key := hex.EncodeToString(sum[:])
+	return t.keyed(key, func() (*http.Transport, error) {
+		cfg, err := clientTLSConfig(b)
+		if err != nil {
+			return nil, err
+		}
+		client.present(cfg)
+		tr := t.newTransport()
+		tr.TLSClientConfig = cfg
+		return tr, nil
+	})
+}
+
+// https returns the transport that reaches backends of scheme https
+// without a BackendTLS (verified against the system's roots, as the
+// proxy's own transport does) presenting client, and its key.
+func (t *backendTransports) https(client *backendClientCert) (*http.Transport, string, error) {
+	return t.keyed("https:"+client.key(), func() (*http.Transport, error) {
+		tr := t.newTransport()
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if tr.TLSClientConfig != nil {
+			cfg = tr.TLSClientConfig.Clone()
+		}
+		client.present(cfg)
+		tr.TLSClientConfig = cfg
+		return tr, nil
+	})
+}
+
+// keyed returns the transport kept under key, made with build on first use.
+func (t *backendTransports) keyed(key string, build func() (*http.Transport, error)) (*http.Transport, string, error) {
 	if t != nil {
 		t.mu.Lock()
 		defer t.mu.Unlock()
@@ -53,12 +123,10 @@ func (t *backendTransports) get(b *BackendTLS) (*http.Transport, string, error) 
 			return tr, key, nil
 		}
 	}
-	cfg, err := clientTLSConfig(b)
+	tr, err := build()
 	if err != nil {
 		return nil, "", err
 	}
-	tr := t.newTransport()
-	tr.TLSClientConfig = cfg
 	if t != nil {
 		t.byKey[key] = tr
 	}
@@ -201,8 +269,8 @@ func verifySubjectAltNames(chain []*x509.Certificate, roots *x509.CertPool, sans
 }
 
 // isTLSError reports whether err is a failed TLS handshake with a backend:
-// a certificate it did not trust, an alert it sent, or an answer that is
-// not TLS at all.
+// a certificate it did not trust, an alert it sent (such as one refusing
+// the gateway's client certificate), or an answer that is not TLS at all.
 func isTLSError(err error) bool {
 	var verify *tls.CertificateVerificationError
 	var alert tls.AlertError
@@ -210,8 +278,13 @@ func isTLSError(err error) bool {
 	var unknown x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError
+	var op *net.OpError
 	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &record) ||
-		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
+		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		// An alert the backend sent: with TLS 1.3 one refusing the
+		// gateway's client certificate (or its lack of one) arrives after
+		// the client's side of the handshake, with the first read.
+		(errors.As(err, &op) && op.Op == "remote error")
 }
 
 // backendDialer connects to backends. An IP address is dialed as it is:

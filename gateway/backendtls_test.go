@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -318,7 +319,7 @@ func TestTLSTransportsAreSharedBySnapshotsApplyingAtOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i], _, _ = tr.get(b)
+			got[i], _, _ = tr.get(b, nil)
 		}()
 	}
 	wg.Wait()
@@ -328,3 +329,116 @@ func TestTLSTransportsAreSharedBySnapshotsApplyingAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// issueClient makes a client certificate for commonName, as the PEM pair a
+// kubernetes.io/tls Secret holds.
+func (ca *testCA) issueClient(t *testing.T, commonName string) Certificate {
+	t.Helper()
+	key, tmpl := servingTemplate(t, commonName)
+	tmpl.SerialNumber = big.NewInt(3)
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Certificate{
+		CertificatePEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		PrivateKeyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
+	}
+}
+
+// startMutualTLSBackend is an HTTPS backend that requires a client
+// certificate signed by clientCA and answers with its common name (as
+// JSON {"sni": "client=NAME"}, which getBody shows as "sni=client=NAME").
+func startMutualTLSBackend(t *testing.T, cert tls.Certificate, clientCA *testCA) *tlsBackend {
+	t.Helper()
+	b := &tlsBackend{}
+	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"sni": "client=" + r.TLS.PeerCertificates[0].Subject.CommonName})
+	}))
+	b.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			b.conns.Add(1)
+		}
+	}
+	b.Config.ErrorLog = log.New(io.Discard, "", 0)
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCA.cert)
+	b.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	b.StartTLS()
+	t.Cleanup(b.Close)
+	return b
+}
+
+func TestTheGatewayPresentsItsClientCertificateToTLSBackends(t *testing.T) {
+	serverCA, clientCA, otherCA := newTestCA(t), newTestCA(t), newTestCA(t)
+	b := startMutualTLSBackend(t, serverCA.issue(t, []string{"abc.example.com"}), clientCA)
+	// The proxy's own transport trusts serverCA, so that a backend of
+	// scheme https without a policy can be reached in the test.
+	roots := x509.NewCertPool()
+	roots.AddCert(serverCA.cert)
+	base := defaultTransport(true)
+	base.TLSClientConfig = &tls.Config{RootCAs: roots, ServerName: "abc.example.com", MinVersion: tls.VersionTLS12}
+	s := newServer(t, Options{Transport: base})
+	config := func(cert *Certificate) *Config {
+		cfg := &Config{Listeners: []Listener{httpListener("web", VirtualHost{Routes: []Route{{Namespace: "ns", Name: "r", Rules: []Rule{
+			{
+				Matches:  []Match{{Path: PathMatch{Type: PathMatchPathPrefix, Value: "/policy"}}},
+				Backends: []Backend{{Name: "b", Weight: 1, Endpoints: []string{b.endpoint()}, TLS: &BackendTLS{ServerName: "abc.example.com", CACertificatesPEM: serverCA.pem}}},
+			},
+			{
+				Matches:  []Match{{Path: PathMatch{Type: PathMatchPathPrefix, Value: "/https"}}},
+				Backends: []Backend{{Name: "b", Weight: 1, Endpoints: []string{b.endpoint()}, Scheme: "https"}},
+			},
+		}}}})}}
+		cfg.BackendClientCertificate = cert
+		return cfg
+	}
+	for _, tc := range []struct {
+		name string
+		cert *Certificate
+		want string // the answer of both rules
+	}{
+		{"without a client certificate the backend refuses the handshake", nil, "upstream TLS handshake failed\n"},
+		{"a certificate the backend trusts is presented", ptrTo(clientCA.issueClient(t, "gateway-a")), "sni=client=gateway-a"},
+		{"a new certificate replaces the old one", ptrTo(clientCA.issueClient(t, "gateway-b")), "sni=client=gateway-b"},
+		{"a certificate the backend does not trust is refused", ptrTo(otherCA.issueClient(t, "stranger")), "upstream TLS handshake failed\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mustApply(t, s, config(tc.cert))
+			for _, path := range []string{"/policy", "/https"} {
+				wantStatus := http.StatusOK
+				if !strings.HasPrefix(tc.want, "sni=") {
+					wantStatus = http.StatusServiceUnavailable
+				}
+				if status, body := getBody(t, gatewayURL(t, s, "web")+path); status != wantStatus || body != tc.want {
+					t.Errorf("GET %s: %d %q, want %d %q", path, status, body, wantStatus, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestABackendClientCertificateThatDoesNotParseFailsApply(t *testing.T) {
+	ca := newTestCA(t)
+	good := ca.issueClient(t, "gateway")
+	other := ca.issueClient(t, "other")
+	s := newServer(t, Options{})
+	for name, cert := range map[string]Certificate{
+		"a key of another certificate": {CertificatePEM: good.CertificatePEM, PrivateKeyPEM: other.PrivateKeyPEM},
+		"no key":                       {CertificatePEM: good.CertificatePEM},
+	} {
+		cfg := oneRoute(Rule{Backends: []Backend{{Name: "b", Weight: 1, Endpoints: []string{"127.0.0.1:1"}}}})
+		cfg.BackendClientCertificate = &cert
+		if err := s.Apply(cfg); err == nil || !strings.Contains(err.Error(), "backend client certificate") {
+			t.Errorf("%s: Apply error %v, want one about the backend client certificate", name, err)
+		}
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -156,6 +156,8 @@ type compiler struct {
 	// copies of the rule being compiled lose (see mirrorStrip).
 	mirrors     *mirrorSender
 	mirrorStrip []string
+	// clientCert is presented to backends over TLS; nil presents none.
+	clientCert *backendClientCert
 }
 
 type extensionKey struct{ group, kind, name string }
@@ -180,6 +182,10 @@ func compile(cfg *Config, proxy http.Handler, sessions *sessionSealer, extension
 	c := &compiler{
 		proxy: proxy, sessions: sessions, extensions: extensions, built: map[extensionKey][]builtExtension{},
 		transports: transports, used: map[string]bool{}, mirrors: mirrors,
+	}
+	var err error
+	if c.clientCert, err = parseClientCertificate(cfg.BackendClientCertificate); err != nil {
+		return nil, err
 	}
 	snap := &snapshot{config: cfg, ports: map[portKey]*portTable{}, transports: c.used}
 	byPort := map[portKey]map[string]*listenerTable{}

@@ -57,16 +57,23 @@ func (c *Config) Redacted() *Config {
 	if c == nil {
 		return nil
 	}
-	return &Config{Version: c.Version, Listeners: cloneSlice(c.Listeners, redactListener)}
+	out := &Config{Version: c.Version, Listeners: cloneSlice(c.Listeners, redactListener)}
+	if c.BackendClientCertificate != nil {
+		cert := redactCertificate(*c.BackendClientCertificate)
+		out.BackendClientCertificate = &cert
+	}
+	return out
+}
+
+func redactCertificate(c Certificate) Certificate {
+	if c.PrivateKeyPEM != "" {
+		c.PrivateKeyPEM = redacted
+	}
+	return c
 }
 
 func redactListener(l Listener) Listener {
-	l.Certificates = cloneSlice(l.Certificates, func(c Certificate) Certificate {
-		if c.PrivateKeyPEM != "" {
-			c.PrivateKeyPEM = redacted
-		}
-		return c
-	})
+	l.Certificates = cloneSlice(l.Certificates, redactCertificate)
 	l.VirtualHosts = cloneSlice(l.VirtualHosts, func(vh VirtualHost) VirtualHost {
 		vh.Hostnames = slices.Clone(vh.Hostnames)
 		vh.Routes = cloneSlice(vh.Routes, func(r Route) Route {

@@ -55,8 +55,10 @@ func fullConfig(t *testing.T) *Config {
 	backendFilter := Filter{Type: FilterRequestHeaderModifier, RequestHeaderModifier: &HeaderModifier{
 		Set: []Header{{Name: "X-Backend-Key", Value: "secret-backend"}},
 	}}
+	clientCert := testCertificates(t, "gateway.example.com")[0]
 	return &Config{
-		Version: "42",
+		Version:                  "42",
+		BackendClientCertificate: &clientCert,
 		Listeners: []Listener{{
 			Name:         "team-a/gw/https",
 			Address:      "192.0.2.1",
@@ -240,6 +242,9 @@ func TestRedactedHidesKeysAndHeaderValuesAndKeepsTheRest(t *testing.T) {
 	l := r.Listeners[0]
 	if c := l.Certificates[0]; c.PrivateKeyPEM != redacted || c.CertificatePEM != cfg.Listeners[0].Certificates[0].CertificatePEM {
 		t.Errorf("redacted certificate = %+v, want the certificate kept and the key %q", c, redacted)
+	}
+	if c := r.BackendClientCertificate; c.PrivateKeyPEM != redacted || c.CertificatePEM != cfg.BackendClientCertificate.CertificatePEM {
+		t.Errorf("redacted backend client certificate = %+v, want the certificate kept and the key %q", c, redacted)
 	}
 	rule := l.VirtualHosts[0].Routes[0].Rules[0]
 	if m := rule.Matches[0]; m.Headers[0].Value != redacted || m.QueryParams[0].Value != redacted || m.QueryParams[0].Type != MatchRegularExpression {

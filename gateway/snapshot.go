@@ -33,6 +33,12 @@ type Config struct {
 	// served by the one whose Hostname matches best (exact, then the longest
 	// wildcard, then the listener without a hostname).
 	Listeners []Listener `json:"listeners,omitempty"`
+	// BackendClientCertificate, when set, is the certificate the gateway
+	// presents to every backend it reaches over TLS that asks for one (a
+	// Gateway's spec.tls.backend.clientCertificateRef): those with a
+	// BackendTLS and those of scheme https. A pair that does not parse
+	// fails Apply.
+	BackendClientCertificate *Certificate `json:"backendClientCertificate,omitempty"`
 }
 
 // MCPServers yields the policy of every resolved ExtensionRef in c, of

@@ -364,7 +364,9 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 		case !haveDP || !dp.Ready:
 			programmed = condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonPending, "waiting for the data plane: "+dataPlaneMessage(dp, haveDP), gen)
 		}
-		status.Conditions = []metav1.Condition{accepted, programmed}
+		clientCert, reason, msg := t.backendClientCertificate(gw)
+		cfg.BackendClientCertificate = clientCert
+		status.Conditions = []metav1.Condition{accepted, programmed, gatewayResolvedRefs(gs, reason, msg)}
 		status.AttachedListenerSets = ptr(t.finishListenerSets(gs, accepted.Status == metav1.ConditionTrue, dp, haveDP, cfg))
 		if insecureFrontend(gw) {
 			status.Conditions = append(status.Conditions, condition(gwv1.GatewayConditionInsecureFrontendValidationMode, true, gwv1.GatewayReasonConfigurationChanged,
