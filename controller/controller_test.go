@@ -254,6 +254,95 @@ var _ = Describe("Gateway status and its data plane", func() {
 		Eventually(listener("udp"), wait, poll).Should(Satisfy(haveCondition("Accepted", metav1.ConditionFalse, "UnsupportedProtocol")))
 		Expect(conditionOf(gw.Status.Conditions, "Accepted").Reason).To(Equal("ListenersNotValid"))
 	})
+
+	It("assigns the static addresses of its class's pool as the Service's external IPs, oldest Gateway first, and refuses the others with AddressNotUsable", func() {
+		ns := newNamespace()
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: "params", Namespace: ns},
+			Data:       map[string]string{provision.KeyStaticAddressPool: "10.200.1.0/24", provision.KeyServiceType: "ClusterIP"},
+		})).To(Succeed())
+		class := &gwv1.GatewayClass{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("class")},
+			Spec: gwv1.GatewayClassSpec{
+				ControllerName: translate.ControllerName,
+				ParametersRef:  &gwv1.ParametersReference{Group: "", Kind: "ConfigMap", Name: "params", Namespace: ptr(gwv1.Namespace(ns))},
+			},
+		}
+		Expect(k8sClient.Create(ctx, class)).To(Succeed())
+		ip := func(value string) gwv1.GatewaySpecAddress {
+			return gwv1.GatewaySpecAddress{Type: ptr(gwv1.IPAddressType), Value: value}
+		}
+		withAddresses := func(addresses ...gwv1.GatewaySpecAddress) *gwv1.Gateway {
+			gw := &gwv1.Gateway{
+				ObjectMeta: metav1.ObjectMeta{Name: unique("gw"), Namespace: ns},
+				Spec: gwv1.GatewaySpec{
+					GatewayClassName: gwv1.ObjectName(class.Name),
+					Addresses:        addresses,
+					Listeners:        []gwv1.Listener{{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: 8080}},
+				},
+			}
+			Expect(k8sClient.Create(ctx, gw)).To(Succeed())
+			return gw
+		}
+		conditions := func(gw *gwv1.Gateway) func() []metav1.Condition {
+			return func() []metav1.Condition {
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(gw), gw)).To(Succeed())
+				return gw.Status.Conditions
+			}
+		}
+		service := func(gw *gwv1.Gateway) *corev1.Service {
+			var svc corev1.Service
+			Eventually(func() error {
+				return k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: provision.Names(gw).Name}, &svc)
+			}, wait, poll).Should(Succeed())
+			return &svc
+		}
+		externalIPs := func(gw *gwv1.Gateway) func() []string {
+			return func() []string { return service(gw).Spec.ExternalIPs }
+		}
+		ready := func(gw *gwv1.Gateway) {
+			var dep appsv1.Deployment
+			key := types.NamespacedName{Namespace: ns, Name: provision.Names(gw).Name}
+			Eventually(func() error { return k8sClient.Get(ctx, key, &dep) }, wait, poll).Should(Succeed())
+			Expect(changeStatus(&dep, func() {
+				dep.Status.Replicas, dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = 1, 1, 1
+			})).To(Succeed())
+		}
+
+		By("assigning the address of the pool and refusing the one outside it")
+		first := withAddresses(ip("10.200.2.1"), ip("10.200.1.7"))
+		ready(first)
+		Eventually(conditions(first), wait, poll).Should(Satisfy(haveCondition("Programmed", metav1.ConditionFalse, "AddressNotUsable")))
+		Expect(conditionOf(first.Status.Conditions, "Accepted").Status).To(Equal(metav1.ConditionTrue))
+		Expect(conditionOf(first.Status.Conditions, "Programmed").Message).To(ContainSubstring("spec.addresses[0] 10.200.2.1 is not usable: it is outside the static address pool"))
+		Eventually(externalIPs(first), wait, poll).Should(Equal([]string{"10.200.1.7"}))
+		Expect(first.Status.Addresses).To(Equal([]gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "10.200.1.7"}}))
+
+		By("becoming Programmed, with exactly that address, once the other is removed")
+		Expect(change(first, func() { first.Spec.Addresses = []gwv1.GatewaySpecAddress{ip("10.200.1.7")} })).To(Succeed())
+		Eventually(conditions(first), wait, poll).Should(Satisfy(haveCondition("Programmed", metav1.ConditionTrue, "Programmed")))
+		Expect(first.Status.Addresses).To(Equal([]gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "10.200.1.7"}}))
+
+		By("refusing the same address to a newer Gateway")
+		second := withAddresses(ip("10.200.1.7"))
+		ready(second)
+		Eventually(conditions(second), wait, poll).Should(Satisfy(haveCondition("Programmed", metav1.ConditionFalse, "AddressNotUsable")))
+		Expect(conditionOf(second.Status.Conditions, "Programmed").Message).To(ContainSubstring("Gateway " + ns + "/" + first.Name + " claimed it first"))
+		Expect(second.Status.Addresses).To(BeEmpty())
+		Expect(externalIPs(second)()).To(BeEmpty())
+		Expect(externalIPs(first)()).To(Equal([]string{"10.200.1.7"}))
+
+		By("handing it over when the first Gateway lets it go, which then shows its Service's own address")
+		Expect(change(first, func() { first.Spec.Addresses = nil })).To(Succeed())
+		Eventually(externalIPs(first), wait, poll).Should(BeEmpty())
+		Eventually(func() []gwv1.GatewayStatusAddress {
+			conditions(first)()
+			return first.Status.Addresses
+		}, wait, poll).Should(Equal([]gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: service(first).Spec.ClusterIP}}))
+		Eventually(conditions(second), wait, poll).Should(Satisfy(haveCondition("Programmed", metav1.ConditionTrue, "Programmed")))
+		Expect(second.Status.Addresses).To(Equal([]gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "10.200.1.7"}}))
+		Expect(externalIPs(second)()).To(Equal([]string{"10.200.1.7"}))
+	})
 })
 
 var _ = Describe("ListenerSet status", func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"slices"
 	"time"
@@ -125,6 +126,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, err
 	}
 	params, classProblems := r.classParams(ctx, res)
+	res.StaticAddressPools = map[string][]netip.Prefix{}
+	for class, p := range params {
+		if len(p.StaticAddressPool) > 0 {
+			res.StaticAddressPools[class] = p.StaticAddressPool
+		}
+	}
 
 	// First pass: which Gateways are accepted, and so get a data plane.
 	opts := translate.Options{
@@ -147,6 +154,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		if _, accepted := first.Gateways[key]; !accepted {
 			continue
 		}
+		p.ExternalIPs = first.StaticAddresses[key]
 		state, err := r.provisioner.Ensure(ctx, withListeners(gw, first.ListenerSetListeners[key]), p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("provision the data plane of Gateway %s: %w", key, err))

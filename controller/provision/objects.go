@@ -278,7 +278,9 @@ func Deployment(gw *gwv1.Gateway, p Params, caCertPEM []byte) *appsv1.Deployment
 }
 
 // Service exposes every distinct listener port of gw, over TCP, to the
-// proxies, with the Service type of p.
+// proxies, with the Service type of p, at its cluster IP and at the static
+// addresses p.ExternalIPs assigns to gw (spec.externalIPs, which kube-proxy
+// routes on every node).
 func Service(gw *gwv1.Gateway, p Params) *corev1.Service {
 	p = p.WithDefaults()
 	n := Names(gw)
@@ -295,9 +297,10 @@ func Service(gw *gwv1.Gateway, p Params) *corev1.Service {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
 		ObjectMeta: objectMeta(gw, n),
 		Spec: corev1.ServiceSpec{
-			Type:     p.ServiceType,
-			Selector: maps.Clone(n.Labels),
-			Ports:    ports,
+			Type:        p.ServiceType,
+			Selector:    maps.Clone(n.Labels),
+			Ports:       ports,
+			ExternalIPs: slices.Clone(p.ExternalIPs),
 		},
 	}
 }

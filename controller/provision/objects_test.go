@@ -2,6 +2,8 @@ package provision
 
 import (
 	"maps"
+	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -420,6 +422,25 @@ func TestService(t *testing.T) {
 				t.Errorf("selector (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestServiceCarriesTheAssignedStaticAddresses(t *testing.T) {
+	gw := testGateway()
+	if ips := Service(gw, testParams).Spec.ExternalIPs; ips != nil {
+		t.Errorf("externalIPs without static addresses = %q, want none", ips)
+	}
+	p := testParams
+	p.StaticAddressPool = []netip.Prefix{netip.MustParsePrefix("10.200.1.0/24")}
+	if ips := Service(gw, p).Spec.ExternalIPs; ips != nil {
+		t.Errorf("externalIPs with a pool and no assigned address = %q, want none: the pool is what may be claimed, not what is", ips)
+	}
+	p.ExternalIPs = []string{"10.200.1.7", "10.200.1.9"}
+	if diff := cmp.Diff([]string{"10.200.1.7", "10.200.1.9"}, Service(gw, p).Spec.ExternalIPs); diff != "" {
+		t.Errorf("externalIPs (-want +got):\n%s", diff)
+	}
+	if dep := Deployment(gw, p, testCAPEM); !reflect.DeepEqual(dep, Deployment(gw, testParams, testCAPEM)) {
+		t.Error("the static addresses changed the Deployment: only the Service carries them, so that claiming one does not roll the proxies")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -61,6 +62,17 @@ type Params struct {
 	RedisPasswordSecret *corev1.SecretKeySelector
 	// ExtraArgs are appended to the proxy's arguments.
 	ExtraArgs []string
+	// StaticAddressPool lists the networks whose addresses the class's
+	// Gateways may claim in spec.addresses (type IPAddress). An address
+	// outside of it is not usable (Programmed=False, AddressNotUsable);
+	// without a pool no static address is.
+	StaticAddressPool []netip.Prefix
+	// ExternalIPs are the static addresses assigned to one Gateway
+	// (translate.Result.StaticAddresses): its Service carries them in
+	// spec.externalIPs, which kube-proxy routes to the proxies. The
+	// controller sets them per Gateway; they are not a GatewayClass
+	// parameter.
+	ExternalIPs []string
 }
 
 // SharedStore reports whether the proxies share their token buckets through
@@ -95,11 +107,13 @@ const (
 	KeyRedisMasterName     = "redisMasterName"
 	KeyRedisPasswordSecret = "redisPasswordSecret"
 	KeyExtraArgs           = "extraArgs"
+	KeyStaticAddressPool   = "staticAddressPool"
 )
 
 var configMapKeys = []string{
 	KeyImage, KeyImagePullPolicy, KeyReplicas, KeyServiceType,
 	KeyRedisURL, KeyRedisAddrs, KeyRedisMasterName, KeyRedisPasswordSecret, KeyExtraArgs,
+	KeyStaticAddressPool,
 }
 
 // redisStoreKeys say where the shared store is. A ConfigMap that sets any of
@@ -131,6 +145,7 @@ var controllerFlagKeys = map[string]string{
 //	redisMasterName      the Sentinel master's name (with redisAddrs of Sentinels)
 //	redisPasswordSecret  "name/key" of a Secret in each Gateway's namespace
 //	extraArgs            more proxy arguments, separated by spaces (no quoting)
+//	staticAddressPool    CIDRs (or single IPs) Gateways may claim in spec.addresses, comma-separated
 //
 // Setting any of redisURL, redisAddrs and redisMasterName replaces all three
 // of defaults; redisURL and redisAddrs may not both be set, and
@@ -249,6 +264,12 @@ func (p *Params) set(key, raw string) string {
 			}
 		}
 		p.ExtraArgs = args
+	case KeyStaticAddressPool:
+		pool, err := ParseAddressPool(value)
+		if err != nil {
+			return err.Error()
+		}
+		p.StaticAddressPool = pool
 	default:
 		return "unknown key: the keys toolgate reads are " + strings.Join(configMapKeys, ", ")
 	}
@@ -286,6 +307,48 @@ func ParseRedisAddrs(value string) ([]string, error) {
 		addrs = append(addrs, a)
 	}
 	return addrs, nil
+}
+
+// ParseAddressPool reads the comma-separated networks of a static address
+// pool, as the staticAddressPool key takes them: CIDRs such as
+// 10.200.1.0/24 or fd00:1::/120, or single addresses (a /32 or /128).
+// Spaces around an entry are dropped; an empty entry, a CIDR with host bits
+// set, an address with a zone and a repeated entry are errors that say what
+// to change.
+func ParseAddressPool(value string) ([]netip.Prefix, error) {
+	const example = "such as 10.200.1.0/24,10.200.2.7"
+	if strings.TrimSpace(value) == "" {
+		return nil, errors.New("no network: list CIDRs or IP addresses separated by commas, " + example + ", or remove the key")
+	}
+	var pool []netip.Prefix
+	for entry := range strings.SplitSeq(value, ",") {
+		entry = strings.TrimSpace(entry)
+		var prefix netip.Prefix
+		switch {
+		case entry == "":
+			return nil, fmt.Errorf("%q has an empty entry: list CIDRs or IP addresses separated by commas, %s", value, example)
+		case strings.Contains(entry, "/"):
+			p, err := netip.ParsePrefix(entry)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR: write a network as ADDRESS/BITS, %s", entry, example)
+			}
+			if p != p.Masked() {
+				return nil, fmt.Errorf("%q has host bits set: write the network's first address, %s, or one address as %s", entry, p.Masked(), p.Addr())
+			}
+			prefix = p
+		default:
+			a, err := netip.ParseAddr(entry)
+			if err != nil || a.Zone() != "" {
+				return nil, fmt.Errorf("%q is not an IP address or a CIDR: %s", entry, example)
+			}
+			prefix = netip.PrefixFrom(a, a.BitLen())
+		}
+		if slices.Contains(pool, prefix) {
+			return nil, fmt.Errorf("%q is listed twice: list each network once", entry)
+		}
+		pool = append(pool, prefix)
+	}
+	return pool, nil
 }
 
 func checkRedisURL(value string) string {

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -103,6 +104,47 @@ func TestParseRedisAddrs(t *testing.T) {
 	}
 }
 
+func TestParseAddressPool(t *testing.T) {
+	tests := []struct {
+		name    string
+		value   string
+		want    []string
+		wantErr string // a substring of the error; empty means success
+	}{
+		{name: "one CIDR", value: "10.200.1.0/24", want: []string{"10.200.1.0/24"}},
+		{name: "spaces around entries are dropped", value: " 10.200.1.0/24 , fd00:1::/120 ", want: []string{"10.200.1.0/24", "fd00:1::/120"}},
+		{name: "a single address is a network of one", value: "10.200.2.7,fd00::7", want: []string{"10.200.2.7/32", "fd00::7/128"}},
+		{name: "an empty value", value: " ", wantErr: "no network: list CIDRs or IP addresses"},
+		{name: "an empty entry between commas", value: "10.200.1.0/24,,10.200.2.0/24", wantErr: "has an empty entry"},
+		{name: "a prefix length past the address", value: "10.200.1.0/33", wantErr: `"10.200.1.0/33" is not a CIDR`},
+		{name: "host bits set", value: "10.200.1.5/24", wantErr: `"10.200.1.5/24" has host bits set: write the network's first address, 10.200.1.0/24, or one address as 10.200.1.5`},
+		{name: "a host name", value: "gateway.example.com", wantErr: `"gateway.example.com" is not an IP address or a CIDR`},
+		{name: "an address with a zone", value: "fe80::1%eth0", wantErr: "is not an IP address or a CIDR"},
+		{name: "a network listed twice", value: "10.200.1.0/24,10.200.1.0/24", wantErr: `"10.200.1.0/24" is listed twice`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseAddressPool(tt.value)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseAddressPool(%q) = %v, %v; want an error containing %q", tt.value, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseAddressPool(%q) error: %v", tt.value, err)
+			}
+			var gotStrings []string
+			for _, p := range got {
+				gotStrings = append(gotStrings, p.String())
+			}
+			if diff := cmp.Diff(tt.want, gotStrings); diff != "" {
+				t.Errorf("ParseAddressPool(%q) (-want +got):\n%s", tt.value, diff)
+			}
+		})
+	}
+}
+
 func TestParamsFromConfigMap(t *testing.T) {
 	flags := Params{RedisURL: "redis://flags:6379", ImagePullPolicy: corev1.PullIfNotPresent}
 	sentinelFlags := Params{RedisAddrs: []string{"sentinel-0:26379", "sentinel-1:26379"}, RedisMasterName: "flags-master"}
@@ -162,7 +204,18 @@ func TestParamsFromConfigMap(t *testing.T) {
 		{
 			name:     "an unknown key is an error that lists the known keys",
 			cm:       cm(map[string]string{"replica": "2"}),
-			wantErrs: []string{`key "replica": unknown key`, "image, imagePullPolicy, replicas, serviceType, redisURL, redisAddrs, redisMasterName, redisPasswordSecret, extraArgs"},
+			wantErrs: []string{`key "replica": unknown key`, "image, imagePullPolicy, replicas, serviceType, redisURL, redisAddrs, redisMasterName, redisPasswordSecret, extraArgs, staticAddressPool"},
+		},
+		{
+			name: "a static address pool is read from its CIDRs",
+			cm:   cm(map[string]string{"staticAddressPool": "10.200.1.0/24, fd00:1::/120"}),
+			want: Params{Image: DefaultImage, ImagePullPolicy: corev1.PullIfNotPresent, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer,
+				RedisURL: "redis://flags:6379", StaticAddressPool: []netip.Prefix{netip.MustParsePrefix("10.200.1.0/24"), netip.MustParsePrefix("fd00:1::/120")}},
+		},
+		{
+			name:     "a static address pool that is not CIDRs is an error",
+			cm:       cm(map[string]string{"staticAddressPool": "10.200.1.0/33"}),
+			wantErrs: []string{`key "staticAddressPool": "10.200.1.0/33" is not a CIDR`},
 		},
 		{
 			name: "Cluster addresses replace the controller's Redis URL",
@@ -385,7 +438,7 @@ func TestParamsFromConfigMap(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParamsFromConfigMap() error: %v", err)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 				t.Errorf("ParamsFromConfigMap() (-want +got):\n%s", diff)
 			}
 		})

@@ -318,7 +318,8 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 		nn := key(gw)
 		dp, haveDP := t.res.DataPlanes[nn]
 		cfg := &gateway.Config{}
-		status := &gwv1.GatewayStatus{Addresses: dp.Addresses}
+		status := &gwv1.GatewayStatus{}
+		requested := requestedAddressesOf(gw)
 		var invalid []string
 		for _, l := range gs.listeners {
 			programmed := condition(gwv1.ListenerConditionProgrammed, true, gwv1.ListenerReasonProgrammed, "the listener is served", gen)
@@ -347,9 +348,8 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 			ref := gw.Spec.Infrastructure.ParametersRef
 			accepted = condition(gwv1.GatewayConditionAccepted, false, gwv1.GatewayReasonInvalidParameters,
 				fmt.Sprintf("spec.infrastructure.parametersRef (%s %s/%s) is not supported: a Gateway takes its data plane's parameters from its GatewayClass's parametersRef; remove it", ref.Kind, ref.Group, ref.Name), gen)
-		case len(gw.Spec.Addresses) > 0:
-			accepted = condition(gwv1.GatewayConditionAccepted, false, gwv1.GatewayReasonUnsupportedAddress,
-				"spec.addresses is not supported: the Gateway's address comes from its data-plane Service; remove spec.addresses", gen)
+		case requested.unsupported != "":
+			accepted = condition(gwv1.GatewayConditionAccepted, false, gwv1.GatewayReasonUnsupportedAddress, requested.unsupported, gen)
 		case len(invalid) == len(gs.listeners) && len(invalid) > 0:
 			accepted = condition(gwv1.GatewayConditionAccepted, false, gwv1.GatewayReasonListenersNotValid,
 				"no listener is valid: "+strings.Join(invalid, ", "), gen)
@@ -357,10 +357,21 @@ func (t *translator) finishGateways(gateways []*gatewayState) {
 			accepted = condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonListenersNotValid,
 				"some listeners are not valid and are not served: "+strings.Join(invalid, ", "), gen)
 		}
+		var assigned []staticAddress
+		var notUsable string
+		if accepted.Status == metav1.ConditionTrue {
+			assigned, notUsable = t.claimAddresses(gw, requested)
+			if len(assigned) > 0 {
+				t.out.StaticAddresses[nn] = externalIPs(assigned)
+			}
+		}
+		status.Addresses = statusAddresses(requested, assigned, dp.Addresses)
 		programmed := condition(gwv1.GatewayConditionProgrammed, true, gwv1.GatewayReasonProgrammed, "the data plane serves the Gateway", gen)
 		switch {
 		case accepted.Status == metav1.ConditionFalse:
 			programmed = condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonInvalid, "the Gateway is not accepted", gen)
+		case notUsable != "":
+			programmed = condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonAddressNotUsable, notUsable, gen)
 		case !haveDP || !dp.Ready:
 			programmed = condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonPending, "waiting for the data plane: "+dataPlaneMessage(dp, haveDP), gen)
 		}

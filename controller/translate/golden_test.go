@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,9 @@ type fixtureOptions struct {
 	SharedStore bool  `json:"sharedStore"`
 	// DataPlaneNotReady leaves every Gateway's data plane unavailable.
 	DataPlaneNotReady bool `json:"dataPlaneNotReady"`
+	// StaticAddressPools are the GatewayClasses' static address pools
+	// (Resources.StaticAddressPools), as CIDRs by class name.
+	StaticAddressPools map[string][]string `json:"staticAddressPools"`
 }
 
 // TestTranslate runs every testdata/NAME.in.yaml through the translator and
@@ -78,6 +82,14 @@ func TestTranslate(t *testing.T) {
 					dp.Addresses = []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "192.0.2.10"}}
 				}
 				res.DataPlanes[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = dp
+			}
+			for class, cidrs := range fo.StaticAddressPools {
+				if res.StaticAddressPools == nil {
+					res.StaticAddressPools = map[string][]netip.Prefix{}
+				}
+				for _, c := range cidrs {
+					res.StaticAddressPools[class] = append(res.StaticAddressPools[class], netip.MustParsePrefix(c))
+				}
 			}
 			result := translate.Translate(res, translate.Options{Admission: validator})
 			got := dump(t, result)
@@ -155,19 +167,27 @@ func dump(t *testing.T, r *translate.Result) []byte {
 		}
 		status["backendTLSPolicies"] = tlsPolicies
 	}
-	data, err := json.Marshal(map[string]any{
+	out := map[string]any{
 		"gateways": gateways,
 		"policies": policies,
 		"status":   status,
-	})
+	}
+	if len(r.StaticAddresses) > 0 {
+		static := map[string][]string{}
+		for nn, ips := range r.StaticAddresses {
+			static[nn.String()] = ips
+		}
+		out["staticAddresses"] = static
+	}
+	data, err := json.Marshal(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := yaml.JSONToYAML(data)
+	doc, err := yaml.JSONToYAML(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return doc
 }
 
 // withoutNulls renders a status without its null fields (the translator

@@ -11,6 +11,7 @@ package translate
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,6 +49,10 @@ type Resources struct {
 	// DataPlanes is the observed state of each Gateway's data plane. A
 	// Gateway without an entry is not Programmed.
 	DataPlanes map[types.NamespacedName]DataPlane
+	// StaticAddressPools are, per GatewayClass name, the networks whose
+	// addresses its Gateways may claim in spec.addresses. A class without
+	// an entry has none: no static address is usable (see addresses.go).
+	StaticAddressPools map[string][]netip.Prefix
 }
 
 // DataPlane is what the controller observed of a Gateway's proxies.
@@ -109,6 +114,10 @@ type Result struct {
 	// its ListenerSets that it serves: its data plane exposes their ports
 	// besides its own listeners'.
 	ListenerSetListeners map[types.NamespacedName][]gwv1.Listener
+	// StaticAddresses holds, per accepted Gateway that was assigned
+	// addresses of its spec.addresses, those addresses in canonical form:
+	// its data-plane Service carries them as external IPs.
+	StaticAddresses map[types.NamespacedName][]string
 }
 
 // Status is the status the translation computed. Conditions carry no
@@ -141,10 +150,12 @@ func Translate(res *Resources, opts Options) *Result {
 		idx:          newIndex(res),
 		usedBy:       map[types.NamespacedName][]types.NamespacedName{},
 		listenerSets: map[types.NamespacedName]*listenerSetState{},
+		claimed:      map[netip.Addr]types.NamespacedName{},
 		out: &Result{
 			Gateways:             map[types.NamespacedName]*gateway.Config{},
 			Policies:             map[types.NamespacedName]*filter.Policy{},
 			ListenerSetListeners: map[types.NamespacedName][]gwv1.Listener{},
+			StaticAddresses:      map[types.NamespacedName][]string{},
 			Status: Status{
 				GatewayClasses: map[string]*gwv1.GatewayClassStatus{},
 				Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
@@ -183,6 +194,10 @@ type translator struct {
 	// listenerSets are the ListenerSets whose parentRef is one of this
 	// controller's Gateways.
 	listenerSets map[types.NamespacedName]*listenerSetState
+	// claimed holds the static addresses assigned so far, by Gateway;
+	// serviceIPs the addresses Services use (see otherServiceUsing).
+	claimed    map[netip.Addr]types.NamespacedName
+	serviceIPs map[netip.Addr][]serviceUse
 }
 
 // index finds input objects by name.
