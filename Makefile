@@ -90,6 +90,13 @@ test: redis ## Build what the tests need, then run every test.
 	$(GO) vet ./...; \
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+##@ Benchmarks (not run by make test)
+
+.PHONY: bench-controller
+bench-controller: ## Measure the controller at scale on the real API server: memory, CPU per event, edit-to-proxy time, requests at rest (see hack/scale).
+	KUBEBUILDER_ASSETS="$$(./hack/testbin.sh)"; export KUBEBUILDER_ASSETS; \
+	$(GO) test -tags scale -count=1 -timeout 60m -v -run TestControllerAtScale ./hack/scale $(if $(ARGS),-args $(ARGS))
+
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-z-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
