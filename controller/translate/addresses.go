@@ -151,6 +151,7 @@ type serviceUse struct {
 // again without them.
 func (t *translator) otherServiceUsing(ip netip.Addr, gw types.NamespacedName) (types.NamespacedName, bool) {
 	if t.serviceIPs == nil {
+		t.allServices = true // any Service may take an address
 		t.serviceIPs = map[netip.Addr][]serviceUse{}
 		for _, s := range t.res.Services {
 			use := serviceUse{service: key(s)}

@@ -67,7 +67,7 @@ func (t *translator) translateBackend(rs *routeState, route *gwv1.HTTPRoute, ref
 		return invalid(gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("backendRef to Service %s needs a port", svcName))
 	}
 	b.Name += ":" + strconv.Itoa(int(port))
-	svc, ok := t.idx.services[svcName]
+	svc, ok := t.idx.services.get(svcName)
 	if !ok {
 		return invalid(gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s not found", svcName))
 	}

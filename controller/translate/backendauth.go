@@ -25,7 +25,7 @@ func (t *translator) backendAuth(m *v1alpha1.MCPServer) (*filter.BackendAuth, er
 		return nil, nil
 	}
 	secret := func(field string, ref v1alpha1.SecretKeyReference) (string, error) {
-		s, ok := t.idx.secrets[types.NamespacedName{Namespace: m.Namespace, Name: ref.Name}]
+		s, ok := t.idx.secrets.get(types.NamespacedName{Namespace: m.Namespace, Name: ref.Name})
 		if !ok {
 			return "", fmt.Errorf("spec.backendAuth.%s: Secret %s/%s not found", field, m.Namespace, ref.Name)
 		}

@@ -44,7 +44,7 @@ func (t *translator) backendClientCertificate(gw *gwv1.Gateway) (*gateway.Certif
 		return nil, gwv1.GatewayReasonRefNotPermitted,
 			fmt.Sprintf("%s: Secret %s/%s is in another namespace and no ReferenceGrant there allows Gateways of namespace %s to refer to it%s", field, ns, ref.Name, gw.Namespace, until)
 	}
-	secret, ok := t.idx.secrets[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
+	secret, ok := t.idx.secrets.get(types.NamespacedName{Namespace: ns, Name: string(ref.Name)})
 	if !ok {
 		return nil, gwv1.GatewayReasonInvalidClientCertificateRef,
 			fmt.Sprintf("%s: Secret %s/%s not found%s", field, ns, ref.Name, until)

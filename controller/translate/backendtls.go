@@ -163,7 +163,7 @@ func (t *translator) caCertificates(namespace string, ref gwv1.LocalObjectRefere
 	var data string
 	switch {
 	case ref.Group == "" && ref.Kind == "ConfigMap":
-		cm, ok := t.idx.configMaps[nn]
+		cm, ok := t.idx.configMaps.get(nn)
 		if !ok {
 			return "", gwv1.BackendTLSPolicyReasonInvalidCACertificateRef, fmt.Errorf("ConfigMap %s not found", nn)
 		}
@@ -172,7 +172,7 @@ func (t *translator) caCertificates(namespace string, ref gwv1.LocalObjectRefere
 			data = string(cm.BinaryData[caCertificateKey])
 		}
 	case ref.Group == "" && ref.Kind == "Secret":
-		s, ok := t.idx.secrets[nn]
+		s, ok := t.idx.secrets.get(nn)
 		if !ok {
 			return "", gwv1.BackendTLSPolicyReasonInvalidCACertificateRef, fmt.Errorf("Secret %s not found", nn)
 		}

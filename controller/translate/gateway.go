@@ -206,7 +206,7 @@ func (t *translator) resolveCertificates(ls *listenerState) {
 				fmt.Sprintf("tls.certificateRefs[%d]: Secret %s/%s is in another namespace and no ReferenceGrant there allows it", i, ns, ref.Name))
 			return
 		}
-		secret, ok := t.idx.secrets[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
+		secret, ok := t.idx.secrets.get(types.NamespacedName{Namespace: ns, Name: string(ref.Name)})
 		if !ok {
 			invalid(gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("tls.certificateRefs[%d]: Secret %s/%s not found", i, ns, ref.Name))
 			return

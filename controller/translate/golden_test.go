@@ -8,9 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
@@ -243,4 +246,71 @@ func diff(want, got string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestOnlyDependenciesMatter translates every fixture again without the
+// Services (and their EndpointSlices), Secrets and ConfigMaps its
+// Dependencies leave out, and expects the same outcome: what the
+// controller may leave out of its caches and ignore the events of.
+func TestOnlyDependenciesMatter(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	loader, err := load.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	validator, err := admission.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for _, in := range inputs {
+		t.Run(strings.TrimSuffix(filepath.Base(in), ".in.yaml"), func(t *testing.T) {
+			raw, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var docs []string
+			for _, doc := range strings.Split(string(raw), "\n---") {
+				if !strings.Contains(doc, "kind: TestOptions") {
+					docs = append(docs, doc)
+				}
+			}
+			read := func() *translate.Resources {
+				res, err := loader.Read(strings.NewReader(strings.Join(docs, "\n---")), in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			opts := translate.Options{Admission: validator}
+			all := translate.Translate(read(), opts)
+			deps := all.Dependencies
+			res := read()
+			n := len(res.Services) + len(res.EndpointSlices) + len(res.Secrets) + len(res.ConfigMaps)
+			res.Secrets = keep(res.Secrets, func(nn types.NamespacedName) bool { return deps.Secrets[nn] })
+			res.ConfigMaps = keep(res.ConfigMaps, func(nn types.NamespacedName) bool { return deps.ConfigMaps[nn] })
+			if !deps.AllServices {
+				res.Services = keep(res.Services, func(nn types.NamespacedName) bool { return deps.Services[nn] })
+				res.EndpointSlices = slices.DeleteFunc(res.EndpointSlices, func(es *discoveryv1.EndpointSlice) bool {
+					return !deps.Services[types.NamespacedName{Namespace: es.Namespace, Name: es.Labels[discoveryv1.LabelServiceName]}]
+				})
+			}
+			left += n - (len(res.Services) + len(res.EndpointSlices) + len(res.Secrets) + len(res.ConfigMaps))
+			if got, want := dump(t, translate.Translate(res, opts)), dump(t, all); !bytes.Equal(got, want) {
+				t.Errorf("the translation without what its Dependencies leave out differs:\n%s", diff(string(want), string(got)))
+			}
+		})
+	}
+	if left == 0 {
+		t.Error("no fixture has a Service, Secret or ConfigMap its translation does not depend on: the test shows nothing")
+	}
+}
+
+func keep[T metav1.Object](objs []T, wanted func(types.NamespacedName) bool) []T {
+	return slices.DeleteFunc(objs, func(o T) bool {
+		return !wanted(types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
+	})
 }

@@ -205,7 +205,7 @@ func (t *translator) rateLimitingCondition(m *v1alpha1.MCPServer) metav1.Conditi
 
 func (t *translator) serviceRefCondition(m *v1alpha1.MCPServer) metav1.Condition {
 	svc := types.NamespacedName{Namespace: m.Namespace, Name: m.Spec.ServiceRef.Name}
-	if _, ok := t.idx.services[svc]; !ok {
+	if _, ok := t.idx.services.get(svc); !ok {
 		return condition(ConditionResolvedRefs, false, ReasonBackendNotFound, fmt.Sprintf("spec.serviceRef: Service %s not found", svc), m.Generation)
 	}
 	return condition(ConditionResolvedRefs, true, ReasonResolvedRefs, "spec.serviceRef resolved", m.Generation)

@@ -110,6 +110,9 @@ type Result struct {
 	Policies map[types.NamespacedName]*filter.Policy
 	// Status holds the status of every input object the translator owns.
 	Status Status
+	// Dependencies are the Services, Secrets and ConfigMaps the
+	// translation looked up.
+	Dependencies Dependencies
 	// ListenerSetListeners holds, per accepted Gateway, the listeners of
 	// its ListenerSets that it serves: its data plane exposes their ports
 	// besides its own listeners'.
@@ -175,6 +178,10 @@ func Translate(res *Resources, opts Options) *Result {
 	t.finishGateways(gateways)
 	t.finishMCPServers()
 	t.finishBackendTLSPolicies()
+	t.out.Dependencies = Dependencies{
+		Services: t.idx.services.wanted, Secrets: t.idx.secrets.wanted, ConfigMaps: t.idx.configMaps.wanted,
+		AllServices: t.allServices,
+	}
 	return t.out
 }
 
@@ -198,27 +205,60 @@ type translator struct {
 	// serviceIPs the addresses Services use (see otherServiceUsing).
 	claimed    map[netip.Addr]types.NamespacedName
 	serviceIPs map[netip.Addr][]serviceUse
+	// allServices is set once serviceIPs has been built from every
+	// Service (Dependencies.AllServices).
+	allServices bool
 }
 
-// index finds input objects by name.
+// index finds input objects by name. Services (with their
+// EndpointSlices), Secrets and ConfigMaps are found through lookups, which
+// remember what was looked up: the translation's Dependencies.
 type index struct {
 	classes        map[string]*gwv1.GatewayClass
 	mcpServers     map[types.NamespacedName]*v1alpha1.MCPServer
-	services       map[types.NamespacedName]*corev1.Service
+	services       lookups[*corev1.Service]
 	endpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
-	secrets        map[types.NamespacedName]*corev1.Secret
-	configMaps     map[types.NamespacedName]*corev1.ConfigMap
+	secrets        lookups[*corev1.Secret]
+	configMaps     lookups[*corev1.ConfigMap]
 	namespaces     map[string]*corev1.Namespace
+}
+
+// lookups is objects by name, and every name looked up, found or not.
+type lookups[T any] struct {
+	byName map[types.NamespacedName]T
+	wanted map[types.NamespacedName]bool
+}
+
+func newLookups[T any]() lookups[T] {
+	return lookups[T]{byName: map[types.NamespacedName]T{}, wanted: map[types.NamespacedName]bool{}}
+}
+
+// get finds the object named nn, and remembers that it was wanted.
+func (l lookups[T]) get(nn types.NamespacedName) (T, bool) {
+	l.wanted[nn] = true
+	v, ok := l.byName[nn]
+	return v, ok
+}
+
+// Dependencies name the Services, Secrets and ConfigMaps a translation
+// looked up, whether they exist or not: a change to any other object of
+// those kinds cannot change its outcome. A Service stands for its
+// EndpointSlices too.
+type Dependencies struct {
+	Services, Secrets, ConfigMaps map[types.NamespacedName]bool
+	// AllServices is set when any Service could change the outcome: a
+	// Gateway asks for static addresses, which no other Service may use.
+	AllServices bool
 }
 
 func newIndex(res *Resources) *index {
 	idx := &index{
 		classes:        map[string]*gwv1.GatewayClass{},
 		mcpServers:     map[types.NamespacedName]*v1alpha1.MCPServer{},
-		services:       map[types.NamespacedName]*corev1.Service{},
+		services:       newLookups[*corev1.Service](),
 		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-		secrets:        map[types.NamespacedName]*corev1.Secret{},
-		configMaps:     map[types.NamespacedName]*corev1.ConfigMap{},
+		secrets:        newLookups[*corev1.Secret](),
+		configMaps:     newLookups[*corev1.ConfigMap](),
 		namespaces:     map[string]*corev1.Namespace{},
 	}
 	for _, c := range res.GatewayClasses {
@@ -228,7 +268,7 @@ func newIndex(res *Resources) *index {
 		idx.mcpServers[key(m)] = m
 	}
 	for _, s := range res.Services {
-		idx.services[key(s)] = s
+		idx.services.byName[key(s)] = s
 	}
 	for _, es := range res.EndpointSlices {
 		svc := es.Labels[discoveryv1.LabelServiceName]
@@ -239,10 +279,10 @@ func newIndex(res *Resources) *index {
 		idx.endpointSlices[k] = append(idx.endpointSlices[k], es)
 	}
 	for _, s := range res.Secrets {
-		idx.secrets[key(s)] = s
+		idx.secrets.byName[key(s)] = s
 	}
 	for _, c := range res.ConfigMaps {
-		idx.configMaps[key(c)] = c
+		idx.configMaps.byName[key(c)] = c
 	}
 	for _, n := range res.Namespaces {
 		idx.namespaces[n.Name] = n
