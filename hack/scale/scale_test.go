@@ -218,7 +218,9 @@ func createRouted(t *testing.T, c client.Client) []types.NamespacedName {
 			objs = append(objs,
 				&corev1.Service{
 					ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-					Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "mcp", Port: 8080}}},
+					// Headless: envtest's service range holds fewer
+					// addresses than there are Services.
+					Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Name: "mcp", Port: 8080}}},
 				},
 				endpointSlice(ns, name+"-1", name, fmt.Sprintf("10.%d.%d.%d", 1+g/250, g%250, 1+r)),
 				&v1alpha1.MCPServer{
