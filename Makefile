@@ -7,6 +7,7 @@ GO ?= go
 CONTROLLER_GEN := $(GO) tool controller-gen
 # Tools kept out of the product's go.mod, in a module of their own.
 GOLANGCI_LINT := $(GO) tool -modfile=hack/tools/go.mod golangci-lint
+HELM := $(GO) tool -modfile=hack/helm/go.mod helm
 
 .PHONY: all
 all: build
@@ -18,9 +19,10 @@ generate: ## Generate deepcopy functions for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./apis/...
 
 .PHONY: manifests
-manifests: ## Generate the CRDs into config/crd/bases and the controller's RBAC into config/rbac.
+manifests: ## Generate the CRDs into config/crd/bases and the chart's crds/, the controller's RBAC rules into the chart, and config/ (and the chart's golden files) from the chart.
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=toolgate-controller paths=./controller/... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=toolgate-controller paths=./controller/... output:rbac:artifacts:config=charts/toolgate/files
+	$(GO) test ./charts -count=1 -run 'TestConfigIsRenderedFromChart|TestTemplate' -update
 
 ##@ Build and test
 
