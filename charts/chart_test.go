@@ -9,11 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/toolgate/toolgate/internal/testkube"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.out.yaml, config/ and the chart's crds/ from the chart")
@@ -286,12 +291,12 @@ func compare(t *testing.T, path, got string) {
 		t.Fatalf("%v: run %s", err, regenerate)
 	}
 	if string(want) != got {
-		t.Errorf("%s is stale: run %s, then read the diff\n%s", path, regenerate, diff(string(want), got))
+		t.Errorf("%s is stale: run %s, then read the diff\n%s", path, regenerate, diff("committed", string(want), "rendered", got))
 	}
 }
 
-// diff shows the first lines where want and got differ.
-func diff(want, got string) string {
+// diff shows the first line where want and got differ, each under its label.
+func diff(wantLabel, want, gotLabel, got string) string {
 	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
 	for i := 0; i < max(len(w), len(g)); i++ {
 		var wl, gl string
@@ -302,8 +307,69 @@ func diff(want, got string) string {
 			gl = g[i]
 		}
 		if wl != gl {
-			return fmt.Sprintf("line %d:\n  committed: %q\n  rendered:  %q", i+1, wl, gl)
+			return fmt.Sprintf("line %d:\n  %-9s %q\n  %-9s %q", i+1, wantLabel+":", wl, gotLabel+":", gl)
 		}
 	}
 	return ""
+}
+
+// TestLocalOverlayMatchesLocalValues checks that config/local (kustomize)
+// and config/local/values.yaml (Helm) install the same objects, apart from
+// what Helm leaves out of a rendering: the Namespace (--create-namespace)
+// and the CRDs (crds/).
+func TestLocalOverlayMatchesLocalValues(t *testing.T) {
+	assets, err := testkube.AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	kustomized, err := exec.CommandContext(ctx, filepath.Join(assets, "kubectl"), "kustomize", "../config/local").Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/local: %v", err)
+	}
+	rendered, err := render(t, localValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := objectsByKey(t, string(kustomized), "Namespace", "CustomResourceDefinition")
+	got := objectsByKey(t, rendered)
+	for _, key := range slices.Sorted(maps.Keys(want)) {
+		if _, ok := got[key]; !ok {
+			t.Errorf("config/local installs %s, config/local/values.yaml does not", key)
+		} else if !reflect.DeepEqual(want[key], got[key]) {
+			w, _ := yaml.Marshal(want[key])
+			g, _ := yaml.Marshal(got[key])
+			t.Errorf("%s differs: make config/local/kustomization.yaml and values.yaml alike\n%s", key, diff("kustomize", string(w), "helm", string(g)))
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(got)) {
+		if _, ok := want[key]; !ok {
+			t.Errorf("config/local/values.yaml installs %s, config/local does not", key)
+		}
+	}
+}
+
+// objectsByKey parses a stream of YAML documents into objects keyed by kind,
+// namespace and name, leaving out the given kinds.
+func objectsByKey(t *testing.T, stream string, skipKinds ...string) map[string]map[string]any {
+	t.Helper()
+	objects := map[string]map[string]any{}
+	for doc := range strings.SplitSeq(stream, "\n---") {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatalf("%v in\n%s", err, doc)
+		}
+		if obj == nil {
+			continue
+		}
+		kind, _ := obj["kind"].(string)
+		if slices.Contains(skipKinds, kind) {
+			continue
+		}
+		meta, _ := obj["metadata"].(map[string]any)
+		key := fmt.Sprintf("%s %v/%v", kind, meta["namespace"], meta["name"])
+		objects[key] = obj
+	}
+	return objects
 }
