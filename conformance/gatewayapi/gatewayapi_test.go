@@ -43,9 +43,7 @@ const defaultGatewayClass = "toolgate"
 // HTTPRoute, ReferenceGrant) are enabled by the profile itself. Each entry
 // names the code that implements it. What is left out is not implemented:
 // GatewayStaticAddresses and GatewayAddressEmpty (spec.addresses is refused:
-// translate/gateway.go finishGateways), ListenerSet,
-// HTTPRouteRequestMirror (and its variants),
-// GatewayBackendClientCertificate, and HTTPRouteRetry with its variants:
+// translate/gateway.go finishGateways), and HTTPRouteRetry with its variants:
 // rules[].retry is implemented (gateway/retry.go), but the standard
 // channel's HTTPRoute CRD has no retry field, so the API server drops it
 // and the suite's test cannot pass on standard CRDs.
@@ -112,6 +110,17 @@ var supportedFeatures = []features.FeatureName{
 	// (gateway/backendtls.go).
 	features.SupportBackendTLSPolicy,
 	features.SupportBackendTLSPolicySANValidation,
+	// spec.tls.backend.clientCertificateRef: the translator resolves the
+	// Secret and sets the Gateway's ResolvedRefs
+	// (translate/backendclientcert.go); the proxy presents it to backends
+	// over TLS (gateway/backendtls.go backendClientCert).
+	features.SupportGatewayBackendClientCertificate,
+	// The RequestMirror filter: copies sent when a request is forwarded,
+	// one endpoint per mirror, each request drawn for percent and fraction
+	// (gateway/mirror.go; translate/filters.go requestMirror).
+	features.SupportHTTPRouteRequestMirror,
+	features.SupportHTTPRouteRequestMultipleMirrors,
+	features.SupportHTTPRouteRequestPercentageMirror,
 	// ListenerSets attach to the Gateways whose allowedListeners admit
 	// them; their listeners follow the Gateway's in precedence
 	// (translate/listenerset.go).
