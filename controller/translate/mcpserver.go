@@ -153,11 +153,21 @@ func (t *translator) use(nn, gw types.NamespacedName) {
 	}
 }
 
-// admit re-checks m against the CRD's schema and CEL rules.
+// admit re-checks m against the CRD's schema and CEL rules, once per
+// generation when a Memory is given.
 func (t *translator) admit(m *v1alpha1.MCPServer) error {
 	if t.opts.Admission == nil {
 		return nil
 	}
+	if err, ok := t.opts.Memory.admitted(m.UID, m.Generation); ok {
+		return err
+	}
+	err := t.admitNow(m)
+	t.opts.Memory.rememberAdmission(m.UID, m.Generation, err)
+	return err
+}
+
+func (t *translator) admitNow(m *v1alpha1.MCPServer) error {
 	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(m)
 	if err != nil {
 		return fmt.Errorf("convert MCPServer %s: %w", key(m), err)

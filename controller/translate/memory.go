@@ -15,9 +15,20 @@ import (
 // starts while an MCPServer is invalid has no policy of it to keep, and its
 // routes answer 500 until it is fixed. It is safe for concurrent use; the
 // translations of one process share one.
+//
+// It also remembers each MCPServer's admission outcome (see admit) for its
+// generation: re-checking the CRD's CEL rules was most of a translation's
+// cost, and the outcome changes only with the spec.
 type PolicyMemory struct {
-	mu       sync.Mutex
-	policies map[types.UID]rememberedPolicy
+	mu         sync.Mutex
+	policies   map[types.UID]rememberedPolicy
+	admissions map[types.UID]admissionOutcome
+}
+
+// admissionOutcome is an MCPServer's admission outcome at one generation.
+type admissionOutcome struct {
+	generation int64
+	err        error
 }
 
 type rememberedPolicy struct {
@@ -27,7 +38,33 @@ type rememberedPolicy struct {
 
 // NewPolicyMemory returns an empty memory.
 func NewPolicyMemory() *PolicyMemory {
-	return &PolicyMemory{policies: map[types.UID]rememberedPolicy{}}
+	return &PolicyMemory{policies: map[types.UID]rememberedPolicy{}, admissions: map[types.UID]admissionOutcome{}}
+}
+
+// admitted returns the admission outcome remembered for an MCPServer at
+// generation.
+func (m *PolicyMemory) admitted(uid types.UID, generation int64) (error, bool) {
+	if m == nil || uid == "" || generation == 0 {
+		return nil, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.admissions[uid]
+	if !ok || a.generation != generation {
+		return nil, false
+	}
+	return a.err, true
+}
+
+// rememberAdmission remembers an MCPServer's admission outcome at
+// generation.
+func (m *PolicyMemory) rememberAdmission(uid types.UID, generation int64, err error) {
+	if m == nil || uid == "" || generation == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.admissions[uid] = admissionOutcome{generation, err}
 }
 
 func (m *PolicyMemory) remember(uid types.UID, generation int64, p *filter.Policy) {
@@ -66,6 +103,11 @@ func (m *PolicyMemory) retain(live map[types.UID]bool) {
 	for uid := range m.policies {
 		if !live[uid] {
 			delete(m.policies, uid)
+		}
+	}
+	for uid := range m.admissions {
+		if !live[uid] {
+			delete(m.admissions, uid)
 		}
 	}
 }

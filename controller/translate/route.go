@@ -74,8 +74,8 @@ func (t *translator) checkMCPPolicy(rs *routeState, route *gwv1.HTTPRoute, ruleF
 			servers = append(servers, m)
 		}
 	case group == "" && kind == kindService:
-		for _, m := range sortedByAge(t.res.MCPServers) {
-			if m.Namespace == ns && m.Spec.ServiceRef.Name == string(br.Name) && (br.Port == nil || int32(*br.Port) == m.Spec.ServiceRef.Port) {
+		for _, m := range t.idx.mcpServersByService[types.NamespacedName{Namespace: ns, Name: string(br.Name)}] {
+			if br.Port == nil || int32(*br.Port) == m.Spec.ServiceRef.Port {
 				servers = append(servers, m)
 			}
 		}

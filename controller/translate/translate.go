@@ -214,13 +214,16 @@ type translator struct {
 // EndpointSlices), Secrets and ConfigMaps are found through lookups, which
 // remember what was looked up: the translation's Dependencies.
 type index struct {
-	classes        map[string]*gwv1.GatewayClass
-	mcpServers     map[types.NamespacedName]*v1alpha1.MCPServer
-	services       lookups[*corev1.Service]
-	endpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
-	secrets        lookups[*corev1.Secret]
-	configMaps     lookups[*corev1.ConfigMap]
-	namespaces     map[string]*corev1.Namespace
+	classes    map[string]*gwv1.GatewayClass
+	mcpServers map[types.NamespacedName]*v1alpha1.MCPServer
+	// mcpServersByService are the MCPServers by their Service, oldest
+	// first.
+	mcpServersByService map[types.NamespacedName][]*v1alpha1.MCPServer
+	services            lookups[*corev1.Service]
+	endpointSlices      map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
+	secrets             lookups[*corev1.Secret]
+	configMaps          lookups[*corev1.ConfigMap]
+	namespaces          map[string]*corev1.Namespace
 }
 
 // lookups is objects by name, and every name looked up, found or not.
@@ -264,8 +267,11 @@ func newIndex(res *Resources) *index {
 	for _, c := range res.GatewayClasses {
 		idx.classes[c.Name] = c
 	}
-	for _, m := range res.MCPServers {
+	idx.mcpServersByService = map[types.NamespacedName][]*v1alpha1.MCPServer{}
+	for _, m := range sortedByAge(res.MCPServers) {
 		idx.mcpServers[key(m)] = m
+		svc := types.NamespacedName{Namespace: m.Namespace, Name: m.Spec.ServiceRef.Name}
+		idx.mcpServersByService[svc] = append(idx.mcpServersByService[svc], m)
 	}
 	for _, s := range res.Services {
 		idx.services.byName[key(s)] = s
