@@ -407,6 +407,54 @@ var _ = Describe("ListenerSet status", func() {
 	})
 })
 
+var _ = Describe("Secrets and ConfigMaps nothing referred to", func() {
+	It("are read whole once a Gateway refers to them, and their edits apply", func() {
+		ns := newNamespace()
+		ca, err := pki.NewCA(time.Now())
+		Expect(err).NotTo(HaveOccurred())
+		certPEM, keyPEM, err := ca.IssueClient(types.NamespacedName{Namespace: ns, Name: "x"}, time.Now(), time.Hour)
+		Expect(err).NotTo(HaveOccurred())
+
+		By("creating the certificate's Secret before anything refers to it: the cache keeps its metadata only")
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: ns},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+		}
+		Expect(k8sClient.Create(ctx, secret)).To(Succeed())
+		class := newGatewayClass(translate.ControllerName)
+		time.Sleep(time.Second) // the Secret's event has come and gone
+
+		By("referring to it from an HTTPS listener: its certificate resolves")
+		gw := &gwv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("gw"), Namespace: ns},
+			Spec: gwv1.GatewaySpec{
+				GatewayClassName: gwv1.ObjectName(class),
+				Listeners: []gwv1.Listener{{Name: "https", Protocol: gwv1.HTTPSProtocolType, Port: 8443, TLS: &gwv1.ListenerTLSConfig{
+					CertificateRefs: []gwv1.SecretObjectReference{{Name: "cert"}},
+				}}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, gw)).To(Succeed())
+		listener := func() []metav1.Condition {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(gw), gw)).To(Succeed())
+			if len(gw.Status.Listeners) == 0 {
+				return nil
+			}
+			return gw.Status.Listeners[0].Conditions
+		}
+		Eventually(listener, wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")))
+
+		By("breaking the Secret: the listener says so")
+		Expect(change(secret, func() { secret.Data[corev1.TLSPrivateKeyKey] = []byte("not a key") })).To(Succeed())
+		Eventually(listener, wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionFalse, "InvalidCertificateRef")))
+
+		By("mending it: resolved again")
+		Expect(change(secret, func() { secret.Data[corev1.TLSPrivateKeyKey] = keyPEM })).To(Succeed())
+		Eventually(listener, wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")))
+	})
+})
+
 var _ = Describe("HTTPRoute status", func() {
 	It("keeps a route with an ExtensionRef to a missing MCPServer Accepted with ResolvedRefs False, and heals when it appears", func() {
 		ns := newNamespace()

@@ -96,11 +96,15 @@ func pointers[T any](items []T) []*T {
 }
 
 // CacheOptions keeps the controller's cache small: of the kinds it owns but
-// does not read as inputs, it caches only the objects toolgate manages.
-func CacheOptions() cache.Options {
+// does not read as inputs, it caches only the objects toolgate manages;
+// of the others, rel's transform keeps what can matter (see Relevance).
+func CacheOptions(rel *Relevance) cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{provision.LabelManagedBy: provision.ManagedBy})}
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&appsv1.Deployment{}:     managed,
-		&corev1.ServiceAccount{}: managed,
-	}}
+	return cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&appsv1.Deployment{}:     managed,
+			&corev1.ServiceAccount{}: managed,
+		},
+		DefaultTransform: rel.transform,
+	}
 }

@@ -22,6 +22,15 @@ import (
 func (r *Reconciler) classParams(ctx context.Context, res *translate.Resources) (map[string]provision.Params, map[string][]metav1.Condition) {
 	params := map[string]provision.Params{}
 	problems := map[string][]metav1.Condition{}
+	// The parameters' ConfigMaps are relevant: cached whole, their events
+	// reconcile.
+	refs := translate.Dependencies{ConfigMaps: map[types.NamespacedName]bool{}}
+	for _, c := range res.GatewayClasses {
+		if ref := c.Spec.ParametersRef; ref != nil && c.Spec.ControllerName == r.opts.ControllerName && ref.Namespace != nil {
+			refs.ConfigMaps[types.NamespacedName{Namespace: string(*ref.Namespace), Name: ref.Name}] = true
+		}
+	}
+	r.relevance.set("gatewayclass-parameters", refs)
 	for _, c := range res.GatewayClasses {
 		if c.Spec.ControllerName != r.opts.ControllerName {
 			continue
@@ -57,6 +66,14 @@ func (r *Reconciler) paramsOf(ctx context.Context, c *gwv1.GatewayClass) (provis
 			return provision.Params{}, fmt.Errorf("spec.parametersRef: ConfigMap %s not found", key)
 		}
 		return provision.Params{}, fmt.Errorf("spec.parametersRef: read ConfigMap %s: %w", key, err)
+	}
+	if isMetadataOnly(&cm) {
+		// Cached before it was known to be relevant: read it whole.
+		var full corev1.ConfigMap
+		if err := r.relevance.bodies.get(ctx, &cm, &full); err != nil {
+			return provision.Params{}, fmt.Errorf("spec.parametersRef: %w", err)
+		}
+		cm = full
 	}
 	p, err := provision.ParamsFromConfigMap(&cm, r.opts.Params)
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -82,11 +81,9 @@ func setupStream(mgr ctrl.Manager, opts Options, memory *translate.PolicyMemory)
 	p := &publisher{
 		reader: mgr.GetCache(), admission: validator, hub: hub, memory: memory,
 		controllerName: opts.ControllerName, loopback: so.LoopbackEndpoints, log: opts.Logger,
-		refuseExternalNames: opts.RefuseExternalNames,
+		refuseExternalNames: opts.RefuseExternalNames, relevance: opts.Relevance,
 	}
-	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{everything}
-	})
+	all := opts.Relevance.eventHandler()
 	b := ctrl.NewControllerManagedBy(mgr).Named("toolgate-config").
 		WithOptions(ctrlcontroller.Options{NeedLeaderElection: ptr.To(false)})
 	for _, kind := range inputKinds() {
@@ -107,6 +104,7 @@ type publisher struct {
 	log            *slog.Logger
 	// refuseExternalNames is Options.RefuseExternalNames.
 	refuseExternalNames bool
+	relevance           *Relevance
 }
 
 func (p *publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
@@ -114,10 +112,13 @@ func (p *publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	out := translate.Translate(res, translate.Options{
+	out, err := p.relevance.translate(ctx, "config-stream", res, translate.Options{
 		ControllerName: p.controllerName, Admission: p.admission, LoopbackEndpoints: p.loopback, Memory: p.memory,
 		RefuseExternalNames: p.refuseExternalNames,
 	})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	ours := map[string]bool{}
 	for _, c := range res.GatewayClasses {
 		ours[c.Name] = c.Spec.ControllerName == p.controllerName

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -53,6 +52,10 @@ type Options struct {
 	// RefuseExternalNames refuses Services of type ExternalName as
 	// backends (translate.Options.RefuseExternalNames).
 	RefuseExternalNames bool
+	// Relevance is the one whose transforms the manager's cache was built
+	// with (CacheOptions); without it every object is cached whole and
+	// every event reconciles.
+	Relevance *Relevance
 }
 
 // Reconciler recomputes everything on any change: the inputs are few and the
@@ -67,6 +70,9 @@ type Reconciler struct {
 	// memory keeps invalid MCPServers' last valid policies, shared with
 	// the publisher so that status says what the snapshots serve.
 	memory *translate.PolicyMemory
+	// relevance says which objects matter, and reads the bodies of those
+	// the cache keeps only the metadata of.
+	relevance *Relevance
 }
 
 // everything is the single work item: any event recomputes the whole state.
@@ -80,6 +86,11 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Relevance == nil {
+		opts.Relevance = NewRelevance()
+		opts.Relevance.everything = true
+	}
+	opts.Relevance.bodies = &bodies{reader: mgr.GetAPIReader(), byKey: map[string]client.Object{}}
 	validator, err := admission.New()
 	if err != nil {
 		return err
@@ -93,10 +104,9 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		opts:   opts,
 		log:    opts.Logger,
 		memory: translate.NewPolicyMemory(),
+		relevance: opts.Relevance,
 	}
-	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{everything}
-	})
+	all := r.relevance.eventHandler()
 	b := ctrl.NewControllerManagedBy(mgr).Named("toolgate")
 	kinds := inputKinds()
 	for _, owned := range provision.OwnedKinds() {
@@ -138,7 +148,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		ControllerName: r.opts.ControllerName, Admission: r.admission, Memory: r.memory,
 		RefuseExternalNames: r.opts.RefuseExternalNames,
 	}
-	first := translate.Translate(res, opts)
+	first, err := r.relevance.translate(ctx, "status", res, opts)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
 	var live []types.NamespacedName
 	var errs []error
@@ -171,7 +184,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 
 	// Second pass: status with the data planes' state.
-	out := translate.Translate(res, opts)
+	out, err := r.relevance.translate(ctx, "status", res, opts)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	for name, problem := range classProblems {
 		if st, ok := out.Status.GatewayClasses[name]; ok {
 			st.Conditions = problem

@@ -47,9 +47,10 @@ var _ = BeforeSuite(func() {
 
 	log.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(GinkgoWriter, nil)))
 	ctx, stop = context.WithCancel(context.Background())
+	relevance := controller.NewRelevance()
 	mgr, err := ctrl.NewManager(kube.Config, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  controller.CacheOptions(),
+		Cache:                  controller.CacheOptions(relevance),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
@@ -57,9 +58,10 @@ var _ = BeforeSuite(func() {
 	ca, err := pki.NewCA(time.Now())
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controller.Setup(mgr, controller.Options{
-		Params: provision.Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443"},
-		CA:     ca,
-		Logger: slog.New(slog.NewTextHandler(GinkgoWriter, nil)),
+		Params:    provision.Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443"},
+		CA:        ca,
+		Logger:    slog.New(slog.NewTextHandler(GinkgoWriter, nil)),
+		Relevance: relevance,
 	})).To(Succeed())
 	go func() {
 		defer GinkgoRecover()

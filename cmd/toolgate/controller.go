@@ -31,6 +31,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		kubeconfig     = fs.String("kubeconfig", "", "kubeconfig file; empty uses the in-cluster configuration or $KUBECONFIG")
 		metricsAddress = fs.String("metrics-address", ":8080", "address of /metrics; 0 disables it")
 		healthAddress  = fs.String("health-address", ":8081", "address of /healthz and /readyz; 0 disables it")
+		pprofAddress   = fs.String("pprof-address", "0", "address of Go's /debug/pprof profiles, for performance work; 0 (the default) disables it")
 		leaderElect    = fs.Bool("leader-elect", true, "elect a leader so that only one replica writes")
 		leaderNS       = fs.String("leader-election-namespace", "", "namespace of the leader-election Lease; empty means the controller's own (--namespace)")
 		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
@@ -100,11 +101,13 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	relevance := controller.NewRelevance()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   controller.CacheOptions(),
+		Cache:                   controller.CacheOptions(relevance),
 		Metrics:                 metricsserver.Options{BindAddress: *metricsAddress},
 		HealthProbeBindAddress:  *healthAddress,
+		PprofBindAddress:        *pprofAddress,
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "toolgate-controller.toolgate.dev",
 		LeaderElectionNamespace: *leaderNS,
@@ -128,7 +131,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		logger.Warn("--dev-localhost-endpoints: EndpointSlices may point at the proxies' loopback; never use this in a cluster")
 	}
 	err = controller.Setup(mgr, controller.Options{
-		Params: params, Logger: logger, CA: ca, RefuseExternalNames: !*externalNames,
+		Params: params, Logger: logger, CA: ca, RefuseExternalNames: !*externalNames, Relevance: relevance,
 		Stream: &controller.StreamOptions{
 			Address: *streamAddress, CA: ca, DNSNames: stream.dnsNames, IPs: stream.ips,
 			LoopbackEndpoints: *devLocalhost,

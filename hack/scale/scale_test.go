@@ -51,6 +51,7 @@ var (
 	edits            = flag.Int("edits", 50, "HTTPRoute edits timed to every client of their Gateway")
 	restFor          = flag.Duration("rest", time.Minute, "how long the API requests at rest are counted")
 	resultsPath      = flag.String("results", "", "write the results as JSON to this file")
+	profileDir       = flag.String("profile", "", "write the controller's CPU profiles (while it attaches the routes, while unrelated objects come) and heap profile (at the end) to this folder")
 )
 
 const (
@@ -117,14 +118,15 @@ func TestControllerAtScale(t *testing.T) {
 		t.Fatalf("kubectl apply -k config/rbac: %v\n%s", err, out)
 	}
 
-	ports := testproc.FreePorts(t, 3)
+	ports := testproc.FreePorts(t, 4)
 	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	healthAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 	streamURL := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
+	pprofAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3]))
 	ctrl := testproc.Start(t, "toolgate controller", testproc.Build(t, "github.com/toolgate/toolgate/cmd/toolgate"),
 		"controller", "--kubeconfig", kubeconfig, "--namespace", controllerNamespace,
 		"--leader-elect=false", "--log-level", "warn",
-		"--metrics-address", metricsAddr, "--health-address", healthAddr,
+		"--metrics-address", metricsAddr, "--health-address", healthAddr, "--pprof-address", pprofAddr,
 		"--config-stream-address", strings.TrimPrefix(streamURL, "https://"), "--config-stream-url", streamURL,
 		"--proxy-service-type", string(corev1.ServiceTypeClusterIP))
 	ctrl.WaitFor(t, "ready", testproc.AnswersOK("http://"+healthAddr+"/readyz"))
@@ -136,10 +138,12 @@ func TestControllerAtScale(t *testing.T) {
 	}
 
 	start := time.Now()
+	attachProfile := profile(t, pprofAddr, "cpu-attach.pprof", "profile?seconds=60")
 	gws := createRouted(t, admin)
 	t.Logf("created %d Gateways, %d HTTPRoutes, %d MCPServers in %s", len(gws), res.HTTPRoutes, res.MCPServers, time.Since(start).Round(time.Second))
 	waitAttached(t, admin, gws)
 	t.Logf("every Gateway accepted and every route attached after %s", time.Since(start).Round(time.Second))
+	attachProfile()
 
 	watched := gws[:*watchedGateways]
 	clients := startClients(t, admin, streamURL, watched)
@@ -164,8 +168,11 @@ func TestControllerAtScale(t *testing.T) {
 
 	before := m.reconciles(t)
 	cpuBefore := cpuTime(t, ctrl.Pid())
+	unrelatedProfile := profile(t, pprofAddr, "cpu-unrelated.pprof", "profile?seconds=60")
 	createUnrelated(t, admin)
 	settle(t, m)
+	unrelatedProfile()
+	profile(t, pprofAddr, "heap.pprof", "heap")()
 	events := *unrelatedSecrets + *unrelatedSlices + *churn
 	res.CPUPerUnrelatedEventMillis = float64((cpuTime(t, ctrl.Pid()) - cpuBefore).Milliseconds()) / float64(events)
 	res.ReconcilesDuringUnrelated = map[string]float64{}
@@ -181,6 +188,33 @@ func TestControllerAtScale(t *testing.T) {
 	res.EditToAllClientsP99Millis = percentile(latencies, 0.99)
 
 	report(t, res)
+}
+
+// profile starts fetching the controller's /debug/pprof/<what> into file
+// in -profile's folder, and returns a function that waits for it to be
+// written; without -profile it does nothing.
+func profile(t *testing.T, addr, file, what string) (wait func()) {
+	if *profileDir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + addr + "/debug/pprof/" + what)
+		if err != nil {
+			t.Errorf("profile %s: %v", what, err)
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(*profileDir, file), data, 0o644)
+		}
+		if err != nil {
+			t.Errorf("profile %s: %v", what, err)
+		}
+	}()
+	return func() { <-done }
 }
 
 // createRouted creates the GatewayClass and the Gateways, each with its

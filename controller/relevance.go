@@ -1,0 +1,368 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
+	"github.com/toolgate/toolgate/controller/provision"
+	"github.com/toolgate/toolgate/controller/translate"
+)
+
+// Relevance knows which Secrets, ConfigMaps, Services and EndpointSlices
+// can change what the controller computes: those its last translations
+// looked up (translate.Dependencies, found or not) and those toolgate
+// manages. The others are most of a cluster's, and cost little:
+//
+//   - the caches keep only their metadata (CacheOptions' transforms): a
+//     Secret's or ConfigMap's data, an EndpointSlice's endpoints are
+//     dropped, and managedFields and annotations of every object;
+//   - their events wake no reconcile (eventHandler).
+//
+// An object that becomes relevant, because an edit elsewhere refers to
+// it, is read from the API server once (see bodies) until it changes, and
+// then cached whole.
+type Relevance struct {
+	mu sync.RWMutex
+	// deps holds the Dependencies of each translating reconciler (status,
+	// config stream), which may differ by their options; an object is
+	// relevant to any.
+	deps map[string]translate.Dependencies
+	// bodies reads what translations want of metadata-only objects; set
+	// by Setup.
+	bodies *bodies
+	// everything makes every object relevant: the cache was built without
+	// the transforms.
+	everything bool
+}
+
+// NewRelevance returns a Relevance for which nothing is relevant yet but
+// what toolgate manages: the first translation, made before any event is
+// handled, says what is.
+func NewRelevance() *Relevance {
+	return &Relevance{deps: map[string]translate.Dependencies{}}
+}
+
+// set records what the translation of source depended on.
+func (r *Relevance) set(source string, d translate.Dependencies) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deps[source] = d
+}
+
+func (r *Relevance) any(f func(translate.Dependencies) bool) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, d := range r.deps {
+		if f(d) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Relevance) secret(nn types.NamespacedName) bool {
+	return r.any(func(d translate.Dependencies) bool { return d.Secrets[nn] })
+}
+
+func (r *Relevance) configMap(nn types.NamespacedName) bool {
+	return r.any(func(d translate.Dependencies) bool { return d.ConfigMaps[nn] })
+}
+
+func (r *Relevance) service(nn types.NamespacedName) bool {
+	return r.any(func(d translate.Dependencies) bool { return d.AllServices || d.Services[nn] })
+}
+
+// relevant reports whether obj's change can change what the controller
+// computes. Objects of other kinds always can.
+func (r *Relevance) relevant(obj client.Object) bool {
+	if r.everything || managed(obj) {
+		return true
+	}
+	nn := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		return r.secret(nn)
+	case *corev1.ConfigMap:
+		return r.configMap(nn)
+	case *corev1.Service:
+		return r.service(nn)
+	case *discoveryv1.EndpointSlice:
+		return r.service(types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]})
+	default:
+		return true
+	}
+}
+
+// managed reports whether toolgate made obj (a data plane's objects).
+func managed(obj client.Object) bool {
+	return obj.GetLabels()[provision.LabelManagedBy] == provision.ManagedBy
+}
+
+// metadataOnly marks a cached object whose body the transform dropped;
+// bodies reads such an object again when a translation wants it.
+const metadataOnly = "toolgate.dev/cached-metadata-only"
+
+// isMetadataOnly reports whether the cache holds only obj's metadata.
+func isMetadataOnly(obj client.Object) bool {
+	_, ok := obj.GetAnnotations()[metadataOnly]
+	return ok
+}
+
+// lastApplied is the annotation kubectl apply keeps a copy of the whole
+// object in; nothing toolgate reads.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// transform trims an object before the cache stores it: its managedFields
+// and kubectl's copy of it always, and the body of a Secret, ConfigMap or
+// EndpointSlice that is not relevant, with all its annotations, which it
+// then marks metadataOnly.
+func (r *Relevance) transform(in any) (any, error) {
+	obj, ok := in.(client.Object)
+	if !ok {
+		return in, nil
+	}
+	if obj.GetManagedFields() != nil {
+		obj.SetManagedFields(nil)
+	}
+	if a := obj.GetAnnotations(); a != nil {
+		if _, ok := a[lastApplied]; ok {
+			delete(a, lastApplied)
+			obj.SetAnnotations(a)
+		}
+	}
+	if r.relevant(obj) {
+		return obj, nil
+	}
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		o.Data, o.StringData = nil, nil
+	case *corev1.ConfigMap:
+		o.Data, o.BinaryData = nil, nil
+	case *discoveryv1.EndpointSlice:
+		o.Endpoints, o.Ports = nil, nil
+	default:
+		return obj, nil
+	}
+	obj.SetAnnotations(map[string]string{metadataOnly: ""})
+	return obj, nil
+}
+
+// holdoff is how long an event waits before it wakes a reconcile, so that
+// a burst of events (a kubectl apply of many objects, an EndpointSlice
+// churn) costs one translation.
+const holdoff = 100 * time.Millisecond
+
+// eventHandler enqueues the single work item, after holdoff, for events
+// of relevant objects; an update is relevant when the object was or is,
+// and for the Gateway API's kinds and MCPServers, when it changed their
+// spec (see specUnchanged).
+func (r *Relevance) eventHandler() handler.EventHandler {
+	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+	enqueue := func(q queue, objs ...client.Object) {
+		for _, obj := range objs {
+			if obj != nil && r.relevant(obj) {
+				q.AddAfter(everything, holdoff)
+				return
+			}
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q queue) { enqueue(q, e.Object) },
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q queue) {
+			if !specUnchanged(e.ObjectOld, e.ObjectNew) {
+				enqueue(q, e.ObjectOld, e.ObjectNew)
+			}
+		},
+		DeleteFunc:  func(_ context.Context, e event.DeleteEvent, q queue) { enqueue(q, e.Object) },
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q queue) { enqueue(q, e.Object) },
+	}
+}
+
+var _ toolscache.TransformFunc = (*Relevance)(nil).transform
+
+// specUnchanged reports whether an update of an object of the Gateway API
+// or an MCPServer left its generation alone: it changed only status or
+// metadata, which translation does not read. Most such updates are the
+// controller's own status writes, which would otherwise translate
+// everything again once each. Other kinds' updates always count: the
+// status of Deployments and Services is what a data plane's state is
+// read from.
+func specUnchanged(old, updated client.Object) bool {
+	if old == nil || updated == nil || updated.GetGeneration() == 0 || old.GetGeneration() != updated.GetGeneration() {
+		return false
+	}
+	switch updated.(type) {
+	case *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.ReferenceGrant, *gwv1.BackendTLSPolicy, *gwv1.ListenerSet, *v1alpha1.MCPServer:
+		return true
+	default:
+		return false
+	}
+}
+
+// dependsOn reports whether a translation with dependencies d looked up
+// obj (a Secret, ConfigMap or EndpointSlice).
+func dependsOn(d translate.Dependencies, obj client.Object) bool {
+	nn := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		return d.Secrets[nn]
+	case *corev1.ConfigMap:
+		return d.ConfigMaps[nn]
+	case *discoveryv1.EndpointSlice:
+		return d.AllServices || d.Services[types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]}]
+	default:
+		return false
+	}
+}
+
+// current is what source's last translation depended on.
+func (r *Relevance) current(source string) translate.Dependencies {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.deps[source]
+}
+
+// bodies holds the objects the caches keep only the metadata of
+// (metadataOnly) that a translation wants, read from the API server, each
+// until it changes: then the cache holds it whole, as it is relevant.
+type bodies struct {
+	reader client.Reader // the API server, not the cache
+	mu     sync.Mutex
+	// byKey holds each body by kind/namespace/name.
+	byKey map[string]client.Object
+}
+
+func bodyKey(obj client.Object) string {
+	kind := "Secret"
+	switch obj.(type) {
+	case *corev1.ConfigMap:
+		kind = "ConfigMap"
+	case *discoveryv1.EndpointSlice:
+		kind = "EndpointSlice"
+	}
+	return kind + "/" + obj.GetNamespace() + "/" + obj.GetName()
+}
+
+// complete replaces, in res, every metadata-only Secret, ConfigMap and
+// EndpointSlice that d depends on with its body: the one read before when
+// the resourceVersion is the same, else one read now. It reports whether
+// it replaced any.
+func (b *bodies) complete(ctx context.Context, res *translate.Resources, d translate.Dependencies) (bool, error) {
+	replaced := false
+	var err error
+	for i, s := range res.Secrets {
+		if isMetadataOnly(s) && dependsOn(d, s) && err == nil {
+			var full corev1.Secret
+			if err = b.get(ctx, s, &full); err == nil {
+				res.Secrets[i], replaced = &full, true
+			}
+		}
+	}
+	for i, c := range res.ConfigMaps {
+		if isMetadataOnly(c) && dependsOn(d, c) && err == nil {
+			var full corev1.ConfigMap
+			if err = b.get(ctx, c, &full); err == nil {
+				res.ConfigMaps[i], replaced = &full, true
+			}
+		}
+	}
+	for i, es := range res.EndpointSlices {
+		if isMetadataOnly(es) && dependsOn(d, es) && err == nil {
+			var full discoveryv1.EndpointSlice
+			if err = b.get(ctx, es, &full); err == nil {
+				res.EndpointSlices[i], replaced = &full, true
+			}
+		}
+	}
+	return replaced, err
+}
+
+// get fills into with the body of the cached object meta: the one read
+// before when its resourceVersion matches, else the API server's. An
+// object deleted meanwhile keeps its metadata only: the deletion's event
+// brings the next translation.
+func (b *bodies) get(ctx context.Context, meta client.Object, into client.Object) error {
+	k := bodyKey(meta)
+	b.mu.Lock()
+	held, ok := b.byKey[k]
+	b.mu.Unlock()
+	if ok && held.GetResourceVersion() == meta.GetResourceVersion() {
+		copyInto(held, into)
+		return nil
+	}
+	if err := b.reader.Get(ctx, client.ObjectKeyFromObject(meta), into); err != nil {
+		if apierrors.IsNotFound(err) {
+			copyInto(meta, into)
+			return nil
+		}
+		return fmt.Errorf("read %s: %w", k, err)
+	}
+	into.SetManagedFields(nil)
+	b.mu.Lock()
+	b.byKey[k] = into.DeepCopyObject().(client.Object)
+	b.mu.Unlock()
+	return nil
+}
+
+// retain forgets the bodies that no translation of r depends on.
+func (b *bodies) retain(r *Relevance) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, obj := range b.byKey {
+		if !r.any(func(d translate.Dependencies) bool { return dependsOn(d, obj) }) {
+			delete(b.byKey, k)
+		}
+	}
+}
+
+// copyInto deep-copies src into dst, of the same kind.
+func copyInto(src, dst client.Object) {
+	switch d := dst.(type) {
+	case *corev1.Secret:
+		src.(*corev1.Secret).DeepCopyInto(d)
+	case *corev1.ConfigMap:
+		src.(*corev1.ConfigMap).DeepCopyInto(d)
+	case *discoveryv1.EndpointSlice:
+		src.(*discoveryv1.EndpointSlice).DeepCopyInto(d)
+	}
+}
+
+// translate translates res for source (a reconciler), with the bodies
+// res's metadata-only objects lack where the translation depends on them:
+// those its last translation depended on, then, when this one depends on
+// more, those too, and again. It records what the translation depended
+// on.
+func (r *Relevance) translate(ctx context.Context, source string, res *translate.Resources, opts translate.Options) (*translate.Result, error) {
+	d := r.current(source)
+	for {
+		if _, err := r.bodies.complete(ctx, res, d); err != nil {
+			return nil, err
+		}
+		out := translate.Translate(res, opts)
+		d = out.Dependencies
+		more, err := r.bodies.complete(ctx, res, d)
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			r.set(source, d)
+			r.bodies.retain(r)
+			return out, nil
+		}
+	}
+}
