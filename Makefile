@@ -99,6 +99,10 @@ bench-controller: ## Measure the controller at scale on the real API server: mem
 	KUBEBUILDER_ASSETS="$$(./hack/testbin.sh)"; export KUBEBUILDER_ASSETS; \
 	$(GO) test -tags scale -count=1 -timeout 60m -v -run TestControllerAtScale ./hack/scale $(if $(ARGS),-args $(ARGS))
 
+.PHONY: bench-streams
+bench-streams: ## Measure the proxy memory and goroutines of open MCP event streams and sessions (0, 2,000, 8,000), toolgate beside a bare httputil.ReverseProxy and nginx (see hack/streams; ARGS="-runs 1 -profile DIR" ...).
+	$(GO) test -tags streams -count=1 -timeout 60m -v -run TestStreamMemory ./hack/streams $(if $(ARGS),-args $(ARGS))
+
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-z-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

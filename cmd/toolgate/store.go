@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -40,6 +43,8 @@ type storeFlags struct {
 
 	auditLog   string
 	auditQueue int
+
+	pprofAddress string
 }
 
 func (s *storeFlags) register(fs *flag.FlagSet) {
@@ -56,6 +61,7 @@ func (s *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.auditLog, "audit-log", "", "where to write the audit trail, one JSON record per MCP decision: a file (appended to) or - for stdout; empty writes none")
 	fs.IntVar(&s.auditQueue, "audit-queue-size", audit.DefaultQueueSize, "most audit records waiting to be written; past it records are dropped and counted in "+audit.MetricRecords)
 	fs.DurationVar(&s.keyRefresh, "jwks-refresh-interval", filter.DefaultKeyRefreshInterval, "least time between two fetches of an issuer's signing keys; a token with an unknown key id waits for the next one")
+	fs.StringVar(&s.pprofAddress, "pprof-address", "0", "address of Go's /debug/pprof profiles, for performance work (hack/streams takes heap profiles from it); 0 (the default) disables it")
 }
 
 // dataPlane is what proxy and standalone modes serve with: the gateway
@@ -66,6 +72,7 @@ type dataPlane struct {
 	registry prometheus.Registerer
 	audit    *audit.Log // nil without --audit-log
 	closers  []io.Closer
+	pprof    *http.Server // nil without --pprof-address
 }
 
 // apply serves cfg and forgets the filter state (metric series) of MCP
@@ -109,7 +116,36 @@ func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *
 	if err != nil {
 		return nil, err
 	}
-	return &dataPlane{server: server, filters: filters, registry: reg, audit: auditLog, closers: closers}, nil
+	d := &dataPlane{server: server, filters: filters, registry: reg, audit: auditLog, closers: closers}
+	if d.pprof, err = servePprof(s.pprofAddress, log); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// servePprof serves Go's /debug/pprof profiles on addr, as the controller's
+// --pprof-address does; nil when addr is "" or "0".
+func servePprof(addr string, log *slog.Logger) (*http.Server, error) {
+	if addr == "" || addr == "0" {
+		return nil, nil
+	}
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("pprof listener stopped", "error", err)
+		}
+	}()
+	return srv, nil
 }
 
 // openAudit starts the audit trail of --audit-log, nil without one.
@@ -139,6 +175,9 @@ func (d *dataPlane) shutdown(log *slog.Logger) {
 	defer cancel()
 	if err := d.server.Shutdown(ctx); err != nil {
 		log.Warn("shutdown", "error", err)
+	}
+	if d.pprof != nil {
+		_ = d.pprof.Close()
 	}
 	if d.audit != nil {
 		// Requests have ended: what they recorded is written before exit.
