@@ -38,13 +38,23 @@ import (
 // defaultGatewayClass is the GatewayClass config/local installs.
 const defaultGatewayClass = "toolgate"
 
+// The addresses GatewayStaticAddresses claims, for the local cluster:
+// usableAddress lies in the static address pool of config/local's
+// GatewayClass (10.200.1.0/24), unusableAddress outside it. Neither is used
+// by the cluster (node 10.200.0.10/24, pods 10.244.0.0/24, Services
+// 10.96.0.0/16), and both exist only inside its network namespace, which
+// has no route out. Another cluster passes its own with -usable-address
+// and -unusable-address.
+const (
+	usableAddress   = "10.200.1.10"
+	unusableAddress = "10.200.2.10"
+)
+
 // supportedFeatures are the extended features of the GATEWAY-HTTP profile
 // that toolgate implements; the profile's core features (Gateway,
 // HTTPRoute, ReferenceGrant) are enabled by the profile itself. Each entry
-// names the code that implements it. What is left out is not implemented:
-// GatewayStaticAddresses and GatewayAddressEmpty (spec.addresses is refused:
-// translate/gateway.go finishGateways), and HTTPRouteRetry with its variants:
-// rules[].retry is implemented (gateway/retry.go), but the standard
+// names the code that implements it. Left out are HTTPRouteRetry and its
+// variants: rules[].retry is implemented (gateway/retry.go), but the standard
 // channel's HTTPRoute CRD has no retry field, so the API server drops it
 // and the suite's test cannot pass on standard CRDs.
 var supportedFeatures = []features.FeatureName{
@@ -125,6 +135,13 @@ var supportedFeatures = []features.FeatureName{
 	// them; their listeners follow the Gateway's in precedence
 	// (translate/listenerset.go).
 	features.SupportListenerSet,
+	// spec.addresses: an IPAddress of the class's static address pool
+	// (ConfigMap key staticAddressPool) becomes an external IP of the
+	// Gateway's Service; other addresses are not usable or not supported,
+	// and one without a value takes the Service's own address
+	// (translate/addresses.go; provision/objects.go Service).
+	features.SupportGatewayStaticAddresses,
+	features.SupportGatewayAddressEmpty,
 }
 
 // TestGatewayAPIConformance runs the GATEWAY-HTTP conformance profile against
@@ -148,6 +165,12 @@ func TestGatewayAPIConformance(t *testing.T) {
 		// from the GatewayClass status, which toolgate does not fill, and
 		// a single -run-test would run with no extended feature at all.
 		opts.SupportedFeatures = supportedFeatures
+	}
+	if !set["usable-address"] && len(opts.UsableNetworkAddresses) == 0 {
+		opts.UsableNetworkAddresses = []gwv1.GatewaySpecAddress{{Type: ptr(gwv1.IPAddressType), Value: usableAddress}}
+	}
+	if !set["unusable-address"] && len(opts.UnusableNetworkAddresses) == 0 {
+		opts.UnusableNetworkAddresses = []gwv1.GatewaySpecAddress{{Type: ptr(gwv1.IPAddressType), Value: unusableAddress}}
 	}
 	if !set["disable-parallel-tests"] && *flags.ConformanceOptionsFile == "" {
 		// Every Gateway gets its own proxy Deployment (two replicas of
@@ -288,3 +311,5 @@ func moduleRoot() (string, error) {
 		dir = parent
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
