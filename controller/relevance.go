@@ -263,33 +263,75 @@ func bodyKey(obj client.Object) string {
 // the resourceVersion is the same, else one read now. It reports whether
 // it replaced any.
 func (b *bodies) complete(ctx context.Context, res *translate.Resources, d translate.Dependencies) (bool, error) {
+	secrets, err := completeKind(ctx, b, res.Secrets, d, func() *corev1.Secret { return &corev1.Secret{} }, &corev1.SecretList{},
+		func(l *corev1.SecretList) []*corev1.Secret { return pointers(l.Items) })
+	if err != nil {
+		return false, err
+	}
+	configMaps, err := completeKind(ctx, b, res.ConfigMaps, d, func() *corev1.ConfigMap { return &corev1.ConfigMap{} }, &corev1.ConfigMapList{},
+		func(l *corev1.ConfigMapList) []*corev1.ConfigMap { return pointers(l.Items) })
+	if err != nil {
+		return false, err
+	}
+	slices, err := completeKind(ctx, b, res.EndpointSlices, d, func() *discoveryv1.EndpointSlice { return &discoveryv1.EndpointSlice{} }, &discoveryv1.EndpointSliceList{},
+		func(l *discoveryv1.EndpointSliceList) []*discoveryv1.EndpointSlice { return pointers(l.Items) })
+	return secrets || configMaps || slices, err
+}
+
+// completeKind replaces the metadata-only objects of objs that d depends
+// on with their bodies: those held when their resourceVersion matches; the
+// others read from the API server, a namespace's at once when it has
+// several (after a start, when nothing was known to be relevant, that is
+// most of them), else one by one. An object deleted meanwhile keeps its
+// metadata only: its deletion's event brings the next translation.
+func completeKind[T client.Object, L client.ObjectList](ctx context.Context, b *bodies, objs []T, d translate.Dependencies, newObj func() T, list L, items func(L) []T) (bool, error) {
 	replaced := false
-	var err error
-	for i, s := range res.Secrets {
-		if isMetadataOnly(s) && dependsOn(d, s) && err == nil {
-			var full corev1.Secret
-			if err = b.get(ctx, s, &full); err == nil {
-				res.Secrets[i], replaced = &full, true
+	missing := map[string][]int{} // by namespace
+	for i, o := range objs {
+		if !isMetadataOnly(o) || !dependsOn(d, o) {
+			continue
+		}
+		b.mu.Lock()
+		held, ok := b.byKey[bodyKey(o)]
+		b.mu.Unlock()
+		if ok && held.GetResourceVersion() == o.GetResourceVersion() {
+			objs[i], replaced = held.DeepCopyObject().(T), true
+			continue
+		}
+		missing[o.GetNamespace()] = append(missing[o.GetNamespace()], i)
+	}
+	for ns, at := range missing {
+		found := map[string]T{}
+		if len(at) == 1 {
+			full := newObj()
+			if err := b.reader.Get(ctx, client.ObjectKeyFromObject(objs[at[0]]), full); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				return replaced, fmt.Errorf("read %s: %w", bodyKey(objs[at[0]]), err)
+			}
+			found[full.GetName()] = full
+		} else {
+			if err := b.reader.List(ctx, list, client.InNamespace(ns)); err != nil {
+				return replaced, fmt.Errorf("read %T of namespace %s: %w", list, ns, err)
+			}
+			for _, item := range items(list) {
+				found[item.GetName()] = item
 			}
 		}
-	}
-	for i, c := range res.ConfigMaps {
-		if isMetadataOnly(c) && dependsOn(d, c) && err == nil {
-			var full corev1.ConfigMap
-			if err = b.get(ctx, c, &full); err == nil {
-				res.ConfigMaps[i], replaced = &full, true
+		for _, i := range at {
+			full, ok := found[objs[i].GetName()]
+			if !ok {
+				continue
 			}
+			full.SetManagedFields(nil)
+			b.mu.Lock()
+			b.byKey[bodyKey(full)] = full.DeepCopyObject().(client.Object)
+			b.mu.Unlock()
+			objs[i], replaced = full, true
 		}
 	}
-	for i, es := range res.EndpointSlices {
-		if isMetadataOnly(es) && dependsOn(d, es) && err == nil {
-			var full discoveryv1.EndpointSlice
-			if err = b.get(ctx, es, &full); err == nil {
-				res.EndpointSlices[i], replaced = &full, true
-			}
-		}
-	}
-	return replaced, err
+	return replaced, nil
 }
 
 // get fills into with the body of the cached object meta: the one read

@@ -147,3 +147,50 @@ func TestBodiesAreReadOncePerVersionAndForgotten(t *testing.T) {
 		t.Errorf("bodies held after nothing depends on them: %v", r.bodies.byKey)
 	}
 }
+
+// After a start nothing was known to be relevant: the many objects a
+// first translation wants are read a namespace at a time, not one by one.
+func TestBodiesOfOneNamespaceAreReadWithOneList(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	var objs []client.Object
+	wants := translate.Dependencies{Secrets: map[types.NamespacedName]bool{}}
+	for _, n := range []string{"one", "two", "three"} {
+		objs = append(objs, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: n}, Data: map[string][]byte{"k": []byte(n)}})
+		wants.Secrets[name("a", n)] = true
+	}
+	gets, lists := 0, 0
+	api := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			gets++
+			return c.Get(ctx, key, obj, opts...)
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			lists++
+			return c.List(ctx, list, opts...)
+		},
+	}).Build()
+	res := &translate.Resources{}
+	for _, n := range []string{"one", "two", "three", "unwanted"} {
+		res.Secrets = append(res.Secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Namespace: "a", Name: n, Annotations: map[string]string{metadataOnly: ""},
+		}})
+	}
+	b := &bodies{reader: api, byKey: map[string]client.Object{}}
+	if replaced, err := b.complete(t.Context(), res, wants); err != nil || !replaced {
+		t.Fatalf("complete: replaced %v, %v", replaced, err)
+	}
+	for _, s := range res.Secrets[:3] {
+		if isMetadataOnly(s) || string(s.Data["k"]) != s.Name {
+			t.Errorf("Secret %s = %+v, want its body", s.Name, s)
+		}
+	}
+	if !isMetadataOnly(res.Secrets[3]) {
+		t.Error("a Secret nothing wants was completed")
+	}
+	if gets != 0 || lists != 1 {
+		t.Errorf("%d gets and %d lists, want one list", gets, lists)
+	}
+}

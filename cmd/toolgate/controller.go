@@ -12,6 +12,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/toolgate/toolgate/controller"
@@ -32,6 +33,8 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		metricsAddress = fs.String("metrics-address", ":8080", "address of /metrics; 0 disables it")
 		healthAddress  = fs.String("health-address", ":8081", "address of /healthz and /readyz; 0 disables it")
 		pprofAddress   = fs.String("pprof-address", "0", "address of Go's /debug/pprof profiles, for performance work; 0 (the default) disables it")
+		apiQPS         = fs.Float64("kube-api-qps", 50, "requests per second the controller may send the API server, sustained (client-go's own default, 5, provisions 200 Gateways in minutes)")
+		apiBurst       = fs.Int("kube-api-burst", 100, "requests the controller may send the API server at once, above --kube-api-qps")
 		leaderElect    = fs.Bool("leader-elect", true, "elect a leader so that only one replica writes")
 		leaderNS       = fs.String("leader-election-namespace", "", "namespace of the leader-election Lease; empty means the controller's own (--namespace)")
 		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
@@ -96,6 +99,10 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *apiQPS <= 0 || *apiBurst <= 0 {
+		return fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
+	}
+	cfg.QPS, cfg.Burst = float32(*apiQPS), *apiBurst
 	log.SetLogger(logr.FromSlogHandler(logger.Handler()))
 	scheme, err := controller.NewScheme()
 	if err != nil {
@@ -134,7 +141,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		Params: params, Logger: logger, CA: ca, RefuseExternalNames: !*externalNames, Relevance: relevance,
 		Stream: &controller.StreamOptions{
 			Address: *streamAddress, CA: ca, DNSNames: stream.dnsNames, IPs: stream.ips,
-			LoopbackEndpoints: *devLocalhost,
+			LoopbackEndpoints: *devLocalhost, Registerer: ctrlmetrics.Registry,
 		},
 	})
 	if err != nil {
