@@ -101,9 +101,9 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		admission:   validator,
 		status: &statusWriter{client: mgr.GetClient(), recorder: mgr.GetEventRecorder("toolgate-controller"), now: time.Now,
 			controllerName: opts.ControllerName},
-		opts:   opts,
-		log:    opts.Logger,
-		memory: translate.NewPolicyMemory(),
+		opts:      opts,
+		log:       opts.Logger,
+		memory:    translate.NewPolicyMemory(),
 		relevance: opts.Relevance,
 	}
 	all := r.relevance.eventHandler()
