@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -47,6 +48,10 @@ type StreamOptions struct {
 	// PollTimeout is the longest wait of one proxy request; zero picks the
 	// configstream default.
 	PollTimeout time.Duration
+	// Registerer, when set, receives the stream server's metrics (requests
+	// waiting, certificate expiry): the controller's metrics registry in
+	// the binary, none in tests that start several managers.
+	Registerer prometheus.Registerer
 }
 
 // serverCertLifetime is how long a serving certificate of the stream is
@@ -67,6 +72,7 @@ func setupStream(mgr ctrl.Manager, opts Options, memory *translate.PolicyMemory)
 	}
 	server, err := configstream.NewServer(configstream.ServerOptions{
 		Hub: hub, CA: so.CA, Certificate: certs.get, PollTimeout: so.PollTimeout, Logger: opts.Logger,
+		Registerer: so.Registerer,
 	})
 	if err != nil {
 		return err

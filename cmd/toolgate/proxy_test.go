@@ -103,7 +103,7 @@ func TestProxyServesWhatTheStreamSends(t *testing.T) {
 	if _, body := get(t, admin+"/readyz"); !strings.Contains(body, version) {
 		t.Errorf("/readyz %q does not name the version %s", body, version)
 	}
-	if _, body := get(t, admin+"/metrics"); !strings.Contains(body, `toolgate_config_version_info{version="`+version+`"} 1`) {
+	if _, body := get(t, admin+"/metrics"); !strings.Contains(body, `toolgate_config_version_info{gateway="team-a/edge",version="`+version+`"} 1`) {
 		t.Errorf("/metrics has no toolgate_config_version_info for %s", version)
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

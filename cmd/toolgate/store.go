@@ -85,6 +85,10 @@ func (d *dataPlane) apply(cfg *gateway.Config) error {
 	return nil
 }
 
+// metricReady is the gauge of the data plane's readiness, for dashboards
+// that draw it beside the proxies' other metrics.
+const metricReady = "toolgate_gateway_ready"
+
 // newDataPlane builds the gateway server from gw (the mode's settings; its
 // Metrics, Logger and Extensions are set here) and the filter state from the
 // store flags. The server builds the MCP filters of each snapshot on that
@@ -117,6 +121,18 @@ func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *
 		return nil, err
 	}
 	d := &dataPlane{server: server, filters: filters, registry: reg, audit: auditLog, closers: closers}
+	err = reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: metricReady,
+		Help: "1 while the gateway serves a configuration and is not shutting down (when /readyz answers 200), else 0.",
+	}, func() float64 {
+		if server.Ready() {
+			return 1
+		}
+		return 0
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("register %s: %w", metricReady, err)
+	}
 	if d.pprof, err = servePprof(s.pprofAddress, log); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +39,12 @@ const (
 	MetricConnected    = "toolgate_config_stream_connected"
 	MetricUpdates      = "toolgate_config_updates_total"
 	MetricStreamErrors = "toolgate_config_stream_errors_total"
+	// MetricCertificateExpiry is the NotAfter time, in Unix seconds, of a
+	// certificate of the stream, by certificate: the proxy's "client"
+	// certificate and the "ca" it trusts (the earliest to expire of
+	// ca.crt's), as last read for a connection; the controller's "ca" and
+	// "serving" certificate (ServerOptions.Registerer).
+	MetricCertificateExpiry = "toolgate_config_stream_certificate_expiration_timestamp_seconds"
 )
 
 // Defaults of ClientOptions.
@@ -134,7 +141,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	opts.Logger = opts.Logger.With("gateway", opts.Gateway.String(), "controller", opts.URL)
 
-	m, err := newClientMetrics(opts.Registerer)
+	m, err := newClientMetrics(opts.Registerer, opts.Gateway)
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +370,8 @@ func (c *Client) tlsConfig(addr string) (*tls.Config, error) {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("load CA: no certificate in %s", filepath.Join(dir, CAFile))
 	}
+	c.metrics.certificateLoaded("client", cert.Leaf)
+	c.metrics.certificateLoaded("ca", earliestExpiry(caPEM))
 	serverName := c.opts.ServerName
 	if serverName == "" {
 		host, _, err := net.SplitHostPort(addr)
@@ -390,38 +399,84 @@ func parseRetryAfter(v string) time.Duration {
 	return time.Duration(secs) * time.Second
 }
 
+// earliestExpiry returns the certificate of pemData that expires first, nil
+// when none parses.
+func earliestExpiry(pemData []byte) *x509.Certificate {
+	var first *x509.Certificate
+	for len(pemData) > 0 {
+		var block *pem.Block
+		block, pemData = pem.Decode(pemData)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			continue
+		}
+		if first == nil || cert.NotAfter.Before(first.NotAfter) {
+			first = cert
+		}
+	}
+	return first
+}
+
 type clientMetrics struct {
 	versionInfo *prometheus.GaugeVec
 	connected   prometheus.Gauge
 	updates     *prometheus.CounterVec
 	errors      prometheus.Counter
+	expiry      *prometheus.GaugeVec
 }
 
-func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
+// certificateLoaded records the expiry of the certificate of that kind
+// (client, ca) just read for a connection.
+func (m *clientMetrics) certificateLoaded(kind string, cert *x509.Certificate) {
+	if cert != nil {
+		m.expiry.WithLabelValues(kind).Set(float64(cert.NotAfter.Unix()))
+	}
+}
+
+// newClientMetrics makes the client's metrics. Every series names gw in
+// its gateway label, so that the versions of one Gateway's proxies can be
+// compared wherever the proxies are scraped from.
+func newClientMetrics(reg prometheus.Registerer, gw types.NamespacedName) (*clientMetrics, error) {
+	gatewayLabel := prometheus.Labels{"gateway": gw.String()}
 	m := &clientMetrics{
 		versionInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: MetricVersionInfo,
-			Help: "1 for the version of the configuration applied, absent before the first.",
+			Name:        MetricVersionInfo,
+			Help:        "1 for the version of the configuration applied, absent before the first.",
+			ConstLabels: gatewayLabel,
 		}, []string{"version"}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricConnected,
-			Help: "1 while the last request to the controller's config stream succeeded.",
+			Name:        MetricConnected,
+			Help:        "1 while the last request to the controller's config stream succeeded.",
+			ConstLabels: gatewayLabel,
 		}),
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricUpdates,
-			Help: "Configuration versions received, by result (applied, rejected).",
+			Name:        MetricUpdates,
+			Help:        "Configuration versions received, by result (applied, rejected).",
+			ConstLabels: gatewayLabel,
 		}, []string{"result"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: MetricStreamErrors,
-			Help: "Failed requests to the controller's config stream.",
+			Name:        MetricStreamErrors,
+			Help:        "Failed requests to the controller's config stream.",
+			ConstLabels: gatewayLabel,
 		}),
+		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name:        MetricCertificateExpiry,
+			Help:        "NotAfter of the config stream's certificates in Unix seconds, by certificate: this proxy's client certificate and the CA it trusts, as last read for a connection.",
+			ConstLabels: gatewayLabel,
+		}, []string{"certificate"}),
 	}
 	// Both results exist from the start, so that a rate over them works
 	// before the first rejection.
 	m.updates.WithLabelValues("applied")
 	m.updates.WithLabelValues("rejected")
 	if reg != nil {
-		for _, col := range []prometheus.Collector{m.versionInfo, m.connected, m.updates, m.errors} {
+		for _, col := range []prometheus.Collector{m.versionInfo, m.connected, m.updates, m.errors, m.expiry} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("register config stream metrics: %w", err)
 			}

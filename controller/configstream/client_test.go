@@ -9,6 +9,8 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -383,4 +385,32 @@ func TestAStalledControllerDoesNotHangTheClient(t *testing.T) {
 		t.Errorf("poll of a stalled controller: %v, want a timeout", err)
 	}
 	a.none(t)
+}
+
+func TestTheClientExportsTheExpiryOfTheCertificatesItRead(t *testing.T) {
+	ca := newCA(t)
+	ts := startServer(t, serverConfig{ca: ca, pollTimeout: time.Hour})
+	ts.hub.Publish(gwA, []byte(`{"gateway":"a"}`))
+	a := newApplier("")
+	dir := writeTLSDir(t, "", ca, ca, gwA)
+	c := testClient(t, ts.url, dir, gwA, a)
+	runClient(t, c)
+	a.next(t)
+
+	for kind, file := range map[string]string{"client": ClientCertFile, "ca": CAFile} {
+		pemData, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := float64(earliestExpiry(pemData).NotAfter.Unix())
+		if got := value(t, c.metrics.expiry.WithLabelValues(kind)); got != want {
+			t.Errorf("%s{certificate=%s} = %v, want %v (the NotAfter of %s)", MetricCertificateExpiry, kind, got, want, file)
+		}
+	}
+	if got, want := value(t, c.metrics.expiry.WithLabelValues("ca")), float64(ca.Certificate().NotAfter.Unix()); got != want {
+		t.Errorf("%s{certificate=ca} = %v, want the CA's NotAfter %v", MetricCertificateExpiry, got, want)
+	}
+	if n := series(t, c.metrics.expiry); n != 2 {
+		t.Errorf("%s has %d series, want client and ca", MetricCertificateExpiry, n)
+	}
 }

@@ -55,7 +55,8 @@ type ServerOptions struct {
 	PollTimeout time.Duration
 	// Logger receives the server's logs; slog.Default() when nil.
 	Logger *slog.Logger
-	// Registerer, when set, receives the MetricWaiting gauge.
+	// Registerer, when set, receives the MetricWaiting gauge and the
+	// MetricCertificateExpiry gauges of the CA and the serving certificate.
 	Registerer prometheus.Registerer
 }
 
@@ -89,12 +90,29 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 	s := &Server{opts: opts, stopping: make(chan struct{})}
 	if opts.Registerer != nil {
-		err := opts.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: MetricWaiting,
-			Help: "Config stream requests waiting for a new version of their Gateway's configuration.",
-		}, func() float64 { return float64(s.waiting.Load()) }))
-		if err != nil {
-			return nil, fmt.Errorf("register config stream metrics: %w", err)
+		expiryHelp := "NotAfter of the config stream's certificates in Unix seconds, by certificate: the CA that issues and verifies the proxies' client certificates, and the stream's serving certificate (issued again when a third of its lifetime is left)."
+		ca := opts.CA.Certificate()
+		for _, c := range []prometheus.Collector{
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: MetricWaiting,
+				Help: "Config stream requests waiting for a new version of their Gateway's configuration.",
+			}, func() float64 { return float64(s.waiting.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: MetricCertificateExpiry, Help: expiryHelp, ConstLabels: prometheus.Labels{"certificate": "ca"},
+			}, func() float64 { return float64(ca.NotAfter.Unix()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: MetricCertificateExpiry, Help: expiryHelp, ConstLabels: prometheus.Labels{"certificate": "serving"},
+			}, func() float64 {
+				cert, err := opts.Certificate()
+				if err != nil || cert == nil || cert.Leaf == nil {
+					return 0
+				}
+				return float64(cert.Leaf.NotAfter.Unix())
+			}),
+		} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register config stream metrics: %w", err)
+			}
 		}
 	}
 	return s, nil

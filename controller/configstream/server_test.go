@@ -2,10 +2,13 @@ package configstream
 
 import (
 	"crypto/tls"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestNewServerNeedsItsParts(t *testing.T) {
@@ -260,5 +263,45 @@ func TestStoppingAnswersWaitingRequests(t *testing.T) {
 	ts.stop()
 	if resp := <-answered; resp.status != http.StatusNotModified || resp.version != v {
 		t.Errorf("answer = %d %s, want 304 %s", resp.status, resp.version, v)
+	}
+}
+
+func TestTheServerExportsTheExpiryOfTheCAAndItsCertificate(t *testing.T) {
+	ca := newCA(t)
+	serving, err := ca.IssueServer([]string{"localhost"}, nil, time.Now(), 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	_, err = NewServer(ServerOptions{
+		Hub: NewHub(), CA: ca, Registerer: reg,
+		Certificate: func() (*tls.Certificate, error) { return &serving, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range families {
+		if mf.GetName() != MetricCertificateExpiry {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "certificate" {
+					got[l.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	want := map[string]float64{
+		"ca":      float64(ca.Certificate().NotAfter.Unix()),
+		"serving": float64(serving.Leaf.NotAfter.Unix()),
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("%s = %v, want %v", MetricCertificateExpiry, got, want)
 	}
 }
