@@ -42,7 +42,8 @@ const (
 	// MetricCertificateExpiry is the NotAfter time, in Unix seconds, of a
 	// certificate of the stream, by certificate: the proxy's "client"
 	// certificate and the "ca" it trusts (the earliest to expire of
-	// ca.crt's), as last read for a connection; the controller's "ca" and
+	// ca.crt's), as ClientOptions.TLSDir holds them when scraped (what the
+	// next connection presents and trusts); the controller's "ca" and
 	// "serving" certificate (ServerOptions.Registerer).
 	MetricCertificateExpiry = "toolgate_config_stream_certificate_expiration_timestamp_seconds"
 )
@@ -141,7 +142,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	opts.Logger = opts.Logger.With("gateway", opts.Gateway.String(), "controller", opts.URL)
 
-	m, err := newClientMetrics(opts.Registerer, opts.Gateway)
+	m, err := newClientMetrics(opts.Registerer, opts.Gateway, opts.TLSDir)
 	if err != nil {
 		return nil, err
 	}
@@ -370,8 +371,6 @@ func (c *Client) tlsConfig(addr string) (*tls.Config, error) {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("load CA: no certificate in %s", filepath.Join(dir, CAFile))
 	}
-	c.metrics.certificateLoaded("client", cert.Leaf)
-	c.metrics.certificateLoaded("ca", earliestExpiry(caPEM))
 	serverName := c.opts.ServerName
 	if serverName == "" {
 		host, _, err := net.SplitHostPort(addr)
@@ -428,21 +427,37 @@ type clientMetrics struct {
 	connected   prometheus.Gauge
 	updates     *prometheus.CounterVec
 	errors      prometheus.Counter
-	expiry      *prometheus.GaugeVec
+	expiry      *certificateExpiry
 }
 
-// certificateLoaded records the expiry of the certificate of that kind
-// (client, ca) just read for a connection.
-func (m *clientMetrics) certificateLoaded(kind string, cert *x509.Certificate) {
-	if cert != nil {
-		m.expiry.WithLabelValues(kind).Set(float64(cert.NotAfter.Unix()))
+// certificateExpiry collects MetricCertificateExpiry from the files of a
+// TLS directory, read at every scrape: the kubelet replaces them in place,
+// and a connection that outlives a certificate keeps it, so the files, not
+// the last connection, say when the proxy would next fail to connect. A
+// file that does not parse has no series.
+type certificateExpiry struct {
+	dir  string
+	desc *prometheus.Desc
+}
+
+func (e *certificateExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- e.desc }
+
+func (e *certificateExpiry) Collect(ch chan<- prometheus.Metric) {
+	for _, f := range []struct{ kind, file string }{{"client", ClientCertFile}, {"ca", CAFile}} {
+		data, err := os.ReadFile(filepath.Join(e.dir, f.file))
+		if err != nil {
+			continue
+		}
+		if cert := earliestExpiry(data); cert != nil {
+			ch <- prometheus.MustNewConstMetric(e.desc, prometheus.GaugeValue, float64(cert.NotAfter.Unix()), f.kind)
+		}
 	}
 }
 
 // newClientMetrics makes the client's metrics. Every series names gw in
 // its gateway label, so that the versions of one Gateway's proxies can be
 // compared wherever the proxies are scraped from.
-func newClientMetrics(reg prometheus.Registerer, gw types.NamespacedName) (*clientMetrics, error) {
+func newClientMetrics(reg prometheus.Registerer, gw types.NamespacedName, tlsDir string) (*clientMetrics, error) {
 	gatewayLabel := prometheus.Labels{"gateway": gw.String()}
 	m := &clientMetrics{
 		versionInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -465,11 +480,9 @@ func newClientMetrics(reg prometheus.Registerer, gw types.NamespacedName) (*clie
 			Help:        "Failed requests to the controller's config stream.",
 			ConstLabels: gatewayLabel,
 		}),
-		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name:        MetricCertificateExpiry,
-			Help:        "NotAfter of the config stream's certificates in Unix seconds, by certificate: this proxy's client certificate and the CA it trusts, as last read for a connection.",
-			ConstLabels: gatewayLabel,
-		}, []string{"certificate"}),
+		expiry: &certificateExpiry{dir: tlsDir, desc: prometheus.NewDesc(MetricCertificateExpiry,
+			"NotAfter of the config stream's certificates in Unix seconds, by certificate: this proxy's client certificate and the CA it trusts (the first to expire of its ca.crt), as its files hold them now.",
+			[]string{"certificate"}, gatewayLabel)},
 	}
 	// Both results exist from the start, so that a rate over them works
 	// before the first rejection.

@@ -387,7 +387,7 @@ func TestAStalledControllerDoesNotHangTheClient(t *testing.T) {
 	a.none(t)
 }
 
-func TestTheClientExportsTheExpiryOfTheCertificatesItRead(t *testing.T) {
+func TestTheClientExportsTheExpiryOfItsCertificates(t *testing.T) {
 	ca := newCA(t)
 	ts := startServer(t, serverConfig{ca: ca, pollTimeout: time.Hour})
 	ts.hub.Publish(gwA, []byte(`{"gateway":"a"}`))
@@ -403,14 +403,38 @@ func TestTheClientExportsTheExpiryOfTheCertificatesItRead(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := float64(earliestExpiry(pemData).NotAfter.Unix())
-		if got := value(t, c.metrics.expiry.WithLabelValues(kind)); got != want {
+		if got := expiryOf(t, c.metrics.expiry, kind); got != want {
 			t.Errorf("%s{certificate=%s} = %v, want %v (the NotAfter of %s)", MetricCertificateExpiry, kind, got, want, file)
 		}
 	}
-	if got, want := value(t, c.metrics.expiry.WithLabelValues("ca")), float64(ca.Certificate().NotAfter.Unix()); got != want {
+	if got, want := expiryOf(t, c.metrics.expiry, "ca"), float64(ca.Certificate().NotAfter.Unix()); got != want {
 		t.Errorf("%s{certificate=ca} = %v, want the CA's NotAfter %v", MetricCertificateExpiry, got, want)
 	}
 	if n := series(t, c.metrics.expiry); n != 2 {
 		t.Errorf("%s has %d series, want client and ca", MetricCertificateExpiry, n)
 	}
+}
+
+// expiryOf returns the value of col's series whose certificate label is
+// kind, -1 when there is none.
+func expiryOf(t *testing.T, col prometheus.Collector, kind string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(col); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "certificate" && l.GetValue() == kind {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
