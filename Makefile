@@ -19,10 +19,10 @@ generate: ## Generate deepcopy functions for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./apis/...
 
 .PHONY: manifests
-manifests: ## Generate the CRDs into config/crd/bases and the chart's crds/, the controller's RBAC rules into the chart, and config/ (and the chart's golden files) from the chart.
+manifests: ## Generate the CRDs into config/crd/bases and the chart's crds/, the controller's RBAC rules into the chart, and config/ (and the chart's golden files, and the Prometheus rules file) from the chart.
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=toolgate-controller paths=./controller/... output:rbac:artifacts:config=charts/toolgate/files
-	$(GO) test ./charts -count=1 -run 'TestConfigIsRenderedFromChart|TestTemplate' -update
+	$(GO) test ./charts -count=1 -run 'TestConfigIsRenderedFromChart|TestTemplate|TestRulesFileIsRenderedFromChart' -update
 
 ##@ Build and test
 

@@ -313,6 +313,46 @@ func diff(wantLabel, want, gotLabel, got string) string {
 	return ""
 }
 
+// rulesFile is the plain Prometheus rules file rendered from the chart's
+// PrometheusRule with its default thresholds.
+const rulesFile = "../config/prometheus/toolgate.rules.yaml"
+
+// rulesHeader opens rulesFile.
+const rulesHeader = "# toolgate's alerts as a Prometheus rules file (rule_files), generated from\n" +
+	"# charts/toolgate/templates/prometheusrule.yaml with the chart's default\n" +
+	"# values by `make manifests`; edit the chart, not this file.\n"
+
+// TestRulesFileIsRenderedFromChart checks that rulesFile holds the groups
+// of the chart's PrometheusRule, rendered with the default thresholds.
+func TestRulesFileIsRenderedFromChart(t *testing.T) {
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte("prometheusRule: {enabled: true}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := render(t, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups any
+	for _, obj := range objectsByKey(t, out) {
+		if obj["kind"] == "PrometheusRule" {
+			if groups != nil {
+				t.Fatal("the chart renders more than one PrometheusRule")
+			}
+			spec, _ := obj["spec"].(map[string]any)
+			groups = spec["groups"]
+		}
+	}
+	if groups == nil {
+		t.Fatal("the chart renders no PrometheusRule with prometheusRule.enabled=true")
+	}
+	got, err := yaml.Marshal(map[string]any{"groups": groups})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, rulesFile, rulesHeader+string(got))
+}
+
 // TestLocalOverlayMatchesLocalValues checks that config/local (kustomize)
 // and config/local/values.yaml (Helm) install the same objects, apart from
 // what Helm leaves out of a rendering: the Namespace (--create-namespace)
