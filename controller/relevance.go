@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -148,6 +149,7 @@ func (r *Relevance) transform(in any) (any, error) {
 	if r.relevant(obj) {
 		return obj, nil
 	}
+	var labels map[string]string
 	switch o := obj.(type) {
 	case *corev1.Secret:
 		o.Data, o.StringData = nil, nil
@@ -155,11 +157,38 @@ func (r *Relevance) transform(in any) (any, error) {
 		o.Data, o.BinaryData = nil, nil
 	case *discoveryv1.EndpointSlice:
 		o.Endpoints, o.Ports = nil, nil
+		if svc, ok := o.Labels[discoveryv1.LabelServiceName]; ok {
+			labels = map[string]string{discoveryv1.LabelServiceName: svc}
+		}
 	default:
 		return obj, nil
 	}
-	obj.SetAnnotations(map[string]string{metadataOnly: ""})
+	// Of the metadata, what says which object it is and whether it
+	// changed; the rest of a cluster's objects would cost memory for
+	// nothing.
+	*metaOf(obj) = metav1.ObjectMeta{
+		Name: obj.GetName(), Namespace: obj.GetNamespace(), ResourceVersion: obj.GetResourceVersion(),
+		Labels: labels, Annotations: metadataOnlyAnnotations,
+	}
 	return obj, nil
+}
+
+// metadataOnlyAnnotations are the annotations of every object the cache
+// keeps the metadata of: one map they share, which nothing writes (the
+// cache hands out deep copies).
+var metadataOnlyAnnotations = map[string]string{metadataOnly: ""}
+
+// metaOf is the ObjectMeta of a Secret, ConfigMap or EndpointSlice.
+func metaOf(obj client.Object) *metav1.ObjectMeta {
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		return &o.ObjectMeta
+	case *corev1.ConfigMap:
+		return &o.ObjectMeta
+	case *discoveryv1.EndpointSlice:
+		return &o.ObjectMeta
+	}
+	panic(fmt.Sprintf("metaOf %T", obj))
 }
 
 // holdoff is how long an event waits before it wakes a reconcile, so that
