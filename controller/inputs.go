@@ -50,7 +50,7 @@ func inputKinds() []client.Object {
 }
 
 // ListResources reads the translator's inputs through c (a cache in
-// practice).
+// practice). The objects are the cache's own: nothing may change them.
 func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, error) {
 	res := &translate.Resources{}
 	var (
@@ -68,7 +68,10 @@ func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, 
 		sets       gwv1.ListenerSetList
 	)
 	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &tls, &sets, &mcpServers, &services, &slices, &secrets, &configMaps, &namespaces} {
-		if err := c.List(ctx, l); err != nil {
+		// The cache's own objects, not copies: translation only reads
+		// its inputs, and copying every object of the cluster on each
+		// reconcile was most of the garbage the controller made.
+		if err := c.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("list %T: %w", l, err)
 		}
 	}
