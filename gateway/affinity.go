@@ -217,12 +217,18 @@ type endpointEventRewriter struct {
 }
 
 func (e *endpointEventRewriter) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	for !e.scanned {
-		e.scan()
+		e.scan(p)
 	}
 	if len(e.pending) > 0 {
 		n := copy(p, e.pending)
 		e.pending = e.pending[n:]
+		if len(e.pending) == 0 {
+			e.pending = nil // an open stream keeps nothing of its first event
+		}
 		return n, nil
 	}
 	if e.err != nil {
@@ -233,10 +239,11 @@ func (e *endpointEventRewriter) Read(p []byte) (int, error) {
 
 func (e *endpointEventRewriter) Close() error { return e.src.Close() }
 
-// scan reads once more and finishes scanning when the first event is
-// complete, the buffer is full or the stream ended.
-func (e *endpointEventRewriter) scan() {
-	buf := make([]byte, 4096)
+// scan reads once more, into buf (the caller's, so that a stream waiting
+// for its first event holds no buffer of its own), and finishes scanning
+// when the first event is complete, the held bytes reach the bound or the
+// stream ended.
+func (e *endpointEventRewriter) scan(buf []byte) {
 	n, err := e.src.Read(buf)
 	e.pending = append(e.pending, buf[:n]...)
 	if end := eventEnd(e.pending); end >= 0 {

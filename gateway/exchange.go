@@ -46,6 +46,11 @@ type exchange struct {
 	clientBodyErr atomic.Pointer[error]
 
 	rec recorder
+	// out is the client's ResponseWriter (rec, or a filter's wrapper of
+	// it) as ReverseProxy writes to it, and resBody the backend's
+	// response body that it copies (proxy.go).
+	out     flushGuard
+	resBody responseBody
 
 	// trustedHops is Options.TrustedHops, for OriginOf.
 	trustedHops int

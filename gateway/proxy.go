@@ -40,20 +40,21 @@ import (
 //     Once a response has started an error can only cut it.
 type proxy struct {
 	rp          *httputil.ReverseProxy
+	buffers     *copyBuffers
 	sessions    *sessionSealer
 	log         *slog.Logger
 	trustedHops int // Options.TrustedHops
 }
 
 func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Logger, trustedHops int) *proxy {
-	p := &proxy{sessions: sessions, log: log, trustedHops: trustedHops}
+	p := &proxy{buffers: newCopyBuffers(), sessions: sessions, log: log, trustedHops: trustedHops}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      &backendRoundTripper{next: transport},
 		FlushInterval:  -1,
 		ErrorHandler:   p.errorHandler,
 		ModifyResponse: p.modifyResponse,
-		BufferPool:     newBufferPool(),
+		BufferPool:     newIdleBuffers(), // see responseBody
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return p
@@ -64,6 +65,16 @@ func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Lo
 const (
 	connectTimeout = 5 * time.Second
 	keepAlive      = 30 * time.Second
+)
+
+// The buffers of a backend connection, held as long as it is open (an
+// event stream's for hours), are smaller than net/http's 4 KiB: the write
+// buffer holds the headers and a small MCP message in one write; the read
+// buffer parses the response's headers (longer lines are read in parts)
+// and response bodies are read past it, into responseBody's buffers.
+const (
+	backendReadBufferSize  = 1 << 10
+	backendWriteBufferSize = 2 << 10
 )
 
 // defaultTransport is used when Options.Transport is nil. It never uses an
@@ -81,6 +92,8 @@ func defaultTransport(trustNames bool) *http.Transport {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
+		ReadBufferSize:        backendReadBufferSize,
+		WriteBufferSize:       backendWriteBufferSize,
 	}
 }
 
@@ -97,7 +110,8 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
-	p.rp.ServeHTTP(w, r)
+	x.out.ResponseWriter = w
+	p.rp.ServeHTTP(&x.out, r)
 }
 
 func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -192,20 +206,27 @@ func parseForwardedAddress(entry string) (string, bool) {
 
 func (p *proxy) modifyResponse(res *http.Response) error {
 	x := exchangeOf(res.Request)
-	if x == nil || p.sessions == nil {
+	if x == nil {
 		return nil
 	}
-	user, _ := filter.Caller(res.Request.Context())
-	if id := res.Header.Get(sessionHeader); id != "" {
-		res.Header.Set(sessionHeader, p.sessions.seal(x.endpoint, id, user))
-	}
-	if res.Request.Method == http.MethodGet && res.StatusCode == http.StatusOK &&
-		isEventStream(res.Header.Get("Content-Type")) {
-		endpoint := x.endpoint
-		res.Body = &endpointEventRewriter{
-			src:  res.Body,
-			seal: func(id string) string { return p.sessions.seal(endpoint, id, user) },
+	stream := isEventStream(res.Header.Get("Content-Type"))
+	if p.sessions != nil {
+		user, _ := filter.Caller(res.Request.Context())
+		if id := res.Header.Get(sessionHeader); id != "" {
+			res.Header.Set(sessionHeader, p.sessions.seal(x.endpoint, id, user))
 		}
+		if res.Request.Method == http.MethodGet && res.StatusCode == http.StatusOK && stream {
+			endpoint := x.endpoint
+			res.Body = &endpointEventRewriter{
+				src:  res.Body,
+				seal: func(id string) string { return p.sessions.seal(endpoint, id, user) },
+			}
+		}
+	}
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		// An upgraded connection is ReverseProxy's to relay (or refuse).
+		x.resBody = responseBody{src: res.Body, dst: &x.out, big: p.buffers, wait: stream || res.ContentLength < 0}
+		res.Body = &x.resBody
 	}
 	return nil
 }
@@ -277,23 +298,152 @@ func upstreamErrorStatus(r *http.Request, err error) (int, string) {
 	return http.StatusBadGateway, "upstream error"
 }
 
-// bufferPool lends ReverseProxy its copy buffers. It pools array pointers,
-// which a returned slice converts back to without allocating.
-type bufferPool struct{ pool sync.Pool }
+// Response bodies are copied by responseBody, not by ReverseProxy's own
+// loop, which holds one copy buffer for as long as a response lasts: an
+// open event stream that sends nothing would hold 32 KiB for hours. The
+// copy of a response whose end is not known (an event stream, a chunked
+// body) waits for the backend with the small buffer ReverseProxy lends
+// (idleBuffers), and takes a full-size one (copyBuffers) only while
+// data flows: after a read that filled the small one, until a read leaves
+// the big one part empty. Every read is written and flushed at once, as
+// with FlushInterval -1, so no event waits for the next one.
+const (
+	copyBufferSize = 32 << 10
+	idleBufferSize = 1 << 10
+)
 
-const copyBufferSize = 32 << 10
+// copyBuffers lends the buffers responseBody copies with while data flows.
+// It pools array pointers, which a returned slice converts back to without
+// allocating.
+type copyBuffers struct{ pool sync.Pool }
 
-func newBufferPool() *bufferPool {
-	return &bufferPool{pool: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
+func newCopyBuffers() *copyBuffers {
+	return &copyBuffers{pool: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
 }
 
-func (b *bufferPool) Get() []byte { return b.pool.Get().(*[copyBufferSize]byte)[:] }
+func (b *copyBuffers) Get() []byte { return b.pool.Get().(*[copyBufferSize]byte)[:] }
 
-func (b *bufferPool) Put(buf []byte) {
+func (b *copyBuffers) Put(buf []byte) {
 	if cap(buf) >= copyBufferSize {
 		b.pool.Put((*[copyBufferSize]byte)(buf[:copyBufferSize]))
 	}
 }
+
+// idleBuffers is ReverseProxy's BufferPool: the small buffers that
+// responseBody waits for data with.
+type idleBuffers struct{ pool sync.Pool }
+
+func newIdleBuffers() *idleBuffers {
+	return &idleBuffers{pool: sync.Pool{New: func() any { return new([idleBufferSize]byte) }}}
+}
+
+func (b *idleBuffers) Get() []byte { return b.pool.Get().(*[idleBufferSize]byte)[:] }
+
+func (b *idleBuffers) Put(buf []byte) {
+	if cap(buf) >= idleBufferSize {
+		b.pool.Put((*[idleBufferSize]byte)(buf[:idleBufferSize]))
+	}
+}
+
+// responseBody is a backend's response body on its way to the client
+// (ModifyResponse puts it in place; one allocation with the exchange). The
+// first Read that ReverseProxy makes copies the whole body to the client
+// and reports its end (io.EOF) or what cut it; ReverseProxy then ends the
+// response as for its own copy, trailers included, or aborts it.
+type responseBody struct {
+	src  io.ReadCloser
+	dst  *flushGuard
+	big  *copyBuffers
+	wait bool // the end is not known: wait for data with the small buffer
+	done bool
+}
+
+func (b *responseBody) Read(idle []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	b.done = true
+	if err := b.copy(idle); err != nil {
+		return 0, err
+	}
+	return 0, io.EOF
+}
+
+func (b *responseBody) Close() error { return b.src.Close() }
+
+// copy copies the body to the client, each read written and flushed. idle
+// is the small buffer to wait for data with.
+func (b *responseBody) copy(idle []byte) error {
+	var big []byte
+	defer func() {
+		if big != nil {
+			b.big.Put(big)
+		}
+	}()
+	if !b.wait || len(idle) == 0 {
+		big = b.big.Get()
+	}
+	for {
+		buf := idle
+		if big != nil {
+			buf = big
+		}
+		n, rerr := b.src.Read(buf)
+		if n > 0 {
+			nw, werr := b.dst.Write(buf[:n])
+			if werr == nil && nw != n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return werr
+			}
+			_ = b.dst.FlushError() // as ReverseProxy's own flushes: a failed write says it
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return nil
+			}
+			return rerr
+		}
+		switch {
+		case big == nil && n == len(buf):
+			big = b.big.Get() // more may be waiting
+		case big != nil && b.wait && n < len(buf):
+			b.big.Put(big) // drained: wait without it
+			big = nil
+		}
+	}
+}
+
+// flushGuard is the client's ResponseWriter as ReverseProxy sees it. It
+// serializes writes and flushes, since ReverseProxy flushes from a timer
+// of its own while responseBody writes.
+type flushGuard struct {
+	http.ResponseWriter
+	mu sync.Mutex
+}
+
+func (g *flushGuard) WriteHeader(code int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *flushGuard) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ResponseWriter.Write(p)
+}
+
+func (g *flushGuard) FlushError() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return http.NewResponseController(g.ResponseWriter).Flush()
+}
+
+func (g *flushGuard) Flush() { _ = g.FlushError() }
+
+func (g *flushGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
 // clientBody is a request body on its way to the backend. It notes on the
 // exchange why reading it failed, so that a client's malformed body is not

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -200,5 +201,35 @@ func TestABackendsUnaskedSwitchOfProtocolIsNeverRelayed(t *testing.T) {
 	res, body := do(t, req)
 	if res.StatusCode != http.StatusBadGateway || strings.Contains(string(body), "tunnelled") {
 		t.Errorf("status %d, body %q: want 502 and nothing of the backend's", res.StatusCode, body)
+	}
+}
+
+// A backend connection's buffers are smaller than net/http's (proxy.go):
+// headers longer than them pass whole both ways.
+func TestHeadersLongerThanTheBackendBuffersPass(t *testing.T) {
+	long := strings.Repeat("v", 3*max(backendReadBufferSize, backendWriteBufferSize))
+	be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Long-Response", long)
+		w.Header().Set("X-Request-Header-Length", fmt.Sprint(len(r.Header.Get("X-Long-Request"))))
+		_, _ = io.WriteString(w, "ok")
+	}))
+	s := newServer(t, Options{})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("be", 1, be)}}))
+	req, _ := http.NewRequest(http.MethodGet, gatewayURL(t, s, "web")+"/", nil)
+	req.Header.Set("X-Long-Request", long)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		t.Fatalf("status %d, body %q", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("X-Long-Response"); got != long {
+		t.Errorf("response header of %d bytes arrived with %d", len(long), len(got))
+	}
+	if got := resp.Header.Get("X-Request-Header-Length"); got != fmt.Sprint(len(long)) {
+		t.Errorf("the backend got a request header of %s bytes, want %d", got, len(long))
 	}
 }

@@ -179,3 +179,162 @@ func TestABackendRequestTimeoutCutsAStreamWhenTheRouteAsks(t *testing.T) {
 		t.Errorf("the cut stream ended cleanly: a client could not tell it was cut")
 	}
 }
+
+// A stream waits for its backend with a small buffer and takes a larger one
+// while data flows (responseBody). Whatever the size of an event, relative
+// to those buffers, it reaches the client while the backend still holds
+// the stream: no byte waits for the next read.
+func TestAnEventOfAnySizeArrivesWhileTheBackendHoldsTheStream(t *testing.T) {
+	for _, size := range []int{2, idleBufferSize - 1, idleBufferSize, idleBufferSize + 1, 2 * idleBufferSize, copyBufferSize, copyBufferSize + idleBufferSize, 3 * copyBufferSize} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			event := strings.Repeat("x", size-2) + "\n\n" // size bytes
+			release := make(chan struct{})
+			be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(http.StatusOK)
+				_ = http.NewResponseController(w).Flush()
+				for range 2 {
+					_, _ = io.WriteString(w, event)
+					_ = http.NewResponseController(w).Flush()
+				}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}))
+			defer close(release)
+			s := newServer(t, Options{})
+			mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
+			req, _ := http.NewRequest(http.MethodGet, gatewayURL(t, s, "web")+"/mcp", nil)
+			req.Header.Set("Accept", "text/event-stream")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got := make(chan error, 1)
+			go func() {
+				buf := make([]byte, 2*len(event))
+				_, err := io.ReadFull(resp.Body, buf)
+				if err == nil && string(buf) != event+event {
+					err = fmt.Errorf("got %d bytes unlike the %d sent", len(buf), 2*len(event))
+				}
+				got <- err
+			}()
+			select {
+			case err := <-got:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(waitLong):
+				t.Fatal("the events did not arrive while the backend held the stream")
+			}
+		})
+	}
+}
+
+func TestResponseBodiesOfEverySizePassUnchanged(t *testing.T) {
+	sizes := []int{0, 1, idleBufferSize - 1, idleBufferSize, idleBufferSize + 1, copyBufferSize, copyBufferSize + 1, 1 << 20}
+	for _, framing := range []string{"content-length", "chunked", "event-stream"} {
+		for _, size := range sizes {
+			t.Run(fmt.Sprintf("%s/%d", framing, size), func(t *testing.T) {
+				body := make([]byte, size)
+				for i := range body {
+					body[i] = byte('a' + i%26)
+				}
+				be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					switch framing {
+					case "content-length":
+						w.Header().Set("Content-Length", fmt.Sprint(size))
+					case "event-stream":
+						w.Header().Set("Content-Type", "text/event-stream")
+					}
+					// Written in uneven pieces, flushed now and then.
+					for off, i := 0, 0; off < len(body); i++ {
+						n := min(len(body)-off, 1+i*7919%(3*idleBufferSize))
+						_, _ = w.Write(body[off : off+n])
+						off += n
+						if i%3 == 0 {
+							_ = http.NewResponseController(w).Flush()
+						}
+					}
+				}))
+				s := newServer(t, Options{})
+				mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("be", 1, be)}}))
+				resp, err := http.Get(gatewayURL(t, s, "web") + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				got, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(got) != string(body) {
+					t.Fatalf("got %d bytes unlike the %d sent", len(got), len(body))
+				}
+			})
+		}
+	}
+}
+
+func TestResponseTrailersPass(t *testing.T) {
+	be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: 1\n\n")
+		_ = http.NewResponseController(w).Flush()
+		_, _ = io.WriteString(w, "data: 2\n\n")
+		w.Header().Set("X-Checksum", "abc")
+	}))
+	s := newServer(t, Options{})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("be", 1, be)}}))
+	resp, err := http.Get(gatewayURL(t, s, "web") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "data: 1\n\ndata: 2\n\n" {
+		t.Errorf("body %q", got)
+	}
+	if v := resp.Trailer.Get("X-Checksum"); v != "abc" {
+		t.Errorf("trailer X-Checksum = %q, want abc", v)
+	}
+}
+
+// A backend that dies in the middle of a response cuts the client's
+// response: the client never takes what it got for the whole body.
+func TestABackendThatDiesMidResponseCutsTheClientsResponse(t *testing.T) {
+	for _, framing := range []string{"content-length", "event-stream"} {
+		t.Run(framing, func(t *testing.T) {
+			be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if framing == "content-length" {
+					w.Header().Set("Content-Length", "100000")
+				} else {
+					w.Header().Set("Content-Type", "text/event-stream")
+				}
+				_, _ = io.WriteString(w, "data: partial\n\n")
+				_ = http.NewResponseController(w).Flush()
+				panic(http.ErrAbortHandler)
+			}))
+			s := newServer(t, Options{})
+			mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("be", 1, be)}}))
+			resp, err := http.Get(gatewayURL(t, s, "web") + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, err := io.ReadAll(resp.Body)
+			if err == nil {
+				t.Fatalf("the response ended cleanly with %q, want it cut", got)
+			}
+			if string(got) != "data: partial\n\n" {
+				t.Errorf("got %q before the cut, want what the backend sent", got)
+			}
+		})
+	}
+}

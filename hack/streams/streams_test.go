@@ -32,7 +32,7 @@ var (
 	proxiesFlag = flag.String("proxies", "toolgate,bare,nginx", "proxies to measure: toolgate, bare (httputil.ReverseProxy), nginx (skipped with a note when not installed)")
 	settleFor   = flag.Duration("settle", 3*time.Second, "wait after the streams are open before measuring")
 	keepalive   = flag.Duration("keepalive", 0, "how often the backend sends a comment on each stream; 0 never")
-	profileDir  = flag.String("profile", "", "write toolgate's heap and goroutine profiles at each level of the first run to this folder")
+	profileDir  = flag.String("profile", "", "write toolgate's heap (after a forced GC) and goroutine profiles at each level of the first run to this folder")
 	resultsPath = flag.String("results", "", "write every sample as JSON to this file")
 )
 
@@ -115,7 +115,13 @@ func TestStreamMemory(t *testing.T) {
 						t.Logf("%s %s: %d streams: RSS %.1f MiB, heap %.1f MiB, stacks %.1f MiB, %v goroutines",
 							sc.name, kind, level, s.RSSKiB/1024, s.HeapInuseKiB/1024, s.StackInuseKiB/1024, s.Goroutines)
 						if kind == "toolgate" && run == 1 && *profileDir != "" {
+							// The heap profile is taken after a forced GC, of what
+							// is live; the garbage before it is seen against s.
 							profile(t, p.pprofAddr, fmt.Sprintf("%s-%d", sc.name, level))
+							time.Sleep(*settleFor)
+							g := measure(t, sc.name, kind, run, level, p)
+							t.Logf("%s %s: %d streams, after a forced GC: RSS %.1f MiB, heap %.1f MiB, stacks %.1f MiB (the later samples of this run follow that GC)",
+								sc.name, kind, level, g.RSSKiB/1024, g.HeapInuseKiB/1024, g.StackInuseKiB/1024)
 						}
 					}
 				})
@@ -310,7 +316,7 @@ func profile(t *testing.T, pprofAddr, name string) {
 		t.Fatal(err)
 	}
 	for _, kind := range []string{"heap", "goroutine"} {
-		res, err := http.Get("http://" + pprofAddr + "/debug/pprof/" + kind)
+		res, err := http.Get("http://" + pprofAddr + "/debug/pprof/" + kind + "?gc=1")
 		if err != nil {
 			t.Fatal(err)
 		}
