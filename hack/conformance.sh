@@ -9,6 +9,8 @@
 # that is up already is reused and left up; otherwise one is brought up,
 # toolgate deployed into it, and taken down again at the end. Extra
 # arguments go to the suite, e.g. -run-test HTTPRouteSimpleSameNamespace.
+# On the local cluster, a run without arguments runs the suite on the
+# standard channel's CRDs, then on the experimental channel's (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +30,34 @@ if ./hack/cluster status >/dev/null 2>&1; then
   echo "conformance: using the local cluster that is up" >&2
   ./hack/cluster deploy
 else
+  brought_up=1
   trap 'cleanup; ./hack/cluster down' EXIT
   ./hack/cluster up >/dev/null
   ./hack/cluster deploy
 fi
-./hack/cluster exec env KUBECONFIG="$D/kubeconfig/admin" "$bin" -test.v -test.timeout 60m "$@"
+run() { ./hack/cluster exec env KUBECONFIG="$D/kubeconfig/admin" "$bin" -test.v -test.timeout 60m "$@"; }
+run "$@"
+
+# A whole run goes on with the Gateway API's experimental channel, whose
+# CRDs have the fields of experimental features (an HTTPRoute rule's
+# retry): the suite runs again, declares those features too, and writes
+# the experimental channel's report. The standard CRDs are put back after.
+# CONFORMANCE_CHANNELS=standard skips it.
+[[ $# -eq 0 && ${CONFORMANCE_CHANNELS:-standard experimental} == *experimental* ]] || exit 0
+k() { ./hack/cluster exec "$(cat "$D/testbin")/kubectl" --kubeconfig="$D/kubeconfig/admin" "$@"; }
+crds=$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd
+standard() {
+  k apply --server-side --force-conflicts -f "$crds/standard" >&2
+  k delete --ignore-not-found crd xbackends.gateway.networking.x-k8s.io \
+    xbackendtrafficpolicies.gateway.networking.x-k8s.io xmeshes.gateway.networking.x-k8s.io >&2
+}
+# A cluster brought up here goes down at the end; one that was up gets
+# its standard CRDs back.
+[[ ${brought_up:-} ]] || trap 'standard; cleanup' EXIT
+echo "conformance: again on the experimental channel's CRDs" >&2
+# The standard channel's admission policy refuses experimental CRDs over
+# standard ones; it comes back with the standard CRDs.
+k delete --ignore-not-found validatingadmissionpolicybinding,validatingadmissionpolicy safe-upgrades.gateway.networking.k8s.io >&2
+k apply --server-side --force-conflicts -k "$crds/experimental" >&2
+k wait --for=condition=Established crd --all --timeout=60s >&2
+run "$@"
