@@ -60,4 +60,10 @@ echo "conformance: again on the experimental channel's CRDs" >&2
 k delete --ignore-not-found validatingadmissionpolicybinding,validatingadmissionpolicy safe-upgrades.gateway.networking.k8s.io >&2
 k apply --server-side --force-conflicts -k "$crds/experimental" >&2
 k wait --for=condition=Established crd --all --timeout=60s >&2
+# The first run's namespaces (gateway-conformance-*, gateway-api-*) must be
+# gone: the suite cannot create objects in a namespace being deleted.
+for _ in $(seq 1 300); do
+  k get namespaces -o name | grep -q '^namespace/gateway-' || break
+  sleep 1
+done
 run "$@"
