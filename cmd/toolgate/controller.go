@@ -124,6 +124,10 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("create the controller manager: %w", err)
 	}
+	// The manager serves controller-runtime's registry on its metrics port.
+	if err := registerBuildInfo(ctrlmetrics.Registry); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
@@ -147,7 +151,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("toolgate controller starting", "version", versionString(), "namespace", ns, "configStream", stream.url)
+	logger.Info("toolgate controller starting", "version", versionString(), "commit", commitString(), "namespace", ns, "configStream", stream.url)
 	return mgr.Start(ctx)
 }
 

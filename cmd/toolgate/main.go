@@ -12,16 +12,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
+	"runtime"
 	"syscall"
 
 	// Quotas align their windows to a time zone: the image carries no
 	// zoneinfo of its own.
 	_ "time/tzdata"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 const usage = `toolgate is an MCP-aware Kubernetes Gateway API implementation.
 
@@ -31,7 +28,7 @@ Usage:
                                 serve one Gateway's listeners in a cluster
   toolgate standalone --config DIR [flags]
                                 serve Gateways from manifest files, no cluster
-  toolgate version              print the version
+  toolgate version              print the version and commit
 
 Run 'toolgate COMMAND --help' for a command's flags.
 `
@@ -61,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "standalone":
 		return runStandalone(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "toolgate", versionString())
+		fmt.Fprintf(stdout, "toolgate %s (commit %s, %s)\n", versionString(), commitString(), runtime.Version())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -70,16 +67,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-}
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
-		return info.Main.Version
-	}
-	return "(devel)"
 }
 
 // newFlagSet returns a flag set that prints its usage with a summary line.

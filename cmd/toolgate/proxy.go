@@ -93,7 +93,7 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("toolgate proxy starting", "gateway", *gatewayName, "controller", *controllerURL, "version", versionString(), "admin", *adminAddress)
+	logger.Info("toolgate proxy starting", "gateway", *gatewayName, "controller", *controllerURL, "version", versionString(), "commit", commitString(), "admin", *adminAddress)
 	runErr := stream.Run(ctx)
 	dp.shutdown(logger)
 	if errors.Is(runErr, context.Canceled) {

@@ -96,6 +96,9 @@ const metricReady = "toolgate_gateway_ready"
 func (s *storeFlags) newDataPlane(ctx context.Context, gw gateway.Options, log *slog.Logger) (*dataPlane, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := registerBuildInfo(reg); err != nil {
+		return nil, err
+	}
 	auditLog, closers, err := s.openAudit(reg)
 	if err != nil {
 		return nil, err
