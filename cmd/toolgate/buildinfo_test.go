@@ -3,8 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"slices"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
