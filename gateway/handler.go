@@ -34,6 +34,13 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// after the response.
 		w.Header().Set("Connection", "close")
 	}
+	if s.stopping.Load() {
+		// Draining (drain.go): the client's next request opens a new
+		// connection, which reaches another replica. net/http closes an
+		// HTTP/1 connection after this response and sends an HTTP/2 one
+		// a GOAWAY.
+		w.Header().Set("Connection", "close")
+	}
 	// On HTTP/1 a write deadline outlives the response that set it (it
 	// bounds the last flush, after the handler): clear it for this one.
 	// HTTP/2 deadlines are per stream.

@@ -41,13 +41,14 @@ import (
 type proxy struct {
 	rp          *httputil.ReverseProxy
 	buffers     *copyBuffers
+	streams     *eventStreams
 	sessions    *sessionSealer
 	log         *slog.Logger
 	trustedHops int // Options.TrustedHops
 }
 
 func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Logger, trustedHops int) *proxy {
-	p := &proxy{buffers: newCopyBuffers(), sessions: sessions, log: log, trustedHops: trustedHops}
+	p := &proxy{buffers: newCopyBuffers(), streams: newEventStreams(), sessions: sessions, log: log, trustedHops: trustedHops}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      &backendRoundTripper{next: transport},
@@ -227,6 +228,11 @@ func (p *proxy) modifyResponse(res *http.Response) error {
 		// An upgraded connection is ReverseProxy's to relay (or refuse).
 		x.resBody = responseBody{src: res.Body, dst: &x.out, big: p.buffers, wait: stream || res.ContentLength < 0}
 		res.Body = &x.resBody
+		if stream && res.Request.Method == http.MethodGet && res.StatusCode == http.StatusOK {
+			// A client's wait for server messages, as long as its
+			// session: a shutdown ends it (drain.go).
+			p.streams.add(&x.resBody)
+		}
 	}
 	return nil
 }
@@ -356,6 +362,10 @@ type responseBody struct {
 	big  *copyBuffers
 	wait bool // the end is not known: wait for data with the small buffer
 	done bool
+	// streams tracks a GET event stream, which a shutdown ends at an event
+	// boundary (endState); nil for every other response.
+	streams  *eventStreams
+	endState streamEnd
 }
 
 func (b *responseBody) Read(idle []byte) (int, error) {
@@ -379,7 +389,13 @@ func (b *responseBody) copy(idle []byte) error {
 		if big != nil {
 			b.big.Put(big)
 		}
+		if b.streams != nil {
+			b.streams.remove(b)
+		}
 	}()
+	if b.ending() {
+		return nil
+	}
 	if !b.wait || len(idle) == 0 {
 		big = b.big.Get()
 	}
@@ -398,9 +414,14 @@ func (b *responseBody) copy(idle []byte) error {
 				return werr
 			}
 			_ = b.dst.FlushError() // as ReverseProxy's own flushes: a failed write says it
+			if b.forwarded(buf[:n]) {
+				return nil // a shutdown ends the stream after this event
+			}
 		}
 		if rerr != nil {
-			if rerr == io.EOF {
+			if rerr == io.EOF || b.ending() {
+				// The backend ended, or a shutdown closed its body to
+				// end the stream here: the response ends cleanly.
 				return nil
 			}
 			return rerr

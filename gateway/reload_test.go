@@ -155,13 +155,16 @@ func TestListenersFollowTheSetOfPorts(t *testing.T) {
 	})
 }
 
+// A call answered as an event stream is a request in flight: a shutdown
+// waits for it. (A GET stream, a client's wait for server messages, is
+// ended instead: drain_test.go.)
 func TestGracefulShutdownLetsAnOpenStreamFinish(t *testing.T) {
 	held := newHeldStream()
 	be := newHTTPTestServer(t, held)
 	s := newServer(t, Options{})
 	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
 	addr := s.Addr("web").String()
-	_, events := openStream(t, http.MethodGet, "http://"+addr+"/")
+	_, events := openStream(t, http.MethodPost, "http://"+addr+"/")
 	if got, err := events.next(); err != nil || got != "first" {
 		t.Fatalf("first event = %q, %v", got, err)
 	}
@@ -217,7 +220,7 @@ func TestShutdownDeadlineCutsStreams(t *testing.T) {
 	be := newHTTPTestServer(t, held)
 	s := newServer(t, Options{})
 	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
-	_, events := openStream(t, http.MethodGet, gatewayURL(t, s, "web")+"/")
+	_, events := openStream(t, http.MethodPost, gatewayURL(t, s, "web")+"/")
 	if got, err := events.next(); err != nil || got != "first" {
 		t.Fatalf("first event = %q, %v", got, err)
 	}

@@ -117,6 +117,8 @@ type Server struct {
 
 	snap  atomic.Pointer[snapshot]
 	ready atomic.Bool
+	// stopping is set by Drain and Shutdown (drain.go).
+	stopping atomic.Bool
 
 	mu       sync.Mutex // serializes Apply and Shutdown; guards below
 	sockets  map[portKey]*socket
@@ -439,9 +441,11 @@ func (s *Server) clientValidationFor(key portKey) func(*tls.ClientHelloInfo) (*t
 }
 
 // Shutdown stops accepting connections and waits, up to ctx's deadline, for
-// in-flight requests and streams to finish; past it the remaining
-// connections are closed and ctx's error is returned. /readyz fails from the
-// start of Shutdown.
+// in-flight requests to finish; GET event streams are ended cleanly at an
+// event boundary rather than waited for (drain.go). Past the deadline the
+// remaining connections are closed and ctx's error is returned. /readyz
+// fails from the start of Drain or Shutdown; the admin listener is stopped
+// last, once the others are.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -449,15 +453,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
+	s.stopping.Store(true)
 	s.ready.Store(false)
-	servers := make([]*http.Server, 0, len(s.sockets)+1)
+	servers := make([]*http.Server, 0, len(s.sockets))
 	for _, sk := range s.sockets {
 		servers = append(servers, sk.srv)
 	}
 	s.sockets = map[portKey]*socket{}
-	if s.admin != nil {
-		servers = append(servers, s.admin.srv)
-	}
 	s.mu.Unlock()
 
 	errs := make(chan error, len(servers))
@@ -469,6 +471,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 			errs <- err
 		}()
+	}
+	// After the listeners are closed, so that no stream opens here again.
+	if n := s.proxy.streams.endAll(); n > 0 {
+		s.log.Info("shutting down: ending event streams, which their clients reopen on another replica", "streams", n)
 	}
 	var first error
 	for range servers {
@@ -483,6 +489,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		if first == nil {
 			first = ctx.Err()
+		}
+	}
+	if s.admin != nil {
+		if err := s.admin.srv.Shutdown(ctx); err != nil {
+			_ = s.admin.srv.Close()
+			if first == nil {
+				first = err
+			}
 		}
 	}
 	return first
@@ -518,5 +532,5 @@ func (s *Server) AdminAddr() net.Addr {
 }
 
 // Ready reports whether a configuration has been applied and the server is
-// not shutting down.
-func (s *Server) Ready() bool { return s.ready.Load() }
+// neither draining nor shutting down.
+func (s *Server) Ready() bool { return s.ready.Load() && !s.stopping.Load() }
