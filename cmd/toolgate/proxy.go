@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -32,6 +36,8 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 		listenAddr    = fs.String("listen-address", "", "IP address the Gateway's listeners bind; empty binds all")
 		trustedHops   = fs.Int("trusted-hops", 0, trustedHopsHelp)
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
+		drainDelay    = fs.Duration("drain-delay", defaultDrainDelay, drainDelayHelp)
+		drainTimeout  = fs.Duration("drain-timeout", defaultDrainTimeout, drainTimeoutHelp)
 		store         storeFlags
 	)
 	store.register(fs)
@@ -51,6 +57,9 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *trustedHops < 0 {
 		return fmt.Errorf("--trusted-hops %d: give the number of proxies in front of the gateway, 0 or more", *trustedHops)
+	}
+	if *drainDelay < 0 || *drainTimeout < 0 {
+		return fmt.Errorf("--drain-delay %s, --drain-timeout %s: give durations of 0 or more", *drainDelay, *drainTimeout)
 	}
 	if *listenAddr != "" && net.ParseIP(*listenAddr) == nil {
 		return fmt.Errorf("--listen-address %q: give an IP address", *listenAddr)
@@ -94,12 +103,58 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("toolgate proxy starting", "gateway", *gatewayName, "controller", *controllerURL, "version", versionString(), "commit", commitString(), "admin", *adminAddress)
-	runErr := stream.Run(ctx)
-	dp.shutdown(logger)
-	if errors.Is(runErr, context.Canceled) {
-		runErr = nil
+	// The stream keeps feeding the proxy while it drains: backends may move
+	// meanwhile.
+	streamCtx, stopStream := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopStream()
+	streamDone := make(chan error, 1)
+	go func() { streamDone <- stream.Run(streamCtx) }()
+	var runErr error
+	select {
+	case <-ctx.Done():
+		drain(dp, logger, *drainDelay)
+	case runErr = <-streamDone:
+		streamDone <- runErr
+	}
+	dp.shutdown(logger, *drainTimeout)
+	stopStream()
+	if err := <-streamDone; runErr == nil && !errors.Is(err, context.Canceled) {
+		runErr = err
 	}
 	return runErr
+}
+
+// Defaults of a proxy's graceful stop; the controller passes the values of
+// its provision.Params to the proxies it provisions, and sets their pods'
+// terminationGracePeriodSeconds to their sum and a margin.
+const (
+	defaultDrainDelay   = 5 * time.Second
+	defaultDrainTimeout = 30 * time.Second
+)
+
+const (
+	drainDelayHelp = "on SIGTERM, how long the proxy keeps accepting connections, with /readyz failing and every response closing its connection, before it stops listening: " +
+		"the time kube-proxy and load balancers take to stop sending it new connections once its pod is terminating. A second SIGTERM ends it early"
+	drainTimeoutHelp = "once the proxy stops listening, how long requests in flight may take to finish before their connections are closed; " +
+		"open GET event streams are ended cleanly at once, for their clients to reopen on another replica"
+)
+
+// drain starts the proxy's graceful stop on SIGTERM (gateway.Server.Drain)
+// and waits delay, or until a second SIGTERM or interrupt.
+func drain(dp *dataPlane, log *slog.Logger, delay time.Duration) {
+	dp.server.Drain()
+	if delay <= 0 {
+		return
+	}
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	log.Info("draining before the listeners close", "delay", delay)
+	select {
+	case <-time.After(delay):
+	case sig := <-again:
+		log.Info("draining cut short", "signal", sig.String())
+	}
 }
 
 // sessionKeyFromEnv reads the key that authenticates MCP session ids, shared

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,72 @@ import (
 // why; once the stream serves its Gateway's snapshot, the proxy serves its
 // listener and names the snapshot's version in /readyz.
 func TestProxyServesWhatTheStreamSends(t *testing.T) {
+	proxy, admin, version := startProxyAndStream(t)
+	if _, body := get(t, admin+"/readyz"); !strings.Contains(body, version) {
+		t.Errorf("/readyz %q does not name the version %s", body, version)
+	}
+	if _, body := get(t, admin+"/metrics"); !strings.Contains(body, `toolgate_config_version_info{gateway="team-a/edge",version="`+version+`"} 1`) {
+		t.Errorf("/metrics has no toolgate_config_version_info for %s", version)
+	}
+	res, err := redirectClient.Get(proxy.listener + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusMovedPermanently || !strings.HasPrefix(res.Header.Get("Location"), "http://example.com") {
+		t.Errorf("the listener answers %d Location %q, want the snapshot's redirect", res.StatusCode, res.Header.Get("Location"))
+	}
+}
+
+// TestProxyDrainsOnSIGTERM: on SIGTERM the proxy fails /readyz and keeps
+// serving new connections for --drain-delay, each response closing its
+// connection; a second SIGTERM ends the delay, and the proxy stops.
+func TestProxyDrainsOnSIGTERM(t *testing.T) {
+	proxy, admin, _ := startProxyAndStream(t, "--drain-delay", "1h")
+	if err := syscall.Kill(proxy.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	proxy.WaitFor(t, "not ready", func() bool {
+		status, _ := get(t, admin+"/readyz")
+		return status == http.StatusServiceUnavailable
+	})
+	for range 3 {
+		res, err := redirectClient.Get(proxy.listener + "/x")
+		if err != nil {
+			t.Fatalf("a request while draining: %v", err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusMovedPermanently || !res.Close {
+			t.Errorf("a request while draining: %d, closes its connection: %v; want the redirect, closing", res.StatusCode, res.Close)
+		}
+	}
+	if !strings.Contains(proxy.Log.String(), "draining before the listeners close") {
+		t.Errorf("the proxy did not say it drains:\n%s", proxy.Log.String())
+	}
+	if err := syscall.Kill(proxy.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	proxy.WaitFor(t, "stopped", func() bool { return strings.Contains(proxy.Log.String(), "shutdown: every request finished") })
+	proxy.WaitFor(t, "no longer listening", func() bool { return !testproc.AcceptsConnections(strings.TrimPrefix(proxy.listener, "http://"))() })
+}
+
+// redirectClient does not follow redirects.
+var redirectClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// streamedProxy is a proxy binary fed by a config stream.
+type streamedProxy struct {
+	*testproc.Process
+	// listener is the base URL of its one listener.
+	listener string
+}
+
+// startProxyAndStream runs the proxy binary, with args added, against a
+// config stream that is not there yet, checks that the proxy is alive but
+// not ready and says why, then serves the stream: one HTTP listener whose
+// every request is redirected to example.com. It returns once the proxy is
+// ready, with its admin URL and the snapshot's version.
+func startProxyAndStream(t *testing.T, args ...string) (*streamedProxy, string, string) {
+	t.Helper()
 	gw := types.NamespacedName{Namespace: "team-a", Name: "edge"}
 	now := time.Now()
 	ca, err := pki.NewCA(now)
@@ -48,10 +115,10 @@ func TestProxyServesWhatTheStreamSends(t *testing.T) {
 	admin := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
 
 	proxy := testproc.Start(t, "toolgate proxy", testproc.Build(t, "github.com/toolgate/toolgate/cmd/toolgate"),
-		"proxy", "--gateway", gw.String(),
-		"--controller", "https://"+streamAddr, "--controller-tls-dir", dir,
-		"--admin-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort)),
-		"--listen-address", "127.0.0.1")
+		append([]string{"proxy", "--gateway", gw.String(),
+			"--controller", "https://" + streamAddr, "--controller-tls-dir", dir,
+			"--admin-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort)),
+			"--listen-address", "127.0.0.1"}, args...)...)
 	proxy.WaitFor(t, "alive", testproc.AnswersOK(admin+"/healthz"))
 	proxy.WaitFor(t, "the stream's absence logged", func() bool { return strings.Contains(proxy.Log.String(), "config stream unavailable") })
 	if status, body := get(t, admin+"/readyz"); status != http.StatusServiceUnavailable {
@@ -100,21 +167,7 @@ func TestProxyServesWhatTheStreamSends(t *testing.T) {
 	})
 
 	proxy.WaitFor(t, "ready", testproc.AnswersOK(admin+"/readyz"))
-	if _, body := get(t, admin+"/readyz"); !strings.Contains(body, version) {
-		t.Errorf("/readyz %q does not name the version %s", body, version)
-	}
-	if _, body := get(t, admin+"/metrics"); !strings.Contains(body, `toolgate_config_version_info{gateway="team-a/edge",version="`+version+`"} 1`) {
-		t.Errorf("/metrics has no toolgate_config_version_info for %s", version)
-	}
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Get("http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(listenerPort)) + "/x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusMovedPermanently || !strings.HasPrefix(resp.Header.Get("Location"), "http://example.com") {
-		t.Errorf("the listener answers %d Location %q, want the snapshot's redirect", resp.StatusCode, resp.Header.Get("Location"))
-	}
+	return &streamedProxy{Process: proxy, listener: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(listenerPort))}, admin, version
 }
 
 func get(t *testing.T, url string) (int, string) {

@@ -62,7 +62,7 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	defer dp.shutdown(logger)
+	defer dp.shutdown(logger, shutdownTimeout)
 	fmt.Fprintf(stdout, "toolgate %s standalone: serving %s\n", versionString(), *dir)
 	if *adminAddress != "" {
 		fmt.Fprintf(stdout, "admin: http://%s/metrics\n", dp.server.AdminAddr())

@@ -188,12 +188,15 @@ func (s *storeFlags) openAudit(reg prometheus.Registerer) (*audit.Log, []io.Clos
 	return l, closers, nil
 }
 
-// shutdown stops serving, letting requests in flight finish.
-func (d *dataPlane) shutdown(log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+// shutdown stops serving, letting requests in flight finish for up to
+// timeout, and ending GET event streams (gateway.Server.Shutdown).
+func (d *dataPlane) shutdown(log *slog.Logger, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := d.server.Shutdown(ctx); err != nil {
-		log.Warn("shutdown", "error", err)
+		log.Warn("shutdown: connections still busy at the end of the drain timeout were closed", "timeout", timeout, "error", err)
+	} else {
+		log.Info("shutdown: every request finished")
 	}
 	if d.pprof != nil {
 		_ = d.pprof.Close()
