@@ -27,15 +27,25 @@ manifests: ## Generate the CRDs into config/crd/bases and the chart's crds/, the
 ##@ Build and test
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+# The commit toolgate version and toolgate_build_info name: HEAD, with
+# -dirty when tracked files differ from it.
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# Where make release writes.
+DIST ?= dist
 
 .PHONY: build
 build: ## Build every package and bin/toolgate.
 	$(GO) build ./...
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/toolgate ./cmd/toolgate
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/toolgate ./cmd/toolgate
 
 .PHONY: image
 image: ## Build the toolgate container image into bin/toolgate.tar (no Docker, no registry; load it with docker load -i or ctr images import).
 	$(GO) run ./hack/images --only toolgate --out bin
+
+.PHONY: release
+release: ## Write a release into $(DIST) (VERSION=v0.9.0, SemVer): binaries for linux/amd64 and arm64, the image tarball, the chart, install.yaml, checksums.txt (see hack/release).
+	$(GO) run ./hack/release --version "$(VERSION)" --commit "$(COMMIT)" --out "$(DIST)"
 
 .PHONY: run
 run: build ## Quickstart: a demo MCP server, a demo OIDC issuer and toolgate standalone on 127.0.0.1:8080.
@@ -61,8 +71,8 @@ e2e: ## Run the end-to-end suite (conformance/) against toolgate deployed in the
 	./hack/e2e.sh
 
 .PHONY: conformance
-conformance: ## Run the upstream Gateway API conformance suite against toolgate (the local cluster, or $$KUBECONFIG's).
-	./hack/conformance.sh
+conformance: ## Run the upstream Gateway API conformance suite against toolgate (the local cluster, or $$KUBECONFIG's); VERSION=v0.9.0 names that version in the report, else devel.
+	$(if $(filter command line environment,$(origin VERSION)),CONFORMANCE_VERSION="$(VERSION)" )./hack/conformance.sh
 
 .PHONY: cluster-down
 cluster-down: ## Stop that cluster and remove everything it made.

@@ -11,8 +11,15 @@
 # arguments go to the suite, e.g. -run-test HTTPRouteSimpleSameNamespace.
 # On the local cluster, a run without arguments runs the suite on the
 # standard channel's CRDs, then on the experimental channel's (see below).
+#
+# $CONFORMANCE_VERSION (make conformance VERSION=v0.9.0) is the version the
+# report names (implementation.version and the report's file name); without
+# it, devel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+version=()
+[[ -z ${CONFORMANCE_VERSION:-} ]] || version=(-version "$CONFORMANCE_VERSION")
 
 work=$(mktemp -d)
 cleanup() { rm -rf "$work"; }
@@ -21,7 +28,7 @@ bin=$work/gatewayapi.test
 go test -c -tags gatewayapi -o "$bin" ./conformance/gatewayapi
 
 if [[ -n ${KUBECONFIG:-} ]]; then
-  "$bin" -test.v -test.timeout 60m "$@"
+  "$bin" -test.v -test.timeout 60m ${version[@]+"${version[@]}"} "$@"
   exit
 fi
 
@@ -35,7 +42,7 @@ else
   ./hack/cluster up >/dev/null
   ./hack/cluster deploy
 fi
-run() { ./hack/cluster exec env KUBECONFIG="$D/kubeconfig/admin" "$bin" -test.v -test.timeout 60m "$@"; }
+run() { ./hack/cluster exec env KUBECONFIG="$D/kubeconfig/admin" "$bin" -test.v -test.timeout 60m ${version[@]+"${version[@]}"} "$@"; }
 run "$@"
 
 # A whole run goes on with the Gateway API's experimental channel, whose

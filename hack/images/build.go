@@ -22,6 +22,9 @@ type builder struct {
 	log        io.Writer
 	builds     []string // names of the images this command can build
 
+	toolgateBinary string   // a toolgate binary to use rather than build, when set
+	toolgateTags   []string // the toolgate image's tags, when set
+
 	conformance []string // the images the conformance manifests run, once read
 }
 

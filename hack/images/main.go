@@ -7,14 +7,16 @@
 //	go run ./hack/images --out DIR [--only toolgate,pause,echo-basic,coredns]
 //
 // It prints one line per image, "NAME TARBALL". toolgate and pause are
-// built from the current checkout on every run; echo-basic and coredns,
-// built through the Go module proxy at the versions the conformance
-// manifests of go.mod's gateway-api name, are cached under
-// ${TOOLGATE_CACHE:-$HOME/.cache/toolgate}/images.
+// built from the current checkout on every run (make release passes its
+// own toolgate binary with --toolgate-binary and its tag with --tag);
+// echo-basic and coredns, built through the Go module proxy at the
+// versions the conformance manifests of go.mod's gateway-api name, are
+// cached under ${TOOLGATE_CACHE:-$HOME/.cache/toolgate}/images.
 package main
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,9 +59,18 @@ var images = []image{
 		caBundle: true,
 		build: func(ctx context.Context, b *builder, dir string) (string, []string, error) {
 			// The default proxy image of controller/provision/params.go and
-			// the image config/manager/manager.yaml names.
+			// the image config/manager/manager.yaml names, unless --tag
+			// names others (make release: the version).
+			tags := b.toolgateTags
+			if len(tags) == 0 {
+				tags = []string{"ghcr.io/toolgate/toolgate:latest"}
+			}
+			if b.toolgateBinary != "" {
+				// make release: the image holds the released binary.
+				return b.toolgateBinary, tags, checkLinuxAMD64(b.toolgateBinary)
+			}
 			bin, err := b.goBuild(ctx, "github.com/toolgate/toolgate/cmd/toolgate", filepath.Join(dir, "toolgate"))
-			return bin, []string{"ghcr.io/toolgate/toolgate:latest"}, err
+			return bin, tags, err
 		},
 	},
 	{
@@ -109,6 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	out := fs.String("out", "", "folder to write one NAME.tar per image into (required)")
 	only := fs.String("only", "", "comma-separated names of the images to build: "+strings.Join(names(), ","))
+	toolgateBinary := fs.String("toolgate-binary", "", "a static linux/amd64 toolgate binary to put in the toolgate image instead of building one (make release)")
+	var toolgateTags tagList
+	fs.Var(&toolgateTags, "tag", "tag of the toolgate image, repeatable (default ghcr.io/toolgate/toolgate:latest)")
 	gatewayAPI := fs.String("gateway-api", "", "version of sigs.k8s.io/gateway-api/conformance to build echo-basic from (default: the version of sigs.k8s.io/gateway-api that go.mod requires)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -138,7 +152,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(work)
 
-	b := &builder{cache: filepath.Join(cache, "images"), gatewayAPI: *gatewayAPI, log: stderr, builds: names()}
+	b := &builder{
+		cache: filepath.Join(cache, "images"), gatewayAPI: *gatewayAPI, log: stderr, builds: names(),
+		toolgateBinary: *toolgateBinary, toolgateTags: toolgateTags,
+	}
 	for _, img := range selected {
 		tarball, err := buildImage(ctx, b, img, work, outDir)
 		if err != nil {
@@ -188,6 +205,29 @@ func buildImage(ctx context.Context, b *builder, img image, work, outDir string)
 	}
 	b.logf("%s: %s %s", img.name, strings.Join(tags, " "), digest)
 	return path, nil
+}
+
+// tagList is the value of a repeatable flag.
+type tagList []string
+
+func (l *tagList) String() string { return strings.Join(*l, ",") }
+
+func (l *tagList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// checkLinuxAMD64 refuses a binary the linux/amd64 image cannot run.
+func checkLinuxAMD64(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("--toolgate-binary %s: %w", path, err)
+	}
+	defer func() { _ = f.Close() }() // read only
+	if f.Machine != elf.EM_X86_64 {
+		return fmt.Errorf("--toolgate-binary %s is built for %s: the image is linux/amd64 (GOOS=linux GOARCH=amd64)", path, f.Machine)
+	}
+	return nil
 }
 
 // selectImages returns the images --only names, in their usual order, or
