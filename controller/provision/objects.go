@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -44,6 +46,10 @@ const (
 	// proxyUser is the unprivileged user the proxy runs as (distroless's
 	// nonroot).
 	proxyUser int64 = 65532
+	// graceMargin is the time a proxy's pod is given past its drain delay
+	// and timeout before the kubelet kills it: closing the connections
+	// still open, the audit log and Redis.
+	graceMargin = 5 * time.Second
 )
 
 // configVolume is the pod's volume of the client certificate Secret.
@@ -145,6 +151,17 @@ func listenerPorts(gw *gwv1.Gateway) []listenerPort {
 // refresh the mounted files. A renewed certificate of the same CA needs no
 // restart: the proxy reads the files again for each connection.
 //
+// A rolling update drops no request: maxUnavailable 0 and maxSurge 25%
+// (at least one) keep every replica serving until its replacement is ready.
+// A terminating proxy drains (--drain-delay, p.DrainDelay): its readiness
+// fails and it keeps accepting while the endpoint leaves the Service, every
+// response closing its connection so that clients reconnect to another
+// replica; then it stops listening, lets requests in flight finish for up to
+// --drain-timeout and ends open GET event streams cleanly, for their clients
+// to resume them elsewhere. terminationGracePeriodSeconds is the sum of both
+// and graceMargin. The proxy drains by itself on SIGTERM, so the pod needs
+// no preStop hook (nor a shell in the image for one).
+//
 // The proxy binds the listener ports itself; the pod lets an unprivileged
 // process bind ports below 1024 through the namespaced sysctl
 // net.ipv4.ip_unprivileged_port_start, which Kubernetes counts as safe,
@@ -153,8 +170,10 @@ func Deployment(gw *gwv1.Gateway, p Params, caCertPEM []byte) *appsv1.Deployment
 	p = p.WithDefaults()
 	n := Names(gw)
 
+	drainDelay, drainTimeout := p.drain()
 	args := []string{"proxy", "--gateway", n.Gateway.String(),
-		"--controller", p.ControllerURL, "--controller-tls-dir", ConfigTLSDir}
+		"--controller", p.ControllerURL, "--controller-tls-dir", ConfigTLSDir,
+		"--drain-delay", drainDelay.String(), "--drain-timeout", drainTimeout.String()}
 	if p.RedisURL != "" {
 		args = append(args, "--redis-url", p.RedisURL)
 	}
@@ -215,14 +234,22 @@ func Deployment(gw *gwv1.Gateway, p Params, caCertPEM []byte) *appsv1.Deployment
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(p.Replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: maps.Clone(n.Labels)},
+			Strategy: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{
+					MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+					MaxSurge:       ptr.To(intstr.FromString("25%")),
+				},
+			},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
 					Labels:      podLabels,
 					Annotations: podAnnotations,
 				},
 				Spec: corev1.PodSpec{
-					ServiceAccountName:           n.Name,
-					AutomountServiceAccountToken: ptr.To(false),
+					ServiceAccountName:            n.Name,
+					AutomountServiceAccountToken:  ptr.To(false),
+					TerminationGracePeriodSeconds: ptr.To(int64(math.Ceil((drainDelay + drainTimeout + graceMargin).Seconds()))),
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot: ptr.To(true),
 						RunAsUser:    ptr.To(proxyUser),

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
@@ -96,7 +97,64 @@ func proxyContainer(t *testing.T, d *appsv1.Deployment) corev1.Container {
 // proxyArgs are the arguments of the proxy of testGateway, provisioned with
 // testControllerURL, followed by more.
 func proxyArgs(more ...string) []string {
-	return append([]string{"proxy", "--gateway", "team-a/web", "--controller", testControllerURL, "--controller-tls-dir", "/etc/toolgate/config"}, more...)
+	return append([]string{"proxy", "--gateway", "team-a/web", "--controller", testControllerURL, "--controller-tls-dir", "/etc/toolgate/config",
+		"--drain-delay", "5s", "--drain-timeout", "30s"}, more...)
+}
+
+// A rolling update keeps every replica until its replacement is ready, and
+// a terminating proxy gets the time to drain that it is told to take.
+func TestDeploymentRollsWithoutDroppingRequests(t *testing.T) {
+	tests := []struct {
+		name      string
+		params    Params
+		wantDrain []string // the --drain-delay and --drain-timeout values
+		wantGrace int64
+	}{
+		{name: "by default 5s of drain, 30s for requests in flight, and 5s of margin", wantDrain: []string{"5s", "30s"}, wantGrace: 40},
+		{
+			name:      "drain times come from the params",
+			params:    Params{DrainDelay: 15 * time.Second, DrainTimeout: 2 * time.Minute},
+			wantDrain: []string{"15s", "2m0s"}, wantGrace: 140,
+		},
+		{
+			name:      "none at all leaves the margin",
+			params:    Params{DrainDelay: -1, DrainTimeout: -1},
+			wantDrain: []string{"0s", "0s"}, wantGrace: 5,
+		},
+		{
+			name:      "a fraction of a second rounds the grace period up",
+			params:    Params{DrainDelay: 1500 * time.Millisecond},
+			wantDrain: []string{"1.5s", "30s"}, wantGrace: 37,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.params.ControllerURL = testControllerURL
+			d := Deployment(testGateway(), tt.params, testCAPEM)
+			c := proxyContainer(t, d)
+			var drain []string
+			for i, a := range c.Args {
+				if (a == "--drain-delay" || a == "--drain-timeout") && i+1 < len(c.Args) {
+					drain = append(drain, c.Args[i+1])
+				}
+			}
+			if diff := cmp.Diff(tt.wantDrain, drain); diff != "" {
+				t.Errorf("drain flags (-want +got):\n%s", diff)
+			}
+			if got := ptr.Deref(d.Spec.Template.Spec.TerminationGracePeriodSeconds, -1); got != tt.wantGrace {
+				t.Errorf("terminationGracePeriodSeconds = %d, want %d", got, tt.wantGrace)
+			}
+			want := appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+				MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromString("25%")),
+			}}
+			if diff := cmp.Diff(want, d.Spec.Strategy); diff != "" {
+				t.Errorf("strategy (-want +got):\n%s", diff)
+			}
+			if c.Lifecycle != nil {
+				t.Errorf("lifecycle %+v: the proxy drains on SIGTERM by itself", c.Lifecycle)
+			}
+		})
+	}
 }
 
 func TestDeploymentArguments(t *testing.T) {

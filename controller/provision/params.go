@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -22,6 +23,15 @@ const (
 	DefaultReplicas int32 = 1
 	// DefaultServiceType exposes the listeners outside the cluster.
 	DefaultServiceType = corev1.ServiceTypeLoadBalancer
+	// DefaultDrainDelay is how long a terminating proxy keeps accepting
+	// connections (failing readiness, closing each connection after its
+	// response) before it stops listening: the time kube-proxy, and most
+	// load balancers' health checks, take to stop sending new connections
+	// to an endpoint that is going away. Istio waits as long by default.
+	DefaultDrainDelay = 5 * time.Second
+	// DefaultDrainTimeout is how long a proxy that stopped listening waits
+	// for requests in flight (tool calls) before closing their connections.
+	DefaultDrainTimeout = 30 * time.Second
 )
 
 // Params shape the data plane of a Gateway. They come from the controller's
@@ -60,6 +70,12 @@ type Params struct {
 	// Cluster nodes or the Sentinel master); the proxies read it from the
 	// environment variable RedisPasswordEnv.
 	RedisPasswordSecret *corev1.SecretKeySelector
+	// DrainDelay and DrainTimeout shape a proxy's graceful stop, passed to
+	// the proxies as --drain-delay and --drain-timeout: DefaultDrainDelay
+	// and DefaultDrainTimeout when zero, none when negative (a ConfigMap's
+	// 0s). The pods' grace period is their sum and a margin (Deployment).
+	DrainDelay   time.Duration
+	DrainTimeout time.Duration
 	// ExtraArgs are appended to the proxy's arguments.
 	ExtraArgs []string
 	// StaticAddressPool lists the networks whose addresses the class's
@@ -73,6 +89,20 @@ type Params struct {
 	// controller sets them per Gateway; they are not a GatewayClass
 	// parameter.
 	ExternalIPs []string
+}
+
+// drain returns the proxies' drain delay and timeout, defaults applied.
+func (p Params) drain() (delay, timeout time.Duration) {
+	resolve := func(d, def time.Duration) time.Duration {
+		switch {
+		case d == 0:
+			return def
+		case d < 0:
+			return 0
+		}
+		return d
+	}
+	return resolve(p.DrainDelay, DefaultDrainDelay), resolve(p.DrainTimeout, DefaultDrainTimeout)
 }
 
 // SharedStore reports whether the proxies share their token buckets through
@@ -108,12 +138,14 @@ const (
 	KeyRedisPasswordSecret = "redisPasswordSecret"
 	KeyExtraArgs           = "extraArgs"
 	KeyStaticAddressPool   = "staticAddressPool"
+	KeyDrainDelay          = "drainDelay"
+	KeyDrainTimeout        = "drainTimeout"
 )
 
 var configMapKeys = []string{
 	KeyImage, KeyImagePullPolicy, KeyReplicas, KeyServiceType,
 	KeyRedisURL, KeyRedisAddrs, KeyRedisMasterName, KeyRedisPasswordSecret, KeyExtraArgs,
-	KeyStaticAddressPool,
+	KeyStaticAddressPool, KeyDrainDelay, KeyDrainTimeout,
 }
 
 // redisStoreKeys say where the shared store is. A ConfigMap that sets any of
@@ -130,6 +162,8 @@ var controllerFlagKeys = map[string]string{
 	"redis-url":          KeyRedisURL,
 	"redis-addrs":        KeyRedisAddrs,
 	"redis-master-name":  KeyRedisMasterName,
+	"drain-delay":        KeyDrainDelay,
+	"drain-timeout":      KeyDrainTimeout,
 }
 
 // ParamsFromConfigMap overrides defaults with the keys of cm, the ConfigMap a
@@ -146,6 +180,8 @@ var controllerFlagKeys = map[string]string{
 //	redisPasswordSecret  "name/key" of a Secret in each Gateway's namespace
 //	extraArgs            more proxy arguments, separated by spaces (no quoting)
 //	staticAddressPool    CIDRs (or single IPs) Gateways may claim in spec.addresses, comma-separated
+//	drainDelay           how long a terminating proxy keeps accepting connections, such as 5s (DefaultDrainDelay)
+//	drainTimeout         how long it then waits for requests in flight, such as 30s (DefaultDrainTimeout)
 //
 // Setting any of redisURL, redisAddrs and redisMasterName replaces all three
 // of defaults; redisURL and redisAddrs may not both be set, and
@@ -264,6 +300,19 @@ func (p *Params) set(key, raw string) string {
 			}
 		}
 		p.ExtraArgs = args
+	case KeyDrainDelay, KeyDrainTimeout:
+		d, err := time.ParseDuration(value)
+		if err != nil || d < 0 {
+			return fmt.Sprintf("%q is not a duration: use one such as 5s, 30s or 2m (0s for none)", raw)
+		}
+		if d == 0 {
+			d = -1 // set to none, not left to the default
+		}
+		if key == KeyDrainDelay {
+			p.DrainDelay = d
+		} else {
+			p.DrainTimeout = d
+		}
 	case KeyStaticAddressPool:
 		pool, err := ParseAddressPool(value)
 		if err != nil {

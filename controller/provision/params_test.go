@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -204,7 +205,23 @@ func TestParamsFromConfigMap(t *testing.T) {
 		{
 			name:     "an unknown key is an error that lists the known keys",
 			cm:       cm(map[string]string{"replica": "2"}),
-			wantErrs: []string{`key "replica": unknown key`, "image, imagePullPolicy, replicas, serviceType, redisURL, redisAddrs, redisMasterName, redisPasswordSecret, extraArgs, staticAddressPool"},
+			wantErrs: []string{`key "replica": unknown key`, "image, imagePullPolicy, replicas, serviceType, redisURL, redisAddrs, redisMasterName, redisPasswordSecret, extraArgs, staticAddressPool, drainDelay, drainTimeout"},
+		},
+		{
+			name: "drain times are durations; 0s means none",
+			cm:   cm(map[string]string{"drainDelay": "15s", "drainTimeout": "0s"}),
+			want: Params{Image: DefaultImage, ImagePullPolicy: corev1.PullIfNotPresent, Replicas: 1, ServiceType: corev1.ServiceTypeLoadBalancer,
+				RedisURL: "redis://flags:6379", DrainDelay: 15 * time.Second, DrainTimeout: -1},
+		},
+		{
+			name:     "a drain time that is not a duration is an error",
+			cm:       cm(map[string]string{"drainDelay": "5", "drainTimeout": "-3s"}),
+			wantErrs: []string{`key "drainDelay": "5" is not a duration: use one such as 5s`, `key "drainTimeout": "-3s" is not a duration`},
+		},
+		{
+			name:     "extraArgs may not set the drain flags, which have keys",
+			cm:       cm(map[string]string{"extraArgs": "--drain-delay=20s"}),
+			wantErrs: []string{`--drain-delay=20s is set by the controller: remove it and use the drainDelay key`},
 		},
 		{
 			name: "a static address pool is read from its CIDRs",

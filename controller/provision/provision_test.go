@@ -91,7 +91,7 @@ func gatewayKey(gw *gwv1.Gateway) types.NamespacedName {
 // followed by more.
 func proxyArgs(gw *gwv1.Gateway, more ...string) []string {
 	return append([]string{"proxy", "--gateway", gw.Namespace + "/" + gw.Name,
-		"--controller", controllerURL, "--controller-tls-dir", provision.ConfigTLSDir}, more...)
+		"--controller", controllerURL, "--controller-tls-dir", provision.ConfigTLSDir, "--drain-delay", "5s", "--drain-timeout", "30s"}, more...)
 }
 
 func ensure(gw *gwv1.Gateway, p provision.Params) provision.State {
