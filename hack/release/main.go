@@ -208,11 +208,12 @@ func (r *release) packageChart(ctx context.Context) error {
 }
 
 // installHeader opens install.yaml.
-const installHeader = `# toolgate %s (commit %s): everything toolgate needs in a cluster, as
-# config/default installs it -- the Namespace, the CRDs, RBAC, the
-# controller and the default GatewayClass -- rendered from the chart
-# toolgate-%s.tgz with its default values by make release. Install the
-# Gateway API standard CRDs first, then: kubectl apply --server-side -f install.yaml
+const installHeader = `# toolgate %s, commit %s.
+# Everything toolgate needs in a cluster, as config/default installs it: the
+# Namespace, the CRDs, RBAC, the controller and the default GatewayClass,
+# rendered from the chart toolgate-%s.tgz with its default values by
+# make release. Install the Gateway API standard CRDs first, then:
+#   kubectl apply --server-side -f install.yaml
 `
 
 // renderInstall renders the packaged chart with its default values, its
