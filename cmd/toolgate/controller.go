@@ -118,8 +118,12 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "toolgate-controller.toolgate.dev",
 		LeaderElectionNamespace: *leaderNS,
-		GracefulShutdownTimeout: ptr(shutdownTimeout),
-		Logger:                  logr.FromSlogHandler(logger.Handler()),
+		// The leader steps down as it stops, so that another replica
+		// takes over at once rather than after the Lease expires; safe
+		// since the process exits when the manager returns.
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptr(shutdownTimeout),
+		Logger:                        logr.FromSlogHandler(logger.Handler()),
 	})
 	if err != nil {
 		return fmt.Errorf("create the controller manager: %w", err)
