@@ -152,11 +152,11 @@ func (r *Relevance) transform(in any) (any, error) {
 	var labels map[string]string
 	switch o := obj.(type) {
 	case *corev1.Secret:
-		o.Data, o.StringData = nil, nil
+		o.Data, o.StringData, o.Type, o.Immutable = nil, nil, "", nil
 	case *corev1.ConfigMap:
-		o.Data, o.BinaryData = nil, nil
+		o.Data, o.BinaryData, o.Immutable = nil, nil, nil
 	case *discoveryv1.EndpointSlice:
-		o.Endpoints, o.Ports = nil, nil
+		o.Endpoints, o.Ports, o.AddressType = nil, nil, ""
 		if svc, ok := o.Labels[discoveryv1.LabelServiceName]; ok {
 			labels = map[string]string{discoveryv1.LabelServiceName: svc}
 		}
