@@ -58,8 +58,14 @@ func TestShutdownEndsAGetStreamCleanlyAndLetsACallFinish(t *testing.T) {
 	s := newServer(t, Options{})
 	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
 	url := gatewayURL(t, s, "web") + "/"
-	_, listen := openStream(t, http.MethodGet, url)
-	_, call := openStream(t, http.MethodPost, url)
+	listenResp, listen := openStream(t, http.MethodGet, url)
+	callResp, call := openStream(t, http.MethodPost, url)
+	// The GET stream's connection is not for reuse: a client that pooled
+	// it once the stream ended could lose a request on it as the server
+	// closes it. The call's is.
+	if !listenResp.Close || callResp.Close {
+		t.Errorf("closes its connection: the GET stream's %v, want true; the call's %v, want false", listenResp.Close, callResp.Close)
+	}
 	for _, events := range []*eventReader{listen, call} {
 		if got, err := events.next(); err != nil || got != "first" {
 			t.Fatalf("first event = %q, %v", got, err)

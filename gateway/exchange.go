@@ -54,6 +54,8 @@ type exchange struct {
 
 	// trustedHops is Options.TrustedHops, for OriginOf.
 	trustedHops int
+	// http1: the client's request came over HTTP/1.x.
+	http1 bool
 }
 
 type exchangeKey struct{}

@@ -22,7 +22,7 @@ type entryHandler struct {
 
 func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.server
-	x := &exchange{start: time.Now(), host: r.Host, trustedHops: s.opts.TrustedHops}
+	x := &exchange{start: time.Now(), host: r.Host, trustedHops: s.opts.TrustedHops, http1: r.ProtoMajor == 1}
 	x.rec = recorder{ResponseWriter: w, metrics: s.metrics, owner: x, writeTimeout: s.opts.WriteTimeout}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		// RFC 9112 section 6.3: a request with both Transfer-Encoding and

@@ -232,6 +232,14 @@ func (p *proxy) modifyResponse(res *http.Response) error {
 			// A client's wait for server messages, as long as its
 			// session: a shutdown ends it (drain.go).
 			p.streams.add(&x.resBody)
+			if x.http1 {
+				// Its connection is not worth keeping: when the stream
+				// ends (a shutdown ending it above all), a client that
+				// put it back in its pool could send its next request
+				// on it just as the server closes it, and lose that
+				// request. On HTTP/2 the stream ends alone.
+				res.Header.Set("Connection", "close")
+			}
 		}
 	}
 	return nil
