@@ -257,6 +257,10 @@ func startRolloutLoad(ctx context.Context, t *tenant) *rolloutLoad {
 	base := serviceURL(ctx)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l := &rolloutLoad{cancel: cancel, streams: &streamWatch{next: http.DefaultTransport}}
+	// A new Service is served once kube-proxy has its endpoints.
+	Eventually(func(g Gomega) {
+		g.Expect(newRawClient(base, t.Path, tokenFor("rollout-probe")).initialize(ctx)).To(Succeed())
+	}).WithContext(ctx).Should(Succeed(), "the Gateway's Service %s serves %s", base, t.Path)
 	var sessions []*mcp.ClientSession
 	for i := range rolloutSDKSessions {
 		user := fmt.Sprintf("rollout-sdk-%d", i)
