@@ -638,7 +638,7 @@ func auditOffset(t *testing.T, kube *testkube.Env) int64 {
 func controllerRequests(t *testing.T, kube *testkube.Env, offset int64) []string {
 	f, err := os.Open(kube.AuditLogPath)
 	must(t, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	_, err = f.Seek(offset, io.SeekStart)
 	must(t, err)
 	user := "system:serviceaccount:" + controllerNamespace + ":" + controllerServiceAccount
