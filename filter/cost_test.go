@@ -647,3 +647,57 @@ func TestOneShadowLimitBesideEnforcedOnes(t *testing.T) {
 		t.Errorf("budgets left %v, want %v", left, want)
 	}
 }
+
+// Calls of the tools tools[] names are counted per tool and outcome; calls
+// of other tools, whose names clients choose, make no series.
+func TestLimitedToolsAreCountedPerTool(t *testing.T) {
+	iss := newIssuer(t)
+	hour := time.Hour
+	h := newHarness(t, filter.Policy{
+		Server: testServer, Auth: iss.auth(),
+		Tools: map[string]filter.ToolLimits{
+			"search": {PerUser: limit(1, hour)},
+			"draft":  {PerUser: limit(5, hour)},
+		},
+	})
+	token := iss.token(t, "alice")
+	for i, step := range []struct {
+		tool   string
+		status int
+	}{
+		{"search", http.StatusOK},
+		{"search", http.StatusTooManyRequests},
+		{"unlisted", http.StatusOK},
+		{"unlisted", http.StatusOK},
+	} {
+		if w := h.post(token, call(i+1, step.tool)); w.Code != step.status {
+			t.Fatalf("step %d, %s: status %d, want %d: %s", i+1, step.tool, w.Code, step.status, w.Body)
+		}
+	}
+	for _, c := range []struct {
+		tool, outcome string
+		want          float64
+	}{
+		{"search", "allowed", 1},
+		{"search", "rejected", 1},
+		{"search", "shed", 0},
+		{"draft", "allowed", 0},
+	} {
+		if got := metricValue(t, h.reg, filter.MetricToolRequests, map[string]string{"tool": c.tool, "outcome": c.outcome}); got != c.want {
+			t.Errorf("%s %s = %v, want %v", c.tool, c.outcome, got, c.want)
+		}
+	}
+	families, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "tool" && l.GetValue() == "unlisted" {
+					t.Errorf("%s has a series for a tool no entry names", mf.GetName())
+				}
+			}
+		}
+	}
+}

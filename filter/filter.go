@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"os"
@@ -153,7 +154,7 @@ func New(policy Policy, shared *Shared) (*Filter, error) {
 		global:  clone(policy.Global),
 		perUser: clone(policy.PerUser),
 		tools:   make(map[string]*toolPolicy, len(policy.Tools)),
-		metrics: shared.metrics.forServer(namespace, name),
+		metrics: shared.metrics.forServer(namespace, name, slices.Sorted(maps.Keys(policy.Tools))),
 
 		forwardAuthorization: policy.ForwardAuthorization,
 		resourceURL:          policy.ResourceURL,
@@ -514,6 +515,7 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 	if f.hasCaps {
 		slot = slotName()
 	}
+	var tools []string // the calls' tools that tools[] names
 	for i := range in.messages {
 		m := &in.messages[i]
 		if !m.hasMethod {
@@ -527,6 +529,7 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 			cost := int64(1)
 			if entry != nil {
 				cost = entry.cost
+				tools = append(tools, string(m.name))
 			}
 			if f.global != nil {
 				demands, scopes = demand(demands, scopes, scopeGlobal, limiter.BucketID{Server: f.server}, *f.global, cost)
@@ -576,7 +579,7 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 	if len(demands) == 0 {
 		return true
 	}
-	allowed, store, shadowRefused := f.decide(w, r, in, demands, scopes)
+	allowed, store, shadowRefused := f.decide(w, r, in, demands, scopes, tools)
 	if allowed && store != nil {
 		for _, d := range demands {
 			// Of a request only shadow limits refused, no shadow slot
@@ -742,7 +745,7 @@ func addDemand(demands []limiter.Demand, scopes []scope, s scope, d limiter.Dema
 // unavailable the replica's local buckets decide, with the same limits. A
 // decision the store cannot make in time refuses the request with 503: a
 // caller's own load never lets him through.
-func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, demands []limiter.Demand, scopes []scope) (allowed bool, store limiter.Store, shadowRefused bool) {
+func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, demands []limiter.Demand, scopes []scope, tools []string) (allowed bool, store limiter.Store, shadowRefused bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), f.shared.storeTimeout)
 	start := time.Now()
 	store = f.shared.store
@@ -780,8 +783,10 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 			// Limits in shadow mode never refuse: not for want of a
 			// decision either.
 			f.shared.logger.Debug("rate-limit decision not made in time; shadow limits let the request pass", "server", f.server, "error", err)
+			m.countTools(tools, toolAllowed)
 			return true, nil, false
 		}
+		m.countTools(tools, toolShed)
 		f.shared.logger.Debug("rate-limit decision not made in time; the request is refused", "server", f.server, "error", err)
 		w.Header().Set(headerRetryAfter, "1")
 		f.refuse(w, http.StatusServiceUnavailable, reasonOverloaded, firstID(in), CodeInternalError,
@@ -793,6 +798,7 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 		for _, s := range scopes {
 			m.decisions[s][resultAllowed].Inc()
 		}
+		m.countTools(tools, toolAllowed)
 		setRateLimitFields(w.Header(), demands, scopes, decision.Buckets, mostConstrained(decision.Buckets))
 		return true, store, false
 	}
@@ -832,12 +838,14 @@ func (f *Filter) decide(w http.ResponseWriter, r *http.Request, in inspection, d
 		// Only shadow limits would have refused: counted, and the call
 		// passes; what its enforced limits took is held.
 		m.shadowRefusals.Inc()
+		m.countTools(tools, toolShadowRejected)
 		if t != nil {
 			t.shadowRefused = true
 		}
 		return true, store, true
 	}
 	m.rejected[reasonRateLimited].Inc()
+	m.countTools(tools, toolRejected)
 	noteRefusal(w, reasonRateLimited)
 	writeRateLimited(w, r, in, decision.RetryAfter, limitObject(scopes[refusing], demands[refusing].Bucket.Tool))
 	return false, nil, false

@@ -15,6 +15,12 @@ const (
 	// result: one count per bucket a tools/call request demanded from; a
 	// rejected request counts only against the buckets that refused it.
 	MetricDecisions = "toolgate_ratelimit_decisions_total"
+	// MetricToolRequests counts tools/call requests to the tools a
+	// server's policy limits by name (tools[]: a bounded set, where the
+	// names clients send are not), by namespace, server, tool and outcome:
+	// allowed, rejected, shadow_rejected (passed; only shadow limits
+	// refused) and shed (503: no decision in time). One count per request.
+	MetricToolRequests = "toolgate_ratelimit_tool_requests_total"
 	// MetricFailOpen counts tools/call requests, by namespace and server,
 	// decided by the replica's local buckets because the shared store was
 	// unavailable (fail-open: limits then hold per replica).
@@ -230,6 +236,7 @@ type metrics struct {
 	rejected      *prometheus.CounterVec
 	hidden        *prometheus.CounterVec
 	shadow        *prometheus.CounterVec
+	toolRequests  *prometheus.CounterVec
 
 	mu      sync.Mutex
 	servers map[serverLabels]bool // the servers that have series
@@ -265,12 +272,16 @@ func newMetrics(reg prometheus.Registerer, store limiter.Store) (*metrics, error
 			Name: MetricListItemsHidden,
 			Help: "Items that authorization took out of list results (tools, prompts, resources, resource templates).",
 		}, []string{"namespace", "server"}),
+		toolRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricToolRequests,
+			Help: "tools/call requests to the tools a server's policy limits by name, by outcome: allowed, rejected, shadow_rejected (passed; only shadow limits refused) or shed (no decision in time).",
+		}, []string{"namespace", "server", "tool", "outcome"}),
 		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricShadowRefusals,
 			Help: "Requests that rate limits in shadow mode would have refused; they passed.",
 		}, []string{"namespace", "server"}),
 	}
-	collectors := []prometheus.Collector{m.decisions, m.failOpen, m.storeDuration, m.rejected, m.hidden, m.shadow}
+	collectors := []prometheus.Collector{m.decisions, m.toolRequests, m.failOpen, m.storeDuration, m.rejected, m.hidden, m.shadow}
 	if a, ok := store.(availability); ok {
 		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: MetricStoreAvailable,
@@ -295,7 +306,10 @@ func newMetrics(reg prometheus.Registerer, store limiter.Store) (*metrics, error
 // serverMetrics are one server's series, looked up once when its filter is
 // built so that a request touches no label maps.
 type serverMetrics struct {
-	decisions      [numScopes][numResults]prometheus.Counter
+	decisions [numScopes][numResults]prometheus.Counter
+	// tools holds, by the name tools[] gives it, each limited tool's
+	// request counts.
+	tools          map[string]*[numToolOutcomes]prometheus.Counter
 	failOpen       prometheus.Counter
 	storeDuration  [numStoreOutcomes]prometheus.Observer
 	rejected       [numReasons]prometheus.Counter
@@ -303,7 +317,33 @@ type serverMetrics struct {
 	shadowRefusals prometheus.Counter
 }
 
-func (m *metrics) forServer(namespace, server string) *serverMetrics {
+// countTools counts a request's calls of the limited tools with outcome.
+func (sm *serverMetrics) countTools(tools []string, outcome toolOutcome) {
+	for _, tool := range tools {
+		if c := sm.tools[tool]; c != nil {
+			c[outcome].Inc()
+		}
+	}
+}
+
+// toolOutcome is how a tools/call request to a limited tool ended.
+type toolOutcome uint8
+
+const (
+	toolAllowed toolOutcome = iota
+	toolRejected
+	toolShadowRejected
+	toolShed
+	numToolOutcomes
+)
+
+var toolOutcomeNames = [numToolOutcomes]string{
+	toolAllowed: "allowed", toolRejected: "rejected", toolShadowRejected: "shadow_rejected", toolShed: "shed",
+}
+
+// forServer returns a server's series, those of the tools its policy
+// limits by name included.
+func (m *metrics) forServer(namespace, server string, tools []string) *serverMetrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.servers == nil {
@@ -318,6 +358,14 @@ func (m *metrics) forServer(namespace, server string) *serverMetrics {
 		for r := range numResults {
 			sm.decisions[s][r] = m.decisions.WithLabelValues(namespace, server, scopeNames[s], resultNames[r])
 		}
+	}
+	sm.tools = make(map[string]*[numToolOutcomes]prometheus.Counter, len(tools))
+	for _, tool := range tools {
+		var c [numToolOutcomes]prometheus.Counter
+		for o := range numToolOutcomes {
+			c[o] = m.toolRequests.WithLabelValues(namespace, server, tool, toolOutcomeNames[o])
+		}
+		sm.tools[tool] = &c
 	}
 	for o := range numStoreOutcomes {
 		sm.storeDuration[o] = m.storeDuration.WithLabelValues(namespace, server, storeOutcomeNames[o])
@@ -340,6 +388,7 @@ func (m *metrics) retain(keep map[serverLabels]bool) {
 		}
 		labels := prometheus.Labels{"namespace": s.namespace, "server": s.server}
 		m.decisions.DeletePartialMatch(labels)
+		m.toolRequests.DeletePartialMatch(labels)
 		m.failOpen.DeletePartialMatch(labels)
 		m.storeDuration.DeletePartialMatch(labels)
 		m.rejected.DeletePartialMatch(labels)
