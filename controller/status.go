@@ -51,17 +51,8 @@ func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out 
 		next.Status.Addresses = computed.Addresses
 		next.Status.Conditions = w.merge(g, g.Status.Conditions, computed.Conditions)
 		next.Status.AttachedListenerSets = computed.AttachedListenerSets
-		next.Status.Listeners = nil
-		for _, l := range computed.Listeners {
-			var old []metav1.Condition
-			for _, ol := range g.Status.Listeners {
-				if ol.Name == l.Name {
-					old = ol.Conditions
-				}
-			}
-			l.Conditions = w.merge(g, old, l.Conditions)
-			next.Status.Listeners = append(next.Status.Listeners, l)
-		}
+		next.Status.Listeners = mergeListeners(w, g, g.Status.Listeners, computed.Listeners,
+			func(l *gwv1.ListenerStatus) (gwv1.SectionName, *[]metav1.Condition) { return l.Name, &l.Conditions })
 		errs = append(errs, w.patch(ctx, g, next, g.Status, next.Status))
 	}
 	for _, set := range res.ListenerSets {
@@ -71,17 +62,10 @@ func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out 
 		}
 		next := set.DeepCopy()
 		next.Status.Conditions = w.merge(set, set.Status.Conditions, computed.Conditions)
-		next.Status.Listeners = nil
-		for _, l := range computed.Listeners {
-			var old []metav1.Condition
-			for _, ol := range set.Status.Listeners {
-				if ol.Name == l.Name {
-					old = ol.Conditions
-				}
-			}
-			l.Conditions = w.merge(set, old, l.Conditions)
-			next.Status.Listeners = append(next.Status.Listeners, l)
-		}
+		next.Status.Listeners = mergeListeners(w, set, set.Status.Listeners, computed.Listeners,
+			func(l *gwv1.ListenerEntryStatus) (gwv1.SectionName, *[]metav1.Condition) {
+				return l.Name, &l.Conditions
+			})
 		errs = append(errs, w.patch(ctx, set, next, set.Status, next.Status))
 	}
 	for _, r := range res.HTTPRoutes {
@@ -125,6 +109,25 @@ func (w *statusWriter) write(ctx context.Context, res *translate.Resources, out 
 		errs = append(errs, w.patch(ctx, m, next, m.Status, next.Status))
 	}
 	return errors.Join(errs...)
+}
+
+// mergeListeners returns the computed listener statuses (of a Gateway or a
+// ListenerSet), each with its conditions merged with those stored for the
+// listener of the same name.
+func mergeListeners[T any](w *statusWriter, obj client.Object, stored, computed []T, fields func(*T) (gwv1.SectionName, *[]metav1.Condition)) []T {
+	var out []T
+	for _, l := range computed {
+		name, conditions := fields(&l)
+		var old []metav1.Condition
+		for i := range stored {
+			if storedName, storedConditions := fields(&stored[i]); storedName == name {
+				old = *storedConditions
+			}
+		}
+		*conditions = w.merge(obj, old, *conditions)
+		out = append(out, l)
+	}
+	return out
 }
 
 // mergeOwned returns the entries of stored (route parents, policy

@@ -4,14 +4,12 @@ package main
 // metrics the binary exports, with labels those metrics have.
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -22,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
-	"github.com/toolgate/toolgate/controller/configstream"
 	"github.com/toolgate/toolgate/controller/pki"
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/promqlref"
@@ -250,47 +247,11 @@ func scrapeGatewayAndProxy(t *testing.T) exportedMetrics {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.IssueClient(gw, now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": ca.CertPEM()} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := proxyTLSDir(t, ca, gw, now)
 	ports := testproc.FreePorts(t, 2)
 	streamAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	hub := configstream.NewHub()
-	payload, err := gateway.EncodeConfig(&gateway.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub.Publish(gw, payload)
-	hub.MarkSynced()
-	serving, err := ca.IssueServer(nil, []net.IP{net.ParseIP("127.0.0.1")}, now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := configstream.NewServer(configstream.ServerOptions{
-		Hub: hub, CA: ca, Certificate: func() (*tls.Certificate, error) { return &serving, nil },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", streamAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- server.Serve(t.Context(), l) }()
-	t.Cleanup(func() {
-		if err := <-done; err != nil {
-			t.Errorf("config stream server: %v", err)
-		}
-	})
+	serveConfigStream(t, ca, gw, &gateway.Config{}, streamAddr, now)
 	proxy := testproc.Start(t, "toolgate proxy", testproc.Build(t, "github.com/toolgate/toolgate/cmd/toolgate"),
 		"proxy", "--gateway", gw.String(), "--controller", "https://"+streamAddr, "--controller-tls-dir", dir,
 		"--admin-address", admin, "--listen-address", "127.0.0.1")

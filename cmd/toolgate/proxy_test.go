@@ -99,16 +99,7 @@ func startProxyAndStream(t *testing.T, args ...string) (*streamedProxy, string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.IssueClient(gw, now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": ca.CertPEM()} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := proxyTLSDir(t, ca, gw, now)
 	ports := testproc.FreePorts(t, 3)
 	streamPort, adminPort, listenerPort := ports[0], ports[1], ports[2]
 	streamAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(streamPort))
@@ -135,6 +126,34 @@ func startProxyAndStream(t *testing.T, args ...string) (*streamedProxy, string, 
 			}}}},
 		}}}},
 	}}}
+	version := serveConfigStream(t, ca, gw, cfg, streamAddr, now)
+
+	proxy.WaitFor(t, "ready", testproc.AnswersOK(admin+"/readyz"))
+	return &streamedProxy{Process: proxy, listener: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(listenerPort))}, admin, version
+}
+
+// proxyTLSDir writes what the kubelet would mount for Gateway gw's
+// proxies: a client certificate ca issues, and ca's certificate.
+func proxyTLSDir(t *testing.T, ca *pki.CA, gw types.NamespacedName, now time.Time) string {
+	t.Helper()
+	certPEM, keyPEM, err := ca.IssueClient(gw, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": ca.CertPEM()} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// serveConfigStream serves cfg as Gateway gw's snapshot on a config
+// stream at addr, as the controller does, until the test ends, and returns
+// the snapshot's version.
+func serveConfigStream(t *testing.T, ca *pki.CA, gw types.NamespacedName, cfg *gateway.Config, addr string, now time.Time) string {
+	t.Helper()
 	payload, err := gateway.EncodeConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +171,7 @@ func startProxyAndStream(t *testing.T, args ...string) (*streamedProxy, string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", streamAddr)
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,9 +184,7 @@ func startProxyAndStream(t *testing.T, args ...string) (*streamedProxy, string, 
 			t.Errorf("config stream server: %v", err)
 		}
 	})
-
-	proxy.WaitFor(t, "ready", testproc.AnswersOK(admin+"/readyz"))
-	return &streamedProxy{Process: proxy, listener: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(listenerPort))}, admin, version
+	return version
 }
 
 func get(t *testing.T, url string) (int, string) {

@@ -43,57 +43,11 @@ type fixtureOptions struct {
 // compares the snapshot, policies and status with testdata/NAME.out.yaml.
 // Run with -update to rewrite the golden files, then read the diff.
 func TestTranslate(t *testing.T) {
-	inputs, err := filepath.Glob("testdata/*.in.yaml")
-	if err != nil || len(inputs) == 0 {
-		t.Fatalf("no fixtures: %v", err)
-	}
-	loader, err := load.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	validator, err := admission.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	inputs, loader, validator := fixtures(t)
 	for _, in := range inputs {
 		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
 		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var docs []string
-			fo := fixtureOptions{Replicas: 1}
-			for _, doc := range strings.Split(string(raw), "\n---") {
-				if strings.Contains(doc, "kind: TestOptions") {
-					if err := yaml.UnmarshalStrict([]byte(doc), &fo); err != nil {
-						t.Fatalf("TestOptions: %v", err)
-					}
-					continue
-				}
-				docs = append(docs, doc)
-			}
-			res, err := loader.Read(strings.NewReader(strings.Join(docs, "\n---")), in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
-			for _, gw := range res.Gateways {
-				dp := translate.DataPlane{Ready: !fo.DataPlaneNotReady, Message: "0 of 1 replicas available", Replicas: fo.Replicas, SharedStore: fo.SharedStore}
-				if dp.Ready {
-					dp.Message = ""
-					dp.Addresses = []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "192.0.2.10"}}
-				}
-				res.DataPlanes[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = dp
-			}
-			for class, cidrs := range fo.StaticAddressPools {
-				if res.StaticAddressPools == nil {
-					res.StaticAddressPools = map[string][]netip.Prefix{}
-				}
-				for _, c := range cidrs {
-					res.StaticAddressPools[class] = append(res.StaticAddressPools[class], netip.MustParsePrefix(c))
-				}
-			}
+			res := readFixture(t, loader, in)
 			result := translate.Translate(res, translate.Options{Admission: validator})
 			got := dump(t, result)
 			golden := strings.TrimSuffix(in, ".in.yaml") + ".out.yaml"
@@ -112,6 +66,68 @@ func TestTranslate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fixtures are the testdata/*.in.yaml files, with the loader and the
+// admission validator that read and check them.
+func fixtures(t *testing.T) ([]string, *load.Loader, *admission.Validator) {
+	t.Helper()
+	inputs, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	loader, err := load.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	validator, err := admission.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inputs, loader, validator
+}
+
+// readFixture reads the fixture in: its objects, and the data planes and
+// static address pools its TestOptions document describes.
+func readFixture(t *testing.T, loader *load.Loader, in string) *translate.Resources {
+	t.Helper()
+	raw, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []string
+	fo := fixtureOptions{Replicas: 1}
+	for _, doc := range strings.Split(string(raw), "\n---") {
+		if strings.Contains(doc, "kind: TestOptions") {
+			if err := yaml.UnmarshalStrict([]byte(doc), &fo); err != nil {
+				t.Fatalf("TestOptions: %v", err)
+			}
+			continue
+		}
+		docs = append(docs, doc)
+	}
+	res, err := loader.Read(strings.NewReader(strings.Join(docs, "\n---")), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
+	for _, gw := range res.Gateways {
+		dp := translate.DataPlane{Ready: !fo.DataPlaneNotReady, Message: "0 of 1 replicas available", Replicas: fo.Replicas, SharedStore: fo.SharedStore}
+		if dp.Ready {
+			dp.Message = ""
+			dp.Addresses = []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "192.0.2.10"}}
+		}
+		res.DataPlanes[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = dp
+	}
+	for class, cidrs := range fo.StaticAddressPools {
+		if res.StaticAddressPools == nil {
+			res.StaticAddressPools = map[string][]netip.Prefix{}
+		}
+		for _, c := range cidrs {
+			res.StaticAddressPools[class] = append(res.StaticAddressPools[class], netip.MustParsePrefix(c))
+		}
+	}
+	return res
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -253,38 +269,11 @@ func diff(want, got string) string {
 // Dependencies leave out, and expects the same outcome: what the
 // controller may leave out of its caches and ignore the events of.
 func TestOnlyDependenciesMatter(t *testing.T) {
-	inputs, err := filepath.Glob("testdata/*.in.yaml")
-	if err != nil || len(inputs) == 0 {
-		t.Fatalf("no fixtures: %v", err)
-	}
-	loader, err := load.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	validator, err := admission.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	inputs, loader, validator := fixtures(t)
 	left := 0
 	for _, in := range inputs {
 		t.Run(strings.TrimSuffix(filepath.Base(in), ".in.yaml"), func(t *testing.T) {
-			raw, err := os.ReadFile(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var docs []string
-			for _, doc := range strings.Split(string(raw), "\n---") {
-				if !strings.Contains(doc, "kind: TestOptions") {
-					docs = append(docs, doc)
-				}
-			}
-			read := func() *translate.Resources {
-				res, err := loader.Read(strings.NewReader(strings.Join(docs, "\n---")), in)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return res
-			}
+			read := func() *translate.Resources { return readFixture(t, loader, in) }
 			opts := translate.Options{Admission: validator}
 			all := translate.Translate(read(), opts)
 			deps := all.Dependencies
