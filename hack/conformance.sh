@@ -69,8 +69,11 @@ k apply --server-side --force-conflicts -k "$crds/experimental" >&2
 k wait --for=condition=Established crd --all --timeout=60s >&2
 # The first run's namespaces (gateway-conformance-*, gateway-api-*) must be
 # gone: the suite cannot create objects in a namespace being deleted.
+# (The list is read whole before it is searched: with pipefail, grep -q
+# leaving early would fail kubectl on a closed pipe, and end the wait.)
 for _ in $(seq 1 300); do
-  k get namespaces -o name | grep -q '^namespace/gateway-' || break
+  namespaces=$(k get namespaces -o name)
+  grep -q '^namespace/gateway-' <<<"$namespaces" || break
   sleep 1
 done
 run "$@"
