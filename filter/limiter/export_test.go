@@ -20,20 +20,26 @@ func (r *Redis) HoldPipeline() (giveBack func()) {
 	return func() { <-r.senders }
 }
 
-// Queued reports how many decisions and releases wait for a pipeline.
+// Queued reports how many decisions wait for a pipeline, and how many
+// slots given back Redis has not been seen to free.
 func (r *Redis) Queued() (decisions, releases int) {
-	r.releases.mu.Lock()
-	defer r.releases.mu.Unlock()
-	return len(r.calls), len(r.releases.queued)
+	r.caps.mu.Lock()
+	defer r.caps.mu.Unlock()
+	return len(r.calls), int(r.caps.unacked())
 }
 
-// DropQueuedReleases forgets the releases that wait for a pipeline, as if
-// they were lost on their way, and reports how many there were; their
-// slots stay pending.
+// DropQueuedReleases makes the releaser forget the slots given back that
+// Redis has not been seen to free, as if their releases were lost on
+// their way, and reports how many there were; decisions on their caps
+// still carry them.
 func (r *Redis) DropQueuedReleases() int {
-	r.releases.mu.Lock()
-	defer r.releases.mu.Unlock()
-	n := len(r.releases.queued)
-	r.releases.queued = nil
-	return n
+	r.caps.mu.Lock()
+	defer r.caps.mu.Unlock()
+	n := r.caps.unacked()
+	for _, gens := range r.caps.gens {
+		for _, g := range gens {
+			g.sent, g.dirtySince = g.released, time.Time{}
+		}
+	}
+	return int(n)
 }

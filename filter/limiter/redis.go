@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,7 +95,7 @@ var (
 // waiting on Redis, until the probe succeeds again. Close stops its
 // goroutines. RoundTrips counts what the store sent.
 //
-// Each bucket is one string key,
+// Each BucketID is one string key, its record,
 //
 //	<prefix>:{<server>}:<tool>:<user>
 //
@@ -105,9 +104,12 @@ var (
 // empty (<tool> for a server-wide bucket, <user> for a global one). Keys are thus
 // at most len(prefix)+71 bytes, carry no user id or tool name in clear, and
 // all keys of one server's decision share the Cluster hash tag {<server>}.
-// The value is "<fullAt>:<frac>": the Unix time in µs at which the bucket is
-// full again, plus frac/MaxTokens µs. The key expires when the bucket is full
-// again; a missing key is a full bucket.
+// The record holds the scope's bucket, the counts of its quotas' windows
+// and the slots its cap has in flight (redisscript.go), so that a quota or
+// a cap beside a bucket of the same scope costs Redis no command of its
+// own. The key expires when nothing in it counts any more (a full bucket,
+// ended windows, slots given back or past their lease); a missing key is
+// a full bucket, unused quotas and a free cap.
 type Redis struct {
 	client   redis.UniversalClient
 	prefix   string
@@ -118,7 +120,7 @@ type Redis struct {
 	stop     chan struct{}
 	senders  chan struct{} // a slot per pipeline in flight
 	closing  sync.Once
-	releases releaseQueue
+	caps     capBook
 	// roundTrips counts the round trips sent or tried: pipelines and
 	// script calls of their own.
 	roundTrips atomic.Uint64
@@ -160,7 +162,7 @@ func newRedis(client redis.UniversalClient, opts RedisOptions, now func() time.T
 		calls:    make(chan *call, max(2*pipelines*maxBatch, minQueue)),
 		stop:     make(chan struct{}),
 		senders:  make(chan struct{}, pipelines),
-		releases: releaseQueue{max: max(2*pipelines*maxBatch, minQueue)},
+		caps:     capBook{replica: newReplicaID()},
 		now:      now,
 	}
 	logger := opts.Logger
@@ -205,284 +207,10 @@ func (r *Redis) RoundTrips() uint64 { return r.roundTrips.Load() }
 // Available reports whether the store is judged able to decide.
 func (r *Redis) Available() bool { return r.health.available() }
 
-// redisTakeScript decides one Take, all or nothing, in one call.
-//
-// KEYS[i] is the key of demand i; ARGV[3i-2], ARGV[3i-1] and ARGV[3i] are its
-// MaxTokens, its RefillPeriod in µs (rounded up) and its Tokens. A quota's
-// demand gives minus its window's end (Unix µs) for the period: its key holds
-// the count used in the window, and expires when the window ends. A cap's
-// demand gives its lease in µs for the period and minus its slots for the
-// tokens, and the slot's name follows the demands' arguments: its key is a
-// sorted set of the slots held, scored by their lease's end. After the
-// slot's name, each cap's demand gives the number of slots given back
-// whose release the store has not yet seen run, then their members: they
-// are given back again first (see Release); that is written even when
-// the Take is refused. The clock
-// is the server's TIME; a test's clock may be given as one more argument,
-// the Unix time in µs (Redis.now). The reply is
-// {allowed (1 or 0), then for each demand: remaining, resetAfter µs,
-// retryAfter µs (0 when this demand's bucket held its tokens)}.
-//
-// The arithmetic is bucket.go's, in doubles: see there. Nothing is written
-// unless every demand is allowed; then each bucket is written once, with a
-// TTL of the time until it is full again.
-const redisTakeScript = `
-local n = #KEYS
--- Caps' demands give minus their slots for tokens; then the slot's name
--- follows the demands' arguments, and for each cap's demand, in order, the
--- number of slots given back that the store has not seen freed, and their
--- members.
-local pos = 3 * n + 1
-local slot
-local givenBack = {}
-for i = 1, n do
-  if tonumber(ARGV[3 * i]) < 0 then
-    if slot == nil then
-      slot = ARGV[pos]
-      pos = pos + 1
-    end
-    local k = tonumber(ARGV[pos]) or -1
-    if k < 0 then
-      return redis.error_reply('toolgate limiter: want the slots given back after the slot name')
-    end
-    givenBack[i] = {pos + 1, pos + k}
-    pos = pos + k + 1
-  end
-end
-local now
-if #ARGV == pos then
-  now = tonumber(ARGV[#ARGV])
-elseif #ARGV == pos - 1 then
-  local clock = redis.call('TIME')
-  now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-else
-  return redis.error_reply('toolgate limiter: want 3 arguments per key')
-end
-
-local function divmod(a, b)
-  local q = math.floor(a / b)
-  local r = a - q * b
-  if r < 0 then
-    q, r = q - 1, r + b
-  elseif r >= b then
-    q, r = q + 1, r - b
-  end
-  return q, r
-end
-
-local function ceildiv(a, b)
-  local q, r = divmod(a, b)
-  if r > 0 then q = q + 1 end
-  return q
-end
-
--- debt: how far a bucket is from full, in 1/capacity microseconds.
-local function debt(s, capacity, period)
-  local frac = s[2]
-  if frac >= capacity then frac = capacity - 1 end
-  local d = (s[1] - now) * capacity + frac
-  if d <= 0 then return 0 end
-  if d > capacity * period then return capacity * period end
-  return d
-end
-
-local before, after, out = {}, {}, {1}
-local used, usedBefore, ending = {}, {}, {}
-local held, heldBefore, holds = {}, {}, {}
--- shadow: the keys of shadow limits; refusedBy: 'enforced' or 'shadow'
--- once a demand of that kind is not allowed.
-local shadow, refusedBy = {}, {}
-for i = 1, n do
-  local key = KEYS[i]
-  local capacity = tonumber(ARGV[3 * i - 2])
-  local period = tonumber(ARGV[3 * i - 1])
-  local tokens = tonumber(ARGV[3 * i])
-  local kind = 'enforced'
-  if capacity < 0 then
-    capacity = -capacity
-    shadow[key] = true
-    kind = 'shadow'
-  end
-  if tokens < 0 then
-    -- A cap: a sorted set of the slots held, scored by their lease's end.
-    local want = -tokens
-    local h = held[key]
-    if h == nil then
-      for j = givenBack[i][1], givenBack[i][2] do
-        redis.call('ZREM', key, ARGV[j])
-      end
-      -- Slots past their lease count until the set looks full: only
-      -- then are they dropped, and the rest counted again.
-      h = redis.call('ZCARD', key)
-      if want > capacity - h then
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-        h = redis.call('ZCARD', key)
-      end
-      held[key], heldBefore[key] = h, h
-    end
-    if want <= capacity - h then
-      held[key] = h + want
-      holds[#holds + 1] = {key, want, period}
-      out[3 * i - 1] = capacity - h - want
-      out[3 * i] = 0
-      out[3 * i + 1] = 0
-    else
-      refusedBy[kind] = true
-      out[3 * i - 1] = math.max(capacity - h, 0)
-      out[3 * i] = 0
-      out[3 * i + 1] = 1000000
-    end
-  elseif period < 0 then
-    -- A quota: a count that holds until its window ends, at -period.
-    local u = used[key]
-    if u == nil then
-      u = tonumber(redis.call('GET', key) or '0') or 0
-      used[key], usedBefore[key] = u, u
-    end
-    ending[key] = -period
-    local left = -period - now
-    if left < 0 then left = 0 end
-    if tokens <= capacity - u then
-      used[key] = u + tokens
-      out[3 * i - 1] = capacity - u - tokens
-      out[3 * i] = left
-      out[3 * i + 1] = 0
-    else
-      refusedBy[kind] = true
-      out[3 * i - 1] = math.max(capacity - u, 0)
-      out[3 * i] = left
-      out[3 * i + 1] = math.max(left, 1)
-    end
-  else
-  local s = after[key]
-  if s == nil then
-    s = {0, 0}
-    local v = redis.call('GET', key)
-    if v then
-      local sep = string.find(v, ':', 1, true)
-      if sep then
-        s = {tonumber(string.sub(v, 1, sep - 1)) or 0, tonumber(string.sub(v, sep + 1)) or 0}
-      end
-    end
-    before[key], after[key] = s, s
-  end
-  local d = debt(s, capacity, period)
-  local empty = capacity * period
-  local taken = d + tokens * period
-  if tokens <= capacity and taken <= empty then
-    local q, r = divmod(taken, capacity)
-    after[key] = {now + q, r}
-    out[3 * i - 1] = capacity - ceildiv(taken, period)
-    out[3 * i] = ceildiv(taken, capacity)
-    out[3 * i + 1] = 0
-  else
-    refusedBy[kind] = true
-    out[3 * i - 1] = 0
-    out[3 * i] = 0
-    if tokens <= capacity then
-      out[3 * i + 1] = ceildiv(taken - empty, capacity)
-    else
-      out[3 * i + 1] = period
-    end
-  end
-  end
-end
-
-if refusedBy.enforced then
-  out[1] = 0
-elseif refusedBy.shadow then
-  out[1] = 2
-end
--- taken: whether a key's demands are taken.
-local function taken(key)
-  return out[1] == 1 or (out[1] == 2 and not shadow[key])
-end
-
-if out[1] ~= 0 then
-  for key, s in pairs(after) do
-    if taken(key) then
-      local ttl = s[1] - now
-      if s[2] > 0 then ttl = ttl + 1 end
-      redis.call('SET', key, string.format('%d:%d', s[1], s[2]), 'PX', ceildiv(ttl, 1000))
-    end
-  end
-  for key, u in pairs(used) do
-    if u ~= usedBefore[key] and taken(key) then
-      local ttl = ending[key] - now
-      if ttl < 1000 then ttl = 1000 end
-      redis.call('SET', key, string.format('%d', u), 'PX', ceildiv(ttl, 1000))
-    end
-  end
-  local count = {}
-  for _, h in ipairs(holds) do
-    local key, want, lease = h[1], h[2], h[3]
-    if taken(key) then
-      local k = count[key] or 0
-      for j = 1, want do
-        redis.call('ZADD', key, now + lease, slot .. '#' .. (k + j - 1))
-      end
-      count[key] = k + want
-      redis.call('PEXPIRE', key, ceildiv(lease, 1000))
-    end
-  end
-end
--- What was not taken is reported as it is.
-for i = 1, n do
-  if not taken(KEYS[i]) then
-    local capacity = math.abs(tonumber(ARGV[3 * i - 2]))
-    local period = tonumber(ARGV[3 * i - 1])
-    if tonumber(ARGV[3 * i]) < 0 then
-      out[3 * i - 1] = math.max(capacity - heldBefore[KEYS[i]], 0)
-    elseif period < 0 then
-      out[3 * i - 1] = math.max(capacity - usedBefore[KEYS[i]], 0)
-    else
-      local d = debt(before[KEYS[i]], capacity, period)
-      out[3 * i - 1] = capacity - ceildiv(d, period)
-      out[3 * i] = ceildiv(d, capacity)
-    end
-  end
-end
-return out
-`
-
-var takeScript = redis.NewScript(redisTakeScript)
-
-// redisPeekScript reads buckets and writes nothing: its reply is the
-// server's TIME (seconds, microseconds), then each key's value ("" when the
-// key is missing: a full bucket), or for a cap's sorted set "slots:" and
-// the slots whose lease ends after now (ARGV[1] in µs, or TIME).
-const redisPeekScript = `
-local clock = redis.call('TIME')
-local out = {clock[1], clock[2]}
-local now = tonumber(ARGV[1]) or (tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
-for i = 1, #KEYS do
-  if redis.call('TYPE', KEYS[i]).ok == 'zset' then
-    out[i + 2] = 'slots:' .. redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
-  else
-    out[i + 2] = redis.call('GET', KEYS[i]) or ''
-  end
-end
-return out
-`
-
-var peekScript = redis.NewScript(redisPeekScript)
-
-// redisReleaseScript gives back slots: ARGV[2i-1] is the name of the slots
-// KEYS[i] holds, ARGV[2i] how many it holds. One call may give back the
-// slots of several Takes of one server.
-const redisReleaseScript = `
-for i = 1, #KEYS do
-  for k = 0, tonumber(ARGV[2 * i]) - 1 do
-    redis.call('ZREM', KEYS[i], ARGV[2 * i - 1] .. '#' .. k)
-  end
-end
-return 0
-`
-
-var releaseScript = redis.NewScript(redisReleaseScript)
-
 // Peek implements Peeker with one read-only script call, outside the
-// pipelines; it answers ErrUnavailable while the store is unavailable.
+// pipelines; it answers ErrUnavailable while the store is unavailable. It
+// reports what Redis holds: a cap's slots given back count as free once
+// their release has run there.
 func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, error) {
 	if err := validate(demands); err != nil {
 		return nil, err
@@ -492,49 +220,65 @@ func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	var args []any
-	if r.now != nil {
-		args = append(args, r.now().UnixMicro())
+	keys := r.keys(demands)
+	b := appendInt(nil, r.clock())
+	hasCap := false
+	for _, d := range demands {
+		switch {
+		case d.Slot != "":
+			b = appendInt(b, argCap)
+			b = appendInt(b, 0) // no release carried
+			hasCap = true
+		case !d.Window.IsZero():
+			b = appendInt(b, argQuota)
+			b = appendInt(b, d.Window.Start.UnixMicro())
+			b = appendInt(b, d.Window.End.UnixMicro())
+		default:
+			b = appendInt(b, argBucket)
+		}
 	}
-	reply, err := r.run(ctx, peekScript, r.keys(demands), args...).Slice()
+	args := []any{string(b)}
+	if hasCap {
+		args = append(args, r.caps.replica)
+	}
+	reply, err := r.run(ctx, peekScript, keys, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("limiter: peek in redis: %w", err)
 	}
-	if len(reply) != 2+len(demands) {
+	if len(reply) != 1+2*len(demands) {
 		return nil, fmt.Errorf("limiter: peek in redis: unexpected reply %v", reply)
 	}
-	secs, _ := strconv.ParseInt(fmt.Sprint(reply[0]), 10, 64)
-	us, _ := strconv.ParseInt(fmt.Sprint(reply[1]), 10, 64)
-	now := secs*1_000_000 + us
-	if r.now != nil {
-		now = r.now().UnixMicro()
+	vals := make([]int64, len(reply))
+	for i, v := range reply {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, fmt.Errorf("limiter: peek in redis: unexpected reply %v", reply)
+		}
+		vals[i] = n
 	}
+	now := vals[0]
 	out := make([]BucketState, len(demands))
 	for i, d := range demands {
-		if d.Slot != "" {
-			v, _ := reply[2+i].(string)
-			h, _ := strconv.ParseInt(strings.TrimPrefix(v, "slots:"), 10, 64)
-			out[i] = slotState(h, d)
-			continue
+		v1, v2 := vals[1+2*i], vals[2+2*i]
+		switch {
+		case d.Slot != "":
+			out[i] = slotState(v1, d)
+		case !d.Window.IsZero():
+			out[i] = quotaState(v1, now, d)
+		default:
+			out[i] = peekState(bucket{fullAt: v1, frac: uint64(max(v2, 0))}, now, d)
 		}
-		if !d.Window.IsZero() {
-			v, _ := reply[2+i].(string)
-			u, _ := strconv.ParseInt(cmp.Or(v, "0"), 10, 64)
-			out[i] = quotaState(u, now, d)
-			continue
-		}
-		var b bucket
-		if v, _ := reply[2+i].(string); v != "" {
-			fullAt, frac, ok := strings.Cut(v, ":")
-			if !ok {
-				return nil, fmt.Errorf("limiter: peek in redis: bucket value %q", v)
-			}
-			b.fullAt, _ = strconv.ParseInt(fullAt, 10, 64)
-			b.frac, _ = strconv.ParseUint(frac, 10, 64)
-		}
-		out[i] = peekState(b, now, d)
 	}
 	return out, nil
+}
+
+// clock is the time the scripts decide by: 0 for the server's TIME, or
+// the test's clock in Unix µs.
+func (r *Redis) clock() int64 {
+	if r.now != nil {
+		return r.now().UnixMicro()
+	}
+	return 0
 }
 
 // Take implements Store with one EVALSHA (EVAL when Redis lost the script),
@@ -556,15 +300,18 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 		return Decision{}, fmt.Errorf("limiter: take from redis: %w", err)
 	}
 	keys := r.keys(demands)
-	c := &call{demands: demands, keys: keys, args: r.scriptArgs(demands, keys), done: make(chan struct{})}
+	c := &call{demands: demands, keys: keys, done: make(chan struct{})}
+	c.args = r.scriptArgs(c)
 	select {
 	case <-r.stop:
+		r.caps.failed(c.carried)
 		return Decision{}, ErrClosed
 	default:
 	}
 	select {
 	case r.calls <- c:
 	default:
+		r.caps.failed(c.carried)
 		return Decision{}, ErrBusy
 	}
 	// The caller waits for its answer, and while its decision is still
@@ -589,6 +336,7 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 			<-r.senders
 		case <-ctx.Done():
 			if c.state.CompareAndSwap(callQueued, callAbandoned) {
+				r.caps.failed(c.carried)
 				return Decision{}, fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
 			}
 			// Sent: Redis may take the tokens, so the answer is worth
@@ -600,39 +348,44 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 	}
 }
 
-// scriptArgs are redisTakeScript's arguments for demands.
-func (r *Redis) scriptArgs(demands []Demand, keys []string) []any {
-	args := make([]any, 0, 3*len(demands)+1)
-	slot := ""
-	for i, d := range demands {
-		if d.Slot != "" {
-			args = append(args, capacityArg(d.Limit), int64(micros(d.Limit.RefillPeriod)), -d.Tokens)
-			slot = d.Slot
-			continue
-		}
-		if !d.Window.IsZero() {
-			args = append(args, capacityArg(d.Limit), -d.Window.End.UnixMicro(), d.Tokens)
-			continue
-		}
-		if i > 0 && d.Limit == demands[i-1].Limit && demands[i-1].Window.IsZero() && demands[i-1].Slot == "" {
-			// Boxing an int64 allocates: share the previous demand's.
-			args = append(args, args[3*i-3], args[3*i-2], d.Tokens)
-			continue
-		}
-		args = append(args, capacityArg(d.Limit), int64(micros(d.Limit.RefillPeriod)), d.Tokens)
-	}
-	if slot != "" {
-		args = append(args, slot)
-		for i, d := range demands {
-			if d.Slot != "" {
-				args = r.pendingOf(args, keys[i])
-			}
+// scriptArgs are redisTakeScript's arguments for c's demands. A cap's
+// demand carries the releases of its key that Redis has not been seen to
+// apply; c remembers them, to learn from its answer that they were.
+func (r *Redis) scriptArgs(c *call) []any {
+	b := make([]byte, 0, 10+len(c.demands)*24)
+	b = appendInt(b, r.clock())
+	hasCap := false
+	for i, d := range c.demands {
+		b = appendInt(b, kindArg(d))
+		b = appendInt(b, capacityArg(d.Limit))
+		b = appendInt(b, d.Tokens)
+		switch {
+		case d.Slot != "":
+			b = appendInt(b, int64(micros(d.Limit.RefillPeriod)))
+			b = r.caps.appendCarried(b, c.keys[i], &c.carried)
+			hasCap = true
+		case !d.Window.IsZero():
+			b = appendInt(b, d.Window.Start.UnixMicro())
+			b = appendInt(b, d.Window.End.UnixMicro())
+		default:
+			b = appendInt(b, int64(micros(d.Limit.RefillPeriod)))
 		}
 	}
-	if r.now != nil {
-		args = append(args, r.now().UnixMicro())
+	if hasCap {
+		return []any{string(b), r.caps.replica}
 	}
-	return args
+	return []any{string(b)}
+}
+
+// kindArg is a demand's kind as the scripts read it.
+func kindArg(d Demand) int64 {
+	switch {
+	case d.Slot != "":
+		return argCap
+	case !d.Window.IsZero():
+		return argQuota
+	}
+	return argBucket
 }
 
 // capacityArg is a limit's MaxTokens as redisTakeScript reads it: negative
@@ -644,16 +397,23 @@ func capacityArg(l Limit) int64 {
 	return l.MaxTokens
 }
 
-// decision reads redisTakeScript's reply to demands.
-func decision(reply any, demands []Demand) (Decision, error) {
+// decision reads redisTakeScript's reply to demands, and the start of the
+// generation each cap's demand took its slots in (0 when it took none).
+func decision(reply any, demands []Demand) (Decision, []int64, error) {
 	n := len(demands)
+	caps := 0
+	for _, d := range demands {
+		if d.Slot != "" {
+			caps++
+		}
+	}
 	vals, ok := reply.([]any)
-	if !ok || len(vals) != 1+3*n {
-		return Decision{}, fmt.Errorf("limiter: take from redis: unexpected reply %v", reply)
+	if !ok || len(vals) != 1+3*n+caps {
+		return Decision{}, nil, fmt.Errorf("limiter: take from redis: unexpected reply %v", reply)
 	}
 	for _, v := range vals {
 		if _, ok := v.(int64); !ok {
-			return Decision{}, fmt.Errorf("limiter: take from redis: unexpected reply %v", reply)
+			return Decision{}, nil, fmt.Errorf("limiter: take from redis: unexpected reply %v", reply)
 		}
 	}
 	dec := Decision{Buckets: make([]BucketState, n)}
@@ -678,9 +438,13 @@ func decision(reply any, demands []Demand) (Decision, error) {
 		want = 2
 	}
 	if vals[0].(int64) != want {
-		return Decision{}, fmt.Errorf("limiter: take from redis: reply %v: outcome %d disagrees with the demands' states", reply, vals[0])
+		return Decision{}, nil, fmt.Errorf("limiter: take from redis: reply %v: outcome %d disagrees with the demands' states", reply, vals[0])
 	}
-	return dec, nil
+	var gens []int64
+	for _, v := range vals[1+3*n:] {
+		gens = append(gens, v.(int64))
+	}
+	return dec, gens, nil
 }
 
 // hashChars is the length of a hashed key part: 16 bytes in base64url.
@@ -736,14 +500,6 @@ func (r *Redis) keys(demands []Demand) []string {
 			size -= hashChars - 1
 		}
 		keys[i], all = all[:size], all[size:]
-		switch {
-		case d.Slot != "":
-			keys[i] += ":c" // a cap's slots: a key of its own
-		case !d.Window.IsZero():
-			// A quota's count in one window: a key of its own, which the
-			// next window does not read.
-			keys[i] += ":q" + strconv.FormatInt(d.Window.Start.UnixMicro(), 10)
-		}
 	}
 	return keys
 }

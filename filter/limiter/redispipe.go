@@ -19,6 +19,8 @@ type call struct {
 	keys    []string
 	args    []any
 	state   atomic.Int32
+	// carried holds the releases its arguments carry (see capBook).
+	carried []carried
 
 	done     chan struct{} // closed once decision and err are set
 	decision Decision
@@ -51,7 +53,7 @@ func (r *Redis) sendQueued() {
 		break
 	}
 	// Even when no decision is queued: the releaser sends releases so.
-	r.send(batch)
+	r.send(batch, releaseLinger)
 }
 
 // drain answers the decisions left in the queue at Close.
@@ -60,6 +62,7 @@ func (r *Redis) drain() {
 		select {
 		case c := <-r.calls:
 			if c.state.CompareAndSwap(callQueued, callSent) {
+				r.caps.failed(c.carried)
 				c.finish(Decision{}, ErrClosed)
 			}
 		default:
@@ -68,12 +71,12 @@ func (r *Redis) drain() {
 	}
 }
 
-// send decides a batch, and gives back the slots of the releases queued,
-// in one round trip (two when Redis lost a script), and records the
-// outcome in the store's health. The releases go first; no order between
-// pipelines is needed (see Release).
-func (r *Redis) send(batch []*call) {
-	rels := r.takeReleases()
+// send decides a batch, and sends the releases no decision carried that
+// have waited minAge, in one round trip (two when Redis lost a script),
+// and records the outcome in the store's health. The releases go first; no
+// order between pipelines is needed (see Release).
+func (r *Redis) send(batch []*call, minAge time.Duration) {
+	rels := r.takeReleases(minAge)
 	// Decisions whose callers gave up while they were queued are not
 	// sent: they took nothing.
 	live := batch[:0]
@@ -123,16 +126,14 @@ func (r *Redis) send(batch []*call) {
 	} else {
 		r.health.succeeded()
 	}
-	// A failed release needs no answer: its slots stay pending until
-	// their lease frees them.
-	var done []*release
+	// A failed release is carried again, by the next decision on its cap
+	// or by the releaser.
 	for i, rel := range rels {
 		if err := cmds[i].Err(); err == nil || errors.Is(err, redis.Nil) {
-			done = append(done, rel)
+			r.caps.acked(rel.carried)
+		} else {
+			r.caps.failed(rel.carried)
 		}
-	}
-	if len(done) > 0 {
-		r.answered(done)
 	}
 	for i, c := range live {
 		r.answer(c, cmds[len(rels)+i])
@@ -150,9 +151,9 @@ func (r *Redis) exec(ctx context.Context, rels []*release, calls []*call, eval b
 	_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, rel := range rels {
 			if eval {
-				cmds[i] = p.Eval(ctx, redisReleaseScript, rel.keys, rel.args...)
+				cmds[i] = p.Eval(ctx, redisReleaseScript, rel.keys, string(rel.args), r.caps.replica)
 			} else {
-				cmds[i] = p.EvalSha(ctx, releaseScript.Hash(), rel.keys, rel.args...)
+				cmds[i] = p.EvalSha(ctx, releaseScript.Hash(), rel.keys, string(rel.args), r.caps.replica)
 			}
 		}
 		for i, c := range calls {
@@ -183,6 +184,7 @@ func (r *Redis) run(ctx context.Context, script *redis.Script, keys []string, ar
 func (r *Redis) answer(c *call, cmd *redis.Cmd) {
 	reply, err := cmd.Result()
 	if err != nil {
+		r.caps.failed(c.carried)
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no answer within %s: %w", r.timeout, err)
 		}
@@ -192,8 +194,16 @@ func (r *Redis) answer(c *call, cmd *redis.Cmd) {
 		c.finish(Decision{}, fmt.Errorf("limiter: take from redis: %w", err))
 		return
 	}
-	dec, err := decision(reply, c.demands)
-	c.finish(dec, err)
+	dec, gens, err := decision(reply, c.demands)
+	if err != nil {
+		// Redis ran the script: what it carried was applied.
+		r.caps.acked(c.carried)
+		c.finish(Decision{}, err)
+		return
+	}
+	r.caps.acked(c.carried)
+	r.caps.hold(c.demands, c.keys, gens)
+	c.finish(dec, nil)
 }
 
 // probeBucket is the bucket the health probe decides on: a server name no
@@ -208,10 +218,11 @@ var probeDemand = []Demand{{
 // a Redis that answers PING but cannot run or write (a replica, OOM, a lost
 // script it cannot reload) is not taken for a working one.
 func (r *Redis) probe(ctx context.Context) error {
-	reply, err := r.run(ctx, takeScript, r.keys(probeDemand), r.scriptArgs(probeDemand, nil)...).Result()
+	c := &call{demands: probeDemand, keys: r.keys(probeDemand)}
+	reply, err := r.run(ctx, takeScript, c.keys, r.scriptArgs(c)...).Result()
 	if err != nil {
 		return err
 	}
-	_, err = decision(reply, probeDemand)
+	_, _, err = decision(reply, probeDemand)
 	return err
 }

@@ -2,6 +2,8 @@ package limiter
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,210 +13,384 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// releaseLinger is how long a queued release waits for a decision to
-// carry it before the releaser sends it: while decisions flow, releases
-// cost no round trip of their own, and wake no goroutine each (waking the
-// releaser for every release, only for it to find that a decision had
-// carried it, cost several percent of a decision's time). Its slot is held
-// that much longer only when no decision of this store comes along
-// meanwhile, which is no time at all next to a call's length.
+// releaseLinger is how long a slot given back waits for a decision on its
+// cap to carry its release before the releaser sends it on its own: while
+// decisions on a cap flow, its releases cost Redis no command, and wake no
+// goroutine each. Its slot is held that much longer only when no decision
+// on its cap comes along meanwhile, which is no time at all next to a
+// call's length.
 const releaseLinger = time.Millisecond
 
-// release is one Release on its way to Redis: redisReleaseScript's keys
-// and arguments for one server's slots, and the members it gives back per
-// key (for pending).
-type release struct {
-	server  string
-	keys    []string
-	args    []any
-	members [][]string
-}
+// capBook is what a Redis store knows of the caps' slots it holds: which
+// Take holds which slots in which generation (see redisscript.go), and per
+// generation how many slots this replica has given back in all. Releases
+// are those totals: a script applies the highest it is told, so that a
+// release carried twice, or late, or by two round trips at once, counts
+// once, and one that was lost is carried again by the next.
+type capBook struct {
+	// replica names this store's generations in Redis: random, so that a
+	// replica that restarts does not give back its former slots.
+	replica string
 
-// pendingSlot is a slot given back whose release Redis has not yet been
-// seen to run: every Take of its cap carries it (see scriptArgs), until its
-// release is answered or its lease has ended anyway.
-type pendingSlot struct {
-	member string
-	until  time.Time
-}
-
-// releaseQueue holds the releases waiting for a pipeline, and the slots
-// given back that Redis may not have freed yet.
-type releaseQueue struct {
-	mu     sync.Mutex
-	queued []*release // oldest first
-	oldest time.Time  // when queued[0] was queued
-	max    int        // past it, Release sends on its own
-	// pending holds, by cap key, the slots given back whose release is
-	// not yet answered.
-	pending map[string][]pendingSlot
-	// closed is set by Close: from then on Release sends on its own.
-	closed bool
+	mu sync.Mutex
+	// holds holds the slots of allowed Takes, by slot name, until they
+	// are given back.
+	holds map[string][]holding
+	// gens holds, by key then start, the generations of this replica
+	// that hold slots or whose releases Redis has not been seen to apply.
+	gens      map[string]map[int64]*generation
+	lastPrune time.Time
 	// linger wakes the releaser; it is made, and the releaser started, by
-	// the first queued release: a store that never releases runs no
-	// goroutine.
+	// the first release: a store that never releases runs no goroutine.
 	linger *time.Timer
-	// armed is set while linger runs. Whenever releases are queued, it is
-	// armed or the releaser is looking at them.
+	// armed is set while linger runs. Whenever a generation has releases
+	// no round trip carries, it is armed or the releaser is looking.
 	armed   bool
 	running sync.WaitGroup // the releaser goroutine
+	// closed is set by Close: from then on Release sends on its own.
+	closed bool
 }
 
-// Release implements Releaser without waiting for Redis: it queues the
-// release and returns. The release rides in the next pipeline that leaves,
-// with the releases of the same server in one script call, and when no
-// decision comes along to carry it within a millisecond (releaseLinger),
-// the store's releaser goroutine sends it as soon as a pipeline is free. A
-// release that fails counts in the store's health like any failed round
-// trip, and its slots are freed by their lease; so are they, without a
-// try, while the store is unavailable.
-//
-// A Take of this store that starts after Release returned sees the slots
-// free, in whatever pipeline and on whatever connection each travels: until
-// the release is answered, the store remembers the slots given back, and
-// every Take of their cap gives them back again first, in its own script
-// call (see scriptArgs). Pipelines thus never wait for one another. Another
-// replica sees them free once the release has run.
-//
-// Only when the queue is full (more releases than the decisions Take may
-// queue), or after Close, does Release send on its own, in one script call
-// it waits for, and return that call's error.
-func (r *Redis) Release(ctx context.Context, demands []Demand) error {
-	var caps []Demand
-	for _, d := range demands {
-		if d.Slot != "" {
-			caps = append(caps, d)
-		}
-	}
-	if len(caps) == 0 {
-		return nil
-	}
-	if !r.health.available() {
-		return nil // left to the lease, as the store cannot be reached
-	}
-	rel := &release{server: caps[0].Bucket.Server, keys: r.keys(caps), args: make([]any, 0, 2*len(caps)), members: make([][]string, len(caps))}
-	for i, d := range caps {
-		rel.args = append(rel.args, d.Slot, d.Tokens)
-		for k := range d.Tokens {
-			rel.members[i] = append(rel.members[i], slotMember(d.Slot, k))
-		}
-	}
-	if r.queueRelease(rel, caps) {
-		return nil
-	}
-	return r.releaseNow(ctx, rel)
+// holding is the slots one Take holds on one cap.
+type holding struct {
+	bucket BucketID
+	key    string
+	gen    int64
+	slots  int64
 }
 
-// queueRelease queues rel for the next pipeline, remembers its slots as
-// pending, and arms the releaser's timer unless it runs; it reports false
-// when the queue is full or the store closed.
-func (r *Redis) queueRelease(rel *release, caps []Demand) bool {
-	q := &r.releases
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closed || len(q.queued) >= q.max {
-		return false
-	}
-	now := time.Now()
-	if len(q.queued) == 0 {
-		q.oldest = now
-	}
-	q.queued = append(q.queued, rel)
-	if q.pending == nil {
-		q.pending = map[string][]pendingSlot{}
-	}
-	for i, key := range rel.keys {
-		for _, m := range rel.members[i] {
-			q.pending[key] = append(q.pending[key], pendingSlot{member: m, until: now.Add(caps[i].Limit.RefillPeriod)})
-		}
-	}
-	switch {
-	case q.linger == nil:
-		q.linger, q.armed = time.NewTimer(releaseLinger), true
-		q.running.Add(1)
-		go r.releaser(q.linger.C)
-	case !q.armed:
-		q.linger.Reset(releaseLinger)
-		q.armed = true
-	}
-	return true
+// generation is this replica's account of one of its generations in
+// Redis.
+type generation struct {
+	server string        // its key's server: releases of one server share a script call
+	lease  time.Duration // the longest lease of its slots
+	last   time.Time     // when it last took a slot, on this replica's clock
+	// released counts the slots given back in all; sent, the most that a
+	// round trip not known to have failed carried; acked, the most Redis
+	// is known to have applied.
+	released, sent, acked int64
+	// dirtySince is when released last rose above sent.
+	dirtySince time.Time
 }
 
-// pendingOf appends to args, for a Take's cap key, the number of its slots
-// given back whose release is not yet answered, then their members; it
-// forgets those whose lease has ended.
-func (r *Redis) pendingOf(args []any, key string) []any {
-	q := &r.releases
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	slots := q.pending[key]
-	live := slots[:0]
-	now := time.Now()
-	for _, p := range slots {
-		if p.until.After(now) {
-			live = append(live, p)
+// carried is a generation's total of releases as one round trip carries
+// it.
+type carried struct {
+	g     *generation
+	total int64
+}
+
+// newReplicaID returns a random id for a store's generations.
+func newReplicaID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// appendCarried appends to a script's arguments the releases of key's
+// generations that Redis has not been seen to apply: their count, then
+// (start, total) pairs. The round trip will apply them: they are marked
+// sent, and added to into so that its answer can acknowledge them.
+func (b *capBook) appendCarried(args []byte, key string, into *[]carried) []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	gens := b.gens[key]
+	k := 0
+	for _, g := range gens {
+		if g.released > g.acked {
+			k++
 		}
 	}
-	switch {
-	case len(live) == 0:
-		delete(q.pending, key)
-	case len(live) < len(slots):
-		clear(slots[len(live):])
-		q.pending[key] = live
-	}
-	args = append(args, int64(len(live)))
-	for _, p := range live {
-		args = append(args, p.member)
+	args = appendInt(args, int64(k))
+	for start, g := range gens {
+		if g.released <= g.acked {
+			continue
+		}
+		args = appendInt(args, start)
+		args = appendInt(args, g.released)
+		g.sent, g.dirtySince = max(g.sent, g.released), time.Time{}
+		*into = append(*into, carried{g: g, total: g.released})
 	}
 	return args
 }
 
-// answered forgets the pending slots of releases Redis has run.
-func (r *Redis) answered(rels []*release) {
-	q := &r.releases
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, rel := range rels {
-		for i, key := range rel.keys {
-			slots := q.pending[key]
-			for _, m := range rel.members[i] {
-				slots = slices.DeleteFunc(slots, func(p pendingSlot) bool { return p.member == m })
-			}
-			if len(slots) == 0 {
-				delete(q.pending, key)
-			} else {
-				q.pending[key] = slots
-			}
+// hold records the slots an allowed Take took: gens holds, for each cap's
+// demand in order, the start of the generation its slots went to (0 when
+// none).
+func (b *capBook) hold(demands []Demand, keys []string, gens []int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	j := 0
+	for i, d := range demands {
+		if d.Slot == "" {
+			continue
+		}
+		start := gens[j]
+		j++
+		if start == 0 {
+			continue
+		}
+		if b.gens == nil {
+			b.gens, b.holds = map[string]map[int64]*generation{}, map[string][]holding{}
+		}
+		byStart := b.gens[keys[i]]
+		if byStart == nil {
+			byStart = map[int64]*generation{}
+			b.gens[keys[i]] = byStart
+		}
+		g := byStart[start]
+		if g == nil {
+			g = &generation{server: d.Bucket.Server}
+			byStart[start] = g
+		}
+		g.lease, g.last = max(g.lease, d.Limit.RefillPeriod), now
+		b.holds[d.Slot] = append(b.holds[d.Slot], holding{bucket: d.Bucket, key: keys[i], gen: start, slots: d.Tokens})
+	}
+}
+
+// acked records that Redis applied what a round trip carried.
+func (b *capBook) acked(cs []carried) {
+	if len(cs) == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range cs {
+		c.g.acked = max(c.g.acked, c.total)
+	}
+}
+
+// failed records that a round trip that carried releases failed, or never
+// left: what it carried is sent again, by the next decision on its cap or
+// by the releaser.
+func (b *capBook) failed(cs []carried) {
+	if len(cs) == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	for _, c := range cs {
+		g := c.g
+		if g.sent > g.acked {
+			g.sent = g.acked
+		}
+		if g.released > g.sent && g.dirtySince.IsZero() {
+			g.dirtySince = now
 		}
 	}
 }
 
-// releaseNow sends rel on its own and waits for it, for at most Timeout,
+// unacked counts the slots given back that Redis has not been seen to
+// free. The caller holds b.mu.
+func (b *capBook) unacked() int64 {
+	var n int64
+	for _, gens := range b.gens {
+		for _, g := range gens {
+			n += g.released - g.acked
+		}
+	}
+	return n
+}
+
+// prune forgets, at most once a second, the generations whose slots Redis
+// has surely dropped (their leases ended: a generation takes slots for
+// half a lease, each held for a lease) and the holdings in them. The
+// caller holds b.mu.
+func (b *capBook) prune(now time.Time) {
+	if now.Sub(b.lastPrune) < time.Second {
+		return
+	}
+	b.lastPrune = now
+	for key, gens := range b.gens {
+		for start, g := range gens {
+			if now.Sub(g.last) > 2*g.lease {
+				delete(gens, start)
+			}
+		}
+		if len(gens) == 0 {
+			delete(b.gens, key)
+		}
+	}
+	for slot, hs := range b.holds {
+		hs = slices.DeleteFunc(hs, func(h holding) bool { return b.gens[h.key][h.gen] == nil })
+		if len(hs) == 0 {
+			delete(b.holds, slot)
+		} else {
+			b.holds[slot] = hs
+		}
+	}
+}
+
+// Release implements Releaser without waiting for Redis: it counts the
+// slots given back in their generations and returns. The next decision on
+// the same cap carries the release (see redisTakeScript), at no cost of
+// its own; when none comes along within a millisecond (releaseLinger), the
+// store's releaser goroutine sends it as soon as a pipeline is free, with
+// the releases of the same server in one script call. A release that fails
+// counts in the store's health like any failed round trip, and is sent
+// again; while the store is unavailable it waits.
+//
+// A Take of this store that starts after Release returned sees the slots
+// free, in whatever pipeline and on whatever connection each travels:
+// every decision on a cap carries the releases of its generations that
+// Redis has not been seen to apply. Another replica sees them free once
+// one of those round trips has run. Slots that no Take of this store
+// holds (refused, or given back already) are ignored.
+//
+// After Close, Release sends on its own, in one script call it waits for,
+// and returns that call's error.
+func (r *Redis) Release(ctx context.Context, demands []Demand) error {
+	b := &r.caps
+	b.mu.Lock()
+	now := time.Now()
+	released := false
+	for _, d := range demands {
+		if d.Slot == "" {
+			continue
+		}
+		hs := b.holds[d.Slot]
+		for i := 0; i < len(hs); {
+			h := hs[i]
+			if h.bucket != d.Bucket {
+				i++
+				continue
+			}
+			hs = slices.Delete(hs, i, i+1)
+			g := b.gens[h.key][h.gen]
+			if g == nil {
+				continue // its lease ended long ago
+			}
+			if g.released <= g.sent || g.dirtySince.IsZero() {
+				g.dirtySince = now
+			}
+			g.released += h.slots
+			released = true
+		}
+		if len(hs) == 0 {
+			delete(b.holds, d.Slot)
+		} else {
+			b.holds[d.Slot] = hs
+		}
+	}
+	b.prune(now)
+	closed := b.closed
+	if released && !closed {
+		r.armReleaser()
+	}
+	b.mu.Unlock()
+	if released && closed {
+		return r.releaseNow(ctx)
+	}
+	return nil
+}
+
+// armReleaser starts the releaser's timer unless it runs, and the releaser
+// with the first release. The caller holds r.caps.mu.
+func (r *Redis) armReleaser() {
+	b := &r.caps
+	switch {
+	case b.linger == nil:
+		b.linger, b.armed = time.NewTimer(releaseLinger), true
+		b.running.Add(1)
+		go r.releaser(b.linger.C)
+	case !b.armed:
+		b.linger.Reset(releaseLinger)
+		b.armed = true
+	}
+}
+
+// release is one script call of redisReleaseScript: the releases of one
+// server's caps.
+type release struct {
+	server  string
+	keys    []string
+	args    []byte
+	carried []carried
+}
+
+// takeReleases returns the releases no round trip carries that have
+// waited at least minAge, a script call per server (their keys share a
+// Cluster hash slot), and marks them sent.
+func (r *Redis) takeReleases(minAge time.Duration) []*release {
+	b := &r.caps
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	var rels []*release
+	for key, gens := range b.gens {
+		var rel *release
+		for _, g := range gens {
+			if g.released > g.sent && now.Sub(g.dirtySince) >= minAge {
+				i := slices.IndexFunc(rels, func(rel *release) bool { return rel.server == g.server })
+				if i < 0 {
+					rels = append(rels, &release{server: g.server, args: appendInt(nil, r.clock())})
+					i = len(rels) - 1
+				}
+				rel = rels[i]
+				break
+			}
+		}
+		if rel == nil {
+			continue
+		}
+		rel.keys = append(rel.keys, key)
+		k := 0
+		for _, g := range gens {
+			if g.released > g.acked {
+				k++
+			}
+		}
+		rel.args = appendInt(rel.args, int64(k))
+		for start, g := range gens {
+			if g.released <= g.acked {
+				continue
+			}
+			rel.args = appendInt(rel.args, start)
+			rel.args = appendInt(rel.args, g.released)
+			g.sent = max(g.sent, g.released)
+			g.dirtySince = time.Time{}
+			rel.carried = append(rel.carried, carried{g: g, total: g.released})
+		}
+	}
+	return rels
+}
+
+// releaseNow sends the releases no round trip carries, each server's in
+// one script call of its own, and waits for them for at most Timeout,
 // even when ctx ends sooner: a release is worth finishing, and a caller
 // that gave up is no sign of a failing Redis.
-func (r *Redis) releaseNow(ctx context.Context, rel *release) error {
+func (r *Redis) releaseNow(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 	defer cancel()
-	if err := r.run(ctx, releaseScript, rel.keys, rel.args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
-		r.health.failed(err)
+	var errs []error
+	for _, rel := range r.takeReleases(0) {
+		if err := r.run(ctx, releaseScript, rel.keys, string(rel.args), r.caps.replica).Err(); err != nil && !errors.Is(err, redis.Nil) {
+			r.health.failed(err)
+			r.caps.failed(rel.carried)
+			errs = append(errs, err)
+			continue
+		}
+		r.health.succeeded()
+		r.caps.acked(rel.carried)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("limiter: release in redis: %w", err)
 	}
-	r.health.succeeded()
-	r.answered([]*release{rel})
 	return nil
 }
 
 // releaser sends the releases no decision carried. Each time its timer
-// fires, it looks at the queue: when the oldest release has waited
-// releaseLinger, it waits for a free pipeline as a caller of Take does and
-// sends what is queued, decisions included; when releases are younger, it
-// sleeps until the oldest has waited that long; when decisions carried
-// them all, it sleeps until queueRelease arms the timer again. There is
-// one per store, started by the first queued release and stopped by
-// Close; while releases flow with decisions it wakes about once a
-// releaseLinger, not once a release.
+// fires, it looks at them: when the oldest has waited releaseLinger, it
+// waits for a free pipeline as a caller of Take does and sends them,
+// decisions queued included; when they are younger, it sleeps until the
+// oldest has waited that long; when decisions carried them all, it sleeps
+// until a release arms the timer again. There is one per store, started
+// by the first release and stopped by Close; while releases flow with
+// decisions it wakes about once a releaseLinger, not once a release.
 func (r *Redis) releaser(fired <-chan time.Time) {
-	defer r.releases.running.Done()
+	defer r.caps.running.Done()
 	for {
 		select {
 		case <-r.stop:
@@ -233,78 +409,71 @@ func (r *Redis) releaser(fired <-chan time.Time) {
 	}
 }
 
-// lingerOrDisarm reports whether the releaser may sleep: the queue is
-// empty (the timer is then disarmed) or its oldest release has waited less
-// than releaseLinger (the timer is then armed for the rest). It reports
-// false when the queued releases are to be sent now.
+// unavailableRetry is how often the releaser looks again at releases it
+// holds while the store is unavailable.
+const unavailableRetry = 100 * releaseLinger
+
+// lingerOrDisarm reports whether the releaser may sleep: no release waits
+// (the timer is then disarmed), the oldest has waited less than
+// releaseLinger, or the store is unavailable (the timer is then armed for
+// the rest). It reports false when releases are to be sent now.
 func (r *Redis) lingerOrDisarm() bool {
-	q := &r.releases
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.queued) == 0 {
-		q.armed = false
+	b := &r.caps
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var oldest time.Time
+	for _, gens := range b.gens {
+		for _, g := range gens {
+			if g.released > g.sent && (oldest.IsZero() || g.dirtySince.Before(oldest)) {
+				oldest = g.dirtySince
+			}
+		}
+	}
+	if oldest.IsZero() {
+		b.armed = false
 		return true
 	}
-	if wait := releaseLinger - time.Since(q.oldest); wait > 0 {
-		q.linger.Reset(wait)
-		q.armed = true
+	if !r.health.available() {
+		b.linger.Reset(unavailableRetry)
+		b.armed = true
+		return true
+	}
+	if wait := releaseLinger - time.Since(oldest); wait > 0 {
+		b.linger.Reset(wait)
+		b.armed = true
 		return true
 	}
 	return false
-}
-
-// takeReleases hands every queued release to the pipeline about to leave,
-// grouped by server: one script call gives back the slots of one server's
-// releases (their keys share a Cluster hash slot).
-func (r *Redis) takeReleases() []*release {
-	q := &r.releases
-	q.mu.Lock()
-	rels := q.queued
-	q.queued = nil
-	q.mu.Unlock()
-	if len(rels) < 2 {
-		return rels
-	}
-	var groups []*release
-	at := map[string]int{}
-	for _, rel := range rels {
-		i, ok := at[rel.server]
-		if !ok {
-			at[rel.server] = len(groups)
-			groups = append(groups, &release{server: rel.server})
-			i = len(groups) - 1
-		}
-		g := groups[i]
-		g.keys = append(g.keys, rel.keys...)
-		g.args = append(g.args, rel.args...)
-		g.members = append(g.members, rel.members...)
-	}
-	return groups
 }
 
 // stopReleaser makes Release send on its own from now on, and waits for
 // the releaser to end (Close has closed r.stop). The releaser's pipeline
 // in flight, if any, ends within its Timeout.
 func (r *Redis) stopReleaser() {
-	q := &r.releases
-	q.mu.Lock()
-	q.closed = true
-	if q.linger != nil {
-		q.linger.Stop()
+	b := &r.caps
+	b.mu.Lock()
+	b.closed = true
+	if b.linger != nil {
+		b.linger.Stop()
 	}
-	q.mu.Unlock()
-	q.running.Wait()
+	b.mu.Unlock()
+	b.running.Wait()
 }
 
-// flushReleases sends the releases still queued at Close in one pipeline
-// of its own, without waiting for a pipeline slot; while the store is
-// unavailable it drops them, and their lease frees the slots.
+// flushReleases sends the releases no round trip carried, at Close, in
+// one pipeline of its own, without waiting for a pipeline slot; while the
+// store is unavailable it does not try. Releases that could not be sent
+// are given up: their lease frees the slots.
 func (r *Redis) flushReleases() {
-	if !r.health.available() {
-		r.releases.mu.Lock()
-		r.releases.queued = nil
-		r.releases.mu.Unlock()
-		return
+	if r.health.available() {
+		r.send(nil, 0)
 	}
-	r.send(nil)
+	b := &r.caps
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, gens := range b.gens {
+		for _, g := range gens {
+			g.sent, g.acked, g.dirtySince = g.released, g.released, time.Time{}
+		}
+	}
 }

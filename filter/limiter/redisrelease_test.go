@@ -357,30 +357,43 @@ func TestRedisRoundTrips(t *testing.T) {
 	}
 }
 
-// A release that finds the queue full is sent at once, and waited for.
-func TestRedisReleaseSentAtOnceWhenTheQueueIsFull(t *testing.T) {
-	s, _ := releaseStore(t, sharedRedis.Addr(), limiter.RedisOptions{Pipelines: 1, MaxBatch: 1})
-	d := capOf("dave", "held", 1)
-	if !takeSlot(t, s, d) {
-		t.Fatal("take refused")
+// Decisions carry the releases of their cap that Redis has not been seen
+// to apply, so one release may reach Redis many times: it frees its slot
+// once. Here two decisions wait behind a busy pipeline, each carrying the
+// one release before them: one slot is free, and only one of them gets it.
+func TestRedisReleaseCarriedTwiceFreesOneSlot(t *testing.T) {
+	s, _ := releaseStore(t, sharedRedis.Addr(), limiter.RedisOptions{Pipelines: 1, Timeout: time.Second})
+	held := []limiter.Demand{capOf("grace", "a", 2), capOf("grace", "b", 2)}
+	for _, d := range held {
+		if !takeSlot(t, s, d) {
+			t.Fatalf("%+v refused", d)
+		}
 	}
-	giveBack := s.HoldPipeline()
-	defer giveBack()
-	// The least queue: room for 1024 releases.
-	for i := range 1024 {
-		release(t, s, capOf("dave", fmt.Sprintf("never-taken-%d", i), 1))
+	giveBack := s.HoldPipeline() // the only one
+	release(t, s, held[0])
+	allowed := make(chan bool, 2)
+	for _, slot := range []string{"c", "d"} {
+		go func() { allowed <- takeSlot(t, s, capOf("grace", slot, 2)) }()
 	}
-	if _, releases := s.Queued(); releases != 1024 {
-		t.Fatalf("%d releases queued, want 1024", releases)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		if decisions, releases := s.Queued(); decisions == 2 && releases == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the takes did not queue")
+		}
 	}
-	release(t, s, d)
-	states, err := s.Peek(context.Background(), []limiter.Demand{d})
-	if err != nil {
-		t.Fatal(err)
+	giveBack()
+	if got := btoi(<-allowed) + btoi(<-allowed); got != 1 {
+		t.Errorf("%d of two takes were allowed after one slot was given back, want 1", got)
 	}
-	if !states[0].Allowed {
-		t.Errorf("while every pipeline is busy and the queue full, a release was not sent at once: %+v", states[0])
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
 	}
+	return 0
 }
 
 // A release while Redis is down is no error to its caller: it fails later,
@@ -488,5 +501,41 @@ func TestRedisCloseWithReleasesQueued(t *testing.T) {
 				waitAllFree(t, s, held[0]) // Peek works after Close: it is one script call
 			}
 		})
+	}
+}
+
+// A slot never given back (its replica died) is freed with its
+// generation: at least a lease after it was taken, and at most a lease and
+// a half, as the slots a replica takes within half a lease share one
+// generation, held until the last of their leases ends.
+func TestRedisSlotsNeverGivenBackAreFreedWithinALeaseAndAHalf(t *testing.T) {
+	c := newFakeClock()
+	client := newClient(t, sharedRedis.Addr())
+	died := limiter.NewRedisWithClock(client, limiter.RedisOptions{Prefix: newPrefix()}, c.Now)
+	t.Cleanup(func() { _ = died.Close() })
+	slot := func(name string) limiter.Demand {
+		return limiter.Demand{Bucket: carol, Limit: limiter.Limit{MaxTokens: 2, RefillPeriod: time.Minute}, Tokens: 1, Slot: name}
+	}
+	start := c.Now()
+	wantAllowed(t, take(t, died, slot("a")), true)
+	c.Advance(29 * time.Second)
+	wantAllowed(t, take(t, died, slot("b")), true) // a's generation: its lease now ends at 89s
+	for _, step := range []struct {
+		at   time.Duration
+		free int64
+	}{
+		{59 * time.Second, 0},
+		{60 * time.Second, 0}, // a's own lease has ended; its generation's has not
+		{88 * time.Second, 0},
+		{89 * time.Second, 2},
+	} {
+		c.Advance(start.Add(step.at).Sub(c.Now()))
+		states, err := died.Peek(context.Background(), []limiter.Demand{slot("peek")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if states[0].Remaining != step.free {
+			t.Errorf("%s after a was taken: %d slots free, want %d", step.at, states[0].Remaining, step.free)
+		}
 	}
 }

@@ -1,0 +1,393 @@
+package limiter
+
+import (
+	"encoding/binary"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Redis store's scripts. Each key is one scope's record (see Redis): a
+// bucket, the counts of its quotas' windows, and the in-flight slots of its
+// cap, kept by replica and generation. A record is a MessagePack sequence
+// of numbers and strings:
+//
+//	2, fullAt, frac, nq, nq × (start, end, used), then per generation: replica, start, taken, released, leaseEnd
+//
+// 2 is the format. fullAt and frac are the bucket's (bucket.go; 0, 0 for a
+// full bucket). A quota's window is [start, end) in Unix µs and used its
+// count there. A generation holds the slots one replica (a store's random
+// id) took from its start until half a lease later: taken counts them,
+// released those the replica gave back, and the slots still held count
+// until leaseEnd, the latest lease's end among them. A slot that is never
+// given back (its replica died) is thus freed at least a lease and at most
+// a lease and a half after it was taken. A record keeps only what still
+// counts (a bucket not yet full, a window not yet ended with a count, a
+// generation whose slots are not all given back and whose lease has not
+// ended), and expires when the last of it would.
+//
+// Each script's ARGV[1] is a MessagePack sequence of integers (appendArgs):
+// the clock, in Unix µs (0: the server's TIME), then what each script
+// says; ARGV[2] is the store's replica id where caps are involved.
+
+// luaCommon decodes the arguments and the clock, and defines the
+// arithmetic and the records' loading and saving.
+const luaCommon = `
+local a = {cmsgpack.unpack(ARGV[1])}
+local now = a[1]
+if now == 0 then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+end
+local rid = ARGV[2]
+
+local function divmod(x, y)
+  local q = math.floor(x / y)
+  local r = x - q * y
+  if r < 0 then
+    q, r = q - 1, r + y
+  elseif r >= y then
+    q, r = q + 1, r - y
+  end
+  return q, r
+end
+
+local function ceildiv(x, y)
+  local q, r = divmod(x, y)
+  if r > 0 then q = q + 1 end
+  return q
+end
+
+-- load returns a key's record as a table of its values; a missing key, or
+-- one in another format, is an empty record.
+local function load(key)
+  local v = redis.call('GET', key)
+  local t
+  if v then t = {cmsgpack.unpack(v)} end
+  if t == nil or t[1] ~= 2 then t = {2, 0, 0, 0} end
+  return t
+end
+
+-- held counts the slots a record's generations hold at now; those of
+-- this replica are first given back as the carried releases say: from
+-- a[from], k pairs of (generation start, slots released in all). It
+-- reports whether the record changed.
+local function held(t, from, k)
+  local h, changed = 0, false
+  for j = 5 + 3 * t[4], #t, 5 do
+    if t[j + 4] > now then
+      if t[j] == rid then
+        for c = from, from + 2 * k - 2, 2 do
+          if t[j + 1] == a[c] and a[c + 1] > t[j + 3] then
+            t[j + 3] = math.min(a[c + 1], t[j + 2])
+            changed = true
+          end
+        end
+      end
+      h = h + t[j + 2] - t[j + 3]
+    end
+  end
+  return h, changed
+end
+
+-- save writes a record without what no longer counts, to expire when the
+-- last of the rest would; an empty record is deleted.
+local function save(key, t)
+  local keep, dead = 0, false
+  if t[2] > now or (t[2] == now and t[3] > 0) then
+    keep = t[2]
+    if t[3] > 0 then keep = keep + 1 end
+  elseif t[2] ~= 0 then
+    dead = true
+  end
+  for j = 5, 4 + 3 * t[4], 3 do
+    if t[j + 1] <= now or t[j + 2] <= 0 then
+      dead = true
+    elseif t[j + 1] > keep then
+      keep = t[j + 1]
+    end
+  end
+  for j = 5 + 3 * t[4], #t, 5 do
+    if t[j + 4] <= now or t[j + 2] <= t[j + 3] then
+      dead = true
+    elseif t[j + 4] > keep then
+      keep = t[j + 4]
+    end
+  end
+  if keep <= now then
+    redis.call('DEL', key)
+    return
+  end
+  if dead then
+    local s, m = {2, 0, 0, 0}, 4
+    if t[2] > now or (t[2] == now and t[3] > 0) then s[2], s[3] = t[2], t[3] end
+    for j = 5, 4 + 3 * t[4], 3 do
+      if t[j + 1] > now and t[j + 2] > 0 then
+        s[m + 1], s[m + 2], s[m + 3] = t[j], t[j + 1], t[j + 2]
+        m = m + 3
+        s[4] = s[4] + 1
+      end
+    end
+    for j = 5 + 3 * t[4], #t, 5 do
+      if t[j + 4] > now and t[j + 2] > t[j + 3] then
+        s[m + 1], s[m + 2], s[m + 3], s[m + 4], s[m + 5] = t[j], t[j + 1], t[j + 2], t[j + 3], t[j + 4]
+        m = m + 5
+      end
+    end
+    t = s
+  end
+  redis.call('SET', key, cmsgpack.pack(unpack(t)), 'PX', ceildiv(keep - now, 1000))
+end
+`
+
+// redisTakeScript decides one Take, all or nothing, in one call.
+//
+// KEYS[i] is demand i's record. After the clock, ARGV[1] holds per demand
+// its kind, its MaxTokens (minus for a shadow limit) and its Tokens, then
+// for a bucket (1) its RefillPeriod in µs (rounded up); for a quota (2) its
+// window's start and end; for a cap (3) its lease in µs and the releases
+// the store carries for its key: a count k, then k pairs of (generation
+// start, slots of this replica given back in all), which are applied first
+// and written even when the Take is refused (see Release). The reply is
+// {outcome (1 all taken, 0 nothing taken, 2 only the enforced demands
+// taken), then for each demand: remaining, resetAfter µs, retryAfter µs (0
+// when this demand held its tokens), then for each cap's demand in order
+// the start of the generation its slots went to (0 when not taken)}.
+//
+// The arithmetic is bucket.go's, in doubles: see there. A record is written
+// once, when a demand on it is taken or a carried release changed it.
+const redisTakeScript = luaCommon + `
+local n = #KEYS
+local recs = {}
+local out = {1}
+local kinds, shadows, args, plan1, plan2, plan3, plan4 = {}, {}, {}, {}, {}, {}, {}
+local refused, shadowRefused = false, false
+local p = 2
+for i = 1, n do
+  args[i] = p
+  local key = KEYS[i]
+  local rec = recs[key]
+  if rec == nil then
+    rec = {t = load(key)}
+    recs[key] = rec
+  end
+  local t = rec.t
+  local kind, capacity, tokens = a[p], a[p + 1], a[p + 2]
+  local shadow = capacity < 0
+  if shadow then capacity = -capacity end
+  kinds[i], shadows[i] = kind, shadow
+  local ok
+  local o = 3 * i - 1
+  if kind == 1 then
+    local period = a[p + 3]
+    p = p + 4
+    local fullAt, frac = rec.fullAt or t[2], rec.frac or t[3]
+    if frac >= capacity then frac = capacity - 1 end
+    local empty = capacity * period
+    local d = (fullAt - now) * capacity + frac
+    if d < 0 then d = 0 elseif d > empty then d = empty end
+    local taken = d + tokens * period
+    ok = tokens <= capacity and taken <= empty
+    if ok then
+      local q, r = divmod(taken, capacity)
+      rec.fullAt, rec.frac = now + q, r
+      plan1[i], plan2[i] = now + q, r
+      out[o], out[o + 1], out[o + 2] = capacity - ceildiv(taken, period), ceildiv(taken, capacity), 0
+    elseif tokens <= capacity then
+      out[o], out[o + 1], out[o + 2] = 0, 0, ceildiv(taken - empty, capacity)
+    else
+      out[o], out[o + 1], out[o + 2] = 0, 0, period
+    end
+  elseif kind == 2 then
+    local start, ending = a[p + 3], a[p + 4]
+    p = p + 5
+    local at = 0
+    for j = 5, 4 + 3 * t[4], 3 do
+      if t[j] == start and t[j + 1] == ending then at = j end
+    end
+    local id = at
+    if at == 0 then id = start .. ':' .. ending end
+    local u = rec[id]
+    if u == nil then
+      u = 0
+      if at > 0 then u = t[at + 2] end
+    end
+    local left = ending - now
+    if left < 0 then left = 0 end
+    plan1[i] = at
+    ok = tokens <= capacity - u
+    if ok then
+      rec[id] = u + tokens
+      plan2[i], plan3[i], plan4[i] = u + tokens, start, ending
+      out[o], out[o + 1], out[o + 2] = capacity - u - tokens, left, 0
+    else
+      out[o], out[o + 1], out[o + 2] = math.max(capacity - u, 0), left, math.max(left, 1)
+    end
+  else
+    local lease, k = a[p + 3], a[p + 4]
+    local h = rec.held
+    if h == nil then
+      local changed
+      h, changed = held(t, p + 5, k)
+      rec.held0 = h
+      if changed then rec.changed = true end
+    end
+    p = p + 5 + 2 * k
+    ok = tokens <= capacity - h
+    if ok then
+      rec.held = h + tokens
+      plan1[i], plan2[i] = tokens, lease
+      out[o], out[o + 1], out[o + 2] = capacity - h - tokens, 0, 0
+    else
+      rec.held = h
+      out[o], out[o + 1], out[o + 2] = math.max(capacity - h, 0), 0, 1000000
+    end
+  end
+  if not ok then
+    if shadow then shadowRefused = true else refused = true end
+  end
+end
+if refused then out[1] = 0 elseif shadowRefused then out[1] = 2 end
+-- What is not taken is reported as it is.
+for i = 1, n do
+  if not (out[1] == 1 or (out[1] == 2 and not shadows[i])) then
+    local rec = recs[KEYS[i]]
+    local t = rec.t
+    local at, o = args[i], 3 * i - 1
+    local capacity = math.abs(a[at + 1])
+    if kinds[i] == 1 then
+      local period = a[at + 3]
+      local frac = t[3]
+      if frac >= capacity then frac = capacity - 1 end
+      local d = (t[2] - now) * capacity + frac
+      if d < 0 then d = 0 elseif d > capacity * period then d = capacity * period end
+      out[o], out[o + 1] = capacity - ceildiv(d, period), ceildiv(d, capacity)
+    elseif kinds[i] == 2 then
+      local u = 0
+      if plan1[i] > 0 then u = t[plan1[i] + 2] end
+      out[o] = math.max(capacity - u, 0)
+    else
+      out[o] = math.max(capacity - rec.held0, 0)
+    end
+  end
+end
+local m = 3 * n + 1
+for i = 1, n do
+  local rec = recs[KEYS[i]]
+  local t = rec.t
+  local kind = kinds[i]
+  if kind == 3 then
+    m = m + 1
+    out[m] = 0
+  end
+  if out[1] == 1 or (out[1] == 2 and not shadows[i]) then
+    rec.changed = true
+    if kind == 1 then
+      t[2], t[3] = plan1[i], plan2[i]
+    elseif kind == 2 then
+      local at = plan1[i]
+      if at == 0 then
+        -- A window the record does not hold yet: another demand of this
+        -- call may have added it.
+        for j = 5, 4 + 3 * t[4], 3 do
+          if t[j] == plan3[i] and t[j + 1] == plan4[i] then at = j end
+        end
+      end
+      if at == 0 then
+        at = 5 + 3 * t[4]
+        table.insert(t, at, 0)
+        table.insert(t, at, plan4[i])
+        table.insert(t, at, plan3[i])
+        t[4] = t[4] + 1
+      end
+      t[at + 2] = plan2[i]
+    else
+      local at = 0
+      for j = 5 + 3 * t[4], #t, 5 do
+        if t[j] == rid and t[j + 4] > now and (at == 0 or t[j + 1] > t[at + 1]) then at = j end
+      end
+      local lease = plan2[i]
+      if at == 0 or 2 * (now - t[at + 1]) >= lease then
+        at = #t + 1
+        t[at], t[at + 1], t[at + 2], t[at + 3], t[at + 4] = rid, now, 0, 0, 0
+      end
+      t[at + 2] = t[at + 2] + plan1[i]
+      if now + lease > t[at + 4] then t[at + 4] = now + lease end
+      out[m] = t[at + 1]
+    end
+  end
+end
+for key, rec in pairs(recs) do
+  if rec.changed then save(key, rec.t) end
+end
+return out
+`
+
+// redisPeekScript reads records and writes nothing. After the clock,
+// ARGV[1] holds per demand its kind, then for a quota (2) its window's
+// start and end, for a cap (3) a count of releases carried, 0 (ARGV[2] is
+// then the store's replica id, unused). The reply is the
+// clock (Unix µs), then two numbers per demand: a bucket's fullAt and frac;
+// a quota's count in the window, 0; a cap's slots held, 0.
+const redisPeekScript = luaCommon + `
+local out = {now}
+local p = 2
+for i = 1, #KEYS do
+  local t = load(KEYS[i])
+  local kind = a[p]
+  if kind == 1 then
+    out[2 * i], out[2 * i + 1] = t[2], t[3]
+    p = p + 1
+  elseif kind == 2 then
+    local u = 0
+    for j = 5, 4 + 3 * t[4], 3 do
+      if t[j] == a[p + 1] and t[j + 1] == a[p + 2] then u = t[j + 2] end
+    end
+    out[2 * i], out[2 * i + 1] = u, 0
+    p = p + 3
+  else
+    local k = a[p + 1]
+    out[2 * i], out[2 * i + 1] = held(t, p + 2, k), 0
+    p = p + 2 + 2 * k
+  end
+end
+return out
+`
+
+// redisReleaseScript gives back slots: after the clock, ARGV[1] holds per
+// key the releases the store carries for it, as redisTakeScript takes
+// them. One call may give back the slots of several caps of one server.
+const redisReleaseScript = luaCommon + `
+local p = 2
+for i = 1, #KEYS do
+  local k = a[p]
+  local t = load(KEYS[i])
+  local _, changed = held(t, p + 1, k)
+  if changed then save(KEYS[i], t) end
+  p = p + 1 + 2 * k
+end
+return 0
+`
+
+var (
+	takeScript    = redis.NewScript(redisTakeScript)
+	peekScript    = redis.NewScript(redisPeekScript)
+	releaseScript = redis.NewScript(redisReleaseScript)
+)
+
+// Kinds of demand in the scripts' arguments.
+const (
+	argBucket = 1
+	argQuota  = 2
+	argCap    = 3
+)
+
+// appendInt appends v to a MessagePack sequence, in its shortest form
+// among fixint and int64.
+func appendInt(b []byte, v int64) []byte {
+	if v >= -32 && v <= 127 {
+		return append(b, byte(v)) //nolint:gosec // fixint: the byte is v in two's complement
+	}
+	b = append(b, 0xd3)
+	return binary.BigEndian.AppendUint64(b, uint64(v)) //nolint:gosec // int64: big-endian two's complement
+
+}
