@@ -222,13 +222,12 @@ func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, erro
 	defer cancel()
 	keys := r.keys(demands)
 	b := appendInt(nil, r.clock())
-	hasCap := false
+	b = appendInt(b, r.caps.replica)
 	for _, d := range demands {
 		switch {
 		case d.Slot != "":
 			b = appendInt(b, argCap)
 			b = appendInt(b, 0) // no release carried
-			hasCap = true
 		case !d.Window.IsZero():
 			b = appendInt(b, argQuota)
 			b = appendInt(b, d.Window.Start.UnixMicro())
@@ -237,11 +236,7 @@ func (r *Redis) Peek(ctx context.Context, demands []Demand) ([]BucketState, erro
 			b = appendInt(b, argBucket)
 		}
 	}
-	args := []any{string(b)}
-	if hasCap {
-		args = append(args, r.caps.replica)
-	}
-	reply, err := r.run(ctx, peekScript, keys, args...).Slice()
+	reply, err := r.run(ctx, peekScript, keys, string(b)).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("limiter: peek in redis: %w", err)
 	}
@@ -354,7 +349,7 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 func (r *Redis) scriptArgs(c *call) []any {
 	b := make([]byte, 0, 10+len(c.demands)*24)
 	b = appendInt(b, r.clock())
-	hasCap := false
+	b = appendInt(b, r.caps.replica)
 	for i, d := range c.demands {
 		b = appendInt(b, kindArg(d))
 		b = appendInt(b, capacityArg(d.Limit))
@@ -363,16 +358,12 @@ func (r *Redis) scriptArgs(c *call) []any {
 		case d.Slot != "":
 			b = appendInt(b, int64(micros(d.Limit.RefillPeriod)))
 			b = r.caps.appendCarried(b, c.keys[i], &c.carried)
-			hasCap = true
 		case !d.Window.IsZero():
 			b = appendInt(b, d.Window.Start.UnixMicro())
 			b = appendInt(b, d.Window.End.UnixMicro())
 		default:
 			b = appendInt(b, int64(micros(d.Limit.RefillPeriod)))
 		}
-	}
-	if hasCap {
-		return []any{string(b), r.caps.replica}
 	}
 	return []any{string(b)}
 }

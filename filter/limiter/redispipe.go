@@ -151,9 +151,9 @@ func (r *Redis) exec(ctx context.Context, rels []*release, calls []*call, eval b
 	_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, rel := range rels {
 			if eval {
-				cmds[i] = p.Eval(ctx, redisReleaseScript, rel.keys, string(rel.args), r.caps.replica)
+				cmds[i] = p.Eval(ctx, redisReleaseScript, rel.keys, string(rel.args))
 			} else {
-				cmds[i] = p.EvalSha(ctx, releaseScript.Hash(), rel.keys, string(rel.args), r.caps.replica)
+				cmds[i] = p.EvalSha(ctx, releaseScript.Hash(), rel.keys, string(rel.args))
 			}
 		}
 		for i, c := range calls {

@@ -3,7 +3,7 @@ package limiter
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -30,7 +30,7 @@ const releaseLinger = time.Millisecond
 type capBook struct {
 	// replica names this store's generations in Redis: random, so that a
 	// replica that restarts does not give back its former slots.
-	replica string
+	replica int64
 
 	mu sync.Mutex
 	// holds holds the slots of allowed Takes, by slot name, until they
@@ -80,11 +80,12 @@ type carried struct {
 	total int64
 }
 
-// newReplicaID returns a random id for a store's generations.
-func newReplicaID() string {
-	var b [12]byte
+// newReplicaID returns a random id for a store's generations, in
+// [1, 2^52): exact in the scripts' doubles.
+func newReplicaID() int64 {
+	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	return int64(binary.BigEndian.Uint64(b[:])>>12) | 1 //nolint:gosec // 52 bits
 }
 
 // appendCarried appends to a script's arguments the releases of key's
@@ -325,7 +326,7 @@ func (r *Redis) takeReleases(minAge time.Duration) []*release {
 			if g.released > g.sent && now.Sub(g.dirtySince) >= minAge {
 				i := slices.IndexFunc(rels, func(rel *release) bool { return rel.server == g.server })
 				if i < 0 {
-					rels = append(rels, &release{server: g.server, args: appendInt(nil, r.clock())})
+					rels = append(rels, &release{server: g.server, args: appendInt(appendInt(nil, r.clock()), b.replica)})
 					i = len(rels) - 1
 				}
 				rel = rels[i]
@@ -366,7 +367,7 @@ func (r *Redis) releaseNow(ctx context.Context) error {
 	defer cancel()
 	var errs []error
 	for _, rel := range r.takeReleases(0) {
-		if err := r.run(ctx, releaseScript, rel.keys, string(rel.args), r.caps.replica).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		if err := r.run(ctx, releaseScript, rel.keys, string(rel.args)).Err(); err != nil && !errors.Is(err, redis.Nil) {
 			r.health.failed(err)
 			r.caps.failed(rel.carried)
 			errs = append(errs, err)

@@ -25,9 +25,9 @@ import (
 // generation whose slots are not all given back and whose lease has not
 // ended), and expires when the last of it would.
 //
-// Each script's ARGV[1] is a MessagePack sequence of integers (appendArgs):
-// the clock, in Unix µs (0: the server's TIME), then what each script
-// says; ARGV[2] is the store's replica id where caps are involved.
+// Each script's one argument is a MessagePack sequence of integers
+// (appendInt): the clock, in Unix µs (0: the server's TIME), the store's
+// replica id, then what each script says.
 
 // luaCommon decodes the arguments and the clock, and defines the
 // arithmetic and the records' loading and saving.
@@ -38,7 +38,7 @@ if now == 0 then
   local clock = redis.call('TIME')
   now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 end
-local rid = ARGV[2]
+local rid = a[2]
 
 local function divmod(x, y)
   local q = math.floor(x / y)
@@ -141,7 +141,8 @@ end
 
 // redisTakeScript decides one Take, all or nothing, in one call.
 //
-// KEYS[i] is demand i's record. After the clock, ARGV[1] holds per demand
+// KEYS[i] is demand i's record. After the clock and the replica, ARGV[1]
+// holds per demand
 // its kind, its MaxTokens (minus for a shadow limit) and its Tokens, then
 // for a bucket (1) its RefillPeriod in µs (rounded up); for a quota (2) its
 // window's start and end; for a cap (3) its lease in µs and the releases
@@ -157,30 +158,34 @@ end
 // once, when a demand on it is taken or a carried release changed it.
 const redisTakeScript = luaCommon + `
 local n = #KEYS
+-- recs[key] is the key's record; its hash part keeps what this call has
+-- decided on it so far: f and r (the bucket), h (the cap's slots held),
+-- h0 (held before), c (changed), and the quotas' counts (see below).
 local recs = {}
+-- pl[3i-2] is where demand i's arguments start in a; pl[3i-1] and pl[3i]
+-- what it takes when taken: a bucket's fullAt and frac, a quota's place
+-- in the record (0: new) and count.
+local pl = {}
 local out = {1}
-local kinds, shadows, args, plan1, plan2, plan3, plan4 = {}, {}, {}, {}, {}, {}, {}
 local refused, shadowRefused = false, false
-local p = 2
+local p = 3
 for i = 1, n do
-  args[i] = p
   local key = KEYS[i]
-  local rec = recs[key]
-  if rec == nil then
-    rec = {t = load(key)}
-    recs[key] = rec
+  local t = recs[key]
+  if t == nil then
+    t = load(key)
+    recs[key] = t
   end
-  local t = rec.t
   local kind, capacity, tokens = a[p], a[p + 1], a[p + 2]
   local shadow = capacity < 0
   if shadow then capacity = -capacity end
-  kinds[i], shadows[i] = kind, shadow
+  pl[3 * i - 2] = p
   local ok
   local o = 3 * i - 1
   if kind == 1 then
     local period = a[p + 3]
     p = p + 4
-    local fullAt, frac = rec.fullAt or t[2], rec.frac or t[3]
+    local fullAt, frac = t.f or t[2], t.r or t[3]
     if frac >= capacity then frac = capacity - 1 end
     local empty = capacity * period
     local d = (fullAt - now) * capacity + frac
@@ -189,8 +194,8 @@ for i = 1, n do
     ok = tokens <= capacity and taken <= empty
     if ok then
       local q, r = divmod(taken, capacity)
-      rec.fullAt, rec.frac = now + q, r
-      plan1[i], plan2[i] = now + q, r
+      t.f, t.r = now + q, r
+      pl[3 * i - 1], pl[3 * i] = now + q, r
       out[o], out[o + 1], out[o + 2] = capacity - ceildiv(taken, period), ceildiv(taken, capacity), 0
     elseif tokens <= capacity then
       out[o], out[o + 1], out[o + 2] = 0, 0, ceildiv(taken - empty, capacity)
@@ -204,41 +209,42 @@ for i = 1, n do
     for j = 5, 4 + 3 * t[4], 3 do
       if t[j] == start and t[j + 1] == ending then at = j end
     end
-    local id = at
-    if at == 0 then id = start .. ':' .. ending end
-    local u = rec[id]
+    -- Its count so far in this call: by its place, or for a window the
+    -- record does not hold yet, by its bounds.
+    local id = -at
+    if at == 0 then id = string.format('%d:%d', start, ending) end
+    local u = t[id]
     if u == nil then
       u = 0
       if at > 0 then u = t[at + 2] end
     end
     local left = ending - now
     if left < 0 then left = 0 end
-    plan1[i] = at
+    pl[3 * i - 1] = at
     ok = tokens <= capacity - u
     if ok then
-      rec[id] = u + tokens
-      plan2[i], plan3[i], plan4[i] = u + tokens, start, ending
+      t[id] = u + tokens
+      pl[3 * i] = u + tokens
       out[o], out[o + 1], out[o + 2] = capacity - u - tokens, left, 0
     else
       out[o], out[o + 1], out[o + 2] = math.max(capacity - u, 0), left, math.max(left, 1)
     end
   else
-    local lease, k = a[p + 3], a[p + 4]
-    local h = rec.held
+    local k = a[p + 4]
+    local h = t.h
     if h == nil then
       local changed
       h, changed = held(t, p + 5, k)
-      rec.held0 = h
-      if changed then rec.changed = true end
+      t.h0 = h
+      if changed then t.c = true end
     end
     p = p + 5 + 2 * k
     ok = tokens <= capacity - h
     if ok then
-      rec.held = h + tokens
-      plan1[i], plan2[i] = tokens, lease
+      t.h = h + tokens
       out[o], out[o + 1], out[o + 2] = capacity - h - tokens, 0, 0
     else
-      rec.held = h
+      t.h = h
       out[o], out[o + 1], out[o + 2] = math.max(capacity - h, 0), 0, 1000000
     end
   end
@@ -247,90 +253,95 @@ for i = 1, n do
   end
 end
 if refused then out[1] = 0 elseif shadowRefused then out[1] = 2 end
--- What is not taken is reported as it is.
-for i = 1, n do
-  if not (out[1] == 1 or (out[1] == 2 and not shadows[i])) then
-    local rec = recs[KEYS[i]]
-    local t = rec.t
-    local at, o = args[i], 3 * i - 1
-    local capacity = math.abs(a[at + 1])
-    if kinds[i] == 1 then
-      local period = a[at + 3]
-      local frac = t[3]
-      if frac >= capacity then frac = capacity - 1 end
-      local d = (t[2] - now) * capacity + frac
-      if d < 0 then d = 0 elseif d > capacity * period then d = capacity * period end
-      out[o], out[o + 1] = capacity - ceildiv(d, period), ceildiv(d, capacity)
-    elseif kinds[i] == 2 then
-      local u = 0
-      if plan1[i] > 0 then u = t[plan1[i] + 2] end
-      out[o] = math.max(capacity - u, 0)
-    else
-      out[o] = math.max(capacity - rec.held0, 0)
+-- taken reports whether demand i is taken.
+local function taken(i)
+  return out[1] == 1 or (out[1] == 2 and a[pl[3 * i - 2] + 1] > 0)
+end
+if out[1] ~= 1 then
+  -- What is not taken is reported as it is.
+  for i = 1, n do
+    if not taken(i) then
+      local t = recs[KEYS[i]]
+      local q, o = pl[3 * i - 2], 3 * i - 1
+      local kind, capacity = a[q], math.abs(a[q + 1])
+      if kind == 1 then
+        local period = a[q + 3]
+        local frac = t[3]
+        if frac >= capacity then frac = capacity - 1 end
+        local d = (t[2] - now) * capacity + frac
+        if d < 0 then d = 0 elseif d > capacity * period then d = capacity * period end
+        out[o], out[o + 1] = capacity - ceildiv(d, period), ceildiv(d, capacity)
+      elseif kind == 2 then
+        local u = 0
+        if pl[3 * i - 1] > 0 then u = t[pl[3 * i - 1] + 2] end
+        out[o] = math.max(capacity - u, 0)
+      else
+        out[o] = math.max(capacity - t.h0, 0)
+      end
     end
   end
 end
 local m = 3 * n + 1
 for i = 1, n do
-  local rec = recs[KEYS[i]]
-  local t = rec.t
-  local kind = kinds[i]
+  local t = recs[KEYS[i]]
+  local q = pl[3 * i - 2]
+  local kind = a[q]
   if kind == 3 then
     m = m + 1
     out[m] = 0
   end
-  if out[1] == 1 or (out[1] == 2 and not shadows[i]) then
-    rec.changed = true
+  if out[1] ~= 0 and taken(i) then
+    t.c = true
     if kind == 1 then
-      t[2], t[3] = plan1[i], plan2[i]
+      t[2], t[3] = pl[3 * i - 1], pl[3 * i]
     elseif kind == 2 then
-      local at = plan1[i]
+      local at, start, ending = pl[3 * i - 1], a[q + 3], a[q + 4]
       if at == 0 then
         -- A window the record does not hold yet: another demand of this
         -- call may have added it.
         for j = 5, 4 + 3 * t[4], 3 do
-          if t[j] == plan3[i] and t[j + 1] == plan4[i] then at = j end
+          if t[j] == start and t[j + 1] == ending then at = j end
         end
       end
       if at == 0 then
         at = 5 + 3 * t[4]
         table.insert(t, at, 0)
-        table.insert(t, at, plan4[i])
-        table.insert(t, at, plan3[i])
+        table.insert(t, at, ending)
+        table.insert(t, at, start)
         t[4] = t[4] + 1
       end
-      t[at + 2] = plan2[i]
+      t[at + 2] = pl[3 * i]
     else
+      local lease = a[q + 3]
       local at = 0
       for j = 5 + 3 * t[4], #t, 5 do
         if t[j] == rid and t[j + 4] > now and (at == 0 or t[j + 1] > t[at + 1]) then at = j end
       end
-      local lease = plan2[i]
       if at == 0 or 2 * (now - t[at + 1]) >= lease then
         at = #t + 1
         t[at], t[at + 1], t[at + 2], t[at + 3], t[at + 4] = rid, now, 0, 0, 0
       end
-      t[at + 2] = t[at + 2] + plan1[i]
+      t[at + 2] = t[at + 2] + a[q + 2]
       if now + lease > t[at + 4] then t[at + 4] = now + lease end
       out[m] = t[at + 1]
     end
   end
 end
-for key, rec in pairs(recs) do
-  if rec.changed then save(key, rec.t) end
+for key, t in pairs(recs) do
+  if t.c then save(key, t) end
 end
 return out
 `
 
-// redisPeekScript reads records and writes nothing. After the clock,
-// ARGV[1] holds per demand its kind, then for a quota (2) its window's
-// start and end, for a cap (3) a count of releases carried, 0 (ARGV[2] is
-// then the store's replica id, unused). The reply is the
+// redisPeekScript reads records and writes nothing. After the clock and
+// the replica, ARGV[1] holds per demand its kind, then for a quota (2) its window's
+// start and end, for a cap (3) a count of releases carried, 0. The reply
+// is the
 // clock (Unix µs), then two numbers per demand: a bucket's fullAt and frac;
 // a quota's count in the window, 0; a cap's slots held, 0.
 const redisPeekScript = luaCommon + `
 local out = {now}
-local p = 2
+local p = 3
 for i = 1, #KEYS do
   local t = load(KEYS[i])
   local kind = a[p]
@@ -353,11 +364,12 @@ end
 return out
 `
 
-// redisReleaseScript gives back slots: after the clock, ARGV[1] holds per
+// redisReleaseScript gives back slots: after the clock and the replica,
+// ARGV[1] holds per
 // key the releases the store carries for it, as redisTakeScript takes
 // them. One call may give back the slots of several caps of one server.
 const redisReleaseScript = luaCommon + `
-local p = 2
+local p = 3
 for i = 1, #KEYS do
   local k = a[p]
   local t = load(KEYS[i])
