@@ -30,17 +30,21 @@ const (
 // tenant is one spec's share of the cluster: a namespace of its own (so its
 // MCPServers, and so their buckets, are its own), with a selector-less
 // Service whose EndpointSlice points at the go-sdk backend, and a path on
-// the suite's Gateway, /<namespace>/mcp.
+// a Gateway, /<namespace>/mcp: the suite's, unless the spec sets another.
 type tenant struct {
 	Namespace string
 	Path      string
+	// Gateway is the parent of the tenant's HTTPRoute, and ListenerPort
+	// the port of its listener env.ListenerName.
+	Gateway      types.NamespacedName
+	ListenerPort int
 }
 
 // newTenant creates a tenant's namespace, Service and EndpointSlice, and
 // deletes them when the spec ends.
 func newTenant(ctx context.Context, theme string) *tenant {
 	GinkgoHelper()
-	t := &tenant{Namespace: "tg-" + theme + "-" + env.RandomSuffix()}
+	t := &tenant{Namespace: "tg-" + theme + "-" + env.RandomSuffix(), Gateway: world.Gateway, ListenerPort: world.ListenerPort}
 	t.Path = "/" + t.Namespace + "/mcp"
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: serviceName, Namespace: t.Namespace},
@@ -107,7 +111,7 @@ const (
 // route is the tenant's HTTPRoute: requests under its path go through the
 // ExtensionRef filter of MCPServer policy, then to the backend.
 func (t *tenant) route(policy string, backend backendKind) *gwv1.HTTPRoute {
-	gwNamespace := gwv1.Namespace(world.Gateway.Namespace)
+	gwNamespace := gwv1.Namespace(t.Gateway.Namespace)
 	section := env.ListenerName
 	prefix := gwv1.PathMatchPathPrefix
 	ref := gwv1.BackendObjectReference{Name: gwv1.ObjectName(policy)}
@@ -124,7 +128,7 @@ func (t *tenant) route(policy string, backend backendKind) *gwv1.HTTPRoute {
 		Spec: gwv1.HTTPRouteSpec{
 			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{
 				Namespace:   &gwNamespace,
-				Name:        gwv1.ObjectName(world.Gateway.Name),
+				Name:        gwv1.ObjectName(t.Gateway.Name),
 				SectionName: &section,
 			}}},
 			Rules: []gwv1.HTTPRouteRule{{

@@ -19,6 +19,11 @@ const (
 	// labelOwnAPIServer: the spec needs the suite's own API server
 	// (envtest), whose every object it may touch.
 	labelOwnAPIServer = "own-apiserver"
+	// labelUpgrade: the spec replaces the cluster's toolgate with the
+	// previous release and upgrades it to this checkout's chart
+	// (--previous-release, which runs it alone: make e2e, on the local
+	// cluster).
+	labelUpgrade = "upgrade"
 )
 
 // Label filters of the two ways of running the suite.
@@ -27,7 +32,10 @@ const (
 	// on this machine (make test).
 	filterProcesses = "!" + labelPods
 	// filterPods is what runs with --pods (make e2e).
-	filterPods = "!" + labelProcesses + " && !" + labelOwnAPIServer
+	filterPods = "!" + labelProcesses + " && !" + labelOwnAPIServer + " && !" + labelUpgrade
+	// filterUpgrade is what runs with --pods and --previous-release (make
+	// e2e, after the run of filterPods).
+	filterUpgrade = labelUpgrade
 )
 
 // defaultLabelFilter is the filter of the mode the flags ask for, used when
@@ -35,6 +43,8 @@ const (
 // its mode can serve.
 func defaultLabelFilter() string {
 	switch {
+	case flags.PreviousRelease != "":
+		return filterUpgrade
 	case flags.Pods:
 		return filterPods
 	case flags.Kubeconfig() != "":
@@ -47,6 +57,12 @@ func defaultLabelFilter() string {
 func requirePods() {
 	if !world.Pods() {
 		Fail(fmt.Sprintf("this spec (label %q) needs toolgate deployed in a real cluster: run it with --pods (make e2e), or leave it out with -ginkgo.label-filter=%q", labelPods, filterProcesses))
+	}
+}
+
+func requireUpgrade() {
+	if !world.Pods() || flags.PreviousRelease == "" {
+		Fail(fmt.Sprintf("this spec (label %q) replaces toolgate in a real cluster with the previous release and upgrades it: run it alone with --pods and --previous-release \"$(hack/previous-release.sh)\" (make e2e), or leave it out with -ginkgo.label-filter=%q", labelUpgrade, filterPods))
 	}
 }
 

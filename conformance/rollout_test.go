@@ -200,15 +200,16 @@ func waitPodsGone(ctx context.Context, namespace string, uids map[types.UID]bool
 	}).WithContext(ctx).WithTimeout(rolloutTimeout).WithPolling(250 * time.Millisecond).Should(Succeed())
 }
 
-// serviceURL is the suite Gateway's listener at its Service's cluster IP.
-func serviceURL(ctx context.Context) string {
+// serviceURL is the listener of the tenant's Gateway at its Service's
+// cluster IP.
+func (t *tenant) serviceURL(ctx context.Context) string {
 	GinkgoHelper()
 	var gw gwv1.Gateway
-	Expect(world.Client.Get(ctx, world.Gateway, &gw)).To(Succeed())
+	Expect(world.Client.Get(ctx, t.Gateway, &gw)).To(Succeed())
 	var svc corev1.Service
 	Expect(world.Client.Get(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: provision.Names(&gw).Name}, &svc)).To(Succeed())
 	Expect(svc.Spec.ClusterIP).NotTo(BeEmpty())
-	return "http://" + net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(world.ListenerPort))
+	return "http://" + net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(t.ListenerPort))
 }
 
 // rolloutLoad is the clients of a rollout spec, running until stop.
@@ -249,12 +250,12 @@ func describeErrors(errs []string) string {
 	return ":\n  " + strings.Join(errs, "\n  ") + more
 }
 
-// startRolloutLoad opens the clients' sessions through the Gateway's
-// Service, waits until every go-sdk session holds its event stream, and
-// starts their calls.
+// startRolloutLoad opens the clients' sessions through the Service of the
+// tenant's Gateway, waits until every go-sdk session holds its event
+// stream, and starts their calls.
 func startRolloutLoad(ctx context.Context, t *tenant) *rolloutLoad {
 	GinkgoHelper()
-	base := serviceURL(ctx)
+	base := t.serviceURL(ctx)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l := &rolloutLoad{cancel: cancel, streams: &streamWatch{next: http.DefaultTransport}}
 	// A new Service is served once kube-proxy has its endpoints.

@@ -26,6 +26,15 @@ type Flags struct {
 	// GatewayClass is an existing class to use with Pods; empty creates
 	// one whose proxies share the suite's Redis.
 	GatewayClass string
+	// PreviousRelease is the folder hack/previous-release.sh prints: the
+	// release before this checkout, built from source. With Pods it makes
+	// the run the upgrade spec's (label upgrade), which replaces the
+	// cluster's toolgate with that release and upgrades it to this
+	// checkout's chart: the suite then creates no Gateway of its own.
+	PreviousRelease string
+	// Helm is the helm binary the upgrade spec runs; empty means the one
+	// of hack/helm/go.mod (go tool -n).
+	Helm string
 
 	kubeconfig *flag.Flag
 }
@@ -45,6 +54,8 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.BackendAddress, "backend-address", "", "IP address the MCP backend listens on, which its EndpointSlice points at; empty means 127.0.0.1, named in the slice as mcp-backend.localhost (the API server refuses loopback IPs in EndpointSlices). Give a routable address to run against a real cluster")
 	fs.BoolVar(&f.Pods, "pods", false, "toolgate runs in the cluster of --kubeconfig (hack/cluster deploy): the suite's Gateway uses --gateway-class and its proxies are pods, reached at their IPs; needs --backend-address reachable from pods")
 	fs.StringVar(&f.GatewayClass, "gateway-class", "", "with --pods: an existing GatewayClass for the suite's Gateway; empty creates one whose proxies share the suite's Redis (needed by the Redis outage spec)")
+	fs.StringVar(&f.PreviousRelease, "previous-release", "", "with --pods: the previous release built by hack/previous-release.sh (the folder it prints); runs the upgrade spec alone (label upgrade), which replaces toolgate in the cluster with that release and upgrades it to this checkout's chart (make e2e)")
+	fs.StringVar(&f.Helm, "helm", "", "helm binary of the upgrade spec; empty means go tool -n -modfile=hack/helm/go.mod helm")
 	fs.StringVar(&f.LogDir, "log-dir", "", "folder for the processes' logs; empty uses a temporary folder, kept only when a spec fails")
 	return f
 }
