@@ -89,8 +89,9 @@ type Demand struct {
 	// Limit.MaxTokens slots of the bucket are held at once, and the demand
 	// takes Tokens of them, named after Slot, until Release gives them
 	// back or Limit.RefillPeriod (the lease) passes, whichever comes
-	// first: a holder that died frees its slots at the lease's end. A
-	// refused demand's RetryAfter is CapRetryAfter.
+	// first: a holder that died frees its slots at the lease's end (on
+	// Redis, up to half a lease later: see redisscript.go). A refused
+	// demand's RetryAfter is CapRetryAfter.
 	Slot string
 }
 

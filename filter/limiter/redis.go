@@ -83,9 +83,9 @@ var (
 // with the number of callers instead of queueing for connections. No
 // goroutine of the store's own carries them: a caller that finds a pipeline
 // free sends whatever has queued, its own decision included, and answers
-// the others. Release does not wait for Redis: the slots it gives back ride
-// in the next pipeline, ahead of its decisions, and one goroutine of the
-// store's own sends them when no decision comes along (see Release).
+// the others. Release does not wait for Redis: the next decision on the
+// same cap carries the slots it gives back, and one goroutine of the
+// store's own sends them when no such decision comes along (see Release).
 //
 // The store follows its own health: a round trip that fails or times out
 // is a failure; once it has failed and has not succeeded for HealthWindow,
@@ -181,10 +181,10 @@ func newRedis(client redis.UniversalClient, opts RedisOptions, now func() time.T
 }
 
 // Close stops the store's probe and its releaser; decisions waiting get
-// ErrClosed. The releases still queued are sent in one last round trip,
-// bounded by Timeout (dropped when the store is unavailable: their lease
-// frees the slots); a Release after Close is sent on its own. Close does
-// not close the client.
+// ErrClosed. The releases no decision carried yet are sent in one last
+// round trip, bounded by Timeout (given up when the store is unavailable:
+// their lease frees the slots); a Release after Close is sent on its own.
+// Close does not close the client.
 func (r *Redis) Close() error {
 	r.closing.Do(func() {
 		close(r.stop)

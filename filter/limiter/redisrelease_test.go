@@ -112,7 +112,8 @@ func waitAllFree(t *testing.T, s limiter.Peeker, d limiter.Demand) (peeks uint64
 	}
 }
 
-// releasers counts the goroutines that send a store's queued releases.
+// releasers counts the goroutines that send the releases no decision
+// carried.
 func releasers() int {
 	buf := make([]byte, 1<<16)
 	for {
