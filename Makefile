@@ -104,6 +104,10 @@ test: redis ## Build what the tests need, then run every test.
 
 ##@ Benchmarks (not run by make test)
 
+.PHONY: bench-dataplane
+bench-dataplane: redis ## Race the data plane: a tools/call straight to a backend, through a bare httputil.ReverseProxy, and through toolgate with no policy, a policy in memory and on Redis; requests per second, latency and ratios (see hack/dataplane; ARGS="-rounds 1 -duration 3s" ...).
+	$(GO) test -tags dataplane -count=1 -timeout 60m -v -run TestDataPlaneRace ./hack/dataplane $(if $(ARGS),-args $(ARGS))
+
 .PHONY: bench-controller
 bench-controller: ## Measure the controller at scale on the real API server: memory, CPU per event, edit-to-proxy time, requests at rest (see hack/scale).
 	KUBEBUILDER_ASSETS="$$(./hack/testbin.sh)"; export KUBEBUILDER_ASSETS; \
