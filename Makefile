@@ -56,8 +56,9 @@ vet: ## Run go vet.
 	$(GO) vet ./...
 
 .PHONY: lint
-lint: ## Run golangci-lint with .golangci.yml (CI fails on any finding).
+lint: ## Run golangci-lint with .golangci.yml (CI fails on any finding), on the product and on hack/benchreport.
 	$(GOLANGCI_LINT) run ./...
+	cd hack/benchreport && $(GO) tool -modfile=../tools/go.mod golangci-lint run -c ../../.golangci.yml ./...
 
 ##@ A real cluster (root; see "A real cluster on this machine" in README.md)
 
@@ -101,6 +102,9 @@ test: redis ## Build what the tests need, then run every test.
 	TOOLGATE_HYDRA="$$(./hack/hydra.sh)"; export TOOLGATE_HYDRA; \
 	$(GO) vet ./...; \
 	$(GO) test -race -count=1 -timeout 30m ./...
+# make bench's report program, a module of its own (its plotting library
+# stays out of the product's go.mod).
+	cd hack/benchreport && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 ##@ Benchmarks (not run by make test)
 
