@@ -108,6 +108,10 @@ test: redis ## Build what the tests need, then run every test.
 
 ##@ Benchmarks (not run by make test)
 
+.PHONY: bench
+bench: redis ## Run every benchmark in sequence (bench-dataplane, bench-streams, bench-controller with edits timed at 250, 500 and 1,000 routes, hack/bench-limits.sh, hack/bench-authz.sh), print one table of ratios, and write the report with its charts into docs/bench (about 15 min on 2 cores; BENCH_QUICK=1: small sizes, the report into bin/bench/report; see hack/bench.sh).
+	MAKE="$(MAKE)" ./hack/bench.sh
+
 .PHONY: bench-dataplane
 bench-dataplane: redis ## Race the data plane: a tools/call straight to a backend, through a bare httputil.ReverseProxy, and through toolgate with no policy, a policy in memory and on Redis; requests per second, latency and ratios (see hack/dataplane; ARGS="-rounds 1 -duration 3s" ...).
 	$(GO) test -tags dataplane -count=1 -timeout 60m -v -run TestDataPlaneRace ./hack/dataplane $(if $(ARGS),-args $(ARGS))
