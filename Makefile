@@ -109,7 +109,7 @@ test: redis ## Build what the tests need, then run every test.
 ##@ Benchmarks (not run by make test)
 
 .PHONY: bench
-bench: redis ## Run every benchmark in sequence (bench-dataplane, bench-streams, bench-controller with edits timed at 250, 500 and 1,000 routes, hack/bench-limits.sh, hack/bench-authz.sh), print one table of ratios, and write the report with its charts into docs/bench (about 15 min on 2 cores; BENCH_QUICK=1: small sizes, the report into bin/bench/report; see hack/bench.sh).
+bench: redis ## Run every benchmark in sequence (bench-dataplane, bench-streams, bench-controller with edits timed at 250, 500 and 1,000 routes, hack/bench-limits.sh, hack/bench-authz.sh), print one table of ratios, and write the report with its charts into docs/bench (about 10 min on 2 cores; BENCH_QUICK=1: small sizes, the report into bin/bench/report; see hack/bench.sh).
 	MAKE="$(MAKE)" ./hack/bench.sh
 
 .PHONY: bench-dataplane
