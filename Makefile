@@ -56,8 +56,9 @@ vet: ## Run go vet.
 	$(GO) vet ./...
 
 .PHONY: lint
-lint: ## Run golangci-lint with .golangci.yml (CI fails on any finding).
+lint: ## Run golangci-lint with .golangci.yml (CI fails on any finding), on the product and on hack/benchreport.
 	$(GOLANGCI_LINT) run ./...
+	cd hack/benchreport && $(GO) tool -modfile=../tools/go.mod golangci-lint run -c ../../.golangci.yml ./...
 
 ##@ A real cluster (root; see "A real cluster on this machine" in README.md)
 
@@ -101,8 +102,19 @@ test: redis ## Build what the tests need, then run every test.
 	TOOLGATE_HYDRA="$$(./hack/hydra.sh)"; export TOOLGATE_HYDRA; \
 	$(GO) vet ./...; \
 	$(GO) test -race -count=1 -timeout 30m ./...
+# make bench's report program, a module of its own (its plotting library
+# stays out of the product's go.mod).
+	cd hack/benchreport && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 ##@ Benchmarks (not run by make test)
+
+.PHONY: bench
+bench: redis ## Run every benchmark in sequence (bench-dataplane, bench-streams, bench-controller with edits timed at 250, 500 and 1,000 routes, hack/bench-limits.sh, hack/bench-authz.sh), print one table of ratios, and write the report with its charts into docs/bench (about 10 min on 2 cores; BENCH_QUICK=1: small sizes, the report into bin/bench/report; see hack/bench.sh).
+	MAKE="$(MAKE)" ./hack/bench.sh
+
+.PHONY: bench-dataplane
+bench-dataplane: redis ## Race the data plane: a tools/call straight to a backend, through a bare httputil.ReverseProxy, and through toolgate with no policy, a policy in memory and on Redis; requests per second, latency and ratios (see hack/dataplane; ARGS="-rounds 1 -duration 3s" ...).
+	$(GO) test -tags dataplane -count=1 -timeout 60m -v -run TestDataPlaneRace ./hack/dataplane $(if $(ARGS),-args $(ARGS))
 
 .PHONY: bench-controller
 bench-controller: ## Measure the controller at scale on the real API server: memory, CPU per event, edit-to-proxy time, requests at rest (see hack/scale).

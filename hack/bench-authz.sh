@@ -9,7 +9,8 @@
 # The test binary is built once; each round runs every benchmark in its own
 # process, in an order that alternates from round to round, so that neither
 # position nor a noisy neighbour favours one side. COUNT rounds (default
-# 10) of BENCHTIME each (default 1s).
+# 10) of BENCHTIME each (default 1s). RESULTS=FILE also writes the medians
+# there as tab-separated values (make bench reads them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/bench-rounds.sh
@@ -27,19 +28,30 @@ benches=(
 )
 results=$bin/results
 bench_rounds "$bin/filter.test" filter "$results" "${benches[@]}"
-awk '
+# The medians, one line a benchmark (benchmark, ns/op, tab-separated);
+# with RESULTS=FILE, also written there under a header line, for make
+# bench.
+medians=$(awk '
   { name = $1; sub(/-[0-9]+$/, "", name); t[name] = t[name] " " $3 }
   END {
     for (n in t) {
       k = split(substr(t[n], 2), v, " ")
       for (i = 2; i <= k; i++) { x = v[i] + 0; j = i - 1; while (j > 0 && v[j] + 0 > x) { v[j+1] = v[j]; j-- } v[j+1] = x }
-      med[n] = (k % 2) ? v[(k+1)/2] : (v[k/2] + v[k/2+1]) / 2
+      printf "%s\t%.1f\n", n, (k % 2) ? v[(k+1)/2] : (v[k/2] + v[k/2+1]) / 2
     }
+  }' "$results" | sort)
+if [[ -n ${RESULTS:-} ]]; then
+  printf 'benchmark\tns/op\n%s\n' "$medians" >"$RESULTS"
+fi
+printf "%-46s %14s %10s\n" "benchmark (median of $COUNT)" "ns/op" "vs base"
+awk -F '\t' '
+  { n[NR] = $1; t[$1] = $2 }
+  END {
     base["BenchmarkAuthorization/rules=20"] = "BenchmarkAuthorization/rules=0"
     base["BenchmarkAuthorization/rules=20-by-arguments"] = "BenchmarkAuthorization/rules=0"
     base["BenchmarkToolsList/filtered"] = "BenchmarkToolsList/unfiltered"
-    for (n in med) {
-      r = (n in base) ? sprintf("%.3fx", med[base[n]] / med[n]) : "base"
-      printf "%-46s %14.0f %10s\n", n, med[n], r
+    for (i = 1; i <= NR; i++) {
+      r = (n[i] in base) ? sprintf("%.3fx", t[base[n[i]]] / t[n[i]]) : "base"
+      printf "%-46s %14.0f %10s\n", n[i], t[n[i]], r
     }
-  }' "$results" | sort | { printf "%-46s %14s %10s\n" "benchmark (median of $COUNT)" "ns/op" "vs base"; cat; }
+  }' <<<"$medians"

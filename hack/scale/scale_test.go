@@ -49,6 +49,7 @@ var (
 	watchedGateways  = flag.Int("watched-gateways", 10, "Gateways whose snapshots the config-stream clients read")
 	clientsPerGW     = flag.Int("clients-per-gateway", 10, "config-stream clients per watched Gateway")
 	edits            = flag.Int("edits", 50, "HTTPRoute edits timed to every client of their Gateway")
+	routeSteps       = flag.String("route-steps", "", "comma-separated numbers of HTTPRoutes, ascending, below the full number (-gateways × -routes-per-gateway) and multiples of -routes-per-gateway, at which -edits edits are timed too as the routes are created, and once more at the full number before the unrelated objects come: the edit-to-clients latency against the number of routes")
 	restFor          = flag.Duration("rest", time.Minute, "how long the API requests at rest are counted")
 	resultsPath      = flag.String("results", "", "write the results as JSON to this file")
 	profileDir       = flag.String("profile", "", "write the controller's CPU profiles (while it attaches the routes, while unrelated objects come) and heap profile (at the end) to this folder")
@@ -67,6 +68,8 @@ const (
 type Results struct {
 	Gateways, HTTPRoutes, MCPServers, Clients int
 	UnrelatedSecrets, UnrelatedSlices, Churn  int
+	// WatchedGateways are the Gateways the Clients read, as many each.
+	WatchedGateways int
 
 	// Memory of the controller process, MiB, right after a garbage
 	// collection: settled with what it routes, then with the unrelated
@@ -83,8 +86,13 @@ type Results struct {
 	ReconcilesDuringUnrelated  map[string]float64
 
 	// EditToAllClients: from an HTTPRoute edit to its Gateway's new
-	// snapshot at every client (goal: p99 at most 1 s).
+	// snapshot at every client (goal: p99 at most 1 s), at the end, with
+	// the unrelated objects.
 	EditToAllClientsP50Millis, EditToAllClientsP99Millis float64
+	// EditsByRoutes: the same at each of -route-steps and at the full
+	// number of routes, before the unrelated objects; empty without
+	// -route-steps.
+	EditsByRoutes []EditsAt
 
 	// At rest, per minute: the controller's requests by verb and
 	// resource (goal: no writes), and the watches it holds (started
@@ -93,8 +101,15 @@ type Results struct {
 	Watches               []string
 }
 
+// EditsAt is the edit-to-all-clients latency with a number of HTTPRoutes.
+type EditsAt struct {
+	HTTPRoutes           int
+	P50Millis, P99Millis float64
+}
+
 func TestControllerAtScale(t *testing.T) {
 	ctx := t.Context()
+	steps := gatewaySteps(t)
 	gatewayCRDs, err := testkube.GatewayAPICRDDir()
 	if err != nil {
 		t.Fatal(err)
@@ -136,19 +151,38 @@ func TestControllerAtScale(t *testing.T) {
 
 	res := Results{
 		Gateways: *gateways, HTTPRoutes: *gateways * *routesPerGateway, MCPServers: *gateways * *routesPerGateway,
-		Clients: *watchedGateways * *clientsPerGW, UnrelatedSecrets: *unrelatedSecrets, UnrelatedSlices: *unrelatedSlices, Churn: *churn,
+		Clients: *watchedGateways * *clientsPerGW, WatchedGateways: *watchedGateways, UnrelatedSecrets: *unrelatedSecrets, UnrelatedSlices: *unrelatedSlices, Churn: *churn,
 	}
 
 	start := time.Now()
 	attachProfile := profile(t, pprofAddr, "cpu-attach.pprof", "profile?seconds=60")
-	gws := createRouted(t, admin)
-	t.Logf("created %d Gateways, %d HTTPRoutes, %d MCPServers in %s", len(gws), res.HTTPRoutes, res.MCPServers, time.Since(start).Round(time.Second))
-	waitAttached(t, admin, gws)
-	t.Logf("every Gateway accepted and every route attached after %s", time.Since(start).Round(time.Second))
+	var (
+		gws     []types.NamespacedName
+		watched []types.NamespacedName
+		clients map[types.NamespacedName][]*watchClient
+		edited  int // edits so far: each sets a new header value
+	)
+	for i, n := range steps {
+		gws = append(gws, createRouted(t, admin, len(gws), n)...)
+		routes := n * *routesPerGateway
+		t.Logf("created %d Gateways, %d HTTPRoutes, %d MCPServers in %s", len(gws), routes, routes, time.Since(start).Round(time.Second))
+		waitAttached(t, admin, gws)
+		t.Logf("every Gateway accepted and every route attached after %s", time.Since(start).Round(time.Second))
+		if clients == nil {
+			watched = gws[:*watchedGateways]
+			clients = startClients(t, admin, streamURL, watched)
+		}
+		if len(steps) == 1 {
+			break
+		}
+		settle(t, m)
+		latencies := timeEdits(t, admin, watched, clients, edited)
+		edited += len(latencies)
+		at := EditsAt{HTTPRoutes: routes, P50Millis: percentile(latencies, 0.50), P99Millis: percentile(latencies, 0.99)}
+		res.EditsByRoutes = append(res.EditsByRoutes, at)
+		t.Logf("step %d: %d HTTPRoutes: edit to all clients p50 %.0f ms, p99 %.0f ms", i+1, routes, at.P50Millis, at.P99Millis)
+	}
 	attachProfile()
-
-	watched := gws[:*watchedGateways]
-	clients := startClients(t, admin, streamURL, watched)
 	settle(t, m)
 	collect(t, pprofAddr)
 	res.RSSBaseMiB = rssMiB(t, ctrl.Pid())
@@ -187,7 +221,7 @@ func TestControllerAtScale(t *testing.T) {
 	res.UnrelatedMemoryRatio = res.RSSUnrelatedMiB / res.RSSBaseMiB
 	res.UnrelatedHeapRatio = res.HeapUnrelatedMiB / res.HeapBaseMiB
 
-	latencies := timeEdits(t, admin, watched, clients)
+	latencies := timeEdits(t, admin, watched, clients, edited)
 	res.EditToAllClientsP50Millis = percentile(latencies, 0.50)
 	res.EditToAllClientsP99Millis = percentile(latencies, 0.99)
 
@@ -235,24 +269,47 @@ func profile(t *testing.T, addr, file, what string) (wait func()) {
 	return func() { <-done }
 }
 
-// createRouted creates the GatewayClass and the Gateways, each with its
-// routes, their MCPServers, Services and EndpointSlices, spread over ten
-// namespaces; it returns the Gateways.
-func createRouted(t *testing.T, c client.Client) []types.NamespacedName {
+// gatewaySteps are the numbers of Gateways the routes are created in:
+// those of -route-steps, then -gateways.
+func gatewaySteps(t *testing.T) []int {
+	var steps []int
+	for f := range strings.SplitSeq(*routeSteps, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		routes, err := strconv.Atoi(f)
+		last := *watchedGateways * *routesPerGateway
+		if len(steps) > 0 {
+			last = steps[len(steps)-1]**routesPerGateway + 1
+		}
+		if err != nil || routes%*routesPerGateway != 0 || routes < last || routes >= *gateways**routesPerGateway {
+			t.Fatalf("-route-steps %q: give ascending multiples of -routes-per-gateway (%d), each at least -watched-gateways × -routes-per-gateway (%d) and below -gateways × -routes-per-gateway (%d)",
+				*routeSteps, *routesPerGateway, *watchedGateways**routesPerGateway, *gateways**routesPerGateway)
+		}
+		steps = append(steps, routes / *routesPerGateway)
+	}
+	return append(steps, *gateways)
+}
+
+// createRouted creates the Gateways from (the first with the GatewayClass
+// and the namespaces) up to to, each with its routes, their MCPServers,
+// Services and EndpointSlices, spread over ten namespaces; it returns
+// those Gateways.
+func createRouted(t *testing.T, c client.Client, from, to int) []types.NamespacedName {
 	ctx := t.Context()
-	must(t, c.Create(ctx, &gwv1.GatewayClass{
-		ObjectMeta: metav1.ObjectMeta{Name: className},
-		Spec:       gwv1.GatewayClassSpec{ControllerName: "toolgate.dev/gateway-controller"},
-	}))
+	if from == 0 {
+		must(t, c.Create(ctx, &gwv1.GatewayClass{
+			ObjectMeta: metav1.ObjectMeta{Name: className},
+			Spec:       gwv1.GatewayClassSpec{ControllerName: "toolgate.dev/gateway-controller"},
+		}))
+		for i := range min(10, *gateways) {
+			must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("team-%d", i)}}))
+		}
+	}
 	var objs []client.Object
 	var gws []types.NamespacedName
-	namespaces := map[string]bool{}
-	for g := range *gateways {
+	for g := from; g < to; g++ {
 		ns := fmt.Sprintf("team-%d", g%10)
-		if !namespaces[ns] {
-			namespaces[ns] = true
-			must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
-		}
 		gw := fmt.Sprintf("gw-%d", g)
 		gws = append(gws, types.NamespacedName{Namespace: ns, Name: gw})
 		objs = append(objs, &gwv1.Gateway{
@@ -458,10 +515,11 @@ func clientFiles(t *testing.T, c client.Client, gw types.NamespacedName) string 
 }
 
 // timeEdits edits a route of each watched Gateway in turn and measures
-// the time until every client of that Gateway has applied a new version.
-func timeEdits(t *testing.T, c client.Client, watched []types.NamespacedName, clients map[types.NamespacedName][]*watchClient) []time.Duration {
+// the time until every client of that Gateway has applied a new version;
+// done is the number of edits made so far.
+func timeEdits(t *testing.T, c client.Client, watched []types.NamespacedName, clients map[types.NamespacedName][]*watchClient, done int) []time.Duration {
 	var out []time.Duration
-	for i := range *edits {
+	for i := done; i < done+*edits; i++ {
 		gw := watched[i%len(watched)]
 		name := gw.Name + "-r0"
 		type seen struct {

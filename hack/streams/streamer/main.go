@@ -6,7 +6,7 @@
 //
 //	streamer backend   -listen 127.0.0.1:PORT [-keepalive 0]
 //	streamer clients   -url URL -n 2000 [-token T] [-sessions] [-concurrency 64]
-//	streamer bareproxy -listen ADDR -admin ADDR -backend http://HOST:PORT
+//	streamer bareproxy -listen ADDR -admin ADDR -backend http://HOST:PORT [-max-idle-per-host 0]
 package main
 
 import (
@@ -268,12 +268,17 @@ func openStream(ctx context.Context, c *http.Client, target, token string, sessi
 
 // runBareProxy serves a bare httputil.ReverseProxy to -backend, as its
 // documentation sets it up for event streams (FlushInterval -1) and nothing
-// else, and Go's runtime metrics on -admin.
+// else, and Go's runtime metrics on -admin. -max-idle-per-host above 0
+// keeps that many idle backend connections instead of
+// http.DefaultTransport's 2: hack/dataplane sets it to toolgate's 256, so
+// that its race of many requests at once compares the proxies rather than
+// a pool that closes most connections after one request.
 func runBareProxy(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bareproxy", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to serve on")
 	admin := fs.String("admin", "127.0.0.1:0", "address of /metrics")
 	backend := fs.String("backend", "", "backend URL")
+	maxIdlePerHost := fs.Int("max-idle-per-host", 0, "idle backend connections kept; 0 keeps http.DefaultTransport's")
 	_ = fs.Parse(args)
 	u, err := url.Parse(*backend)
 	if err != nil || u.Host == "" {
@@ -282,6 +287,11 @@ func runBareProxy(ctx context.Context, args []string) error {
 	rp := &httputil.ReverseProxy{
 		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
 		FlushInterval: -1,
+	}
+	if *maxIdlePerHost > 0 {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = *maxIdlePerHost
+		rp.Transport = t
 	}
 	metrics := http.NewServeMux()
 	metrics.Handle("/metrics", promhttp.Handler())
