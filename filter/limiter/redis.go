@@ -343,13 +343,13 @@ func (r *Redis) Take(ctx context.Context, demands []Demand) (Decision, error) {
 	}
 }
 
-// scriptArgs are redisTakeScript's arguments for c's demands. A cap's
-// demand carries the releases of its key that Redis has not been seen to
-// apply; c remembers them, to learn from its answer that they were.
-func (r *Redis) scriptArgs(c *call) []any {
-	b := make([]byte, 0, 10+len(c.demands)*24)
-	b = appendInt(b, r.clock())
-	b = appendInt(b, r.caps.replica)
+// scriptArgs are c's part of redisTakeScript's arguments: its number of
+// demands, then theirs. A cap's demand carries the releases of its key
+// that Redis has not been seen to apply; c remembers them, to learn from
+// its answer that they were.
+func (r *Redis) scriptArgs(c *call) []byte {
+	b := make([]byte, 0, 1+len(c.demands)*24)
+	b = appendInt(b, int64(len(c.demands)))
 	for i, d := range c.demands {
 		b = appendInt(b, kindArg(d))
 		b = appendInt(b, capacityArg(d.Limit))
@@ -365,7 +365,7 @@ func (r *Redis) scriptArgs(c *call) []any {
 			b = appendInt(b, int64(micros(d.Limit.RefillPeriod)))
 		}
 	}
-	return []any{string(b)}
+	return b
 }
 
 // kindArg is a demand's kind as the scripts read it.

@@ -17,7 +17,7 @@ import (
 type call struct {
 	demands []Demand
 	keys    []string
-	args    []any
+	args    []byte // its part of redisTakeScript's arguments (scriptArgs)
 	state   atomic.Int32
 	// carried holds the releases its arguments carry (see capBook).
 	carried []carried
@@ -90,11 +90,12 @@ func (r *Redis) send(batch []*call, minAge time.Duration) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
-	cmds := r.exec(ctx, rels, live, false)
+	groups := r.groups(live)
+	cmds := r.exec(ctx, rels, groups, false)
 	// NOSCRIPT: Redis restarted or failed over. What it did not run is
 	// sent again with EVAL in one more pipeline.
 	var lostRels []*release
-	var lostCalls []*call
+	var lostGroups []*takeGroup
 	var at []int
 	for i, cmd := range cmds {
 		if err := cmd.Err(); err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -104,11 +105,11 @@ func (r *Redis) send(batch []*call, minAge time.Duration) {
 		if i < len(rels) {
 			lostRels = append(lostRels, rels[i])
 		} else {
-			lostCalls = append(lostCalls, live[i-len(rels)])
+			lostGroups = append(lostGroups, groups[i-len(rels)])
 		}
 	}
 	if len(at) > 0 {
-		for j, cmd := range r.exec(ctx, lostRels, lostCalls, true) {
+		for j, cmd := range r.exec(ctx, lostRels, lostGroups, true) {
 			cmds[at[j]] = cmd
 		}
 	}
@@ -135,16 +136,61 @@ func (r *Redis) send(batch []*call, minAge time.Duration) {
 			r.caps.failed(rel.carried)
 		}
 	}
-	for i, c := range live {
-		r.answer(c, cmds[len(rels)+i])
+	for i, g := range groups {
+		r.answerGroup(g, cmds[len(rels)+i])
 	}
 }
 
+// takeGroup is one script call of redisTakeScript: the decisions of one
+// server in a pipeline (their keys share a Cluster hash slot), decided in
+// order, and their records written once.
+type takeGroup struct {
+	calls []*call
+	keys  []string
+	args  []byte
+}
+
+// groups makes a script call of each server's decisions, in the order the
+// decisions came.
+func (r *Redis) groups(calls []*call) []*takeGroup {
+	var groups []*takeGroup
+	for _, c := range calls {
+		server := c.demands[0].Bucket.Server // validate: one server per Take
+		var g *takeGroup
+		for _, h := range groups {
+			if h.calls[0].demands[0].Bucket.Server == server {
+				g = h
+				break
+			}
+		}
+		if g == nil {
+			g = &takeGroup{}
+			groups = append(groups, g)
+		}
+		g.calls = append(g.calls, c)
+		g.keys = append(g.keys, c.keys...)
+	}
+	for _, g := range groups {
+		size := 2 * 9
+		for _, c := range g.calls {
+			size += len(c.args)
+		}
+		g.args = make([]byte, 0, size+9)
+		g.args = appendInt(g.args, r.clock())
+		g.args = appendInt(g.args, r.caps.replica)
+		g.args = appendInt(g.args, int64(len(g.calls)))
+		for _, c := range g.calls {
+			g.args = append(g.args, c.args...)
+		}
+	}
+	return groups
+}
+
 // exec sends one pipeline: a script call per release (per server), then
-// one per decision, EVALSHA (EVAL when eval is set), and returns their
-// commands in that order.
-func (r *Redis) exec(ctx context.Context, rels []*release, calls []*call, eval bool) []*redis.Cmd {
-	cmds := make([]*redis.Cmd, len(rels)+len(calls))
+// one per group of decisions, EVALSHA (EVAL when eval is set), and returns
+// their commands in that order.
+func (r *Redis) exec(ctx context.Context, rels []*release, groups []*takeGroup, eval bool) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(rels)+len(groups))
 	r.roundTrips.Add(1)
 	// Errors are read per command below; the pipeline's own error is the
 	// first of them.
@@ -156,11 +202,11 @@ func (r *Redis) exec(ctx context.Context, rels []*release, calls []*call, eval b
 				cmds[i] = p.EvalSha(ctx, releaseScript.Hash(), rel.keys, string(rel.args))
 			}
 		}
-		for i, c := range calls {
+		for i, g := range groups {
 			if eval {
-				cmds[len(rels)+i] = p.Eval(ctx, redisTakeScript, c.keys, c.args...)
+				cmds[len(rels)+i] = p.Eval(ctx, redisTakeScript, g.keys, string(g.args))
 			} else {
-				cmds[len(rels)+i] = p.EvalSha(ctx, takeScript.Hash(), c.keys, c.args...)
+				cmds[len(rels)+i] = p.EvalSha(ctx, takeScript.Hash(), g.keys, string(g.args))
 			}
 		}
 		return nil
@@ -180,9 +226,24 @@ func (r *Redis) run(ctx context.Context, script *redis.Script, keys []string, ar
 	return cmd
 }
 
-// answer hands a command's outcome to its caller.
-func (r *Redis) answer(c *call, cmd *redis.Cmd) {
+// answerGroup hands a group's outcome to each of its callers.
+func (r *Redis) answerGroup(g *takeGroup, cmd *redis.Cmd) {
 	reply, err := cmd.Result()
+	replies, ok := reply.([]any)
+	if err == nil && (!ok || len(replies) != len(g.calls)) {
+		err = fmt.Errorf("unexpected reply %v to %d decisions", reply, len(g.calls))
+	}
+	for i, c := range g.calls {
+		if err != nil {
+			r.answer(c, nil, err)
+		} else {
+			r.answer(c, replies[i], nil)
+		}
+	}
+}
+
+// answer hands one decision's outcome to its caller.
+func (r *Redis) answer(c *call, reply any, err error) {
 	if err != nil {
 		r.caps.failed(c.carried)
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -194,14 +255,13 @@ func (r *Redis) answer(c *call, cmd *redis.Cmd) {
 		c.finish(Decision{}, fmt.Errorf("limiter: take from redis: %w", err))
 		return
 	}
+	// Redis ran the script: what it carried was applied.
+	r.caps.acked(c.carried)
 	dec, gens, err := decision(reply, c.demands)
 	if err != nil {
-		// Redis ran the script: what it carried was applied.
-		r.caps.acked(c.carried)
 		c.finish(Decision{}, err)
 		return
 	}
-	r.caps.acked(c.carried)
 	r.caps.hold(c.demands, c.keys, gens)
 	c.finish(dec, nil)
 }
@@ -219,10 +279,16 @@ var probeDemand = []Demand{{
 // script it cannot reload) is not taken for a working one.
 func (r *Redis) probe(ctx context.Context) error {
 	c := &call{demands: probeDemand, keys: r.keys(probeDemand)}
-	reply, err := r.run(ctx, takeScript, c.keys, r.scriptArgs(c)...).Result()
+	c.args = r.scriptArgs(c)
+	g := r.groups([]*call{c})[0]
+	reply, err := r.run(ctx, takeScript, g.keys, string(g.args)).Result()
 	if err != nil {
 		return err
 	}
-	_, _, err = decision(reply, probeDemand)
+	replies, ok := reply.([]any)
+	if !ok || len(replies) != 1 {
+		return fmt.Errorf("limiter: probe: unexpected reply %v", reply)
+	}
+	_, _, err = decision(replies[0], probeDemand)
 	return err
 }

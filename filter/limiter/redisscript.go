@@ -139,198 +139,223 @@ local function save(key, t)
 end
 `
 
-// redisTakeScript decides one Take, all or nothing, in one call.
+// redisTakeScript decides Takes of one server, one after the other, each
+// all or nothing, in one call: a record several of them use is read and
+// written once.
 //
-// KEYS[i] is demand i's record. After the clock and the replica, ARGV[1]
-// holds per demand
-// its kind, its MaxTokens (minus for a shadow limit) and its Tokens, then
-// for a bucket (1) its RefillPeriod in µs (rounded up); for a quota (2) its
-// window's start and end; for a cap (3) its lease in µs and the releases
-// the store carries for its key: a count k, then k pairs of (generation
-// start, slots of this replica given back in all), which are applied first
-// and written even when the Take is refused (see Release). The reply is
-// {outcome (1 all taken, 0 nothing taken, 2 only the enforced demands
-// taken), then for each demand: remaining, resetAfter µs, retryAfter µs (0
-// when this demand held its tokens), then for each cap's demand in order
-// the start of the generation its slots went to (0 when not taken)}.
+// After the clock and the replica, ARGV[1] holds the number of Takes, then
+// for each its number of demands n, and for each demand its kind, its
+// MaxTokens (minus for a shadow limit) and its Tokens, then for a bucket
+// (1) its RefillPeriod in µs (rounded up); for a quota (2) its window's
+// start and end; for a cap (3) its lease in µs and the releases the store
+// carries for its key: a count k, then k pairs of (generation start, slots
+// of this replica given back in all), which are applied first and written
+// even when the Take is refused (see Release). KEYS are the demands'
+// records, Take after Take. The reply holds one array per Take: {outcome
+// (1 all taken, 0 nothing taken, 2 only the enforced demands taken), then
+// for each demand: remaining, resetAfter µs, retryAfter µs (0 when this
+// demand held its tokens), then for each cap's demand in order the start
+// of the generation its slots went to (0 when not taken)}.
 //
 // The arithmetic is bucket.go's, in doubles: see there. A record is written
 // once, when a demand on it is taken or a carried release changed it.
 const redisTakeScript = luaCommon + `
-local n = #KEYS
--- recs[key] is the key's record; its hash part keeps what this call has
--- decided on it so far: f and r (the bucket), h (the cap's slots held),
--- h0 (held before), c (changed), and the quotas' counts (see below).
+-- recs[key] is the key's record; while a decision is made, its hash part
+-- keeps what the decision has taken from it so far: f and r (the
+-- bucket), h (the cap's slots held), h0 (held before), qs (the quotas'
+-- counts, by place in the record or by window), and d, the decision that
+-- last touched it; c says that it changed.
 local recs = {}
--- pl[3i-2] is where demand i's arguments start in a; pl[3i-1] and pl[3i]
--- what it takes when taken: a bucket's fullAt and frac, a quota's place
--- in the record (0: new) and count.
-local pl = {}
-local out = {1}
-local refused, shadowRefused = false, false
-local p = 3
-for i = 1, n do
-  local key = KEYS[i]
-  local t = recs[key]
-  if t == nil then
-    t = load(key)
-    recs[key] = t
-  end
-  local kind, capacity, tokens = a[p], a[p + 1], a[p + 2]
-  local shadow = capacity < 0
-  if shadow then capacity = -capacity end
-  pl[3 * i - 2] = p
-  local ok
-  local o = 3 * i - 1
-  if kind == 1 then
-    local period = a[p + 3]
-    p = p + 4
-    local fullAt, frac = t.f or t[2], t.r or t[3]
-    if frac >= capacity then frac = capacity - 1 end
-    local empty = capacity * period
-    local d = (fullAt - now) * capacity + frac
-    if d < 0 then d = 0 elseif d > empty then d = empty end
-    local taken = d + tokens * period
-    ok = tokens <= capacity and taken <= empty
-    if ok then
-      local q, r = divmod(taken, capacity)
-      t.f, t.r = now + q, r
-      pl[3 * i - 1], pl[3 * i] = now + q, r
-      out[o], out[o + 1], out[o + 2] = capacity - ceildiv(taken, period), ceildiv(taken, capacity), 0
-    elseif tokens <= capacity then
-      out[o], out[o + 1], out[o + 2] = 0, 0, ceildiv(taken - empty, capacity)
-    else
-      out[o], out[o + 1], out[o + 2] = 0, 0, period
-    end
-  elseif kind == 2 then
-    local start, ending = a[p + 3], a[p + 4]
-    p = p + 5
-    local at = 0
-    for j = 5, 4 + 3 * t[4], 3 do
-      if t[j] == start and t[j + 1] == ending then at = j end
-    end
-    -- Its count so far in this call: by its place, or for a window the
-    -- record does not hold yet, by its bounds.
-    local id = -at
-    if at == 0 then id = string.format('%d:%d', start, ending) end
-    local u = t[id]
-    if u == nil then
-      u = 0
-      if at > 0 then u = t[at + 2] end
-    end
-    local left = ending - now
-    if left < 0 then left = 0 end
-    pl[3 * i - 1] = at
-    ok = tokens <= capacity - u
-    if ok then
-      t[id] = u + tokens
-      pl[3 * i] = u + tokens
-      out[o], out[o + 1], out[o + 2] = capacity - u - tokens, left, 0
-    else
-      out[o], out[o + 1], out[o + 2] = math.max(capacity - u, 0), left, math.max(left, 1)
-    end
-  else
-    local k = a[p + 4]
-    local h = t.h
-    if h == nil then
-      local changed
-      h, changed = held(t, p + 5, k)
-      t.h0 = h
-      if changed then t.c = true end
-    end
-    p = p + 5 + 2 * k
-    ok = tokens <= capacity - h
-    if ok then
-      t.h = h + tokens
-      out[o], out[o + 1], out[o + 2] = capacity - h - tokens, 0, 0
-    else
-      t.h = h
-      out[o], out[o + 1], out[o + 2] = math.max(capacity - h, 0), 0, 1000000
-    end
-  end
-  if not ok then
-    if shadow then shadowRefused = true else refused = true end
-  end
-end
-if refused then out[1] = 0 elseif shadowRefused then out[1] = 2 end
--- taken reports whether demand i is taken.
-local function taken(i)
-  return out[1] == 1 or (out[1] == 2 and a[pl[3 * i - 2] + 1] > 0)
-end
-if out[1] ~= 1 then
-  -- What is not taken is reported as it is.
+local replies = {}
+local p = 4
+local k0 = 0
+for dno = 1, a[3] do
+  local n = a[p]
+  p = p + 1
+  local touched = {}
+  -- pl[3i-2] is where demand i's arguments start in a; pl[3i-1] and pl[3i]
+  -- what it takes when taken: a bucket's fullAt and frac, a quota's place
+  -- in the record (0: new) and count.
+  local pl = {}
+  local out = {1}
+  local refused, shadowRefused = false, false
   for i = 1, n do
-    if not taken(i) then
-      local t = recs[KEYS[i]]
-      local q, o = pl[3 * i - 2], 3 * i - 1
-      local kind, capacity = a[q], math.abs(a[q + 1])
-      if kind == 1 then
-        local period = a[q + 3]
-        local frac = t[3]
-        if frac >= capacity then frac = capacity - 1 end
-        local d = (t[2] - now) * capacity + frac
-        if d < 0 then d = 0 elseif d > capacity * period then d = capacity * period end
-        out[o], out[o + 1] = capacity - ceildiv(d, period), ceildiv(d, capacity)
-      elseif kind == 2 then
-        local u = 0
-        if pl[3 * i - 1] > 0 then u = t[pl[3 * i - 1] + 2] end
-        out[o] = math.max(capacity - u, 0)
+    local key = KEYS[k0 + i]
+    local t = recs[key]
+    if t == nil then
+      t = load(key)
+      recs[key] = t
+    end
+    if t.d ~= dno then
+      t.d = dno
+      touched[#touched + 1] = t
+    end
+    local kind, capacity, tokens = a[p], a[p + 1], a[p + 2]
+    local shadow = capacity < 0
+    if shadow then capacity = -capacity end
+    pl[3 * i - 2] = p
+    local ok
+    local o = 3 * i - 1
+    if kind == 1 then
+      local period = a[p + 3]
+      p = p + 4
+      local fullAt, frac = t.f or t[2], t.r or t[3]
+      if frac >= capacity then frac = capacity - 1 end
+      local empty = capacity * period
+      local d = (fullAt - now) * capacity + frac
+      if d < 0 then d = 0 elseif d > empty then d = empty end
+      local taken = d + tokens * period
+      ok = tokens <= capacity and taken <= empty
+      if ok then
+        local q, r = divmod(taken, capacity)
+        t.f, t.r = now + q, r
+        pl[3 * i - 1], pl[3 * i] = now + q, r
+        out[o], out[o + 1], out[o + 2] = capacity - ceildiv(taken, period), ceildiv(taken, capacity), 0
+      elseif tokens <= capacity then
+        out[o], out[o + 1], out[o + 2] = 0, 0, ceildiv(taken - empty, capacity)
       else
-        out[o] = math.max(capacity - t.h0, 0)
+        out[o], out[o + 1], out[o + 2] = 0, 0, period
+      end
+    elseif kind == 2 then
+      local start, ending = a[p + 3], a[p + 4]
+      p = p + 5
+      local at = 0
+      for j = 5, 4 + 3 * t[4], 3 do
+        if t[j] == start and t[j + 1] == ending then at = j end
+      end
+      -- Its count so far in this call: by its place, or for a window the
+      -- record does not hold yet, by its bounds.
+      local id = -at
+      if at == 0 then id = string.format('%d:%d', start, ending) end
+      local qs = t.qs
+      if qs == nil then
+        qs = {}
+        t.qs = qs
+      end
+      local u = qs[id]
+      if u == nil then
+        u = 0
+        if at > 0 then u = t[at + 2] end
+      end
+      local left = ending - now
+      if left < 0 then left = 0 end
+      pl[3 * i - 1] = at
+      ok = tokens <= capacity - u
+      if ok then
+        qs[id] = u + tokens
+        pl[3 * i] = u + tokens
+        out[o], out[o + 1], out[o + 2] = capacity - u - tokens, left, 0
+      else
+        out[o], out[o + 1], out[o + 2] = math.max(capacity - u, 0), left, math.max(left, 1)
+      end
+    else
+      local k = a[p + 4]
+      local h = t.h
+      if h == nil then
+        local changed
+        h, changed = held(t, p + 5, k)
+        t.h0 = h
+        if changed then t.c = true end
+      end
+      p = p + 5 + 2 * k
+      ok = tokens <= capacity - h
+      if ok then
+        t.h = h + tokens
+        out[o], out[o + 1], out[o + 2] = capacity - h - tokens, 0, 0
+      else
+        t.h = h
+        out[o], out[o + 1], out[o + 2] = math.max(capacity - h, 0), 0, 1000000
       end
     end
+    if not ok then
+      if shadow then shadowRefused = true else refused = true end
+    end
   end
-end
-local m = 3 * n + 1
-for i = 1, n do
-  local t = recs[KEYS[i]]
-  local q = pl[3 * i - 2]
-  local kind = a[q]
-  if kind == 3 then
-    m = m + 1
-    out[m] = 0
+  if refused then out[1] = 0 elseif shadowRefused then out[1] = 2 end
+  -- taken reports whether demand i is taken.
+  local function taken(i)
+    return out[1] == 1 or (out[1] == 2 and a[pl[3 * i - 2] + 1] > 0)
   end
-  if out[1] ~= 0 and taken(i) then
-    t.c = true
-    if kind == 1 then
-      t[2], t[3] = pl[3 * i - 1], pl[3 * i]
-    elseif kind == 2 then
-      local at, start, ending = pl[3 * i - 1], a[q + 3], a[q + 4]
-      if at == 0 then
-        -- A window the record does not hold yet: another demand of this
-        -- call may have added it.
-        for j = 5, 4 + 3 * t[4], 3 do
-          if t[j] == start and t[j + 1] == ending then at = j end
+  if out[1] ~= 1 then
+    -- What is not taken is reported as it is.
+    for i = 1, n do
+      if not taken(i) then
+        local t = recs[KEYS[k0 + i]]
+        local q, o = pl[3 * i - 2], 3 * i - 1
+        local kind, capacity = a[q], math.abs(a[q + 1])
+        if kind == 1 then
+          local period = a[q + 3]
+          local frac = t[3]
+          if frac >= capacity then frac = capacity - 1 end
+          local d = (t[2] - now) * capacity + frac
+          if d < 0 then d = 0 elseif d > capacity * period then d = capacity * period end
+          out[o], out[o + 1] = capacity - ceildiv(d, period), ceildiv(d, capacity)
+        elseif kind == 2 then
+          local u = 0
+          if pl[3 * i - 1] > 0 then u = t[pl[3 * i - 1] + 2] end
+          out[o] = math.max(capacity - u, 0)
+        else
+          out[o] = math.max(capacity - t.h0, 0)
         end
       end
-      if at == 0 then
-        at = 5 + 3 * t[4]
-        table.insert(t, at, 0)
-        table.insert(t, at, ending)
-        table.insert(t, at, start)
-        t[4] = t[4] + 1
-      end
-      t[at + 2] = pl[3 * i]
-    else
-      local lease = a[q + 3]
-      local at = 0
-      for j = 5 + 3 * t[4], #t, 5 do
-        if t[j] == rid and t[j + 4] > now and (at == 0 or t[j + 1] > t[at + 1]) then at = j end
-      end
-      if at == 0 or 2 * (now - t[at + 1]) >= lease then
-        at = #t + 1
-        t[at], t[at + 1], t[at + 2], t[at + 3], t[at + 4] = rid, now, 0, 0, 0
-      end
-      t[at + 2] = t[at + 2] + a[q + 2]
-      if now + lease > t[at + 4] then t[at + 4] = now + lease end
-      out[m] = t[at + 1]
     end
   end
+  local m = 3 * n + 1
+  for i = 1, n do
+    local t = recs[KEYS[k0 + i]]
+    local q = pl[3 * i - 2]
+    local kind = a[q]
+    if kind == 3 then
+      m = m + 1
+      out[m] = 0
+    end
+    if out[1] ~= 0 and taken(i) then
+      t.c = true
+      if kind == 1 then
+        t[2], t[3] = pl[3 * i - 1], pl[3 * i]
+      elseif kind == 2 then
+        local at, start, ending = pl[3 * i - 1], a[q + 3], a[q + 4]
+        if at == 0 then
+          -- A window the record does not hold yet: another demand of this
+          -- call may have added it.
+          for j = 5, 4 + 3 * t[4], 3 do
+            if t[j] == start and t[j + 1] == ending then at = j end
+          end
+        end
+        if at == 0 then
+          at = 5 + 3 * t[4]
+          table.insert(t, at, 0)
+          table.insert(t, at, ending)
+          table.insert(t, at, start)
+          t[4] = t[4] + 1
+        end
+        t[at + 2] = pl[3 * i]
+      else
+        local lease = a[q + 3]
+        local at = 0
+        for j = 5 + 3 * t[4], #t, 5 do
+          if t[j] == rid and t[j + 4] > now and (at == 0 or t[j + 1] > t[at + 1]) then at = j end
+        end
+        if at == 0 or 2 * (now - t[at + 1]) >= lease then
+          at = #t + 1
+          t[at], t[at + 1], t[at + 2], t[at + 3], t[at + 4] = rid, now, 0, 0, 0
+        end
+        t[at + 2] = t[at + 2] + a[q + 2]
+        if now + lease > t[at + 4] then t[at + 4] = now + lease end
+        out[m] = t[at + 1]
+      end
+    end
+  end
+  for _, t in ipairs(touched) do
+    t.f, t.r, t.h, t.h0, t.qs = nil, nil, nil, nil, nil
+  end
+  replies[dno] = out
+  k0 = k0 + n
 end
 for key, t in pairs(recs) do
   if t.c then save(key, t) end
 end
-return out
+return replies
 `
 
 // redisPeekScript reads records and writes nothing. After the clock and
