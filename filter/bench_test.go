@@ -295,18 +295,20 @@ func BenchmarkLimitsOnRedis(b *testing.B) {
 		{"buckets+quota+cap", withQuotaAndCap},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			client, err := limiter.NewRedisClient(limiter.RedisConfig{URL: srv.URL()})
+			// A busy machine may hold a round trip past the default 50ms,
+			// which sheds its calls with 503: the benchmark measures
+			// decisions, so it waits up to 2 s for each, as the local
+			// cluster's proxies do (--store-timeout=2s).
+			const patience = 2 * time.Second
+			client, err := limiter.NewRedisClient(limiter.RedisConfig{URL: srv.URL(), Timeout: patience})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer func() { _ = client.Close() }()
 			_ = client.FlushAll(b.Context()).Err()
-			store := limiter.NewRedis(client, limiter.RedisOptions{})
+			store := limiter.NewRedis(client, limiter.RedisOptions{Timeout: patience})
 			defer func() { _ = store.Close() }()
-			// A busy machine may hold a decision past the default 50ms,
-			// which sheds it with 503: the benchmark measures decisions,
-			// as the local cluster's proxies do (--store-timeout=2s).
-			shared, err := filter.NewShared(filter.SharedOptions{Store: store, StoreTimeout: 2 * time.Second, Registerer: prometheus.NewRegistry()})
+			shared, err := filter.NewShared(filter.SharedOptions{Store: store, StoreTimeout: patience, Registerer: prometheus.NewRegistry()})
 			if err != nil {
 				b.Fatal(err)
 			}
