@@ -6,7 +6,6 @@ package filter
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -17,8 +16,10 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/toolgate/toolgate/filter/authz"
@@ -595,26 +596,27 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request, in inspection, wh
 
 // release gives back the slots of an answered call, whether or not its
 // client is still there; what cannot be given back is freed by its lease.
+// The stores bound what they wait for themselves (the Redis store waits
+// only after it was closed, for at most its round trip's timeout), so
+// that a release costs no timer of its own.
 func (f *Filter) release(r *http.Request, store limiter.Store, held []limiter.Demand) {
 	rel, ok := store.(limiter.Releaser)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), releaseTimeout)
-	defer cancel()
-	if err := rel.Release(ctx, held); err != nil {
+	if err := rel.Release(context.WithoutCancel(r.Context()), held); err != nil {
 		f.shared.logger.Debug("in-flight slots not given back: their lease frees them", "server", f.server, "error", err)
 	}
 }
 
-// releaseTimeout bounds giving slots back.
-const releaseTimeout = time.Second
+// slots counts the slots named in this process.
+var slots atomic.Uint64
 
-// slotName names the slots one request holds.
+// slotName names the slots one request holds: unique in the process,
+// which is all a store needs (slots are held and given back by the
+// replica that took them).
 func slotName() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:]) // crypto/rand never fails
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	return strconv.FormatUint(slots.Add(1), 36)
 }
 
 // authorize applies the authorization rules to every tools/call,
