@@ -38,7 +38,11 @@ type capBook struct {
 	holds map[string][]holding
 	// gens holds, by key then start, the generations of this replica
 	// that hold slots or whose releases Redis has not been seen to apply.
-	gens      map[string]map[int64]*generation
+	gens map[string]map[int64]*generation
+	// dirty holds the keys of generations with releases no round trip
+	// carries (released above sent), and maybe some whose releases a
+	// decision has since carried: the releaser looks at these only.
+	dirty     map[string]struct{}
 	lastPrune time.Time
 	// linger wakes the releaser; it is made, and the releaser started, by
 	// the first release: a store that never releases runs no goroutine.
@@ -62,6 +66,7 @@ type holding struct {
 // generation is this replica's account of one of its generations in
 // Redis.
 type generation struct {
+	key    string        // its record's key
 	server string        // its key's server: releases of one server share a script call
 	lease  time.Duration // the longest lease of its slots
 	last   time.Time     // when it last took a slot, on this replica's clock
@@ -133,7 +138,7 @@ func (b *capBook) hold(demands []Demand, keys []string, gens []int64) {
 			continue
 		}
 		if b.gens == nil {
-			b.gens, b.holds = map[string]map[int64]*generation{}, map[string][]holding{}
+			b.gens, b.holds, b.dirty = map[string]map[int64]*generation{}, map[string][]holding{}, map[string]struct{}{}
 		}
 		byStart := b.gens[keys[i]]
 		if byStart == nil {
@@ -142,7 +147,7 @@ func (b *capBook) hold(demands []Demand, keys []string, gens []int64) {
 		}
 		g := byStart[start]
 		if g == nil {
-			g = &generation{server: d.Bucket.Server}
+			g = &generation{key: keys[i], server: d.Bucket.Server}
 			byStart[start] = g
 		}
 		g.lease, g.last = max(g.lease, d.Limit.RefillPeriod), now
@@ -177,8 +182,11 @@ func (b *capBook) failed(cs []carried) {
 		if g.sent > g.acked {
 			g.sent = g.acked
 		}
-		if g.released > g.sent && g.dirtySince.IsZero() {
-			g.dirtySince = now
+		if g.released > g.sent {
+			if g.dirtySince.IsZero() {
+				g.dirtySince = now
+			}
+			b.dirty[g.key] = struct{}{}
 		}
 	}
 }
@@ -212,6 +220,7 @@ func (b *capBook) prune(now time.Time) {
 		}
 		if len(gens) == 0 {
 			delete(b.gens, key)
+			delete(b.dirty, key)
 		}
 	}
 	for slot, hs := range b.holds {
@@ -267,6 +276,7 @@ func (r *Redis) Release(ctx context.Context, demands []Demand) error {
 				g.dirtySince = now
 			}
 			g.released += h.slots
+			b.dirty[h.key] = struct{}{}
 			released = true
 		}
 		if len(hs) == 0 {
@@ -320,9 +330,14 @@ func (r *Redis) takeReleases(minAge time.Duration) []*release {
 	defer b.mu.Unlock()
 	now := time.Now()
 	var rels []*release
-	for key, gens := range b.gens {
+	for key := range b.dirty {
+		gens := b.gens[key]
 		var rel *release
+		waiting := false
 		for _, g := range gens {
+			if g.released > g.sent {
+				waiting = true
+			}
 			if g.released > g.sent && now.Sub(g.dirtySince) >= minAge {
 				i := slices.IndexFunc(rels, func(rel *release) bool { return rel.server == g.server })
 				if i < 0 {
@@ -334,8 +349,12 @@ func (r *Redis) takeReleases(minAge time.Duration) []*release {
 			}
 		}
 		if rel == nil {
+			if !waiting {
+				delete(b.dirty, key) // decisions carried them
+			}
 			continue
 		}
+		delete(b.dirty, key)
 		rel.keys = append(rel.keys, key)
 		k := 0
 		for _, g := range gens {
@@ -423,11 +442,18 @@ func (r *Redis) lingerOrDisarm() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var oldest time.Time
-	for _, gens := range b.gens {
-		for _, g := range gens {
-			if g.released > g.sent && (oldest.IsZero() || g.dirtySince.Before(oldest)) {
-				oldest = g.dirtySince
+	for key := range b.dirty {
+		waiting := false
+		for _, g := range b.gens[key] {
+			if g.released > g.sent {
+				waiting = true
+				if oldest.IsZero() || g.dirtySince.Before(oldest) {
+					oldest = g.dirtySince
+				}
 			}
+		}
+		if !waiting {
+			delete(b.dirty, key) // decisions carried them
 		}
 	}
 	if oldest.IsZero() {
