@@ -63,14 +63,20 @@ standard() {
 [[ ${brought_up:-} ]] || trap 'standard; cleanup' EXIT
 echo "conformance: again on the experimental channel's CRDs" >&2
 # The standard channel's admission policy refuses experimental CRDs over
-# standard ones; it comes back with the standard CRDs. The experimental
-# channel ships the same policy: its CRDs are applied without it, since a
-# policy applied beside them could take effect before the last of them and
-# refuse it.
+# standard ones: it is deleted, and comes back with the standard CRDs.
+# The experimental channel ships the same policy: its CRDs are applied
+# without it, since a policy applied beside them could take effect before
+# the last of them and refuse it.
 k delete --ignore-not-found validatingadmissionpolicybinding,validatingadmissionpolicy safe-upgrades.gateway.networking.k8s.io >&2
 experimental=()
 for f in "$crds"/experimental/gateway.networking*.yaml; do
   [[ $f == *_vap_* ]] || experimental+=(-f "$f")
+done
+# The API server enforces a policy until its admission cache has seen the
+# deletion: a server-side dry run tells when the CRDs would be accepted.
+for _ in $(seq 1 60); do
+  k apply --server-side --force-conflicts --dry-run=server "${experimental[@]}" >/dev/null 2>&1 && break
+  sleep 1
 done
 k apply --server-side --force-conflicts "${experimental[@]}" >&2
 k wait --for=condition=Established crd --all --timeout=60s >&2
