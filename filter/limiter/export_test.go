@@ -43,3 +43,15 @@ func (r *Redis) DropQueuedReleases() int {
 	}
 	return int(n)
 }
+
+// unacked counts the slots given back that Redis has not been seen to
+// free. The caller holds b.mu.
+func (b *capBook) unacked() int64 {
+	var n int64
+	for _, gens := range b.gens {
+		for _, g := range gens {
+			n += g.released - g.acked
+		}
+	}
+	return n
+}

@@ -191,18 +191,6 @@ func (b *capBook) failed(cs []carried) {
 	}
 }
 
-// unacked counts the slots given back that Redis has not been seen to
-// free. The caller holds b.mu.
-func (b *capBook) unacked() int64 {
-	var n int64
-	for _, gens := range b.gens {
-		for _, g := range gens {
-			n += g.released - g.acked
-		}
-	}
-	return n
-}
-
 // prune forgets, at most once a second, the generations whose slots Redis
 // has surely dropped (their leases ended: a generation takes slots for
 // half a lease, each held for a lease) and the holdings in them. The

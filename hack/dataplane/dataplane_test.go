@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/toolgate/toolgate/internal/stats"
 	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testissuer"
 	"github.com/toolgate/toolgate/internal/testproc"
@@ -262,7 +263,7 @@ func report(t *testing.T, chosen []string, res Results) {
 				rps, p50, p99 = append(rps, s.RPS), append(p50, s.P50Micros), append(p99, s.P99Micros)
 			}
 		}
-		med[c] = Sample{RPS: median(rps), P50Micros: median(p50), P99Micros: median(p99)}
+		med[c] = Sample{RPS: stats.Median(rps), P50Micros: stats.Median(p50), P99Micros: stats.Median(p99)}
 	}
 	ratio := func(a, b float64) string {
 		if b == 0 {
@@ -279,16 +280,4 @@ func report(t *testing.T, chosen []string, res Results) {
 			ratio(m.RPS, med["direct"].RPS), ratio(m.RPS, med["bare"].RPS))
 	}
 	t.Log(out.String())
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	v = slices.Clone(v)
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }

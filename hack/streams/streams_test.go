@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/toolgate/toolgate/internal/stats"
 	"github.com/toolgate/toolgate/internal/testgateway"
 	"github.com/toolgate/toolgate/internal/testissuer"
 	"github.com/toolgate/toolgate/internal/testproc"
@@ -387,7 +388,7 @@ func report(t *testing.T, samples []Sample) {
 			for _, s := range ss {
 				v = append(v, f(s))
 			}
-			return median(v)
+			return stats.Median(v)
 		}
 		fmt.Fprintf(&out, "%-9s %-9s %7d %9.1f %9.1f %9.1f %7.0f", k.scenario, k.proxy, k.streams,
 			med(func(s Sample) float64 { return s.RSSKiB })/1024,
@@ -395,21 +396,9 @@ func report(t *testing.T, samples []Sample) {
 			med(func(s Sample) float64 { return s.StackInuseKiB })/1024,
 			med(func(s Sample) float64 { return s.Goroutines }))
 		if c := costs[k]; c != nil {
-			fmt.Fprintf(&out, " | %9.1f %9.1f %9.1f %9.2f", median(c.rss), median(c.heap), median(c.stack), median(c.goroutines))
+			fmt.Fprintf(&out, " | %9.1f %9.1f %9.1f %9.2f", stats.Median(c.rss), stats.Median(c.heap), stats.Median(c.stack), stats.Median(c.goroutines))
 		}
 		out.WriteString("\n")
 	}
 	t.Log(out.String())
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	v = slices.Clone(v)
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
