@@ -324,7 +324,12 @@ var _ = Describe("Gateway status and its data plane", func() {
 		Expect(first.Status.Addresses).To(Equal([]gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: "10.200.1.7"}}))
 
 		By("refusing the same address to a newer Gateway")
+		// Creation times have whole seconds: a Gateway made in the same
+		// second as the first is not newer (ties go by name), so the
+		// second one is made in a later second.
+		time.Sleep(time.Until(first.CreationTimestamp.Add(time.Second)))
 		second := withAddresses(ip("10.200.1.7"))
+		Expect(second.CreationTimestamp.After(first.CreationTimestamp.Time)).To(BeTrue(), "the second Gateway is newer")
 		ready(second)
 		Eventually(conditions(second), wait, poll).Should(Satisfy(haveCondition("Programmed", metav1.ConditionFalse, "AddressNotUsable")))
 		Expect(conditionOf(second.Status.Conditions, "Programmed").Message).To(ContainSubstring("Gateway " + ns + "/" + first.Name + " claimed it first"))
