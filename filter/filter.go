@@ -278,7 +278,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := h.filter
 	if t := f.startTrail(w, r); t != nil {
 		w = t
-		defer t.finish()
+		defer t.finishAfterResponse()
 	}
 	if wantsUpgrade(r.Header) {
 		// An upgraded connection carries bytes the filter never reads: MCP's

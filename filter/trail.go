@@ -84,6 +84,40 @@ func noteRefusal(w http.ResponseWriter, why reason) {
 	}
 }
 
+// finishAfterResponse writes the trail's records when the response ends:
+// now, unless the response goes on after the handler returns (see
+// afterResponse).
+func (t *trail) finishAfterResponse() {
+	if !afterResponse(t.ResponseWriter, t.finish) {
+		t.finish()
+	}
+}
+
+// responseContinuer is a ResponseWriter whose response may go on after its
+// handler returned: the gateway hands a long event stream to a goroutine
+// of its own. DeferUntilResponseEnds queues f for the response's end and
+// reports true when it does go on, else reports false.
+type responseContinuer interface {
+	DeferUntilResponseEnds(f func()) bool
+}
+
+// afterResponse queues f for the end of w's response and reports true when
+// a ResponseWriter under w says that response goes on after the handler
+// returns; the caller runs f itself when it reports false.
+func afterResponse(w http.ResponseWriter, f func()) bool {
+	for w != nil {
+		if c, ok := w.(responseContinuer); ok {
+			return c.DeferUntilResponseEnds(f)
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
+	return false
+}
+
 // trailOf returns the trail w is, or nil.
 func trailOf(w http.ResponseWriter) *trail {
 	t, _ := w.(*trail)

@@ -341,13 +341,19 @@ func isBackendIP(ip netip.Addr) bool {
 }
 
 // backendRoundTripper sends each request through the transport of the
-// backend it was sent to: the backend's TLS transport, or next.
+// backend it was sent to: the backend's TLS transport, or next; a GET for
+// an event stream that may be detached goes through stream, when set
+// (streamdial.go).
 type backendRoundTripper struct {
-	next http.RoundTripper
+	next   http.RoundTripper
+	stream *streamRoundTripper
 }
 
 func (rt *backendRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	x := exchangeOf(r)
+	if rt.stream != nil && wantsStream(r, x) {
+		return rt.stream.RoundTrip(r)
+	}
 	next := rt.next
 	if x != nil && x.backend != nil && x.backend.transport != nil {
 		next = x.backend.transport

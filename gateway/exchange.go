@@ -56,6 +56,14 @@ type exchange struct {
 	trustedHops int
 	// http1: the client's request came over HTTP/1.x.
 	http1 bool
+
+	// detached are the detached streams of the socket the request came
+	// on; cancelBackend cancels the request to the backend of a GET that
+	// may be detached (its context outlives the handler); cont is the
+	// stream's continuation once detached (detach.go).
+	detached      *detachedStreams
+	cancelBackend context.CancelFunc
+	cont          *continuation
 }
 
 type exchangeKey struct{}

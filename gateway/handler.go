@@ -18,11 +18,14 @@ import (
 type entryHandler struct {
 	server *Server
 	key    portKey
+	// detached are the streams of this socket that went on without their
+	// handler (detach.go).
+	detached *detachedStreams
 }
 
 func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.server
-	x := &exchange{start: time.Now(), host: r.Host, trustedHops: s.opts.TrustedHops, http1: r.ProtoMajor == 1}
+	x := &exchange{start: time.Now(), host: r.Host, trustedHops: s.opts.TrustedHops, http1: r.ProtoMajor == 1, detached: h.detached}
 	x.rec = recorder{ResponseWriter: w, metrics: s.metrics, owner: x, writeTimeout: s.opts.WriteTimeout}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		// RFC 9112 section 6.3: a request with both Transfer-Encoding and
@@ -54,6 +57,17 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			cs.writeDeadline = true
 		}
 		p := recover()
+		if c := x.cont; c != nil {
+			// A detached stream (detach.go): it is finished when it ends.
+			ended := func(cut bool) { s.finish(x, r, cut || p != nil) }
+			if p == nil {
+				go c.run(ended)
+				return
+			}
+			c.cut()
+			c.run(ended)
+			panic(p)
+		}
 		s.finish(x, r, p != nil)
 		if p != nil {
 			panic(p) // net/http aborts the connection (http.ErrAbortHandler) or logs

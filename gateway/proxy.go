@@ -41,6 +41,7 @@ import (
 type proxy struct {
 	rp          *httputil.ReverseProxy
 	buffers     *copyBuffers
+	idle        *idleBuffers // rp's BufferPool
 	streams     *eventStreams
 	sessions    *sessionSealer
 	log         *slog.Logger
@@ -48,14 +49,14 @@ type proxy struct {
 }
 
 func newProxy(transport http.RoundTripper, sessions *sessionSealer, log *slog.Logger, trustedHops int) *proxy {
-	p := &proxy{buffers: newCopyBuffers(), streams: newEventStreams(), sessions: sessions, log: log, trustedHops: trustedHops}
+	p := &proxy{buffers: newCopyBuffers(), idle: newIdleBuffers(), streams: newEventStreams(), sessions: sessions, log: log, trustedHops: trustedHops}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      &backendRoundTripper{next: transport},
+		Transport:      &backendRoundTripper{next: transport, stream: newStreamRoundTripper(transport)},
 		FlushInterval:  -1,
 		ErrorHandler:   p.errorHandler,
 		ModifyResponse: p.modifyResponse,
-		BufferPool:     newIdleBuffers(), // see responseBody
+		BufferPool:     p.idle, // see responseBody
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return p
@@ -110,6 +111,23 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
 		r = r.WithContext(ctx)
+	} else if r.Method == http.MethodGet && x.http1 && r.ProtoAtLeast(1, 1) && x.detached != nil {
+		if _, timed := r.Context().Deadline(); !timed {
+			// It may become a detached event stream (detach.go), which
+			// outlives this handler and so the request's context: the
+			// request to the backend gets a context of its own, cancelled
+			// with the client's until the stream is detached.
+			ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+			stop := context.AfterFunc(r.Context(), cancel)
+			x.cancelBackend = cancel
+			defer func() {
+				stop()
+				if x.cont == nil {
+					cancel()
+				}
+			}()
+			r = r.WithContext(ctx)
+		}
 	}
 	x.out.ResponseWriter = w
 	p.rp.ServeHTTP(&x.out, r)
@@ -231,6 +249,8 @@ func (p *proxy) modifyResponse(res *http.Response) error {
 		if stream && res.Request.Method == http.MethodGet && res.StatusCode == http.StatusOK {
 			// A client's wait for server messages, as long as its
 			// session: a shutdown ends it (drain.go).
+			x.resBody.owner, x.resBody.idle = x, p.idle
+			x.resBody.detachable = x.cancelBackend != nil && res.ContentLength < 0 && len(res.Trailer) == 0
 			p.streams.add(&x.resBody)
 			if x.http1 {
 				// Its connection is not worth keeping: when the stream
@@ -374,6 +394,12 @@ type responseBody struct {
 	// boundary (endState); nil for every other response.
 	streams  *eventStreams
 	endState streamEnd
+	// detachable says such a stream may go on without its handler
+	// (detach.go); owner is its exchange, and idle the pool of the small
+	// buffer it then waits with.
+	detachable bool
+	owner      *exchange
+	idle       *idleBuffers
 }
 
 func (b *responseBody) Read(idle []byte) (int, error) {
@@ -381,13 +407,21 @@ func (b *responseBody) Read(idle []byte) (int, error) {
 		return 0, io.EOF
 	}
 	b.done = true
+	if b.detach() {
+		return 0, io.EOF // for this handler, the response is done
+	}
 	if err := b.copy(idle); err != nil {
 		return 0, err
 	}
 	return 0, io.EOF
 }
 
-func (b *responseBody) Close() error { return b.src.Close() }
+func (b *responseBody) Close() error {
+	if b.owner != nil && b.owner.cont != nil {
+		return nil // detached: the stream's continuation closes it
+	}
+	return b.src.Close()
+}
 
 // copy copies the body to the client, each read written and flushed. idle
 // is the small buffer to wait for data with.

@@ -320,7 +320,7 @@ func (s *Server) listen(key portKey, protocol Protocol, addr string) (*socket, e
 		return nil, err
 	}
 	sk := &socket{key: key, protocol: protocol, ln: ln}
-	sk.srv = s.newHTTPServer(&entryHandler{server: s, key: key})
+	sk.srv = s.newHTTPServer(&entryHandler{server: s, key: key, detached: newDetachedStreams()})
 	if protocol == ProtocolHTTPS {
 		sk.srv.TLSConfig = &tls.Config{
 			MinVersion:         tls.VersionTLS12,
@@ -391,6 +391,9 @@ func (s *Server) retire(sk *socket) {
 		defer cancel()
 		if err := sk.srv.Shutdown(ctx); err != nil {
 			_ = sk.srv.Close()
+		}
+		if d := detachedOf(sk.srv); d != nil {
+			d.end(ctx)
 		}
 	}()
 }
@@ -480,6 +483,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for range servers {
 		if err := <-errs; err != nil && first == nil {
 			first = err
+		}
+	}
+	// The detached streams were told to end with the others; those left
+	// at ctx's deadline are cut.
+	for _, srv := range servers {
+		if d := detachedOf(srv); d != nil && d.end(ctx) && first == nil {
+			first = ctx.Err()
 		}
 	}
 	drained := make(chan struct{})

@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/filter"
+	"github.com/toolgate/toolgate/filter/audit"
+)
+
+// syncBuffer is a log destination that tests read while the server writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// rawStream opens a GET event stream with a client of its own over one
+// HTTP/1.1 connection (no pooling transport, whose goroutines would hide
+// the proxy's own in a goroutine dump), and returns the connection and the
+// stream's events.
+func rawStream(t *testing.T, addr, path string) (net.Conn, *eventReader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, waitLong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("open stream: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK || !resp.Close || len(resp.TransferEncoding) == 0 || resp.TransferEncoding[0] != "chunked" {
+		t.Fatalf("open stream: status %d, closes %v, transfer encoding %v; want 200, closing, chunked", resp.StatusCode, resp.Close, resp.TransferEncoding)
+	}
+	return conn, newEventReader(t, resp.Body)
+}
+
+// stacksHolding counts the goroutines of this process running function fn
+// (a frame of their stacks, not the function that created them).
+func stacksHolding(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, fn+"(") {
+			count++
+		}
+	}
+	return count
+}
+
+// openDetached counts the detached streams of s's gateway sockets.
+func openDetached(s *Server) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sk := range s.sockets {
+		d := detachedOf(sk.srv)
+		d.mu.Lock()
+		n += len(d.open)
+		d.mu.Unlock()
+	}
+	return n
+}
+
+// An idle GET event stream holds no handler: its connection is taken over
+// and the stream handed to goroutines of the proxy's own, and its backend
+// is reached without net/http's Transport, whose connections keep two
+// goroutines each. Events still arrive as they are sent, the response ends
+// cleanly when the backend ends it, and the access log and the audit trail
+// record it then.
+func TestAnIdleEventStreamHoldsNoHandlerAndIsRecordedWhenItEnds(t *testing.T) {
+	held := newHeldStream()
+	be := newHTTPTestServer(t, held)
+	var access, trail syncBuffer
+	auditLog, err := audit.New(&trail, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := filter.NewShared(filter.SharedOptions{Audit: auditLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(ref *ExtensionRef) (ExtensionFilter, error) { return filter.New(*ref.MCPServer, shared) }
+	s := newServer(t, Options{Extensions: build, AccessLog: slog.New(slog.NewJSONHandler(&access, nil))})
+	mustApply(t, s, oneRoute(Rule{Filters: []Filter{resolvedRef("mcp")}, Backends: []Backend{backendOf("sse", 1, be)}}))
+	addr := s.Addr("web").String()
+
+	const streams = 5
+	var events []*eventReader
+	for range streams {
+		_, er := rawStream(t, addr, "/mcp")
+		if got, err := er.next(); err != nil || got != "first" {
+			t.Fatalf("first event = %q, %v", got, err)
+		}
+		events = append(events, er)
+	}
+	waitFor(t, "every stream detached", func() bool { return openDetached(s) == streams })
+	waitFor(t, "no handler left holding a stream", func() bool { return stacksHolding("gateway.(*entryHandler).ServeHTTP") == 0 })
+	if n := stacksHolding("net/http.(*persistConn)"); n != 0 {
+		t.Errorf("%d goroutines of net/http's Transport hold the streams' backend connections, want none", n)
+	}
+	if copying, watching := stacksHolding("gateway.(*continuation).run"), stacksHolding("gateway.(*continuation).watchClient"); copying != streams || watching != streams {
+		t.Errorf("%d goroutines copy detached streams and %d watch their clients, want %d each", copying, watching, streams)
+	}
+	if strings.Contains(access.String(), `"path":"/mcp"`) || trail.String() != "" {
+		t.Fatalf("open streams were recorded before their end:\naccess log: %s\naudit trail: %s", access.String(), trail.String())
+	}
+
+	close(held.release)
+	for i, er := range events {
+		if got, err := er.next(); err != nil || got != "last" {
+			t.Fatalf("stream %d: last event = %q, %v", i, got, err)
+		}
+		if got, err := er.next(); err != io.EOF {
+			t.Fatalf("stream %d ended with %q, %v; want a clean end", i, got, err)
+		}
+	}
+	waitFor(t, "every stream recorded", func() bool {
+		return strings.Count(access.String(), `"stream":true`) == streams && strings.Count(trail.String(), "\n") == streams
+	})
+	for rec := range strings.Lines(access.String()) {
+		if !strings.Contains(rec, `"status":200`) || strings.Contains(rec, `"aborted"`) || !strings.Contains(rec, `"bytes":`) || strings.Contains(rec, `"bytes":0`) {
+			t.Errorf("access record of an ended stream: %s", rec)
+		}
+	}
+	for rec := range strings.Lines(trail.String()) {
+		if !strings.Contains(rec, `"status":200`) || !strings.Contains(rec, `"httpMethod":"GET"`) {
+			t.Errorf("audit record of an ended stream: %s", rec)
+		}
+	}
+	if n := openDetached(s); n != 0 {
+		t.Errorf("%d detached streams left after they ended", n)
+	}
+}
+
+// A client that goes away from a detached stream cancels its request to the
+// backend, as it would a stream served by its handler.
+func TestAClientLeavingADetachedStreamCancelsItsBackendRequest(t *testing.T) {
+	gone := make(chan struct{})
+	be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		_ = http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+		close(gone)
+	}))
+	var access syncBuffer
+	s := newServer(t, Options{AccessLog: slog.New(slog.NewJSONHandler(&access, nil))})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
+	conn, er := rawStream(t, s.Addr("web").String(), "/")
+	if got, err := er.next(); err != nil || got != "first" {
+		t.Fatalf("first event = %q, %v", got, err)
+	}
+	waitFor(t, "the stream detached", func() bool { return openDetached(s) == 1 })
+	conn.Close()
+	select {
+	case <-gone:
+	case <-time.After(waitLong):
+		t.Fatal("the backend's request was not cancelled after the client went away")
+	}
+	waitFor(t, "the stream recorded", func() bool { return strings.Contains(access.String(), `"stream":true`) })
+	if n := openDetached(s); n != 0 {
+		t.Errorf("%d detached streams left after the client went away", n)
+	}
+}
+
+// Removing a listener cuts its detached streams once the drain timeout is
+// over, as it cuts the requests it still serves.
+func TestRemovingAListenerCutsItsDetachedStreamsAfterTheDrainTimeout(t *testing.T) {
+	held := newHeldStream()
+	be := newHTTPTestServer(t, held)
+	s := newServer(t, Options{DrainTimeout: 50 * time.Millisecond})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
+	_, er := rawStream(t, s.Addr("web").String(), "/")
+	if got, err := er.next(); err != nil || got != "first" {
+		t.Fatalf("first event = %q, %v", got, err)
+	}
+	waitFor(t, "the stream detached", func() bool { return openDetached(s) == 1 })
+	mustApply(t, s, &Config{})
+	if got, err := er.next(); err == nil || err == io.EOF {
+		t.Fatalf("the stream of a removed listener went on: %q, %v; want it cut", got, err)
+	}
+}
