@@ -239,6 +239,14 @@ func (e *endpointEventRewriter) Read(p []byte) (int, error) {
 
 func (e *endpointEventRewriter) Close() error { return e.src.Close() }
 
+// quiet reports whether the next Read would wait for the connection (see
+// quietReader): nothing is buffered below, and nothing is ready to pass
+// on (bytes held back while the first event is incomplete are not).
+func (e *endpointEventRewriter) quiet() bool {
+	q, ok := e.src.(quietReader)
+	return ok && e.err == nil && (!e.scanned || len(e.pending) == 0) && q.quiet()
+}
+
 // scan reads once more, into buf (the caller's, so that a stream waiting
 // for its first event holds no buffer of its own), and finishes scanning
 // when the first event is complete, the held bytes reach the bound or the

@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 )
 
 // Detached event streams.
@@ -37,6 +39,14 @@ import (
 // trailers stay with their handler.
 
 // continuation is a detached stream.
+//
+// Where the process has a poller (poller_linux.go) and the stream's backend
+// connection is its own (streamdial.go), an idle stream holds no goroutine
+// at all: when its copy has forwarded everything the backend sent, whole
+// chunks, it arms the poller on the backend's connection and returns
+// (pause); the poller starts the copy again when the backend sends more,
+// and ends the stream when the client's connection becomes readable or
+// closes. Otherwise one goroutine copies and another waits on the client.
 type continuation struct {
 	conn net.Conn
 	body *responseBody
@@ -49,19 +59,192 @@ type continuation struct {
 	// connection was taken over: it is treated as gone.
 	clientSent bool
 	// hooks are what the handler chain deferred to the stream's end, in
-	// the order it deferred them.
+	// the order it deferred them; ended runs after them.
 	hooks []func()
+	ended func(cut bool)
 	done  chan struct{}
+
+	// With a poller: id names the stream in its events; source says when
+	// the backend's body has nothing buffered.
+	poll       *poller
+	id         int32
+	clientRaw  syscall.RawConn
+	backendRaw syscall.RawConn
+	source     quietReader
+
+	mu sync.Mutex
+	// paused: the stream waits in the poller, with no goroutine.
+	paused bool
+	// interrupted: the stream is ending (its client left, a shutdown ended
+	// it at an event boundary, it was cut) and may not go idle again.
+	interrupted bool
 }
 
-// run copies the stream to its end, then closes the connection and runs
-// the hooks, and last ended, told whether the stream was cut.
-func (c *continuation) run(ended func(cut bool)) {
-	defer close(c.done)
+// quietReader is a body that can say it has nothing buffered: its next
+// read would wait for the connection.
+type quietReader interface {
+	quiet() bool
+}
+
+// start copies the stream until it ends, then finishes it with ended.
+func (c *continuation) start(ended func(cut bool)) {
+	c.ended = ended
+	if c.usePoller() {
+		c.pump(false)
+		return
+	}
 	go c.watchClient()
 	idle := c.idle.Get()
 	err := c.body.copy(idle)
 	c.idle.Put(idle)
+	c.finish(err)
+}
+
+// usePoller sets the stream up to wait in the poller, when it can.
+func (c *continuation) usePoller() bool {
+	p := streamPoller()
+	if p == nil || c.clientSent {
+		return false
+	}
+	source, backend := quietSource(c.body.src)
+	client := rawConnOf(c.conn)
+	if source == nil || backend == nil || client == nil {
+		return false
+	}
+	c.poll, c.source, c.backendRaw, c.clientRaw = p, source, backend, client
+	c.id = p.add(c)
+	if err := p.arm(client, c.id, sideClient); err != nil {
+		p.remove(c.id)
+		c.poll = nil
+		return false
+	}
+	return true
+}
+
+// quietSource finds in a response body's readers the one that says when
+// it is quiet, and the connection it reads, or nil.
+func quietSource(src io.Reader) (quietReader, syscall.RawConn) {
+	switch s := src.(type) {
+	case *endpointEventRewriter:
+		if _, raw := quietSource(s.src); raw != nil {
+			return s, raw
+		}
+	case *streamBody:
+		if raw := rawConnOf(s.conn); raw != nil && s.quietSrc != nil {
+			return s, raw
+		}
+	}
+	return nil, nil
+}
+
+// rawConnOf returns the descriptor of a TCP connection, or of the one a
+// TLS connection runs on; nil for anything else.
+func rawConnOf(conn net.Conn) syscall.RawConn {
+	if t, ok := conn.(*tls.Conn); ok {
+		conn = t.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// pump copies until the stream is quiet, then leaves it idle in the
+// poller; or until it ends.
+func (c *continuation) pump(woken bool) {
+	// Woken by the poller, the copy reads first: the bufio buffers are
+	// empty, and the data that woke it is on the connection.
+	pause := func() bool {
+		if woken {
+			woken = false
+			return false
+		}
+		return c.mayIdle()
+	}
+	for {
+		idle := c.idle.Get()
+		err := c.body.copyUntil(idle, pause)
+		c.idle.Put(idle)
+		if err != errPaused {
+			c.finish(err)
+			return
+		}
+		if c.goIdle() {
+			return
+		}
+		// Interrupted, or the poller refused the connection: the copy
+		// goes on to the stream's end.
+		pause = nil
+	}
+}
+
+// mayIdle reports whether the stream can wait in the poller now.
+func (c *continuation) mayIdle() bool {
+	if !c.source.quiet() {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.interrupted
+}
+
+// goIdle arms the poller on the backend's connection and marks the stream
+// idle; it reports false, and the copy goes on, when the stream was
+// interrupted or its backend's connection is closed.
+func (c *continuation) goIdle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.interrupted || c.poll.arm(c.backendRaw, c.id, sideBackend) != nil {
+		return false
+	}
+	c.paused = true
+	return true
+}
+
+// wakeLocked starts the copy again when the stream is idle. c.mu is held.
+func (c *continuation) wakeLocked() {
+	if c.paused {
+		c.paused = false
+		go c.pump(true)
+	}
+}
+
+// ready is the poller's event on one of the stream's connections.
+func (c *continuation) ready(side int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if side == sideClient {
+		// The client sent something or left: the stream ends, its copy
+		// failing on the backend's closed body.
+		c.interrupted = true
+		_ = c.body.src.Close()
+		c.cancel()
+	}
+	c.wakeLocked()
+}
+
+// interrupt tells the stream it is ending, the backend's body closed by
+// the caller, and starts the copy again if it was idle, to end it.
+func (c *continuation) interrupt() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.interrupted = true
+	c.wakeLocked()
+}
+
+// finish ends the stream, cleanly when err is nil, and runs what waited
+// for its end.
+func (c *continuation) finish(err error) {
+	defer close(c.done)
+	if c.poll != nil {
+		c.poll.disarm(c.clientRaw)
+		c.poll.remove(c.id)
+	}
 	_ = c.body.src.Close()
 	c.cancel()
 	if err == nil {
@@ -73,16 +256,16 @@ func (c *continuation) run(ended func(cut bool)) {
 	for _, h := range c.hooks {
 		h()
 	}
-	ended(err != nil)
+	c.ended(err != nil)
 }
 
 // watchClient waits for the client to go away, or to send anything, which
 // a client waiting on an event stream has no reason to, and then cuts the
-// request to the backend, which ends the copy. It returns when run closes
-// the connection.
+// request to the backend, which ends the copy. It returns when the stream
+// closes the connection.
 func (c *continuation) watchClient() {
+	var b [1]byte
 	if !c.clientSent {
-		var b [1]byte
 		_, _ = c.conn.Read(b[:])
 	}
 	c.cancel()
@@ -90,8 +273,13 @@ func (c *continuation) watchClient() {
 
 // cut ends the stream at once, wherever it is.
 func (c *continuation) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.interrupted = true
+	_ = c.body.src.Close()
 	c.cancel()
 	_ = c.conn.Close()
+	c.wakeLocked()
 }
 
 // DeferUntilResponseEnds runs f when the response ends, if it goes on
@@ -135,6 +323,9 @@ func (b *responseBody) detach() bool {
 		clientSent: rw.Reader.Buffered() > 0, done: make(chan struct{}),
 	}
 	x.cont = c
+	b.endState.mu.Lock()
+	b.endState.cont = c
+	b.endState.mu.Unlock()
 	if !c.set.add(c) {
 		c.cut() // the listener is gone already
 	}

@@ -39,15 +39,15 @@ func (s *syncBuffer) String() string {
 // rawStream opens a GET event stream with a client of its own over one
 // HTTP/1.1 connection (no pooling transport, whose goroutines would hide
 // the proxy's own in a goroutine dump), and returns the connection and the
-// stream's events.
-func rawStream(t *testing.T, addr, path string) (net.Conn, *eventReader) {
+// stream's events. accept is the request's Accept field.
+func rawStream(t *testing.T, addr, path, accept string) (net.Conn, *eventReader) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, waitLong)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: %s\r\n\r\n", path, addr, accept)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("open stream: %v", err)
@@ -94,79 +94,108 @@ func openDetached(s *Server) int {
 }
 
 // An idle GET event stream holds no handler: its connection is taken over
-// and the stream handed to goroutines of the proxy's own, and its backend
-// is reached without net/http's Transport, whose connections keep two
-// goroutines each. Events still arrive as they are sent, the response ends
-// cleanly when the backend ends it, and the access log and the audit trail
-// record it then.
+// and the stream handed on. A GET that asks for an event stream reaches its
+// backend on a connection of its own, without net/http's Transport (whose
+// connections keep two goroutines each), and waits in the poller with no
+// goroutine at all; any other is copied by a goroutine of the proxy's own
+// while another watches its client. Either way events arrive as they are
+// sent, the response ends cleanly when the backend ends it, and the access
+// log and the audit trail record it then.
 func TestAnIdleEventStreamHoldsNoHandlerAndIsRecordedWhenItEnds(t *testing.T) {
-	held := newHeldStream()
-	be := newHTTPTestServer(t, held)
-	var access, trail syncBuffer
-	auditLog, err := audit.New(&trail, audit.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shared, err := filter.NewShared(filter.SharedOptions{Audit: auditLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	build := func(ref *ExtensionRef) (ExtensionFilter, error) { return filter.New(*ref.MCPServer, shared) }
-	s := newServer(t, Options{Extensions: build, AccessLog: slog.New(slog.NewJSONHandler(&access, nil))})
-	mustApply(t, s, oneRoute(Rule{Filters: []Filter{resolvedRef("mcp")}, Backends: []Backend{backendOf("sse", 1, be)}}))
-	addr := s.Addr("web").String()
-
 	const streams = 5
-	var events []*eventReader
-	for range streams {
-		_, er := rawStream(t, addr, "/mcp")
-		if got, err := er.next(); err != nil || got != "first" {
-			t.Fatalf("first event = %q, %v", got, err)
-		}
-		events = append(events, er)
-	}
-	waitFor(t, "every stream detached", func() bool { return openDetached(s) == streams })
-	waitFor(t, "no handler left holding a stream", func() bool { return stacksHolding("gateway.(*entryHandler).ServeHTTP") == 0 })
-	if n := stacksHolding("net/http.(*persistConn)"); n != 0 {
-		t.Errorf("%d goroutines of net/http's Transport hold the streams' backend connections, want none", n)
-	}
-	if copying, watching := stacksHolding("gateway.(*continuation).run"), stacksHolding("gateway.(*continuation).watchClient"); copying != streams || watching != streams {
-		t.Errorf("%d goroutines copy detached streams and %d watch their clients, want %d each", copying, watching, streams)
-	}
-	if strings.Contains(access.String(), `"path":"/mcp"`) || trail.String() != "" {
-		t.Fatalf("open streams were recorded before their end:\naccess log: %s\naudit trail: %s", access.String(), trail.String())
-	}
+	for _, tc := range []struct {
+		accept string
+		// copying and watching are the goroutines per idle stream that
+		// copy it and watch its client; transport says net/http's
+		// Transport holds its backend connection.
+		copying, watching int
+		transport         bool
+	}{
+		{accept: "application/json, text/event-stream"},
+		{accept: "*/*", copying: 1, watching: 1, transport: true},
+	} {
+		t.Run(tc.accept, func(t *testing.T) {
+			held := newHeldStream()
+			be := newHTTPTestServer(t, held)
+			var access, trail syncBuffer
+			auditLog, err := audit.New(&trail, audit.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			shared, err := filter.NewShared(filter.SharedOptions{Audit: auditLog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			build := func(ref *ExtensionRef) (ExtensionFilter, error) { return filter.New(*ref.MCPServer, shared) }
+			s := newServer(t, Options{Extensions: build, AccessLog: slog.New(slog.NewJSONHandler(&access, nil))})
+			mustApply(t, s, oneRoute(Rule{Filters: []Filter{resolvedRef("mcp")}, Backends: []Backend{backendOf("sse", 1, be)}}))
+			addr := s.Addr("web").String()
 
-	close(held.release)
-	for i, er := range events {
-		if got, err := er.next(); err != nil || got != "last" {
-			t.Fatalf("stream %d: last event = %q, %v", i, got, err)
-		}
-		if got, err := er.next(); err != io.EOF {
-			t.Fatalf("stream %d ended with %q, %v; want a clean end", i, got, err)
-		}
-	}
-	waitFor(t, "every stream recorded", func() bool {
-		return strings.Count(access.String(), `"stream":true`) == streams && strings.Count(trail.String(), "\n") == streams
-	})
-	for rec := range strings.Lines(access.String()) {
-		if !strings.Contains(rec, `"status":200`) || strings.Contains(rec, `"aborted"`) || !strings.Contains(rec, `"bytes":`) || strings.Contains(rec, `"bytes":0`) {
-			t.Errorf("access record of an ended stream: %s", rec)
-		}
-	}
-	for rec := range strings.Lines(trail.String()) {
-		if !strings.Contains(rec, `"status":200`) || !strings.Contains(rec, `"httpMethod":"GET"`) {
-			t.Errorf("audit record of an ended stream: %s", rec)
-		}
-	}
-	if n := openDetached(s); n != 0 {
-		t.Errorf("%d detached streams left after they ended", n)
+			var events []*eventReader
+			for range streams {
+				_, er := rawStream(t, addr, "/mcp", tc.accept)
+				if got, err := er.next(); err != nil || got != "first" {
+					t.Fatalf("first event = %q, %v", got, err)
+				}
+				events = append(events, er)
+			}
+			waitFor(t, "every stream detached", func() bool { return openDetached(s) == streams })
+			waitFor(t, "the streams' goroutines settled", func() bool {
+				return stacksHolding("gateway.(*entryHandler).ServeHTTP") == 0 &&
+					stacksHolding("gateway.(*continuation).start")+stacksHolding("gateway.(*continuation).pump") == tc.copying*streams &&
+					stacksHolding("gateway.(*continuation).watchClient") == tc.watching*streams
+			})
+			if n := stacksHolding("net/http.(*persistConn).readLoop"); (n != 0) != tc.transport {
+				t.Errorf("%d goroutines of net/http's Transport hold the streams' backend connections; want some: %v", n, tc.transport)
+			}
+			if strings.Contains(access.String(), `"path":"/mcp"`) || trail.String() != "" {
+				t.Fatalf("open streams were recorded before their end:\naccess log: %s\naudit trail: %s", access.String(), trail.String())
+			}
+
+			close(held.release)
+			for i, er := range events {
+				if got, err := er.next(); err != nil || got != "last" {
+					t.Fatalf("stream %d: last event = %q, %v", i, got, err)
+				}
+				if got, err := er.next(); err != io.EOF {
+					t.Fatalf("stream %d ended with %q, %v; want a clean end", i, got, err)
+				}
+			}
+			waitFor(t, "every stream recorded", func() bool {
+				return strings.Count(access.String(), `"stream":true`) == streams && strings.Count(trail.String(), "\n") == streams
+			})
+			for rec := range strings.Lines(access.String()) {
+				if !strings.Contains(rec, `"status":200`) || strings.Contains(rec, `"aborted"`) || !strings.Contains(rec, `"bytes":`) || strings.Contains(rec, `"bytes":0`) {
+					t.Errorf("access record of an ended stream: %s", rec)
+				}
+			}
+			for rec := range strings.Lines(trail.String()) {
+				if !strings.Contains(rec, `"status":200`) || !strings.Contains(rec, `"httpMethod":"GET"`) {
+					t.Errorf("audit record of an ended stream: %s", rec)
+				}
+			}
+			if n := openDetached(s); n != 0 {
+				t.Errorf("%d detached streams left after they ended", n)
+			}
+		})
 	}
 }
 
 // A client that goes away from a detached stream cancels its request to the
 // backend, as it would a stream served by its handler.
 func TestAClientLeavingADetachedStreamCancelsItsBackendRequest(t *testing.T) {
+	forEachWaitingMode(t, testClientLeavingADetachedStream)
+}
+
+// forEachWaitingMode runs test with a stream that waits in the poller and
+// with one that a goroutine copies (see the Accept fields above).
+func forEachWaitingMode(t *testing.T, test func(t *testing.T, accept string)) {
+	for _, accept := range []string{"text/event-stream", "*/*"} {
+		t.Run(accept, func(t *testing.T) { test(t, accept) })
+	}
+}
+
+func testClientLeavingADetachedStream(t *testing.T, accept string) {
 	gone := make(chan struct{})
 	be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -178,7 +207,7 @@ func TestAClientLeavingADetachedStreamCancelsItsBackendRequest(t *testing.T) {
 	var access syncBuffer
 	s := newServer(t, Options{AccessLog: slog.New(slog.NewJSONHandler(&access, nil))})
 	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
-	conn, er := rawStream(t, s.Addr("web").String(), "/")
+	conn, er := rawStream(t, s.Addr("web").String(), "/", accept)
 	if got, err := er.next(); err != nil || got != "first" {
 		t.Fatalf("first event = %q, %v", got, err)
 	}
@@ -198,11 +227,15 @@ func TestAClientLeavingADetachedStreamCancelsItsBackendRequest(t *testing.T) {
 // Removing a listener cuts its detached streams once the drain timeout is
 // over, as it cuts the requests it still serves.
 func TestRemovingAListenerCutsItsDetachedStreamsAfterTheDrainTimeout(t *testing.T) {
+	forEachWaitingMode(t, testRemovingAListenerCutsItsDetachedStreams)
+}
+
+func testRemovingAListenerCutsItsDetachedStreams(t *testing.T, accept string) {
 	held := newHeldStream()
 	be := newHTTPTestServer(t, held)
 	s := newServer(t, Options{DrainTimeout: 50 * time.Millisecond})
 	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
-	_, er := rawStream(t, s.Addr("web").String(), "/")
+	_, er := rawStream(t, s.Addr("web").String(), "/", accept)
 	if got, err := er.next(); err != nil || got != "first" {
 		t.Fatalf("first event = %q, %v", got, err)
 	}

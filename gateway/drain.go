@@ -88,6 +88,8 @@ type streamEnd struct {
 	// they end an event: a blank line, "\n\n", "\r\r" or "\r\n\r\n".
 	tail [4]byte
 	n    int
+	// cont is the stream's continuation once it is detached (detach.go).
+	cont *continuation
 }
 
 // end asks the stream to end: at once when no event is partly forwarded
@@ -99,6 +101,9 @@ func (b *responseBody) end() {
 	b.endState.ending = true
 	if b.endState.atBoundary() {
 		_ = b.src.Close()
+		if b.endState.cont != nil {
+			b.endState.cont.interrupt() // an idle detached stream has no goroutine to notice
+		}
 	}
 }
 
@@ -110,6 +115,17 @@ func (b *responseBody) ending() bool {
 	b.endState.mu.Lock()
 	defer b.endState.mu.Unlock()
 	return b.endState.ending
+}
+
+// endsHere reports whether the stream was asked to end and stands at an
+// event boundary: a copy that resumes there ends it at once.
+func (b *responseBody) endsHere() bool {
+	if b.streams == nil {
+		return false
+	}
+	b.endState.mu.Lock()
+	defer b.endState.mu.Unlock()
+	return b.endState.ending && b.endState.atBoundary()
 }
 
 // forwarded notes bytes written to the client and reports whether the

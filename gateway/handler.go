@@ -61,11 +61,11 @@ func (h *entryHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// A detached stream (detach.go): it is finished when it ends.
 			ended := func(cut bool) { s.finish(x, r, cut || p != nil) }
 			if p == nil {
-				go c.run(ended)
+				go c.start(ended)
 				return
 			}
 			c.cut()
-			c.run(ended)
+			c.start(ended)
 			panic(p)
 		}
 		s.finish(x, r, p != nil)

@@ -425,23 +425,33 @@ func (b *responseBody) Close() error {
 
 // copy copies the body to the client, each read written and flushed. idle
 // is the small buffer to wait for data with.
-func (b *responseBody) copy(idle []byte) error {
+func (b *responseBody) copy(idle []byte) error { return b.copyUntil(idle, nil) }
+
+// errPaused is copyUntil's answer when it stopped where it was asked to.
+var errPaused = errors.New("the copy paused")
+
+// copyUntil is copy, but asks pause, when set, before each read whether to
+// stop there; it then returns errPaused, and a later copyUntil goes on.
+func (b *responseBody) copyUntil(idle []byte, pause func() bool) (err error) {
 	var big []byte
 	defer func() {
 		if big != nil {
 			b.big.Put(big)
 		}
-		if b.streams != nil {
+		if b.streams != nil && err != errPaused {
 			b.streams.remove(b)
 		}
 	}()
-	if b.ending() {
+	if b.endsHere() {
 		return nil
 	}
 	if !b.wait || len(idle) == 0 {
 		big = b.big.Get()
 	}
 	for {
+		if pause != nil && pause() {
+			return errPaused
+		}
 		buf := idle
 		if big != nil {
 			buf = big

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -93,9 +92,11 @@ func (t *streamRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) 
 			// nothing of the request or response it came with held for
 			// as long as it lasts (net/http's body keeps both, for
 			// trailers, which such a stream has not announced).
-			b.src = io.Reader(br)
 			if slices.Equal(res.TransferEncoding, []string{"chunked"}) {
-				b.src = httputil.NewChunkedReader(br)
+				cr := &chunkReader{br: br}
+				b.src, b.quietSrc = cr, cr
+			} else {
+				b.src, b.quietSrc = br, bufferedReader{br}
 			}
 		}
 		res.Body = b
@@ -106,8 +107,11 @@ func (t *streamRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) 
 // streamBody is the body of a response read by streamRoundTripper: closing
 // it closes its connection.
 type streamBody struct {
-	src  io.Reader
-	conn net.Conn
+	src io.Reader
+	// quietSrc says when src has nothing buffered, for an event stream's
+	// body; nil for others.
+	quietSrc quietReader
+	conn     net.Conn
 	// stop ends the watch on the request's context; cancelled says that
 	// context was cancelled, which closed the connection.
 	stop      func() bool
@@ -121,6 +125,14 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+func (b *streamBody) quiet() bool { return b.quietSrc != nil && b.quietSrc.quiet() }
+
+// bufferedReader is a body read as it comes (ended by the connection's
+// end): quiet when nothing is buffered.
+type bufferedReader struct{ *bufio.Reader }
+
+func (r bufferedReader) quiet() bool { return r.Buffered() == 0 }
 
 func (b *streamBody) Close() error {
 	b.stop()
