@@ -88,6 +88,13 @@ func (r *Relevance) service(nn types.NamespacedName) bool {
 	return r.any(func(d translate.Dependencies) bool { return d.AllServices || d.Services[nn] })
 }
 
+// endpointsOf reports whether a translation looked up the Service nn,
+// and so its EndpointSlices. AllServices does not count: it reads the
+// addresses of every Service, not their endpoints.
+func (r *Relevance) endpointsOf(nn types.NamespacedName) bool {
+	return r.any(func(d translate.Dependencies) bool { return d.Services[nn] })
+}
+
 // relevant reports whether obj's change can change what the controller
 // computes. Objects of other kinds always can.
 func (r *Relevance) relevant(obj client.Object) bool {
@@ -103,7 +110,7 @@ func (r *Relevance) relevant(obj client.Object) bool {
 	case *corev1.Service:
 		return r.service(nn)
 	case *discoveryv1.EndpointSlice:
-		return r.service(types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]})
+		return r.endpointsOf(types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]})
 	default:
 		return true
 	}
@@ -253,7 +260,7 @@ func dependsOn(d translate.Dependencies, obj client.Object) bool {
 	case *corev1.ConfigMap:
 		return d.ConfigMaps[nn]
 	case *discoveryv1.EndpointSlice:
-		return d.AllServices || d.Services[types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]}]
+		return d.Services[types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]}]
 	default:
 		return false
 	}

@@ -29,6 +29,9 @@ func TestTransformKeepsTheBodiesOfRelevantObjectsOnly(t *testing.T) {
 		ConfigMaps: map[types.NamespacedName]bool{name("a", "ca"): true},
 		Services:   map[types.NamespacedName]bool{name("a", "mcp"): true},
 	})
+	// Another translation reads the addresses of every Service, and so
+	// no EndpointSlice more.
+	r.set("config-stream", translate.Dependencies{AllServices: true})
 	meta := func(ns, name string, labels map[string]string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{
 			Namespace: ns, Name: name, Labels: labels, ResourceVersion: "7",
@@ -53,7 +56,7 @@ func TestTransformKeepsTheBodiesOfRelevantObjectsOnly(t *testing.T) {
 		{"a ConfigMap looked up", &corev1.ConfigMap{ObjectMeta: meta("a", "ca", nil), Data: map[string]string{"ca.crt": "x"}}, true},
 		{"another ConfigMap", &corev1.ConfigMap{ObjectMeta: meta("a", "other", nil), Data: map[string]string{"ca.crt": "x"}}, false},
 		{"a slice of a Service looked up", slice("mcp"), true},
-		{"a slice of another Service", slice("db"), false},
+		{"a slice of another Service, even when every Service's addresses count", slice("db"), false},
 		{"a Service is always whole", &corev1.Service{ObjectMeta: meta("a", "db", nil), Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.9"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
