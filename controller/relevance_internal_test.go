@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -195,5 +196,38 @@ func TestBodiesOfOneNamespaceAreReadWithOneList(t *testing.T) {
 	}
 	if gets != 0 || lists != 1 {
 		t.Errorf("%d gets and %d lists, want one list", gets, lists)
+	}
+}
+
+// The scoped caches a translation needs are the namespaces of what it
+// looked up, kind by kind.
+func TestScopesOfATranslation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		deps translate.Dependencies
+		want []string
+	}{
+		{"nothing looked up needs no cache", translate.Dependencies{}, nil},
+		{"a Secret needs its namespace's Secrets", translate.Dependencies{
+			Secrets: map[types.NamespacedName]bool{name("certs", "tls"): true},
+		}, []string{"certs/Secret"}},
+		{"a ConfigMap needs its namespace's ConfigMaps", translate.Dependencies{
+			ConfigMaps: map[types.NamespacedName]bool{name("certs", "ca"): true},
+		}, []string{"certs/ConfigMap"}},
+		{"a Service needs its namespace's EndpointSlices", translate.Dependencies{
+			Services: map[types.NamespacedName]bool{name("b", "mcp"): true, name("b", "db"): true, name("c", "mcp"): true},
+		}, []string{"b/EndpointSlice", "c/EndpointSlice"}},
+		{"every Service's addresses need no EndpointSlices", translate.Dependencies{AllServices: true}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for sc := range scopesOf(tc.deps) {
+				got = append(got, sc.String())
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("scopes %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -33,6 +34,10 @@ var (
 	scheme    *runtime.Scheme
 	ctx       context.Context
 	stop      context.CancelFunc
+	// relevance and managerCache are the controller's, for specs that
+	// look at what it caches.
+	relevance    *controller.Relevance
+	managerCache cache.Cache
 )
 
 var _ = BeforeSuite(func() {
@@ -47,7 +52,7 @@ var _ = BeforeSuite(func() {
 
 	log.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(GinkgoWriter, nil)))
 	ctx, stop = context.WithCancel(context.Background())
-	relevance := controller.NewRelevance()
+	relevance = controller.NewRelevance()
 	mgr, err := ctrl.NewManager(kube.Config, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  controller.CacheOptions(relevance),
@@ -55,6 +60,7 @@ var _ = BeforeSuite(func() {
 		HealthProbeBindAddress: "0",
 	})
 	Expect(err).NotTo(HaveOccurred())
+	managerCache = mgr.GetCache()
 	ca, err := pki.NewCA(time.Now())
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controller.Setup(mgr, controller.Options{

@@ -1,0 +1,191 @@
+package controller_test
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/toolgate/toolgate/controller/pki"
+	"github.com/toolgate/toolgate/controller/provision"
+	"github.com/toolgate/toolgate/controller/translate"
+)
+
+// recordGateways records every version of the Gateways of namespace ns
+// the API server stores from now on, until the spec ends.
+func recordGateways(ns string) func() []gwv1.Gateway {
+	wc, err := client.NewWithWatch(kube.Config, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	w, err := wc.Watch(ctx, &gwv1.GatewayList{}, client.InNamespace(ns))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(w.Stop)
+	var (
+		mu   sync.Mutex
+		seen []gwv1.Gateway
+	)
+	go func() {
+		for e := range w.ResultChan() {
+			if gw, ok := e.Object.(*gwv1.Gateway); ok && (e.Type == watch.Added || e.Type == watch.Modified) {
+				mu.Lock()
+				seen = append(seen, *gw)
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() []gwv1.Gateway {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]gwv1.Gateway(nil), seen...)
+	}
+}
+
+// unreferenced creates, in a new namespace, a Secret, a ConfigMap and an
+// EndpointSlice that nothing refers to, and returns the namespace.
+func unreferenced() string {
+	ns := newNamespace()
+	for _, obj := range []client.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "unused", Namespace: ns}, Data: map[string][]byte{"k": []byte("v")}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "unused", Namespace: ns}, Data: map[string]string{"k": "v"}},
+		&discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: "unused-1", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: "unused"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.9.0.1"}}},
+		},
+	} {
+		Expect(k8sClient.Create(ctx, obj)).To(Succeed())
+	}
+	return ns
+}
+
+// scopesOf lists the cached scopes of namespace ns.
+func scopesOf(ns string) []string {
+	var out []string
+	for _, s := range relevance.CachedScopes() {
+		if len(s) > len(ns) && s[:len(ns)+1] == ns+"/" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", func() {
+	It("are not cached cluster-wide: the manager's cache holds only the Secrets toolgate made", func() {
+		newGateway(newNamespace(), newGatewayClass(translate.ControllerName), 8080)
+		var secrets corev1.SecretList
+		Eventually(func() int {
+			Expect(managerCache.List(ctx, &secrets)).To(Succeed())
+			return len(secrets.Items)
+		}, wait, poll).ShouldNot(BeZero(), "the data planes' Secrets")
+		for _, s := range secrets.Items {
+			Expect(s.Labels).To(HaveKeyWithValue(provision.LabelManagedBy, provision.ManagedBy), "Secret %s/%s", s.Namespace, s.Name)
+		}
+		var notCached *cache.ErrResourceNotCached
+		Expect(errors.As(managerCache.List(ctx, &corev1.ConfigMapList{}), &notCached)).To(BeTrue(), "ConfigMaps cached cluster-wide")
+		Expect(errors.As(managerCache.List(ctx, &discoveryv1.EndpointSliceList{}), &notCached)).To(BeTrue(), "EndpointSlices cached cluster-wide")
+	})
+
+	It("caches a namespace's Secrets once a listener refers to one, before the first status, and lets them go after", func() {
+		quiet := unreferenced()
+		ns, certs := newNamespace(), newNamespace()
+		ca, err := pki.NewCA(time.Now())
+		Expect(err).NotTo(HaveOccurred())
+		certPEM, keyPEM, err := ca.IssueClient(types.NamespacedName{Namespace: certs, Name: "x"}, time.Now(), time.Hour)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(k8sClient.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: certs},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+		})).To(Succeed())
+		Expect(k8sClient.Create(ctx, &gwv1beta1.ReferenceGrant{
+			ObjectMeta: metav1.ObjectMeta{Name: "gateways", Namespace: certs},
+			Spec: gwv1beta1.ReferenceGrantSpec{
+				From: []gwv1beta1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "Gateway", Namespace: gwv1.Namespace(ns)}},
+				To:   []gwv1beta1.ReferenceGrantTo{{Group: "", Kind: "Secret"}},
+			},
+		})).To(Succeed())
+		Expect(scopesOf(certs)).To(BeEmpty(), "cached before anything refers to it")
+		seen := recordGateways(ns)
+
+		By("referring to the Secret from an HTTPS listener: resolved in the first status written")
+		gw := &gwv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("gw"), Namespace: ns},
+			Spec: gwv1.GatewaySpec{
+				GatewayClassName: gwv1.ObjectName(newGatewayClass(translate.ControllerName)),
+				Listeners: []gwv1.Listener{{Name: "https", Protocol: gwv1.HTTPSProtocolType, Port: 8443, TLS: &gwv1.ListenerTLSConfig{
+					CertificateRefs: []gwv1.SecretObjectReference{{Name: "cert", Namespace: ptr(gwv1.Namespace(certs))}},
+				}}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, gw)).To(Succeed())
+		resolved := func(g gwv1.Gateway) bool {
+			return len(g.Status.Listeners) == 1 &&
+				haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")(g.Status.Listeners[0].Conditions)
+		}
+		Eventually(seen, wait, poll).Should(ContainElement(Satisfy(resolved)))
+		for _, g := range seen() {
+			if len(g.Status.Listeners) > 0 {
+				Expect(g).To(Satisfy(resolved), "a listener status written at resourceVersion %s", g.ResourceVersion)
+			}
+		}
+		Expect(scopesOf(certs)).To(Equal([]string{certs + "/Secret"}))
+		Expect(scopesOf(quiet)).To(BeEmpty(), "a namespace nothing refers to is cached")
+
+		By("deleting the Gateway: nothing refers to the namespace any more")
+		Expect(k8sClient.Delete(ctx, gw)).To(Succeed())
+		Eventually(func() []string { return scopesOf(certs) }, wait, poll).Should(BeEmpty())
+	})
+
+	It("caches a namespace's EndpointSlices once a route's backend is one of its Services, and lets them go after", func() {
+		quiet := unreferenced()
+		ns, backends := newNamespace(), newNamespace()
+		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
+		Expect(k8sClient.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "mcp", Namespace: backends},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+		})).To(Succeed())
+		Expect(k8sClient.Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: "mcp-1", Namespace: backends, Labels: map[string]string{discoveryv1.LabelServiceName: "mcp"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.9.0.2"}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
+		})).To(Succeed())
+		Expect(k8sClient.Create(ctx, &gwv1beta1.ReferenceGrant{
+			ObjectMeta: metav1.ObjectMeta{Name: "routes", Namespace: backends},
+			Spec: gwv1beta1.ReferenceGrantSpec{
+				From: []gwv1beta1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "HTTPRoute", Namespace: gwv1.Namespace(ns)}},
+				To:   []gwv1beta1.ReferenceGrantTo{{Group: "", Kind: "Service"}},
+			},
+		})).To(Succeed())
+		Expect(scopesOf(backends)).To(BeEmpty(), "cached before anything refers to it")
+
+		By("routing to the Service")
+		r := &gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
+			Spec: gwv1.HTTPRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gw.Name)}}},
+				Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
+					Name: "mcp", Namespace: ptr(gwv1.Namespace(backends)), Port: ptr(gwv1.PortNumber(80)),
+				}}}}}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, r)).To(Succeed())
+		Eventually(routeParentConditions(client.ObjectKeyFromObject(r)), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")))
+		Expect(scopesOf(backends)).To(Equal([]string{backends + "/EndpointSlice"}))
+		Expect(scopesOf(quiet)).To(BeEmpty(), "a namespace nothing refers to is cached")
+
+		By("deleting the route: nothing refers to the namespace any more")
+		Expect(k8sClient.Delete(ctx, r)).To(Succeed())
+		Eventually(func() []string { return scopesOf(backends) }, wait, poll).Should(BeEmpty())
+	})
+})
