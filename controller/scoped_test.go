@@ -1,7 +1,13 @@
 package controller_test
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,6 +23,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	"github.com/toolgate/toolgate/controller/configstream"
 	"github.com/toolgate/toolgate/controller/pki"
 	"github.com/toolgate/toolgate/controller/provision"
 	"github.com/toolgate/toolgate/controller/translate"
@@ -48,6 +55,75 @@ func recordGateways(ns string) func() []gwv1.Gateway {
 		defer mu.Unlock()
 		return append([]gwv1.Gateway(nil), seen...)
 	}
+}
+
+// recordSnapshots runs a config-stream client of Gateway gw, as its
+// proxies would, until the spec ends, and records every snapshot it
+// receives.
+func recordSnapshots(gw types.NamespacedName) func() [][]byte {
+	certPEM, keyPEM, err := streamCA.IssueClient(gw, time.Now(), time.Hour)
+	Expect(err).NotTo(HaveOccurred())
+	dir := GinkgoT().TempDir()
+	for file, data := range map[string][]byte{configstream.ClientCertFile: certPEM, configstream.ClientKeyFile: keyPEM, configstream.CAFile: streamCA.CertPEM()} {
+		Expect(os.WriteFile(filepath.Join(dir, file), data, 0o600)).To(Succeed())
+	}
+	var (
+		mu   sync.Mutex
+		seen [][]byte
+	)
+	c, err := configstream.NewClient(configstream.ClientOptions{
+		URL: streamURL, Gateway: gw, TLSDir: dir, Logger: discard,
+		Apply: func(_ string, payload []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, payload)
+			return nil
+		},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(runCtx)
+	}()
+	DeferCleanup(func() { cancel(); <-done })
+	return func() [][]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}
+
+// backendEndpoints finds, in a snapshot, the backend named name and
+// returns its endpoints.
+func backendEndpoints(payload []byte, name string) (endpoints []string, found bool) {
+	var doc any
+	Expect(json.Unmarshal(payload, &doc)).To(Succeed())
+	var walk func(any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["name"] == name {
+				found = true
+				if eps, ok := v["endpoints"].([]any); ok {
+					for _, e := range eps {
+						endpoints = append(endpoints, fmt.Sprint(e))
+					}
+				}
+				return
+			}
+			for _, x := range v {
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(doc)
+	return endpoints, found
 }
 
 // unreferenced creates, in a new namespace, a Secret, a ConfigMap and an
@@ -146,7 +222,7 @@ var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", f
 		Eventually(func() []string { return scopesOf(certs) }, wait, poll).Should(BeEmpty())
 	})
 
-	It("caches a namespace's EndpointSlices once a route's backend is one of its Services, and lets them go after", func() {
+	It("caches a namespace's EndpointSlices once a route's backend is one of its Services, serves its endpoints from the first snapshot, and lets them go after", func() {
 		quiet := unreferenced()
 		ns, backends := newNamespace(), newNamespace()
 		gw := newGateway(ns, newGatewayClass(translate.ControllerName), 8080)
@@ -154,12 +230,13 @@ var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", f
 			ObjectMeta: metav1.ObjectMeta{Name: "mcp", Namespace: backends},
 			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
 		})).To(Succeed())
-		Expect(k8sClient.Create(ctx, &discoveryv1.EndpointSlice{
+		slice := &discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Name: "mcp-1", Namespace: backends, Labels: map[string]string{discoveryv1.LabelServiceName: "mcp"}},
 			AddressType: discoveryv1.AddressTypeIPv4,
 			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.9.0.2"}}},
 			Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
-		})).To(Succeed())
+		}
+		Expect(k8sClient.Create(ctx, slice)).To(Succeed())
 		Expect(k8sClient.Create(ctx, &gwv1beta1.ReferenceGrant{
 			ObjectMeta: metav1.ObjectMeta{Name: "routes", Namespace: backends},
 			Spec: gwv1beta1.ReferenceGrantSpec{
@@ -168,8 +245,18 @@ var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", f
 			},
 		})).To(Succeed())
 		Expect(scopesOf(backends)).To(BeEmpty(), "cached before anything refers to it")
+		snapshots := recordSnapshots(client.ObjectKeyFromObject(gw))
+		backend := backends + "/mcp:80"
+		endpoints := func(want ...string) func() [][]byte {
+			return func() [][]byte {
+				return slices.DeleteFunc(snapshots(), func(p []byte) bool {
+					eps, found := backendEndpoints(p, backend)
+					return !found || !slices.Equal(eps, want)
+				})
+			}
+		}
 
-		By("routing to the Service")
+		By("routing to the Service: the first snapshot that serves it has its endpoints")
 		r := &gwv1.HTTPRoute{
 			ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
 			Spec: gwv1.HTTPRouteSpec{
@@ -183,6 +270,16 @@ var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", f
 		Eventually(routeParentConditions(client.ObjectKeyFromObject(r)), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")))
 		Expect(scopesOf(backends)).To(Equal([]string{backends + "/EndpointSlice"}))
 		Expect(scopesOf(quiet)).To(BeEmpty(), "a namespace nothing refers to is cached")
+		Eventually(endpoints("10.9.0.2:8080"), wait, poll).ShouldNot(BeEmpty())
+		for _, p := range snapshots() {
+			if eps, found := backendEndpoints(p, backend); found {
+				Expect(eps).To(Equal([]string{"10.9.0.2:8080"}), "a snapshot served the backend with other endpoints")
+			}
+		}
+
+		By("moving the endpoint: the snapshot follows")
+		Expect(change(slice, func() { slice.Endpoints[0].Addresses = []string{"10.9.0.3"} })).To(Succeed())
+		Eventually(endpoints("10.9.0.3:8080"), wait, poll).ShouldNot(BeEmpty())
 
 		By("deleting the route: nothing refers to the namespace any more")
 		Expect(k8sClient.Delete(ctx, r)).To(Succeed())
