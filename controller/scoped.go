@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -250,13 +251,21 @@ func (s *scopedCaches) want(ctx context.Context, source string, scopes map[scope
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	// A cache that cannot sync (its watch refused) must not hold the
+	// reconciler for ever: the reconcile fails and is retried.
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
 	for _, c := range mine {
 		if !c.cache.WaitForCacheSync(ctx) {
-			return fmt.Errorf("wait for the caches of %d scopes to sync: %w", len(mine), ctx.Err())
+			return fmt.Errorf("the caches of %d namespaces and kinds did not sync within %s: can the controller list and watch Secrets, ConfigMaps and EndpointSlices there? %w",
+				len(mine), syncTimeout, ctx.Err())
 		}
 	}
 	return nil
 }
+
+// syncTimeout bounds the wait for the scoped caches a translation needs.
+const syncTimeout = time.Minute
 
 // start starts the cache of sc, which delivers its events to the sinks;
 // s.mu is held.
