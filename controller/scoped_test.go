@@ -29,31 +29,32 @@ import (
 	"github.com/toolgate/toolgate/controller/translate"
 )
 
-// recordGateways records every version of the Gateways of namespace ns
-// the API server stores from now on, until the spec ends.
-func recordGateways(ns string) func() []gwv1.Gateway {
+// recordVersions records every version of the objects of list's kind
+// (in opts' namespace) the API server stores from now on, until the spec
+// ends.
+func recordVersions(list client.ObjectList, opts ...client.ListOption) func() []client.Object {
 	wc, err := client.NewWithWatch(kube.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
-	w, err := wc.Watch(ctx, &gwv1.GatewayList{}, client.InNamespace(ns))
+	w, err := wc.Watch(ctx, list, opts...)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(w.Stop)
 	var (
 		mu   sync.Mutex
-		seen []gwv1.Gateway
+		seen []client.Object
 	)
 	go func() {
 		for e := range w.ResultChan() {
-			if gw, ok := e.Object.(*gwv1.Gateway); ok && (e.Type == watch.Added || e.Type == watch.Modified) {
+			if obj, ok := e.Object.(client.Object); ok && (e.Type == watch.Added || e.Type == watch.Modified) {
 				mu.Lock()
-				seen = append(seen, *gw)
+				seen = append(seen, obj)
 				mu.Unlock()
 			}
 		}
 	}()
-	return func() []gwv1.Gateway {
+	return func() []client.Object {
 		mu.Lock()
 		defer mu.Unlock()
-		return append([]gwv1.Gateway(nil), seen...)
+		return slices.Clone(seen)
 	}
 }
 
@@ -191,7 +192,7 @@ var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", f
 			},
 		})).To(Succeed())
 		Expect(scopesOf(certs)).To(BeEmpty(), "cached before anything refers to it")
-		seen := recordGateways(ns)
+		seen := recordVersions(&gwv1.GatewayList{}, client.InNamespace(ns))
 
 		By("referring to the Secret from an HTTPS listener: resolved in the first status written")
 		gw := &gwv1.Gateway{
@@ -204,14 +205,15 @@ var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", f
 			},
 		}
 		Expect(k8sClient.Create(ctx, gw)).To(Succeed())
-		resolved := func(g gwv1.Gateway) bool {
+		resolved := func(obj client.Object) bool {
+			g := obj.(*gwv1.Gateway)
 			return len(g.Status.Listeners) == 1 &&
 				haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")(g.Status.Listeners[0].Conditions)
 		}
 		Eventually(seen, wait, poll).Should(ContainElement(Satisfy(resolved)))
-		for _, g := range seen() {
-			if len(g.Status.Listeners) > 0 {
-				Expect(g).To(Satisfy(resolved), "a listener status written at resourceVersion %s", g.ResourceVersion)
+		for _, obj := range seen() {
+			if len(obj.(*gwv1.Gateway).Status.Listeners) > 0 {
+				Expect(obj).To(Satisfy(resolved), "a listener status written at resourceVersion %s", obj.GetResourceVersion())
 			}
 		}
 		Expect(scopesOf(certs)).To(Equal([]string{certs + "/Secret"}))
@@ -220,6 +222,43 @@ var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", f
 		By("deleting the Gateway: nothing refers to the namespace any more")
 		Expect(k8sClient.Delete(ctx, gw)).To(Succeed())
 		Eventually(func() []string { return scopesOf(certs) }, wait, poll).Should(BeEmpty())
+	})
+
+	It("caches a namespace's ConfigMaps once a GatewayClass's parameters are there, accepts the class in its first status, and lets them go after", func() {
+		params := newNamespace()
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: "params", Namespace: params},
+			Data:       map[string]string{provision.KeyReplicas: "1"},
+		})).To(Succeed())
+		Expect(scopesOf(params)).To(BeEmpty(), "cached before anything refers to it")
+		seen := recordVersions(&gwv1.GatewayClassList{})
+
+		c := &gwv1.GatewayClass{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("class")},
+			Spec: gwv1.GatewayClassSpec{
+				ControllerName: translate.ControllerName,
+				ParametersRef:  &gwv1.ParametersReference{Group: "", Kind: "ConfigMap", Name: "params", Namespace: ptr(gwv1.Namespace(params))},
+			},
+		}
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		mine := func() []metav1.Condition {
+			var out []metav1.Condition
+			for _, obj := range seen() {
+				if obj.GetName() == c.Name {
+					if cond := conditionOf(obj.(*gwv1.GatewayClass).Status.Conditions, "Accepted"); cond != nil {
+						out = append(out, *cond)
+					}
+				}
+			}
+			return out
+		}
+		Eventually(mine, wait, poll).Should(ContainElement(HaveField("Status", metav1.ConditionTrue)))
+		Expect(mine()).NotTo(ContainElement(HaveField("Status", metav1.ConditionFalse)), "the class was refused for a moment")
+		Expect(scopesOf(params)).To(Equal([]string{params + "/ConfigMap"}))
+
+		By("deleting the class: nothing refers to the namespace any more")
+		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		Eventually(func() []string { return scopesOf(params) }, wait, poll).Should(BeEmpty())
 	})
 
 	It("caches a namespace's EndpointSlices once a route's backend is one of its Services, serves its endpoints from the first snapshot, and lets them go after", func() {
