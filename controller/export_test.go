@@ -12,3 +12,7 @@ func PatchStatus(ctx context.Context, c client.Client, stored, next client.Objec
 	w := &statusWriter{client: c}
 	return w.patch(ctx, stored, next, oldStatus, newStatus)
 }
+
+// CachedScopes lists the namespaces and kinds ("namespace/Kind") whose
+// Secrets, ConfigMaps or EndpointSlices r caches now, sorted.
+func (r *Relevance) CachedScopes() []string { return r.scoped.scopes() }

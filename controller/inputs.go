@@ -52,6 +52,12 @@ func inputKinds() []client.Object {
 // ListResources reads the translator's inputs through c (a cache in
 // practice). The objects are the cache's own: nothing may change them.
 func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, error) {
+	return listResources(ctx, c, true)
+}
+
+// listResources reads the translator's inputs through c; the Secrets,
+// ConfigMaps and EndpointSlices only with withScoped.
+func listResources(ctx context.Context, c client.Reader, withScoped bool) (*translate.Resources, error) {
 	res := &translate.Resources{}
 	var (
 		classes    gwv1.GatewayClassList
@@ -67,7 +73,11 @@ func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, 
 		namespaces corev1.NamespaceList
 		sets       gwv1.ListenerSetList
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &tls, &sets, &mcpServers, &services, &slices, &secrets, &configMaps, &namespaces} {
+	lists := []client.ObjectList{&classes, &gateways, &routes, &grants, &tls, &sets, &mcpServers, &services, &namespaces}
+	if withScoped {
+		lists = append(lists, &slices, &secrets, &configMaps)
+	}
+	for _, l := range lists {
 		// The cache's own objects, not copies: translation only reads
 		// its inputs, and copying every object of the cluster on each
 		// reconcile was most of the garbage the controller made.
@@ -90,6 +100,15 @@ func ListResources(ctx context.Context, c client.Reader) (*translate.Resources, 
 	return res, nil
 }
 
+// inputs are the translator's inputs as read, with the scopes (see
+// scopedCaches) whose objects they hold.
+type inputs struct {
+	*translate.Resources
+	// scopes are the scopes read; nil when every object is cached
+	// cluster-wide.
+	scopes map[scope]bool
+}
+
 func pointers[T any](items []T) []*T {
 	out := make([]*T, len(items))
 	for i := range items {
@@ -100,14 +119,20 @@ func pointers[T any](items []T) []*T {
 
 // CacheOptions keeps the controller's cache small: of the kinds it owns but
 // does not read as inputs, it caches only the objects toolgate manages;
-// of the others, rel's transform keeps what can matter (see Relevance).
+// of Secrets too, and of ConfigMaps and EndpointSlices nothing: those of
+// the namespaces translations read are in scoped caches (scopedCaches).
+// rel's transform keeps of the others what can matter (see Relevance).
+// A read of a kind the cache does not watch fails rather than starting a
+// watch of the whole cluster.
 func CacheOptions(rel *Relevance) cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{provision.LabelManagedBy: provision.ManagedBy})}
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&appsv1.Deployment{}:     managed,
 			&corev1.ServiceAccount{}: managed,
+			&corev1.Secret{}:         managed,
 		},
-		DefaultTransform: rel.transform,
+		DefaultTransform:            rel.transform,
+		ReaderFailOnMissingInformer: true,
 	}
 }

@@ -18,8 +18,9 @@ import (
 // controller serves: the controller's defaults, overridden by a ConfigMap
 // named in spec.parametersRef. A class whose parameters cannot be read gets
 // Accepted=False with reason InvalidParameters (returned as problems) and
-// no parameters, so its Gateways get no data plane.
-func (r *Reconciler) classParams(ctx context.Context, res *translate.Resources) (map[string]provision.Params, map[string][]metav1.Condition) {
+// no parameters, so its Gateways get no data plane. It fails only when the
+// parameters' namespaces cannot be read.
+func (r *Reconciler) classParams(ctx context.Context, res *translate.Resources) (map[string]provision.Params, map[string][]metav1.Condition, error) {
 	params := map[string]provision.Params{}
 	problems := map[string][]metav1.Condition{}
 	// The parameters' ConfigMaps are relevant: cached whole, their events
@@ -31,6 +32,11 @@ func (r *Reconciler) classParams(ctx context.Context, res *translate.Resources) 
 		}
 	}
 	r.relevance.set("gatewayclass-parameters", refs)
+	if r.relevance.scoped != nil {
+		if err := r.relevance.scoped.want(ctx, "gatewayclass-parameters", scopesOf(refs)); err != nil {
+			return nil, nil, fmt.Errorf("read the namespaces of GatewayClass parameters: %w", err)
+		}
+	}
 	for _, c := range res.GatewayClasses {
 		if c.Spec.ControllerName != r.opts.ControllerName {
 			continue
@@ -45,7 +51,7 @@ func (r *Reconciler) classParams(ctx context.Context, res *translate.Resources) 
 		}
 		params[c.Name] = p
 	}
-	return params, problems
+	return params, problems, nil
 }
 
 func (r *Reconciler) paramsOf(ctx context.Context, c *gwv1.GatewayClass) (provision.Params, error) {
@@ -61,7 +67,7 @@ func (r *Reconciler) paramsOf(ctx context.Context, c *gwv1.GatewayClass) (provis
 	}
 	key := types.NamespacedName{Namespace: string(*ref.Namespace), Name: ref.Name}
 	var cm corev1.ConfigMap
-	if err := r.client.Get(ctx, key, &cm); err != nil {
+	if err := r.getConfigMap(ctx, key, &cm); err != nil {
 		if apierrors.IsNotFound(err) {
 			return provision.Params{}, fmt.Errorf("spec.parametersRef: ConfigMap %s not found", key)
 		}
@@ -80,4 +86,13 @@ func (r *Reconciler) paramsOf(ctx context.Context, c *gwv1.GatewayClass) (provis
 		return provision.Params{}, fmt.Errorf("spec.parametersRef: ConfigMap %s: %w", key, err)
 	}
 	return p, nil
+}
+
+// getConfigMap reads a ConfigMap from the cache that holds its namespace's:
+// a scoped cache (classParams wants it), else the manager's.
+func (r *Reconciler) getConfigMap(ctx context.Context, key types.NamespacedName, cm *corev1.ConfigMap) error {
+	if r.relevance.scoped == nil {
+		return r.client.Get(ctx, key, cm)
+	}
+	return r.relevance.scoped.get(ctx, scope{namespace: key.Namespace, kind: scopedConfigMaps}, key, cm)
 }

@@ -92,10 +92,7 @@ func setupStream(mgr ctrl.Manager, opts Options, memory *translate.PolicyMemory)
 	all := opts.Relevance.eventHandler()
 	b := ctrl.NewControllerManagedBy(mgr).Named("toolgate-config").
 		WithOptions(ctrlcontroller.Options{NeedLeaderElection: ptr.To(false)})
-	for _, kind := range inputKinds() {
-		b = b.Watches(kind, all)
-	}
-	return b.Complete(p)
+	return opts.Relevance.watch(b, inputKinds(), all).Complete(p)
 }
 
 // publisher translates the cluster and publishes one snapshot per Gateway
@@ -114,11 +111,12 @@ type publisher struct {
 }
 
 func (p *publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-	res, err := ListResources(ctx, p.reader)
+	in, err := p.relevance.list(ctx, p.reader)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	out, err := p.relevance.translate(ctx, "config-stream", res, translate.Options{
+	res := in.Resources
+	out, err := p.relevance.translate(ctx, "config-stream", in, translate.Options{
 		ControllerName: p.controllerName, Admission: p.admission, LoopbackEndpoints: p.loopback, Memory: p.memory,
 		RefuseExternalNames: p.refuseExternalNames,
 	})

@@ -52,9 +52,11 @@ type Options struct {
 	// RefuseExternalNames refuses Services of type ExternalName as
 	// backends (translate.Options.RefuseExternalNames).
 	RefuseExternalNames bool
-	// Relevance is the one whose transforms the manager's cache was built
-	// with (CacheOptions); without it every object is cached whole and
-	// every event reconciles.
+	// Relevance is the one the manager's cache was built with
+	// (CacheOptions): Secrets, ConfigMaps and EndpointSlices are then
+	// cached only in the namespaces translations read them from, and
+	// trimmed there to what matters. Without it the manager's cache must
+	// hold every object whole, and every event reconciles.
 	Relevance *Relevance
 }
 
@@ -91,6 +93,12 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		opts.Relevance.everything = true
 	}
 	opts.Relevance.bodies = &bodies{reader: mgr.GetAPIReader(), byKey: map[string]client.Object{}}
+	if !opts.Relevance.everything {
+		opts.Relevance.scoped = newScopedCaches(mgr, opts.Relevance.transform, opts.Logger)
+		if err := mgr.Add(opts.Relevance.scoped); err != nil {
+			return err
+		}
+	}
 	validator, err := admission.New()
 	if err != nil {
 		return err
@@ -116,9 +124,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 	// ConfigMaps are inputs: BackendTLSPolicies' CA certificates, and
 	// GatewayClass parameters.
-	for _, kind := range kinds {
-		b = b.Watches(kind, all)
-	}
+	b = r.relevance.watch(b, kinds, all)
 	if err := b.Complete(r); err != nil {
 		return err
 	}
@@ -131,11 +137,15 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 // Reconcile translates the current state, provisions data planes and writes
 // status.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-	res, err := ListResources(ctx, r.client)
+	in, err := r.relevance.list(ctx, r.client)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	params, classProblems := r.classParams(ctx, res)
+	res := in.Resources
+	params, classProblems, err := r.classParams(ctx, res)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	res.StaticAddressPools = map[string][]netip.Prefix{}
 	for class, p := range params {
 		if len(p.StaticAddressPool) > 0 {
@@ -148,7 +158,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		ControllerName: r.opts.ControllerName, Admission: r.admission, Memory: r.memory,
 		RefuseExternalNames: r.opts.RefuseExternalNames,
 	}
-	first, err := r.relevance.translate(ctx, "status", res, opts)
+	first, err := r.relevance.translate(ctx, "status", in, opts)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -184,7 +194,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 
 	// Second pass: status with the data planes' state.
-	out, err := r.relevance.translate(ctx, "status", res, opts)
+	out, err := r.relevance.translate(ctx, "status", in, opts)
 	if err != nil {
 		return reconcile.Result{}, err
 	}

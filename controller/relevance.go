@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -37,6 +38,10 @@ import (
 // An object that becomes relevant, because an edit elsewhere refers to
 // it, is read from the API server once (see bodies) until it changes, and
 // then cached whole.
+//
+// Secrets, ConfigMaps and EndpointSlices are moreover cached only in the
+// namespaces translations read them from (scopedCaches), but for those
+// toolgate made: a namespace nothing refers to costs nothing.
 type Relevance struct {
 	mu sync.RWMutex
 	// deps holds the Dependencies of each translating reconciler (status,
@@ -49,6 +54,10 @@ type Relevance struct {
 	// everything makes every object relevant: the cache was built without
 	// the transforms.
 	everything bool
+	// scoped caches the Secrets, ConfigMaps and EndpointSlices of the
+	// namespaces translations read; set by Setup unless everything, when
+	// the manager's cache holds every object.
+	scoped *scopedCaches
 }
 
 // NewRelevance returns a Relevance for which nothing is relevant yet but
@@ -88,6 +97,13 @@ func (r *Relevance) service(nn types.NamespacedName) bool {
 	return r.any(func(d translate.Dependencies) bool { return d.AllServices || d.Services[nn] })
 }
 
+// endpointsOf reports whether a translation looked up the Service nn,
+// and so its EndpointSlices. AllServices does not count: it reads the
+// addresses of every Service, not their endpoints.
+func (r *Relevance) endpointsOf(nn types.NamespacedName) bool {
+	return r.any(func(d translate.Dependencies) bool { return d.Services[nn] })
+}
+
 // relevant reports whether obj's change can change what the controller
 // computes. Objects of other kinds always can.
 func (r *Relevance) relevant(obj client.Object) bool {
@@ -103,7 +119,7 @@ func (r *Relevance) relevant(obj client.Object) bool {
 	case *corev1.Service:
 		return r.service(nn)
 	case *discoveryv1.EndpointSlice:
-		return r.service(types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]})
+		return r.endpointsOf(types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]})
 	default:
 		return true
 	}
@@ -253,7 +269,7 @@ func dependsOn(d translate.Dependencies, obj client.Object) bool {
 	case *corev1.ConfigMap:
 		return d.ConfigMaps[nn]
 	case *discoveryv1.EndpointSlice:
-		return d.AllServices || d.Services[types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]}]
+		return d.Services[types.NamespacedName{Namespace: o.Namespace, Name: o.Labels[discoveryv1.LabelServiceName]}]
 	default:
 		return false
 	}
@@ -413,27 +429,103 @@ func copyInto(src, dst client.Object) {
 	}
 }
 
-// translate translates res for source (a reconciler), with the bodies
-// res's metadata-only objects lack where the translation depends on them:
-// those its last translation depended on, then, when this one depends on
-// more, those too, and again. It records what the translation depended
-// on.
-func (r *Relevance) translate(ctx context.Context, source string, res *translate.Resources, opts translate.Options) (*translate.Result, error) {
+// maxTranslationRounds bounds the translations of one call of translate:
+// each round after the first reads what the one before found it depended
+// on and was not read yet.
+const maxTranslationRounds = 8
+
+// translate translates in for source (a reconciler), with the bodies its
+// metadata-only objects lack where the translation depends on them: those
+// its last translation depended on, then, when this one depends on more,
+// those too, and again. When a translation depends on a namespace's
+// Secrets, ConfigMaps or EndpointSlices that in does not hold (see
+// scopedCaches), their cache is started and synced, in read again, and
+// the translation made again: nothing is computed from a namespace not
+// read yet. It records what the translation depended on, and lets the
+// caches of the namespaces it no longer depends on go.
+func (r *Relevance) translate(ctx context.Context, source string, in *inputs, opts translate.Options) (*translate.Result, error) {
 	d := r.current(source)
-	for {
-		if _, err := r.bodies.complete(ctx, res, d); err != nil {
+	for range maxTranslationRounds {
+		if _, err := r.bodies.complete(ctx, in.Resources, d); err != nil {
 			return nil, err
 		}
-		out := translate.Translate(res, opts)
+		out := translate.Translate(in.Resources, opts)
 		d = out.Dependencies
-		more, err := r.bodies.complete(ctx, res, d)
+		if r.scoped != nil && !covers(in.scopes, scopesOf(d)) {
+			// Set first, so that the new caches keep whole what d names.
+			r.set(source, d)
+			if err := r.scoped.want(ctx, source, scopesOf(d)); err != nil {
+				return nil, err
+			}
+			scopes, err := r.scoped.read(ctx, in.Resources)
+			if err != nil {
+				return nil, err
+			}
+			in.scopes = scopes
+			continue
+		}
+		more, err := r.bodies.complete(ctx, in.Resources, d)
 		if err != nil {
 			return nil, err
 		}
-		if !more {
-			r.set(source, d)
-			r.bodies.retain(r)
-			return out, nil
+		if more {
+			continue
+		}
+		r.set(source, d)
+		r.bodies.retain(r)
+		if r.scoped != nil {
+			if err := r.scoped.want(ctx, source, scopesOf(d)); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("the translation still depended on objects not read after %d rounds", maxTranslationRounds)
+}
+
+// covers reports whether read holds every scope of want.
+func covers(read, want map[scope]bool) bool {
+	for sc := range want {
+		if !read[sc] {
+			return false
 		}
 	}
+	return true
+}
+
+// watch has b watch kinds with h: in the manager's cache, but for the
+// Secrets, ConfigMaps and EndpointSlices of the scoped caches, whose
+// events h receives through their own source.
+func (r *Relevance) watch(b *builder.Builder, kinds []client.Object, h handler.EventHandler) *builder.Builder {
+	for _, kind := range kinds {
+		if r.scoped != nil && isScoped(kind) {
+			if _, secret := kind.(*corev1.Secret); !secret {
+				continue
+			}
+			// The Secrets toolgate made are in the manager's cache.
+		}
+		b = b.Watches(kind, h)
+	}
+	if r.scoped != nil {
+		b = b.WatchesRawSource(r.scoped.source(h))
+	}
+	return b
+}
+
+// list reads the translator's inputs through c, the manager's cache, and
+// those of Secrets, ConfigMaps and EndpointSlices from the scoped caches.
+func (r *Relevance) list(ctx context.Context, c client.Reader) (*inputs, error) {
+	if r.scoped == nil {
+		res, err := ListResources(ctx, c)
+		return &inputs{Resources: res}, err
+	}
+	res, err := listResources(ctx, c, false)
+	if err != nil {
+		return nil, err
+	}
+	scopes, err := r.scoped.read(ctx, res)
+	if err != nil {
+		return nil, err
+	}
+	return &inputs{Resources: res, scopes: scopes}, nil
 }

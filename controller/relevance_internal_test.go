@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,9 @@ func TestTransformKeepsTheBodiesOfRelevantObjectsOnly(t *testing.T) {
 		ConfigMaps: map[types.NamespacedName]bool{name("a", "ca"): true},
 		Services:   map[types.NamespacedName]bool{name("a", "mcp"): true},
 	})
+	// Another translation reads the addresses of every Service, and so
+	// no EndpointSlice more.
+	r.set("config-stream", translate.Dependencies{AllServices: true})
 	meta := func(ns, name string, labels map[string]string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{
 			Namespace: ns, Name: name, Labels: labels, ResourceVersion: "7",
@@ -53,7 +57,7 @@ func TestTransformKeepsTheBodiesOfRelevantObjectsOnly(t *testing.T) {
 		{"a ConfigMap looked up", &corev1.ConfigMap{ObjectMeta: meta("a", "ca", nil), Data: map[string]string{"ca.crt": "x"}}, true},
 		{"another ConfigMap", &corev1.ConfigMap{ObjectMeta: meta("a", "other", nil), Data: map[string]string{"ca.crt": "x"}}, false},
 		{"a slice of a Service looked up", slice("mcp"), true},
-		{"a slice of another Service", slice("db"), false},
+		{"a slice of another Service, even when every Service's addresses count", slice("db"), false},
 		{"a Service is always whole", &corev1.Service{ObjectMeta: meta("a", "db", nil), Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.9"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -192,5 +196,38 @@ func TestBodiesOfOneNamespaceAreReadWithOneList(t *testing.T) {
 	}
 	if gets != 0 || lists != 1 {
 		t.Errorf("%d gets and %d lists, want one list", gets, lists)
+	}
+}
+
+// The scoped caches a translation needs are the namespaces of what it
+// looked up, kind by kind.
+func TestScopesOfATranslation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		deps translate.Dependencies
+		want []string
+	}{
+		{"nothing looked up needs no cache", translate.Dependencies{}, nil},
+		{"a Secret needs its namespace's Secrets", translate.Dependencies{
+			Secrets: map[types.NamespacedName]bool{name("certs", "tls"): true},
+		}, []string{"certs/Secret"}},
+		{"a ConfigMap needs its namespace's ConfigMaps", translate.Dependencies{
+			ConfigMaps: map[types.NamespacedName]bool{name("certs", "ca"): true},
+		}, []string{"certs/ConfigMap"}},
+		{"a Service needs its namespace's EndpointSlices", translate.Dependencies{
+			Services: map[types.NamespacedName]bool{name("b", "mcp"): true, name("b", "db"): true, name("c", "mcp"): true},
+		}, []string{"b/EndpointSlice", "c/EndpointSlice"}},
+		{"every Service's addresses need no EndpointSlices", translate.Dependencies{AllServices: true}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for sc := range scopesOf(tc.deps) {
+				got = append(got, sc.String())
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("scopes %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

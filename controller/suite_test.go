@@ -5,7 +5,9 @@ import (
 	"github.com/go-logr/logr"
 	"io"
 	"log/slog"
+	"net"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"strconv"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/toolgate/toolgate/controller/pki"
 	"github.com/toolgate/toolgate/controller/provision"
 	"github.com/toolgate/toolgate/internal/testkube"
+	"github.com/toolgate/toolgate/internal/testport"
 )
 
 func TestController(t *testing.T) {
@@ -33,6 +37,15 @@ var (
 	scheme    *runtime.Scheme
 	ctx       context.Context
 	stop      context.CancelFunc
+	// relevance and managerCache are the controller's, for specs that
+	// look at what it caches.
+	relevance    *controller.Relevance
+	managerCache cache.Cache
+	// streamCA and streamURL are the config stream's, which every spec's
+	// Gateways are published on.
+	streamCA   *pki.CA
+	streamURL  string
+	streamPort *testport.Port
 )
 
 var _ = BeforeSuite(func() {
@@ -47,7 +60,7 @@ var _ = BeforeSuite(func() {
 
 	log.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(GinkgoWriter, nil)))
 	ctx, stop = context.WithCancel(context.Background())
-	relevance := controller.NewRelevance()
+	relevance = controller.NewRelevance()
 	mgr, err := ctrl.NewManager(kube.Config, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  controller.CacheOptions(relevance),
@@ -55,13 +68,22 @@ var _ = BeforeSuite(func() {
 		HealthProbeBindAddress: "0",
 	})
 	Expect(err).NotTo(HaveOccurred())
-	ca, err := pki.NewCA(time.Now())
+	managerCache = mgr.GetCache()
+	streamCA, err = pki.NewCA(time.Now())
 	Expect(err).NotTo(HaveOccurred())
+	ports, err := testport.Reserve("127.0.0.1", 1)
+	Expect(err).NotTo(HaveOccurred())
+	streamPort = ports[0]
+	streamAddress := net.JoinHostPort("127.0.0.1", strconv.Itoa(streamPort.Number))
+	streamURL = "https://" + streamAddress
 	Expect(controller.Setup(mgr, controller.Options{
 		Params:    provision.Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443"},
-		CA:        ca,
+		CA:        streamCA,
 		Logger:    slog.New(slog.NewTextHandler(GinkgoWriter, nil)),
 		Relevance: relevance,
+		Stream: &controller.StreamOptions{
+			Address: streamAddress, CA: streamCA, IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
+		},
 	})).To(Succeed())
 	go func() {
 		defer GinkgoRecover()
@@ -75,6 +97,9 @@ var _ = AfterSuite(func() {
 	}
 	if kube != nil {
 		Expect(kube.Stop()).To(Succeed())
+	}
+	if streamPort != nil {
+		streamPort.Release()
 	}
 })
 

@@ -283,10 +283,13 @@ func TestOnlyDependenciesMatter(t *testing.T) {
 			res.ConfigMaps = keep(res.ConfigMaps, func(nn types.NamespacedName) bool { return deps.ConfigMaps[nn] })
 			if !deps.AllServices {
 				res.Services = keep(res.Services, func(nn types.NamespacedName) bool { return deps.Services[nn] })
-				res.EndpointSlices = slices.DeleteFunc(res.EndpointSlices, func(es *discoveryv1.EndpointSlice) bool {
-					return !deps.Services[types.NamespacedName{Namespace: es.Namespace, Name: es.Labels[discoveryv1.LabelServiceName]}]
-				})
 			}
+			// Even when every Service's addresses count (AllServices),
+			// only the EndpointSlices of those looked up do: the
+			// controller caches no others.
+			res.EndpointSlices = slices.DeleteFunc(res.EndpointSlices, func(es *discoveryv1.EndpointSlice) bool {
+				return !deps.Services[types.NamespacedName{Namespace: es.Namespace, Name: es.Labels[discoveryv1.LabelServiceName]}]
+			})
 			left += n - (len(res.Services) + len(res.EndpointSlices) + len(res.Secrets) + len(res.ConfigMaps))
 			if got, want := dump(t, translate.Translate(res, opts)), dump(t, all); !bytes.Equal(got, want) {
 				t.Errorf("the translation without what its Dependencies leave out differs:\n%s", diff(string(want), string(got)))
