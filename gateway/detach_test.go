@@ -245,3 +245,44 @@ func testRemovingAListenerCutsItsDetachedStreams(t *testing.T, accept string) {
 		t.Fatalf("the stream of a removed listener went on: %q, %v; want it cut", got, err)
 	}
 }
+
+// A backend may end an event stream by closing its connection instead of
+// framing it in chunks; the detached stream waits in the poller all the
+// same, and ends cleanly when the backend closes.
+func TestAnEventStreamEndedByItsConnectionIsRelayed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	release := make(chan struct{})
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(conn)); err != nil {
+			return
+		}
+		fmt.Fprint(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\ndata: first\n\n")
+		<-release
+		fmt.Fprint(conn, "data: last\n\n")
+	}()
+	s := newServer(t, Options{})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{{Name: "raw", Weight: 1, Endpoints: []string{ln.Addr().String()}}}}))
+	_, er := rawStream(t, s.Addr("web").String(), "/", "text/event-stream")
+	if got, err := er.next(); err != nil || got != "first" {
+		t.Fatalf("first event = %q, %v", got, err)
+	}
+	waitFor(t, "the stream idle in the poller", func() bool {
+		return openDetached(s) == 1 && stacksHolding("gateway.(*continuation).pump") == 0 && stacksHolding("gateway.(*continuation).start") == 0
+	})
+	close(release)
+	if got, err := er.next(); err != nil || got != "last" {
+		t.Fatalf("last event = %q, %v", got, err)
+	}
+	if got, err := er.next(); err != io.EOF {
+		t.Fatalf("the stream ended with %q, %v; want a clean end", got, err)
+	}
+}

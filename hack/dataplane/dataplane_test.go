@@ -34,6 +34,7 @@ var (
 	users       = flag.Int("users", 16, "callers the connections take turns at being (their tokens), for the policies' per-user buckets")
 	configsFlag = flag.String("configs", strings.Join(configs, ","), "configurations to race")
 	resultsPath = flag.String("results", "", "write every sample as JSON to this file")
+	profileDir  = flag.String("profile", "", "write a CPU profile of each toolgate configuration, taken over its measured run in the first round, to this folder (toolgate-CONFIG.cpu.pb.gz)")
 )
 
 // configs are the configurations, in the order of the report.
@@ -106,13 +107,21 @@ func TestDataPlaneRace(t *testing.T) {
 	// Every proxy runs for the whole race, idle while the others are
 	// measured.
 	targets := map[string]string{}
+	// pprofs are the toolgate configurations' profile addresses, with
+	// -profile.
+	pprofs := map[string]string{}
 	redisAddr := ""
 	withPolicy := func(port int) string {
 		return testgateway.Config(port, backend, testgateway.OIDC(issuer.URL(), issuer.JWKSURL(), audience)+policy)
 	}
 	// As the bare proxy, toolgate writes no access log (it would at info).
-	quiet := []string{"--log-level", "warn"}
+	quietFlags := []string{"--log-level", "warn"}
 	for _, c := range chosen {
+		quiet := quietFlags
+		if *profileDir != "" && c != "direct" && c != "bare" {
+			pprofs[c] = net.JoinHostPort("127.0.0.1", strconv.Itoa(testproc.FreePorts(t, 1)[0]))
+			quiet = append(slices.Clone(quietFlags), "--pprof-address", pprofs[c])
+		}
 		switch c {
 		case "direct":
 			targets[c] = "http://" + backend + "/mcp"
@@ -161,7 +170,17 @@ func TestDataPlaneRace(t *testing.T) {
 			if c == "memory" || c == "redis" {
 				args = append(args, "-tokens", tokens)
 			}
+			var profiled chan error
+			if addr, ok := pprofs[c]; ok && round == 1 {
+				profiled = make(chan error, 1)
+				go func() { profiled <- profileCPU(addr, filepath.Join(*profileDir, "toolgate-"+c+".cpu.pb.gz")) }()
+			}
 			m := load(t, racer, args)
+			if profiled != nil {
+				if err := <-profiled; err != nil {
+					t.Fatalf("profile of %s: %v", c, err)
+				}
+			}
 			s := Sample{Config: c, Round: round, Requests: m.Requests, RPS: m.RPS, P50Micros: m.P50Micros, P99Micros: m.P99Micros}
 			t.Logf("round %d %-8s %9.0f req/s  p50 %6.0f µs  p99 %6.0f µs", round, c, s.RPS, s.P50Micros, s.P99Micros)
 			res.Samples = append(res.Samples, s)
@@ -242,6 +261,32 @@ func load(t *testing.T, racer string, args []string) measurement {
 		t.Fatalf("racer %s: %d requests answered 200, %d not (first: %s)", strings.Join(args, " "), m.Requests, m.Errors, m.FirstError)
 	}
 	return m
+}
+
+// profileCPU waits for the warmup, then writes toolgate's CPU profile
+// (served at addr, --pprof-address) over the measured run to path.
+func profileCPU(addr, path string) error {
+	time.Sleep(*warmup)
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(duration.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.ReadFrom(resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // measurement is the load generator's output (racer's Measurement).
