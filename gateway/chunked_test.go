@@ -69,7 +69,7 @@ func TestChunkReaderRefusesBadFramingAndCutBodies(t *testing.T) {
 // next read would wait for the connection, and nothing read is held back.
 func TestChunkReaderIsQuietOnlyBetweenChunksWithNothingBuffered(t *testing.T) {
 	pr, pw := io.Pipe()
-	defer pr.Close()
+	defer func() { _ = pr.Close() }()
 	c := &chunkReader{br: bufio.NewReaderSize(pr, 64)}
 	if !c.quiet() {
 		t.Fatal("not quiet before anything arrived")
