@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -284,5 +285,61 @@ func TestAnEventStreamEndedByItsConnectionIsRelayed(t *testing.T) {
 	}
 	if got, err := er.next(); err != io.EOF {
 		t.Fatalf("the stream ended with %q, %v; want a clean end", got, err)
+	}
+}
+
+// On an HTTPS listener a stream over HTTP/1.1 is detached and waits in the
+// poller too, watched on the TCP connection under its TLS; one over HTTP/2
+// stays with its handler.
+func TestAnEventStreamOverTLSIsDetachedOnHTTP1Only(t *testing.T) {
+	for _, tc := range []struct {
+		proto    string
+		detached int
+	}{{"HTTP/1.1", 1}, {"HTTP/2.0", 0}} {
+		t.Run(tc.proto, func(t *testing.T) {
+			held := newHeldStream()
+			be := newHTTPTestServer(t, held)
+			certs := testCertificates(t, "mcp.example.com")
+			s := newServer(t, Options{})
+			l := Listener{Name: "tls", Address: "127.0.0.1", Protocol: ProtocolHTTPS, Certificates: certs,
+				VirtualHosts: []VirtualHost{{Routes: []Route{{Namespace: "ns", Name: "r", Rules: []Rule{{Backends: []Backend{backendOf("sse", 1, be)}}}}}}}}
+			mustApply(t, s, &Config{Listeners: []Listener{l}})
+			tr := &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: certPool(t, certs...), ServerName: "mcp.example.com", MinVersion: tls.VersionTLS12},
+				DialContext:     dialTo(s.Addr("tls").String()),
+			}
+			tr.Protocols = new(http.Protocols)
+			tr.Protocols.SetHTTP1(tc.proto == "HTTP/1.1")
+			tr.Protocols.SetHTTP2(tc.proto == "HTTP/2.0")
+			t.Cleanup(tr.CloseIdleConnections)
+			req, _ := http.NewRequest(http.MethodGet, "https://mcp.example.com:"+portOf(t, s, "tls")+"/", nil)
+			req.Header.Set("Accept", "text/event-stream")
+			resp, err := (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { resp.Body.Close() })
+			if resp.Proto != tc.proto {
+				t.Fatalf("the stream came over %s, want %s", resp.Proto, tc.proto)
+			}
+			events := newEventReader(t, resp.Body)
+			if got, err := events.next(); err != nil || got != "first" {
+				t.Fatalf("first event = %q, %v", got, err)
+			}
+			if tc.detached > 0 {
+				waitFor(t, "the stream idle in the poller", func() bool {
+					return openDetached(s) == 1 && stacksHolding("gateway.(*continuation).pump") == 0 && stacksHolding("gateway.(*continuation).start") == 0
+				})
+			} else if n := openDetached(s); n != 0 {
+				t.Errorf("%d streams detached over HTTP/2", n)
+			}
+			close(held.release)
+			if got, err := events.next(); err != nil || got != "last" {
+				t.Fatalf("last event = %q, %v", got, err)
+			}
+			if got, err := events.next(); err != io.EOF {
+				t.Fatalf("the stream ended with %q, %v; want a clean end", got, err)
+			}
+		})
 	}
 }
