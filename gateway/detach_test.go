@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -341,5 +342,84 @@ func TestAnEventStreamOverTLSIsDetachedOnHTTP1Only(t *testing.T) {
 				t.Fatalf("the stream ended with %q, %v; want a clean end", got, err)
 			}
 		})
+	}
+}
+
+// Many streams at once, their events and their ends racing: each client
+// gets the events in order, whole, however the backend's writes and the
+// idle periods fall; streams whose clients leave end; a shutdown ends the
+// rest cleanly; and no stream is left open.
+func TestDetachedStreamsUnderChurn(t *testing.T) {
+	forEachWaitingMode(t, testDetachedStreamsUnderChurn)
+}
+
+func testDetachedStreamsUnderChurn(t *testing.T, accept string) {
+	const streams, events = 40, 30
+	be := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		for i := 0; i < events; i++ {
+			// Events in pieces of every kind: whole, split in two writes,
+			// two at once; sometimes after a pause, so that the stream
+			// idles in between.
+			event := fmt.Sprintf("id: %d\ndata: %s\n\n", i, strings.Repeat("x", i*37%300))
+			switch i % 3 {
+			case 0:
+				fmt.Fprint(w, event)
+			case 1:
+				fmt.Fprint(w, event[:len(event)/2])
+				_ = rc.Flush()
+				fmt.Fprint(w, event[len(event)/2:])
+			case 2:
+				fmt.Fprint(w, event)
+				i++
+				if i < events {
+					fmt.Fprintf(w, "id: %d\ndata: %s\n\n", i, strings.Repeat("x", i*37%300))
+				}
+			}
+			_ = rc.Flush()
+			if i%4 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		<-r.Context().Done()
+	}))
+	s := newServer(t, Options{})
+	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
+	addr := s.Addr("web").String()
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for n := range streams {
+		wg.Go(func() {
+			conn, er := rawStream(t, addr, "/", accept)
+			leaveAfter := events
+			if n%2 == 0 {
+				leaveAfter = n % events // half the clients leave early
+			}
+			for i := range leaveAfter {
+				got, err := er.next()
+				if want := strings.Repeat("x", i*37%300); err != nil || got != want {
+					errs <- fmt.Errorf("stream %d event %d: %d bytes, %v; want %d bytes", n, i, len(got), err, len(want))
+					return
+				}
+			}
+			if leaveAfter < events {
+				conn.Close()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, "the streams whose clients left to end", func() bool { return openDetached(s) == streams/2 })
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+	if n := openDetached(s); n != 0 {
+		t.Errorf("%d streams left open after the shutdown", n)
 	}
 }
