@@ -113,7 +113,7 @@ bench: redis ## Run every benchmark in sequence (bench-dataplane, bench-streams,
 	MAKE="$(MAKE)" ./hack/bench.sh
 
 .PHONY: bench-dataplane
-bench-dataplane: redis ## Race the data plane: a tools/call straight to a backend, through a bare httputil.ReverseProxy, and through toolgate with no policy, a policy in memory and on Redis; requests per second, latency and ratios (see hack/dataplane; ARGS="-rounds 1 -duration 3s" ...).
+bench-dataplane: redis ## Race the data plane: a tools/call straight to a backend, through a bare httputil.ReverseProxy, and through toolgate with no policy, a policy in memory and on Redis; requests per second, latency and ratios (see hack/dataplane; ARGS="-rounds 1 -duration 3s" ...; ARGS="-profile DIR" also writes toolgate's CPU profile of each configuration's measured run).
 	$(GO) test -tags dataplane -count=1 -timeout 60m -v -run TestDataPlaneRace ./hack/dataplane $(if $(ARGS),-args $(ARGS))
 
 .PHONY: bench-controller
