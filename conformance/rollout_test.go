@@ -77,11 +77,7 @@ var _ = Describe("Rollouts", Label(labelPods), func() {
 		r := load.stop()
 		AddReportEntry("proxy rollout under load", r.String())
 
-		Expect(r.failures).To(BeEmpty(), "calls failed during the rollout: %s", r)
-		Expect(r.callsOK).To(BeNumerically(">", 0), "no call was made during the rollout")
-		Expect(r.streamsBroken).To(BeEmpty(), "event streams were cut rather than ended: %s", r)
-		Expect(r.streamsEnded).To(BeNumerically(">=", rolloutSDKSessions), "every stream was on a pod that the rollout replaced: %s", r)
-		Expect(r.streamsOpened).To(Equal(rolloutSDKSessions+r.streamsEnded), "each ended stream was opened again, once: %s", r)
+		expectProxiesReplacedDroppingNothing(r, "rollout")
 	})
 
 	It("of the controller keep the proxies serving, and the new leader takes over status and provisioning", func(ctx SpecContext) {
@@ -335,6 +331,19 @@ func (l *rolloutLoad) waitStreamsReopened(ctx context.Context) {
 }
 
 // stop ends the clients and returns what they saw.
+// expectProxiesReplacedDroppingNothing asserts that, while every proxy
+// pod was replaced (during names it: "rollout", "upgrade"), no call of
+// the load failed and every event stream was ended cleanly, on an old pod,
+// and opened again once.
+func expectProxiesReplacedDroppingNothing(r rolloutResult, during string) {
+	GinkgoHelper()
+	Expect(r.failures).To(BeEmpty(), "calls failed during the %s: %s", during, r)
+	Expect(r.callsOK).To(BeNumerically(">", 0), "no call was made during the %s", during)
+	Expect(r.streamsBroken).To(BeEmpty(), "event streams were cut rather than ended: %s", r)
+	Expect(r.streamsEnded).To(BeNumerically(">=", rolloutSDKSessions), "every stream was on a proxy pod that the %s replaced: %s", during, r)
+	Expect(r.streamsOpened).To(Equal(rolloutSDKSessions+r.streamsEnded), "each ended stream was opened again, once: %s", r)
+}
+
 func (l *rolloutLoad) stop() rolloutResult {
 	opened, ended, broken := l.streams.counts()
 	l.cancel()

@@ -145,11 +145,7 @@ var _ = Describe("Upgrades", Label(labelPods, labelUpgrade), func() {
 		r := load.stop()
 		AddReportEntry("upgrade under load", r.String())
 
-		Expect(r.failures).To(BeEmpty(), "calls failed during the upgrade: %s", r)
-		Expect(r.callsOK).To(BeNumerically(">", 0), "no call was made during the upgrade")
-		Expect(r.streamsBroken).To(BeEmpty(), "event streams were cut rather than ended: %s", r)
-		Expect(r.streamsEnded).To(BeNumerically(">=", rolloutSDKSessions), "every stream was on a proxy pod that the upgrade replaced: %s", r)
-		Expect(r.streamsOpened).To(Equal(rolloutSDKSessions+r.streamsEnded), "each ended stream was opened again, once: %s", r)
+		expectProxiesReplacedDroppingNothing(r, "upgrade")
 
 		By("the CRDs are this checkout's, applied by the README's kubectl command")
 		expectCRDs(ctx, filepath.Join(current, "crds"))

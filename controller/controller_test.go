@@ -79,6 +79,22 @@ func newRoute(ns, gateway, mcpServer, service string, port int32) *gwv1.HTTPRout
 	return r
 }
 
+// newBackendRoute creates a route of gateway, with no filter, to Service
+// service (port 80) in namespace backendNS.
+func newBackendRoute(ns, gateway, backendNS, service string) *gwv1.HTTPRoute {
+	r := &gwv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
+		Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gateway)}}},
+			Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
+				Name: gwv1.ObjectName(service), Namespace: ptr(gwv1.Namespace(backendNS)), Port: ptr(gwv1.PortNumber(80)),
+			}}}}}},
+		},
+	}
+	Expect(k8sClient.Create(ctx, r)).To(Succeed())
+	return r
+}
+
 func newMCPServer(ns, name string, perUser int64) *v1alpha1.MCPServer {
 	m := &v1alpha1.MCPServer{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -573,16 +589,7 @@ var _ = Describe("HTTPRoute status", func() {
 			ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: other},
 			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
 		})).To(Succeed())
-		r := &gwv1.HTTPRoute{
-			ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
-			Spec: gwv1.HTTPRouteSpec{
-				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gw.Name)}}},
-				Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
-					Name: "shared", Namespace: ptr(gwv1.Namespace(other)), Port: ptr(gwv1.PortNumber(80)),
-				}}}}}},
-			},
-		}
-		Expect(k8sClient.Create(ctx, r)).To(Succeed())
+		r := newBackendRoute(ns, gw.Name, other, "shared")
 		key := client.ObjectKeyFromObject(r)
 		Eventually(routeParentConditions(key), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionFalse, "RefNotPermitted")))
 

@@ -296,16 +296,7 @@ var _ = Describe("Secrets, ConfigMaps and EndpointSlices cached by namespace", f
 		}
 
 		By("routing to the Service: the first snapshot that serves it has its endpoints")
-		r := &gwv1.HTTPRoute{
-			ObjectMeta: metav1.ObjectMeta{Name: unique("route"), Namespace: ns},
-			Spec: gwv1.HTTPRouteSpec{
-				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: gwv1.ObjectName(gw.Name)}}},
-				Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
-					Name: "mcp", Namespace: ptr(gwv1.Namespace(backends)), Port: ptr(gwv1.PortNumber(80)),
-				}}}}}},
-			},
-		}
-		Expect(k8sClient.Create(ctx, r)).To(Succeed())
+		r := newBackendRoute(ns, gw.Name, backends, "mcp")
 		Eventually(routeParentConditions(client.ObjectKeyFromObject(r)), wait, poll).Should(Satisfy(haveCondition("ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")))
 		Expect(scopesOf(backends)).To(Equal([]string{backends + "/EndpointSlice"}))
 		Expect(scopesOf(quiet)).To(BeEmpty(), "a namespace nothing refers to is cached")

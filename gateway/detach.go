@@ -50,7 +50,6 @@ import (
 type continuation struct {
 	conn net.Conn
 	body *responseBody
-	idle *idleBuffers
 	// cancel cancels the request to the backend: its body's next read
 	// fails.
 	cancel context.CancelFunc
@@ -94,9 +93,9 @@ func (c *continuation) start(ended func(cut bool)) {
 		return
 	}
 	go c.watchClient()
-	idle := c.idle.Get()
+	idle := c.body.idle.Get()
 	err := c.body.copy(idle)
-	c.idle.Put(idle)
+	c.body.idle.Put(idle)
 	c.finish(err)
 }
 
@@ -167,9 +166,9 @@ func (c *continuation) pump(woken bool) {
 		return c.mayIdle()
 	}
 	for {
-		idle := c.idle.Get()
+		idle := c.body.idle.Get()
 		err := c.body.copyUntil(idle, pause)
-		c.idle.Put(idle)
+		c.body.idle.Put(idle)
 		if err != errPaused {
 			c.finish(err)
 			return
@@ -319,7 +318,7 @@ func (b *responseBody) detach() bool {
 	}
 	rec.ResponseWriter, rec.rc = &chunkedConn{conn: conn, header: header}, nil
 	c := &continuation{
-		conn: conn, body: b, idle: b.idle, cancel: x.cancelBackend, set: x.detached,
+		conn: conn, body: b, cancel: x.cancelBackend, set: x.detached,
 		clientSent: rw.Reader.Buffered() > 0, done: make(chan struct{}),
 	}
 	x.cont = c

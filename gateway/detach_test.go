@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -19,24 +18,6 @@ import (
 	"github.com/toolgate/toolgate/filter"
 	"github.com/toolgate/toolgate/filter/audit"
 )
-
-// syncBuffer is a log destination that tests read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // rawStream opens a GET event stream with a client of its own over one
 // HTTP/1.1 connection (no pooling transport, whose goroutines would hide
@@ -119,7 +100,7 @@ func TestAnIdleEventStreamHoldsNoHandlerAndIsRecordedWhenItEnds(t *testing.T) {
 		t.Run(tc.accept, func(t *testing.T) {
 			held := newHeldStream()
 			be := newHTTPTestServer(t, held)
-			var access, trail syncBuffer
+			var access, trail accessLogBuffer
 			auditLog, err := audit.New(&trail, audit.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -208,7 +189,7 @@ func testClientLeavingADetachedStream(t *testing.T, accept string) {
 		<-r.Context().Done()
 		close(gone)
 	}))
-	var access syncBuffer
+	var access accessLogBuffer
 	s := newServer(t, Options{AccessLog: slog.New(slog.NewJSONHandler(&access, nil))})
 	mustApply(t, s, oneRoute(Rule{Backends: []Backend{backendOf("sse", 1, be)}}))
 	conn, er := rawStream(t, s.Addr("web").String(), "/", accept)

@@ -133,6 +133,13 @@ func (b *accessLogBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// String returns what was written so far.
+func (b *accessLogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // waitForRecord returns the first record, which is written after the
 // response.
 func (b *accessLogBuffer) waitForRecord(t *testing.T) map[string]any {
