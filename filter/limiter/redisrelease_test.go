@@ -112,6 +112,26 @@ func waitAllFree(t *testing.T, s limiter.Peeker, d limiter.Demand) (peeks uint64
 	}
 }
 
+// waitReleasers waits until want goroutines send the releases no decision
+// carried, and fails the test when that does not come within 30s. The
+// count is awaited, not read once: a closed store's releaser has returned
+// from Close's point of view (its WaitGroup is done) a moment before its
+// goroutine is gone from the process's stacks.
+func waitReleasers(t *testing.T, want int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := releasers()
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d goroutines send the stores' releases, want %d", what, got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // releasers counts the goroutines that send the releases no decision
 // carried.
 func releasers() int {
@@ -231,7 +251,7 @@ func TestRedisTakeAfterReleaseSeesTheSlot(t *testing.T) {
 // goroutine of the store sends the releases no decision carried.
 func TestRedisCapHoldsWhileReleasesRide(t *testing.T) {
 	const size, callers, rounds = 3, 32, 40
-	before := releasers()
+	waitReleasers(t, 0, "before the test, with every earlier store closed")
 	s, trips := releaseStore(t, sharedRedis.Addr(), limiter.RedisOptions{Timeout: time.Second})
 	warmUp(t, s)
 	start := s.RoundTrips()
@@ -260,15 +280,11 @@ func TestRedisCapHoldsWhileReleasesRide(t *testing.T) {
 		t.Fatal("no take was allowed")
 	}
 	peeks := waitAllFree(t, s, capOf("shared", "peek", size))
-	if got := releasers() - before; got != 1 {
-		t.Errorf("%d goroutines send the store's releases, want 1", got)
-	}
+	waitReleasers(t, 1, "while the store is open")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := releasers() - before; got != 0 {
-		t.Errorf("%d goroutines send the store's releases after Close, want none", got)
-	}
+	waitReleasers(t, 0, "after Close")
 	if got := s.RoundTrips(); got != trips.n.Load() {
 		t.Errorf("RoundTrips() = %d, the client sent %d", got, trips.n.Load())
 	}
@@ -448,7 +464,7 @@ func TestRedisCloseWithReleasesQueued(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := startRedis(t)
-			before := releasers()
+			waitReleasers(t, 0, "before the test, with every earlier store closed")
 			const timeout = 200 * time.Millisecond
 			// Its reads end with the round trip's deadline, as every
 			// toolgate mode's do.
@@ -495,9 +511,7 @@ func TestRedisCloseWithReleasesQueued(t *testing.T) {
 			if decisions, releases := s.Queued(); decisions != 0 || releases != 0 {
 				t.Errorf("after Close, %d decisions and %d releases are queued", decisions, releases)
 			}
-			if got := releasers() - before; got != 0 {
-				t.Errorf("%d goroutines send the store's releases after Close, want none", got)
-			}
+			waitReleasers(t, 0, "after Close")
 			if tt.wantFree {
 				waitAllFree(t, s, held[0]) // Peek works after Close: it is one script call
 			}
