@@ -53,15 +53,8 @@ func (t *translator) translateListenerSets(gs *gatewayState) {
 
 // parentIsGateway reports whether set's parentRef names gw.
 func parentIsGateway(set *gwv1.ListenerSet, gw *gwv1.Gateway) bool {
-	ref := set.Spec.ParentRef
-	if (ref.Group != nil && *ref.Group != gatewayGroup) || (ref.Kind != nil && *ref.Kind != kindGateway) {
-		return false
-	}
-	ns := set.Namespace
-	if ref.Namespace != nil && *ref.Namespace != "" {
-		ns = string(*ref.Namespace)
-	}
-	return ns == gw.Namespace && string(ref.Name) == gw.Name
+	parent, ok := listenerSetParentKey(set)
+	return ok && parent == key(gw)
 }
 
 // listenerSetNotAllowed says why gw's spec.allowedListeners do not admit

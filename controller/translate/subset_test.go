@@ -1,0 +1,84 @@
+package translate_test
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/controller/translate"
+	"github.com/toolgate/toolgate/gateway"
+)
+
+// TestForGatewaysKeepsSnapshots translates every fixture whole, then once
+// per Gateway restricted to that Gateway (Resources.ForGateways): each
+// Gateway's snapshot must be the same byte for byte, or be missing from
+// both. Fixtures with static addresses must refuse the restriction.
+func TestForGatewaysKeepsSnapshots(t *testing.T) {
+	inputs, loader, validator := fixtures(t)
+	compared, refused := 0, 0
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
+		t.Run(name, func(t *testing.T) {
+			res := readFixture(t, loader, in)
+			opts := translate.Options{Admission: validator}
+			whole := translate.Translate(res, opts)
+			for _, gw := range res.Gateways {
+				nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+				static := claimsStaticAddresses(gw)
+				sub, ok := res.ForGateways(map[types.NamespacedName]bool{nn: true})
+				if ok == static {
+					t.Fatalf("ForGateways(%s) ok = %v; want %v (claims static addresses: %v)", nn, ok, !static, static)
+				}
+				if !ok {
+					refused++
+					continue
+				}
+				part := translate.Translate(sub, opts)
+				want, got := encoded(t, whole, nn), encoded(t, part, nn)
+				if !bytes.Equal(want, got) {
+					t.Errorf("snapshot of %s translated alone differs from the whole translation's:\n%s", nn, diff(string(want), string(got)))
+				}
+				for other := range part.Gateways {
+					if other != nn {
+						t.Errorf("translated alone, %s also has a snapshot for %s", nn, other)
+					}
+				}
+				compared++
+			}
+		})
+	}
+	// The fixtures hold dozens of Gateways: a restriction that compared
+	// none would prove nothing.
+	if compared < 35 || refused == 0 {
+		t.Fatalf("compared %d Gateways' snapshots, refused %d; want at least 35 compared and some refused", compared, refused)
+	}
+}
+
+// claimsStaticAddresses reports whether gw's spec.addresses has an entry
+// of type IPAddress with a value.
+func claimsStaticAddresses(gw *gwv1.Gateway) bool {
+	for _, a := range gw.Spec.Addresses {
+		if a.Value != "" && (a.Type == nil || *a.Type == gwv1.IPAddressType) {
+			return true
+		}
+	}
+	return false
+}
+
+// encoded is gw's snapshot in r in its wire form, or nil when r has none.
+func encoded(t *testing.T, r *translate.Result, gw types.NamespacedName) []byte {
+	t.Helper()
+	cfg, ok := r.Gateways[gw]
+	if !ok {
+		return nil
+	}
+	data, err := gateway.EncodeConfig(cfg.Redacted())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
