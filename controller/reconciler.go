@@ -158,7 +158,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		ControllerName: r.opts.ControllerName, Admission: r.admission, Memory: r.memory,
 		RefuseExternalNames: r.opts.RefuseExternalNames,
 	}
-	first, err := r.relevance.translate(ctx, "status", in, opts)
+	first, err := r.relevance.translate(ctx, "status", in, opts, false)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -194,7 +194,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 
 	// Second pass: status with the data planes' state.
-	out, err := r.relevance.translate(ctx, "status", in, opts)
+	out, err := r.relevance.translate(ctx, "status", in, opts, false)
 	if err != nil {
 		return reconcile.Result{}, err
 	}

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -217,24 +218,34 @@ const holdoff = 100 * time.Millisecond
 // and for the Gateway API's kinds and MCPServers, when it changed their
 // spec (see specUnchanged).
 func (r *Relevance) eventHandler() handler.EventHandler {
-	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
-	enqueue := func(q queue, objs ...client.Object) {
+	return r.eventHandlerWith(func(_ context.Context, q workQueue, _ ...client.Object) {
+		q.AddAfter(everything, holdoff)
+	})
+}
+
+// workQueue is a reconciler's queue of work items.
+type workQueue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+
+// eventHandlerWith calls wake with an event's objects (an update's old
+// and new) when one of them is relevant, as eventHandler enqueues.
+func (r *Relevance) eventHandlerWith(wake func(ctx context.Context, q workQueue, objs ...client.Object)) handler.EventHandler {
+	enqueue := func(ctx context.Context, q workQueue, objs ...client.Object) {
 		for _, obj := range objs {
 			if obj != nil && r.relevant(obj) {
-				q.AddAfter(everything, holdoff)
+				wake(ctx, q, objs...)
 				return
 			}
 		}
 	}
 	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, q queue) { enqueue(q, e.Object) },
-		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q queue) {
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workQueue) { enqueue(ctx, q, e.Object) },
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workQueue) {
 			if !specUnchanged(e.ObjectOld, e.ObjectNew) {
-				enqueue(q, e.ObjectOld, e.ObjectNew)
+				enqueue(ctx, q, e.ObjectOld, e.ObjectNew)
 			}
 		},
-		DeleteFunc:  func(_ context.Context, e event.DeleteEvent, q queue) { enqueue(q, e.Object) },
-		GenericFunc: func(_ context.Context, e event.GenericEvent, q queue) { enqueue(q, e.Object) },
+		DeleteFunc:  func(ctx context.Context, e event.DeleteEvent, q workQueue) { enqueue(ctx, q, e.Object) },
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workQueue) { enqueue(ctx, q, e.Object) },
 	}
 }
 
@@ -443,14 +454,24 @@ const maxTranslationRounds = 8
 // the translation made again: nothing is computed from a namespace not
 // read yet. It records what the translation depended on, and lets the
 // caches of the namespaces it no longer depends on go.
-func (r *Relevance) translate(ctx context.Context, source string, in *inputs, opts translate.Options) (*translate.Result, error) {
-	d := r.current(source)
+//
+// With some set, in holds only what the snapshots of some Gateways are
+// computed from (translate.Resources.ForGateways): what the translation
+// depended on is then added to what source's earlier translations depended
+// on, which the other Gateways' snapshots still do, and nothing is let go.
+// A translation of everything says again what everything depends on.
+func (r *Relevance) translate(ctx context.Context, source string, in *inputs, opts translate.Options, some bool) (*translate.Result, error) {
+	before := r.current(source)
+	d := before
 	for range maxTranslationRounds {
 		if _, err := r.bodies.complete(ctx, in.Resources, d); err != nil {
 			return nil, err
 		}
 		out := translate.Translate(in.Resources, opts)
 		d = out.Dependencies
+		if some {
+			d = mergeDependencies(before, d)
+		}
 		if r.scoped != nil && !covers(in.scopes, scopesOf(d)) {
 			// Set first, so that the new caches keep whole what d names.
 			r.set(source, d)
@@ -481,6 +502,20 @@ func (r *Relevance) translate(ctx context.Context, source string, in *inputs, op
 		return out, nil
 	}
 	return nil, fmt.Errorf("the translation still depended on objects not read after %d rounds", maxTranslationRounds)
+}
+
+// mergeDependencies is what a and b depend on, together.
+func mergeDependencies(a, b translate.Dependencies) translate.Dependencies {
+	union := func(x, y map[types.NamespacedName]bool) map[types.NamespacedName]bool {
+		out := make(map[types.NamespacedName]bool, len(x)+len(y))
+		maps.Copy(out, x)
+		maps.Copy(out, y)
+		return out
+	}
+	return translate.Dependencies{
+		Services: union(a.Services, b.Services), Secrets: union(a.Secrets, b.Secrets), ConfigMaps: union(a.ConfigMaps, b.ConfigMaps),
+		AllServices: a.AllServices || b.AllServices,
+	}
 }
 
 // covers reports whether read holds every scope of want.

@@ -13,6 +13,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -46,6 +47,8 @@ var (
 	streamCA   *pki.CA
 	streamURL  string
 	streamPort *testport.Port
+	// streamMetrics holds the config stream's and the publisher's metrics.
+	streamMetrics *prometheus.Registry
 )
 
 var _ = BeforeSuite(func() {
@@ -76,6 +79,7 @@ var _ = BeforeSuite(func() {
 	streamPort = ports[0]
 	streamAddress := net.JoinHostPort("127.0.0.1", strconv.Itoa(streamPort.Number))
 	streamURL = "https://" + streamAddress
+	streamMetrics = prometheus.NewRegistry()
 	Expect(controller.Setup(mgr, controller.Options{
 		Params:    provision.Params{ControllerURL: "https://toolgate-controller.toolgate-system.svc:9443"},
 		CA:        streamCA,
@@ -83,6 +87,7 @@ var _ = BeforeSuite(func() {
 		Relevance: relevance,
 		Stream: &controller.StreamOptions{
 			Address: streamAddress, CA: streamCA, IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
+			Registerer: streamMetrics,
 		},
 	})).To(Succeed())
 	go func() {

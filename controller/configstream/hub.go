@@ -74,6 +74,17 @@ func (h *Hub) Retain(keep map[types.NamespacedName]bool) {
 	}
 }
 
+// Forget forgets gw (a deleted Gateway, or one no longer of this
+// controller), as Retain does those it does not keep.
+func (h *Hub) Forget(gw types.NamespacedName) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s, ok := h.gateways[gw]; ok {
+		delete(h.gateways, gw)
+		close(s.changed)
+	}
+}
+
 // MarkSynced says the first full translation was published. Before it, a
 // Gateway the Hub does not know may simply not be translated yet, and is
 // answered 503 (try again); after it, 404.

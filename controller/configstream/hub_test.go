@@ -67,22 +67,32 @@ func TestGatewaysAreIndependent(t *testing.T) {
 	}
 }
 
-func TestRetainForgetsDeletedGatewaysAndWakesTheirWaiters(t *testing.T) {
-	h := NewHub()
-	h.Publish(gwA, []byte("a"))
-	h.Publish(gwB, []byte("b"))
-	a, _ := h.current(gwA)
-	b, _ := h.current(gwB)
+func TestDeletedGatewaysAreForgottenAndTheirWaitersWoken(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		forget func(h *Hub)
+	}{
+		{"Retain keeps only A", func(h *Hub) { h.Retain(map[types.NamespacedName]bool{gwA: true}) }},
+		{"Forget B", func(h *Hub) { h.Forget(gwB); h.Forget(gwB) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := NewHub()
+			h.Publish(gwA, []byte("a"))
+			h.Publish(gwB, []byte("b"))
+			a, _ := h.current(gwA)
+			b, _ := h.current(gwB)
 
-	h.Retain(map[types.NamespacedName]bool{gwA: true})
-	if s, _ := h.current(gwB); s != nil {
-		t.Error("Gateway B is still known")
-	}
-	if !closed(b.changed) {
-		t.Error("the waiters of Gateway B were not woken")
-	}
-	if s, _ := h.current(gwA); s != a || closed(a.changed) {
-		t.Error("Gateway A, kept, was changed")
+			tc.forget(h)
+			if s, _ := h.current(gwB); s != nil {
+				t.Error("Gateway B is still known")
+			}
+			if !closed(b.changed) {
+				t.Error("the waiters of Gateway B were not woken")
+			}
+			if s, _ := h.current(gwA); s != a || closed(a.changed) {
+				t.Error("Gateway A, kept, was changed")
+			}
+		})
 	}
 }
 

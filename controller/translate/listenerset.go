@@ -53,7 +53,7 @@ func (t *translator) translateListenerSets(gs *gatewayState) {
 
 // parentIsGateway reports whether set's parentRef names gw.
 func parentIsGateway(set *gwv1.ListenerSet, gw *gwv1.Gateway) bool {
-	parent, ok := listenerSetParentKey(set)
+	parent, ok := ListenerSetGateway(set)
 	return ok && parent == key(gw)
 }
 

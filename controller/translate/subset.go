@@ -33,7 +33,7 @@ func (res *Resources) ForGateways(keep map[types.NamespacedName]bool) (sub *Reso
 	sets := map[types.NamespacedName]bool{}
 	out.ListenerSets = nil
 	for _, set := range res.ListenerSets {
-		if parent, ok := listenerSetParentKey(set); ok && keep[parent] {
+		if parent, ok := ListenerSetGateway(set); ok && keep[parent] {
 			out.ListenerSets = append(out.ListenerSets, set)
 			sets[key(set)] = true
 		}
@@ -58,9 +58,9 @@ func claimsStaticAddresses(gw *gwv1.Gateway) bool {
 	return false
 }
 
-// listenerSetParentKey is the Gateway set's parentRef names; ok is false
+// ListenerSetGateway is the Gateway set's parentRef names; ok is false
 // when it names something else.
-func listenerSetParentKey(set *gwv1.ListenerSet) (types.NamespacedName, bool) {
+func ListenerSetGateway(set *gwv1.ListenerSet) (types.NamespacedName, bool) {
 	ref := set.Spec.ParentRef
 	if (ref.Group != nil && *ref.Group != gatewayGroup) || (ref.Kind != nil && *ref.Kind != kindGateway) {
 		return types.NamespacedName{}, false
