@@ -75,6 +75,8 @@ type Reconciler struct {
 	// relevance says which objects matter, and reads the bodies of those
 	// the cache keeps only the metadata of.
 	relevance *Relevance
+	// dataPlanes is the data planes' state the last reconcile observed.
+	dataPlanes map[types.NamespacedName]translate.DataPlane
 }
 
 // everything is the single work item: any event recomputes the whole state.
@@ -153,16 +155,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		}
 	}
 
-	// First pass: which Gateways are accepted, and so get a data plane.
+	// Which Gateways are accepted, and so get a data plane: translated
+	// with the data planes as the last reconcile saw them, so that the
+	// same translation gives the status when they have not changed since
+	// (which Gateways are accepted, their static addresses and their
+	// ListenerSets' listeners do not depend on them).
 	opts := translate.Options{
 		ControllerName: r.opts.ControllerName, Admission: r.admission, Memory: r.memory,
 		RefuseExternalNames: r.opts.RefuseExternalNames,
 	}
+	res.DataPlanes = r.dataPlanes
 	first, err := r.relevance.translate(ctx, "status", in, opts, false)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	res.DataPlanes = map[types.NamespacedName]translate.DataPlane{}
+	dataPlanes := map[types.NamespacedName]translate.DataPlane{}
 	var live []types.NamespacedName
 	var errs []error
 	for _, gw := range res.Gateways {
@@ -181,10 +188,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		state, err := r.provisioner.Ensure(ctx, withListeners(gw, first.ListenerSetListeners[key]), p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("provision the data plane of Gateway %s: %w", key, err))
-			res.DataPlanes[key] = translate.DataPlane{Message: err.Error()}
+			dataPlanes[key] = translate.DataPlane{Message: err.Error()}
 			continue
 		}
-		res.DataPlanes[key] = translate.DataPlane{
+		dataPlanes[key] = translate.DataPlane{
 			Ready: state.Ready, Message: state.Message, Addresses: state.Addresses,
 			Replicas: p.WithDefaults().Replicas, SharedStore: p.SharedStore(),
 		}
@@ -193,11 +200,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		errs = append(errs, err)
 	}
 
-	// Second pass: status with the data planes' state.
-	out, err := r.relevance.translate(ctx, "status", in, opts, false)
-	if err != nil {
-		return reconcile.Result{}, err
+	// Status with the data planes' state: translated again only when it
+	// is not the one the first translation had.
+	out := first
+	if !reflect.DeepEqual(dataPlanes, res.DataPlanes) {
+		res.DataPlanes = dataPlanes
+		if out, err = r.relevance.translate(ctx, "status", in, opts, false); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
+	r.dataPlanes = dataPlanes
 	for name, problem := range classProblems {
 		if st, ok := out.Status.GatewayClasses[name]; ok {
 			st.Conditions = problem

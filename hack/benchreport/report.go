@@ -158,6 +158,10 @@ func render(r *Results, finished time.Time) (*Report, error) {
 			}
 		}
 		fmt.Fprintf(&b, "\nCPU per unrelated event: %s. API writes per minute at rest: %s.\n", formatValue(s.CPUPerUnrelatedEventMillis, "ms"), trimmed(writes))
+		if s.CPUPerEditMillis > 0 {
+			fmt.Fprintf(&b, "CPU per HTTPRoute edit: %s; per edit, the config stream translated %s Gateways in %s translations of some Gateways, and made %s translations of all of them.\n",
+				formatValue(s.CPUPerEditMillis, "ms"), trimmed(s.SnapshotGatewaysPerEdit["some"]), trimmed(s.SnapshotTranslationsPerEdit["some"]), trimmed(s.SnapshotTranslationsPerEdit["all"]))
+		}
 	}
 
 	if r.Limits != nil || r.Authz != nil {

@@ -85,6 +85,11 @@ type Scale struct {
 	HeapBaseMiB, HeapUnrelatedMiB float64
 
 	CPUPerUnrelatedEventMillis float64
+	// CPUPerEditMillis and the config stream's translations per edit by
+	// scope ("all", "some"): absent from results of older versions.
+	CPUPerEditMillis            float64
+	SnapshotTranslationsPerEdit map[string]float64
+	SnapshotGatewaysPerEdit     map[string]float64
 
 	EditToAllClientsP50Millis, EditToAllClientsP99Millis float64
 	EditsByRoutes                                        []EditsAt
