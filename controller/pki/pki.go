@@ -283,22 +283,37 @@ func validateGateway(gw types.NamespacedName) error {
 // provisioner issues a new one otherwise: after the CA changed, when the
 // certificate nears its expiry, or when it names another Gateway.
 func (ca *CA) ClientCertCurrent(certPEM []byte, gw types.NamespacedName, now time.Time, renewBefore time.Duration) bool {
+	_, ok := ca.ClientCertRenewAt(certPEM, gw, now, renewBefore)
+	return ok
+}
+
+// ClientCertRenewAt returns, for a certificate that is current at now
+// (ClientCertCurrent), the time until which it stays current: renewBefore
+// before it or this CA expires, whichever comes first. ok is false when
+// it is not current at now.
+func (ca *CA) ClientCertRenewAt(certPEM []byte, gw types.NamespacedName, now time.Time, renewBefore time.Duration) (at time.Time, ok bool) {
 	cert, err := parseCertPEM(certPEM)
 	if err != nil {
-		return false
+		return time.Time{}, false
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{
 		Roots:       ca.Pool(),
 		CurrentTime: now,
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
-		return false
+		return time.Time{}, false
 	}
 	if !cert.NotAfter.After(now.Add(renewBefore)) {
-		return false
+		return time.Time{}, false
 	}
-	named, err := GatewayOf(cert)
-	return err == nil && named == gw
+	if named, err := GatewayOf(cert); err != nil || named != gw {
+		return time.Time{}, false
+	}
+	end := cert.NotAfter
+	if ca.cert.NotAfter.Before(end) {
+		end = ca.cert.NotAfter
+	}
+	return end.Add(-renewBefore), true
 }
 
 func newKey() (*ecdsa.PrivateKey, error) {

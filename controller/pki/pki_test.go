@@ -290,6 +290,48 @@ func TestClientCertCurrent(t *testing.T) {
 	}
 }
 
+// ClientCertRenewAt says until when a certificate stays current: the
+// renewal window before its end, or before the CA's end when that comes
+// first; ClientCertCurrent agrees on either side of it.
+func TestClientCertRenewAt(t *testing.T) {
+	ca := mustCA(t)
+	for _, tt := range []struct {
+		name     string
+		validFor time.Duration
+	}{
+		{"a certificate that ends before the CA", ClientCertLifetime},
+		{"a certificate cut at the CA's end", 200 * 365 * 24 * time.Hour},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			certPEM, _, err := ca.IssueClient(gwA, now, tt.validFor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, err := parseCertPEM(certPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			end := cert.NotAfter
+			if ca.cert.NotAfter.Before(end) {
+				end = ca.cert.NotAfter
+			}
+			at, ok := ca.ClientCertRenewAt(certPEM, gwA, now, ClientCertRenewBefore)
+			if !ok || !at.Equal(end.Add(-ClientCertRenewBefore)) {
+				t.Fatalf("ClientCertRenewAt = %v, %v; want %v, true", at, ok, end.Add(-ClientCertRenewBefore))
+			}
+			if !ca.ClientCertCurrent(certPEM, gwA, at.Add(-time.Second), ClientCertRenewBefore) {
+				t.Error("not current a second before its renewal time")
+			}
+			if ca.ClientCertCurrent(certPEM, gwA, at, ClientCertRenewBefore) {
+				t.Error("still current at its renewal time")
+			}
+			if _, ok := ca.ClientCertRenewAt(certPEM, gwB, now, ClientCertRenewBefore); ok {
+				t.Error("current for another Gateway")
+			}
+		})
+	}
+}
+
 // A certificate whose URI SAN names a Gateway but which the CA did not
 // issue is not current, however well-formed.
 func TestClientCertCurrentChecksTheSignature(t *testing.T) {

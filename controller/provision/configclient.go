@@ -118,13 +118,36 @@ func (p *Provisioner) ensureConfigClientSecret(ctx context.Context, gw *gwv1.Gat
 // for longer than pki.ClientCertRenewBefore. Renewing that far ahead leaves
 // the kubelet ample time to update the proxies' mounted files.
 func (p *Provisioner) clientCertCurrent(s *corev1.Secret, gateway types.NamespacedName, now time.Time) bool {
+	// A version of the Secret found current stays so until its renewal
+	// time: checking it again (a signature, a key pair) on every
+	// reconcile of every Gateway would cost most of a reconcile.
+	p.mu.Lock()
+	c, ok := p.certs[gateway]
+	p.mu.Unlock()
+	if ok && s.ResourceVersion != "" && c.uid == s.UID && c.resourceVersion == s.ResourceVersion && now.Before(c.renewAt) {
+		return true
+	}
 	certPEM, keyPEM := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
 	if !bytes.Equal(s.Data[CACertKey], p.ca.CertPEM()) {
 		return false
 	}
-	if !p.ca.ClientCertCurrent(certPEM, gateway, now, pki.ClientCertRenewBefore) {
+	renewAt, current := p.ca.ClientCertRenewAt(certPEM, gateway, now, pki.ClientCertRenewBefore)
+	if !current {
 		return false
 	}
-	_, err := tls.X509KeyPair(certPEM, keyPEM)
-	return err == nil
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return false
+	}
+	p.mu.Lock()
+	p.certs[gateway] = checkedCert{uid: s.UID, resourceVersion: s.ResourceVersion, renewAt: renewAt}
+	p.mu.Unlock()
+	return true
+}
+
+// checkedCert is a version of a Gateway's client certificate Secret found
+// current, and until when it stays so.
+type checkedCert struct {
+	uid             types.UID
+	resourceVersion string
+	renewAt         time.Time
 }

@@ -61,6 +61,9 @@ type Provisioner struct {
 	mu sync.Mutex
 	// applied holds, per object, what the Provisioner last applied to it.
 	applied map[objectKey]lastApply
+	// certs holds, per Gateway, the version of its client certificate
+	// Secret last found current (clientCertCurrent).
+	certs map[types.NamespacedName]checkedCert
 }
 
 // objectKey identifies one object the Provisioner applies.
@@ -103,7 +106,7 @@ func New(c client.Client, scheme *runtime.Scheme, opts Options) *Provisioner {
 	if now == nil {
 		now = time.Now
 	}
-	return &Provisioner{client: c, scheme: scheme, ca: opts.CA, now: now, applied: map[objectKey]lastApply{}}
+	return &Provisioner{client: c, scheme: scheme, ca: opts.CA, now: now, applied: map[objectKey]lastApply{}, certs: map[types.NamespacedName]checkedCert{}}
 }
 
 // OwnedKinds are the kinds the Provisioner writes; a controller watches them
@@ -266,16 +269,14 @@ func (p *Provisioner) apply(ctx context.Context, gateway types.NamespacedName, o
 // of the same document answered with, nothing would change: applyInto then
 // sends nothing and out is the live object, read through the client.
 func (p *Provisioner) applyInto(ctx context.Context, gateway types.NamespacedName, obj, out client.Object) error {
-	u, err := p.applyDocument(obj)
+	// The document is made from the object's JSON form: when that is the
+	// one last applied, so is the document, which is then not made.
+	gvk, typed, err := p.typedForm(obj)
 	if err != nil {
 		return err
 	}
-	data, err := u.MarshalJSON()
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", u.GetKind(), err)
-	}
-	key := objectKey{gvk: u.GroupVersionKind(), NamespacedName: types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}}
-	document := sha256.Sum256(data)
+	key := objectKey{gvk: gvk, NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}}
+	document := sha256.Sum256(typed)
 
 	last, known := p.lastApply(key)
 	if known && last.document == document {
@@ -289,6 +290,10 @@ func (p *Provisioner) applyInto(ctx context.Context, gateway types.NamespacedNam
 		// Edited or deleted since: apply to repair it.
 	}
 
+	u, err := documentOf(typed)
+	if err != nil {
+		return fmt.Errorf("%s: %w", gvk.Kind, err)
+	}
 	if err := p.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
 		client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		p.forget(key)
@@ -332,25 +337,50 @@ func (p *Provisioner) forgetGatewaysExcept(live map[types.NamespacedName]bool) {
 			delete(p.applied, key)
 		}
 	}
+	for gw := range p.certs {
+		if !live[gw] {
+			delete(p.certs, gw)
+		}
+	}
 }
 
-// applyDocument turns a typed object into the document to apply. The
-// builders leave unset every field toolgate does not own, and the JSON form
-// drops them (omitempty); what is left besides them is removed here: nulls
-// (such as a zero creationTimestamp) and status, which is not ours to set.
-func (p *Provisioner) applyDocument(obj client.Object) (*unstructured.Unstructured, error) {
+// typedForm sets obj's kind from the scheme and returns it with obj's
+// JSON form.
+func (p *Provisioner) typedForm(obj client.Object) (schema.GroupVersionKind, []byte, error) {
 	gvk, err := apiutil.GVKForObject(obj, p.scheme)
+	if err != nil {
+		return gvk, nil, err
+	}
+	obj.GetObjectKind().SetGroupVersionKind(gvk)
+	typed, err := json.Marshal(obj)
+	if err != nil {
+		return gvk, nil, fmt.Errorf("encode %s: %w", gvk.Kind, err)
+	}
+	return gvk, typed, nil
+}
+
+// applyDocument turns a typed object into the document to apply.
+func (p *Provisioner) applyDocument(obj client.Object) (*unstructured.Unstructured, error) {
+	gvk, typed, err := p.typedForm(obj)
 	if err != nil {
 		return nil, err
 	}
-	obj.GetObjectKind().SetGroupVersionKind(gvk)
-	data, err := json.Marshal(obj)
+	u, err := documentOf(typed)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", gvk.Kind, err)
+		return nil, fmt.Errorf("%s: %w", gvk.Kind, err)
 	}
+	return u, nil
+}
+
+// documentOf turns the JSON form of a typed object (typedForm) into the
+// document to apply. The builders leave unset every field toolgate does
+// not own, and the JSON form drops them (omitempty); what is left besides
+// them is removed here: nulls (such as a zero creationTimestamp) and
+// status, which is not ours to set.
+func documentOf(typed []byte) (*unstructured.Unstructured, error) {
 	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(data); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", gvk.Kind, err)
+	if err := u.UnmarshalJSON(typed); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
 	}
 	delete(u.Object, "status")
 	dropNulls(u.Object)

@@ -52,7 +52,7 @@ var (
 	routeSteps       = flag.String("route-steps", "", "comma-separated numbers of HTTPRoutes, ascending, below the full number (-gateways × -routes-per-gateway) and multiples of -routes-per-gateway, at which -edits edits are timed too as the routes are created, and once more at the full number before the unrelated objects come: the edit-to-clients latency against the number of routes")
 	restFor          = flag.Duration("rest", time.Minute, "how long the API requests at rest are counted")
 	resultsPath      = flag.String("results", "", "write the results as JSON to this file")
-	profileDir       = flag.String("profile", "", "write the controller's CPU profiles (while it attaches the routes, while unrelated objects come) and heap profile (at the end) to this folder")
+	profileDir       = flag.String("profile", "", "write the controller's CPU profiles (while it attaches the routes, while unrelated objects come, during the timed edits at the end) and heap profile (at the end) to this folder")
 )
 
 const (
@@ -232,6 +232,7 @@ func TestControllerAtScale(t *testing.T) {
 	cpuBefore = cpuTime(t, ctrl.Pid())
 	translationsBefore := m.byLabel(t, "toolgate_controller_snapshot_translations_total", "scope")
 	gatewaysBefore := m.byLabel(t, "toolgate_controller_snapshot_translated_gateways_total", "scope")
+	editsProfile := profile(t, pprofAddr, "cpu-edits.pprof", "profile?seconds=20")
 	latencies := timeEdits(t, admin, watched, clients, edited)
 	res.EditToAllClientsP50Millis = percentile(latencies, 0.50)
 	res.EditToAllClientsP99Millis = percentile(latencies, 0.99)
@@ -240,6 +241,7 @@ func TestControllerAtScale(t *testing.T) {
 	// what the edits cost.
 	time.Sleep(11 * time.Second)
 	settle(t, m)
+	editsProfile()
 	res.CPUPerEditMillis = float64((cpuTime(t, ctrl.Pid()) - cpuBefore).Milliseconds()) / float64(*edits)
 	res.SnapshotTranslationsPerEdit = perEdit(m.byLabel(t, "toolgate_controller_snapshot_translations_total", "scope"), translationsBefore)
 	res.SnapshotGatewaysPerEdit = perEdit(m.byLabel(t, "toolgate_controller_snapshot_translated_gateways_total", "scope"), gatewaysBefore)
