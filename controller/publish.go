@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/toolgate/toolgate/apis/v1alpha1"
 	"github.com/toolgate/toolgate/controller/admission"
 	"github.com/toolgate/toolgate/controller/configstream"
 	"github.com/toolgate/toolgate/controller/pki"
@@ -107,10 +108,10 @@ var someGateways = reconcile.Request{NamespacedName: types.NamespacedName{Name: 
 
 // publisher translates the cluster and publishes one snapshot per Gateway
 // of this controller's classes. An event that can change only some
-// Gateways' snapshots (an HTTPRoute's, a Gateway's) has only those
-// translated (translate.Resources.ForGateways), and everything once more
-// sweepDelay later; any other event, or a Gateway whose snapshot depends
-// on others', has all of them translated.
+// Gateways' snapshots (an HTTPRoute's, a Gateway's, an MCPServer's) has
+// only those translated (translate.Resources.ForGateways), and everything
+// once more sweepDelay later; any other event, or a Gateway whose
+// snapshot depends on others', has all of them translated.
 type publisher struct {
 	reader         client.Reader
 	admission      *admission.Validator
@@ -162,7 +163,8 @@ func (p *publisher) wake(ctx context.Context, q workQueue, objs ...client.Object
 
 // affected returns the Gateways whose snapshots a change of objs can
 // change, when it can tell: a Gateway's own; those an HTTPRoute's
-// parentRefs name, directly or through a ListenerSet. A change of any
+// parentRefs name, directly or through a ListenerSet; those of the routes
+// that apply an MCPServer (translate.MCPServerGateways). A change of any
 // other kind can change any snapshot: ok is false.
 func (p *publisher) affected(ctx context.Context, objs ...client.Object) (gateways []types.NamespacedName, ok bool) {
 	for _, obj := range objs {
@@ -187,6 +189,13 @@ func (p *publisher) affected(ctx context.Context, objs ...client.Object) (gatewa
 					gateways = append(gateways, gw)
 				}
 			}
+		case *v1alpha1.MCPServer:
+			var routes gwv1.HTTPRouteList
+			var sets gwv1.ListenerSetList
+			if p.reader.List(ctx, &routes) != nil || p.reader.List(ctx, &sets) != nil {
+				return nil, false
+			}
+			gateways = append(gateways, translate.MCPServerGateways(o, pointers(routes.Items), pointers(sets.Items))...)
 		default:
 			return nil, false
 		}

@@ -87,4 +87,38 @@ var _ = Describe("Snapshots of the Gateways an event can affect", func() {
 		Expect(after.gateways-before.gateways).To(Equal(after.translations-before.translations),
 			"a translation for the route's change translated other Gateways too")
 	})
+
+	It("translates only the Gateway whose route applies an MCPServer when the MCPServer changes", func() {
+		ns := newNamespace()
+		class := newGatewayClass(translate.ControllerName)
+		var gws []*gwv1.Gateway
+		for range 3 {
+			gws = append(gws, newGateway(ns, class, 80))
+		}
+		snapshots := recordSnapshots(types.NamespacedName{Namespace: ns, Name: gws[1].Name})
+		m := newMCPServer(ns, "tools", 17)
+		newRoute(ns, gws[1].Name, m.Name, "mcp", 80)
+		newBackendRoute(ns, gws[2].Name, ns, "other")
+		servesLimit := func(limit string) func() bool {
+			return func() bool {
+				all := snapshots()
+				return len(all) > 0 && bytes.Contains(all[len(all)-1], []byte(`"maxTokens":`+limit))
+			}
+		}
+		Eventually(servesLimit("17"), 30*time.Second, 50*time.Millisecond).Should(BeTrue())
+		Eventually(func() bool {
+			before := snapshotTranslations("some")
+			time.Sleep(time.Second)
+			return snapshotTranslations("some") == before
+		}, 30*time.Second).Should(BeTrue())
+		before := snapshotTranslations("some")
+
+		By("changing the MCPServer's limit: the Gateway whose route applies it follows, translated alone")
+		Expect(change(m, func() { m.Spec.RateLimiting.PerUser.MaxTokens = 23 })).To(Succeed())
+		Eventually(servesLimit("23"), 30*time.Second, 50*time.Millisecond).Should(BeTrue())
+		after := snapshotTranslations("some")
+		Expect(after.translations).To(BeNumerically(">", before.translations), "no translation of some Gateways")
+		Expect(after.gateways-before.gateways).To(Equal(after.translations-before.translations),
+			"a translation for the MCPServer's change translated other Gateways too")
+	})
 })

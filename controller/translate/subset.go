@@ -3,6 +3,8 @@ package translate
 import (
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/toolgate/toolgate/apis/v1alpha1"
 )
 
 // ForGateways returns res restricted to what the snapshots of the Gateways
@@ -106,6 +108,67 @@ func routeNames(route *gwv1.HTTPRoute, gateways, sets map[types.NamespacedName]b
 	for _, nn := range lss {
 		if sets[nn] {
 			return true
+		}
+	}
+	return false
+}
+
+// MCPServerGateways returns the Gateways whose snapshots can depend on the
+// MCPServer m: those that routes using it (RouteUsesMCPServer) name,
+// directly or through one of listenerSets.
+func MCPServerGateways(m *v1alpha1.MCPServer, routes []*gwv1.HTTPRoute, listenerSets []*gwv1.ListenerSet) []types.NamespacedName {
+	setGateway := map[types.NamespacedName]types.NamespacedName{}
+	for _, set := range listenerSets {
+		if gw, ok := ListenerSetGateway(set); ok {
+			setGateway[key(set)] = gw
+		}
+	}
+	var out []types.NamespacedName
+	for _, route := range routes {
+		if !RouteUsesMCPServer(route, m) {
+			continue
+		}
+		gws, sets := RouteParents(route)
+		out = append(out, gws...)
+		for _, set := range sets {
+			if gw, ok := setGateway[set]; ok {
+				out = append(out, gw)
+			}
+		}
+	}
+	return out
+}
+
+// RouteUsesMCPServer reports whether the snapshots that serve route can
+// depend on the MCPServer m: an ExtensionRef filter naming it (on a rule
+// or a backendRef), or a backendRef or a mirror's of kind MCPServer naming
+// it. (A backendRef to the Service m names changes only the route's
+// status, which says the policy is bypassed.)
+func RouteUsesMCPServer(route *gwv1.HTTPRoute, m *v1alpha1.MCPServer) bool {
+	targets := func(ref gwv1.BackendObjectReference) bool {
+		group, kind, ns := backendTarget(route, ref)
+		return group == v1alpha1.GroupVersion.Group && kind == "MCPServer" && ns == m.Namespace && string(ref.Name) == m.Name
+	}
+	uses := func(filters []gwv1.HTTPRouteFilter) bool {
+		for _, f := range filters {
+			if ref := f.ExtensionRef; ref != nil && string(ref.Group) == v1alpha1.GroupVersion.Group &&
+				ref.Kind == "MCPServer" && string(ref.Name) == m.Name && route.Namespace == m.Namespace {
+				return true
+			}
+			if f.RequestMirror != nil && targets(f.RequestMirror.BackendRef) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, rule := range route.Spec.Rules {
+		if uses(rule.Filters) {
+			return true
+		}
+		for _, br := range rule.BackendRefs {
+			if targets(br.BackendObjectReference) || uses(br.Filters) {
+				return true
+			}
 		}
 	}
 	return false

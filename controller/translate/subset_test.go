@@ -3,6 +3,7 @@ package translate_test
 import (
 	"bytes"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -81,4 +82,44 @@ func encoded(t *testing.T, r *translate.Result, gw types.NamespacedName) []byte 
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestMCPServerGatewaysCoverWhatItChanges removes each MCPServer of every
+// fixture in turn: every Gateway whose snapshot that changes must be one
+// MCPServerGateways names.
+func TestMCPServerGatewaysCoverWhatItChanges(t *testing.T) {
+	inputs, loader, validator := fixtures(t)
+	changed := 0
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
+		t.Run(name, func(t *testing.T) {
+			res := readFixture(t, loader, in)
+			opts := translate.Options{Admission: validator}
+			whole := translate.Translate(res, opts)
+			for i, m := range res.MCPServers {
+				named := map[types.NamespacedName]bool{}
+				for _, gw := range translate.MCPServerGateways(m, res.HTTPRoutes, res.ListenerSets) {
+					named[gw] = true
+				}
+				without := *res
+				without.MCPServers = append(slices.Clone(res.MCPServers[:i]), res.MCPServers[i+1:]...)
+				after := translate.Translate(&without, opts)
+				for _, gw := range res.Gateways {
+					nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+					if bytes.Equal(encoded(t, whole, nn), encoded(t, after, nn)) {
+						continue
+					}
+					changed++
+					if !named[nn] {
+						t.Errorf("removing MCPServer %s/%s changes the snapshot of %s, which MCPServerGateways does not name", m.Namespace, m.Name, nn)
+					}
+				}
+			}
+		})
+	}
+	// Removing MCPServers changes many snapshots of the fixtures: none
+	// would prove nothing.
+	if changed < 8 {
+		t.Fatalf("removing MCPServers changed %d snapshots; want at least 8", changed)
+	}
 }
